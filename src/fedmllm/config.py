@@ -1,0 +1,330 @@
+"""The typed configuration tree.
+
+One tree drives every command, the simulator and the Flower apps. It is loaded from a TOML or YAML
+file and overridden by dotted ``key=value`` arguments (values parsed as YAML scalars/lists):
+
+    fedmllm run --config exp.toml fl.rounds=20 fl.clients_per_round=4
+
+Unknown keys and wrongly typed values raise :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key (and file)."""
+
+
+@dataclass
+class ModelConfig:
+    preset: Literal["tiny", "small"] = "small"
+    """Built-in offline model (ignored when ``name`` is set)."""
+    name: str | None = None
+    """Hugging Face hub id or local folder of a vision-language model."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """``auto``: bf16 on CUDA where supported, else float32."""
+    modules_to_save: list[str] = field(default_factory=list)
+    """Extra modules trained in full and communicated (e.g. ``multi_modal_projector``)."""
+    pretrain: bool = True
+    """Built-in presets only: start from the short deterministic pre-training (not random)."""
+
+
+@dataclass
+class LoraConfig:
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Projection names inside the language model's attention blocks."""
+    layers: list[int] | None = None
+    """Language-model layer indices to adapt (negative = from the end); ``None`` = all."""
+    target_regex: str | None = None
+    """Overrides ``modules``/``layers`` with a full peft ``target_modules`` regex."""
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["synth", "hateful_memes", "crisismmd", "medical"] = "synth"
+    task: Literal["binary", "multiclass", "vqa"] = "binary"
+    """Synthetic benchmark task (``synth`` only)."""
+    data_dir: str | None = None
+    prepared: str | None = None
+    """A folder written by ``fedmllm prepare`` (overrides the options below)."""
+    scenario: Literal["aligned", "missing", "cross", "hybrid"] = "aligned"
+    missing_rate: float = 0.5
+    image_clients: int = 3
+    presence: float = 0.7
+    prompt_strategy: Literal["plain", "agnostic"] = "plain"
+    partition: Literal["dirichlet", "iid"] = "dirichlet"
+    alpha: float = 0.5
+    min_per_client: int = 2
+    train_size: int = 2000
+    test_size: int = 400
+
+
+@dataclass
+class ClientConfig:
+    objective: str = "ce"
+    prox_mu: float = 0.01
+    mu_w: float = 0.1
+    s_layer: int = 4
+
+
+@dataclass
+class FLConfig:
+    algorithm: str = "fedavg"
+    rounds: int = 8
+    num_clients: int = 10
+    clients_per_round: int = 3
+    local_steps: int = 12
+    """Optimizer steps per client per round (ignored when ``local_epochs`` is set)."""
+    local_epochs: float | None = None
+    client: ClientConfig = field(default_factory=ClientConfig)
+    strategy: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for the server strategy (``eta``, ``momentum`` ...)."""
+
+
+@dataclass
+class TrainConfig:
+    device: str = "auto"
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    max_seq_len: int = 256
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_rounds: int = 1
+    min_lr_ratio: float = 0.1
+    grad_clip: float | None = 1.0
+
+
+@dataclass
+class EvalConfig:
+    every: int = 2
+    """Evaluate the global model every N rounds (and always after the last)."""
+    batch_size: int = 32
+    max_samples: int | None = None
+    views: list[Literal["image_text", "image_only", "text_only"]] = field(
+        default_factory=lambda: ["image_text", "image_only", "text_only"])
+    """Modality views of the test set to evaluate (the first one gives the headline numbers)."""
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs/default"
+    plot: bool = True
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    fl: FLConfig = field(default_factory=FLConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml())
+
+
+# ----------------------------------------------------------------------------- type checking
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp`` (int widens to float); raise naming ``key``."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key}: expected null, got {value!r}")
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        choices = ", ".join(repr(a) for a in get_args(tp))
+        raise ConfigError(f"{key}: expected one of {choices}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp,) = get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table/mapping, got {value!r}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table/mapping, got {value!r}")
+        return _build(tp, value, key)
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover
+
+
+def _build(cls: type, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            where = f"{prefix}.{k}" if prefix else k
+            raise ConfigError(f"unknown config key '{where}'")
+    obj = cls()
+    for k, v in data.items():
+        where = f"{prefix}.{k}" if prefix else k
+        setattr(obj, k, _coerce(v, hints[k], where))
+    return obj
+
+
+def _merge(base: dict, upd: dict) -> dict:
+    out = dict(base)
+    for k, v in upd.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "strategy":
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_file(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml", ".json"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"{path}: config must be .toml, .yaml, .yml or .json")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot parse: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a table/mapping")
+    return data
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"fl.rounds=20"`` -> (["fl", "rounds"], 20). Values are YAML scalars or lists."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' is not of the form key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{item}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; numbers win here
+        for conv in (int, float):
+            try:
+                value = conv(value)
+                break
+            except ValueError:
+                pass
+    return key.split("."), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
+    """Defaults, then the file (if any), then the overrides, type-checked as a whole."""
+    data: dict = Config().to_dict()
+    if path is not None:
+        try:
+            data = _merge(data, _read_file(Path(path)))
+        except ConfigError as e:
+            raise e
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for i, k in enumerate(keys[:-1]):
+            nxt = node.get(k) if isinstance(node, dict) else None
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"unknown config key '{'.'.join(keys[: i + 1])}'")
+            node = nxt
+        node[keys[-1]] = value
+    try:
+        cfg = _build(Config, data)
+    except ConfigError as e:
+        if path is not None and "unknown config key" in str(e):
+            raise ConfigError(f"{path}: {e}") from None
+        raise
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that types alone cannot express."""
+    checks = [
+        (cfg.fl.rounds >= 0, "fl.rounds", "must be >= 0"),
+        (cfg.fl.num_clients >= 1, "fl.num_clients", "must be >= 1"),
+        (1 <= cfg.fl.clients_per_round, "fl.clients_per_round", "must be >= 1"),
+        (cfg.fl.local_steps >= 1, "fl.local_steps", "must be >= 1"),
+        (cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1"),
+        (cfg.train.grad_accum >= 1, "train.grad_accum", "must be >= 1"),
+        (cfg.train.lr > 0, "train.lr", "must be > 0"),
+        (cfg.lora.r >= 1, "lora.r", "must be >= 1"),
+        (0.0 <= cfg.lora.dropout < 1.0, "lora.dropout", "must be in [0, 1)"),
+        (0.0 <= cfg.data.missing_rate <= 1.0, "data.missing_rate", "must be in [0, 1]"),
+        (0.0 <= cfg.data.presence <= 1.0, "data.presence", "must be in [0, 1]"),
+        (cfg.data.alpha > 0, "data.alpha", "must be > 0"),
+        (cfg.eval.every >= 1, "eval.every", "must be >= 1"),
+    ]
+    for ok, key, msg in checks:
+        if not ok:
+            raise ConfigError(f"{key}: {msg}")
+
+
+def config_to_json(cfg: Config) -> str:
+    return json.dumps(cfg.to_dict(), indent=2)

@@ -1,0 +1,71 @@
+"""The project's sample record, shared by every reader, scenario, prompt builder and collator.
+
+A :class:`Sample` is one supervised example. ``image`` and ``text`` are the two modalities of the
+*content* (a meme's picture and caption, a tweet's photo and text); either may be ``None`` when a
+scenario removed it or the source has none. ``question`` is the task question (for VQA the raw
+question, for classification the task's question phrase is supplied by the prompt template), and
+``answer`` is the supervised target string. Classification samples also carry ``label`` (class
+index into ``options``).
+
+Images are referenced, not decoded: ``image`` is a filesystem path (``str``) for real datasets and
+may be an in-memory ``PIL.Image.Image`` for the synthetic benchmark. :func:`load_image` opens it
+lazily when a batch is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+MODALITIES = ("image_text", "image_only", "text_only", "none")
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    task: str
+    answer: str
+    question: str | None = None
+    image: Any = None  # str path | PIL.Image.Image | None
+    text: str | None = None
+    label: int | None = None
+    options: tuple[str, ...] | None = None
+    answer_type: str | None = None  # "CLOSED" / "OPEN" for VQA
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def has_image(self) -> bool:
+        return self.image is not None
+
+    @property
+    def has_text(self) -> bool:
+        return self.text is not None
+
+    @property
+    def modality(self) -> str:
+        """One of ``image_text``, ``image_only``, ``text_only``, ``none``."""
+        if self.has_image and self.has_text:
+            return "image_text"
+        if self.has_image:
+            return "image_only"
+        if self.has_text:
+            return "text_only"
+        return "none"
+
+    def with_modality(self, image: bool, text: bool) -> Sample:
+        """A copy keeping the image and/or the text (``False`` drops it)."""
+        return replace(
+            self, image=self.image if image else None, text=self.text if text else None
+        )
+
+
+def load_image(ref: Any):
+    """Open an image reference as an RGB ``PIL.Image`` (paths are read only here)."""
+    from PIL import Image
+
+    if ref is None:
+        return None
+    if isinstance(ref, Image.Image):
+        return ref.convert("RGB") if ref.mode != "RGB" else ref
+    with Image.open(ref) as im:
+        return im.convert("RGB")

@@ -1,0 +1,140 @@
+"""One collation path for every model: chat template -> processor -> masked labels -> batch.
+
+A sample is encoded once (:func:`encode_sample`): the user turn (image placeholder + prompt text)
+and the assistant answer are rendered with the processor's chat template and tokenized by the
+processor (which expands the image placeholder into the model's image tokens). Prompt tokens get
+label -100; only the answer and its end-of-turn token are supervised. Batches (:func:`collate`)
+mix image and text-only samples freely: each model family's vision tensors are merged by the same
+rule (per-image tensors are concatenated; batch-major tensors are padded with empty images, which
+models such as Idefics3 drop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..data.records import load_image
+from .loading import ModelError
+
+IGNORE_INDEX = -100
+#: vision tensors whose first dimension is the batch (padded with zero "images" when merging)
+_BATCH_MAJOR_NDIM = {"pixel_values": 5, "pixel_attention_mask": 4}
+
+
+@dataclass
+class Encoded:
+    """A tokenized sample: ids, labels (None for prompts) and its per-sample vision tensors."""
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor | None
+    vision: dict[str, torch.Tensor]
+    prompt_len: int
+
+
+def user_message(prompt: str, has_image: bool) -> dict:
+    content: list[dict[str, Any]] = [{"type": "image"}] if has_image else []
+    content.append({"type": "text", "text": prompt})
+    return {"role": "user", "content": content}
+
+
+def assistant_message(answer: str) -> dict:
+    return {"role": "assistant", "content": [{"type": "text", "text": answer}]}
+
+
+def _tokenize(processor, text: str, image) -> dict[str, torch.Tensor]:
+    kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
+    if image is not None:
+        kwargs["images"] = [[image]]
+    try:
+        return dict(processor(**kwargs))
+    except (ValueError, TypeError) as e:
+        raise ModelError(f"processor failed: {str(e).splitlines()[0]}") from None
+
+
+def encode_sample(processor, prompt: str, image_ref=None, answer: str | None = None,
+                  max_len: int | None = None, sample_id: str = "?") -> Encoded:
+    """Encode one sample. With ``answer`` the labels supervise the answer only."""
+    image = load_image(image_ref) if image_ref is not None else None
+    user = user_message(prompt, image is not None)
+    prompt_text = processor.apply_chat_template([user], add_generation_prompt=True, tokenize=False)
+    enc_p = _tokenize(processor, prompt_text, image)
+    p_ids = enc_p.pop("input_ids")[0]
+    enc_p.pop("attention_mask", None)
+    if answer is None:
+        return Encoded(p_ids, None, enc_p, len(p_ids))
+
+    full_text = processor.apply_chat_template([user, assistant_message(answer)], tokenize=False)
+    if not full_text.startswith(prompt_text):
+        raise ModelError("chat template: the conversation does not extend the generation prompt")
+    enc_f = _tokenize(processor, full_text, image)
+    ids = enc_f.pop("input_ids")[0]
+    enc_f.pop("attention_mask", None)
+    plen = len(p_ids)
+    if not torch.equal(ids[:plen], p_ids):
+        # Tokens merged across the prompt/answer boundary: supervise from the first difference.
+        plen = int((ids[:plen] != p_ids[: len(ids)][:plen]).nonzero()[0])
+    labels = ids.clone()
+    labels[:plen] = IGNORE_INDEX
+    # Trailing whitespace after the end-of-turn token is formatting, not answer.
+    tok = getattr(processor, "tokenizer", processor)
+    end = len(ids)
+    while end > plen and tok.decode(ids[end - 1 : end]).strip() == "":
+        end -= 1
+    labels[end:] = IGNORE_INDEX
+    if max_len is not None and len(ids) > max_len:
+        if plen >= max_len:
+            raise ModelError(f"sample {sample_id}: prompt ({plen} tokens) does not fit "
+                             f"train.max_seq_len={max_len}")
+        ids, labels = ids[:max_len], labels[:max_len]
+    return Encoded(ids, labels, enc_f, plen)
+
+
+def _merge_vision(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    keys = sorted({k for it in items for k in it})
+    out: dict[str, torch.Tensor] = {}
+    for k in keys:
+        present = [it[k] for it in items if k in it]
+        ref = present[0]
+        if _BATCH_MAJOR_NDIM.get(k) == ref.dim():
+            n_max = max(t.shape[1] for t in present)
+            rows = []
+            for it in items:
+                t = it.get(k)
+                shape = (1, n_max, *ref.shape[2:])
+                row = torch.zeros(shape, dtype=ref.dtype)
+                if t is not None:
+                    row[:, : t.shape[1]] = t
+                rows.append(row)
+            out[k] = torch.cat(rows, 0)
+        else:
+            out[k] = torch.cat(present, 0)
+    return out
+
+
+def collate(batch: list[Encoded], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """Pad ids/labels/mask and merge vision tensors of samples that have images."""
+    n = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), n), dtype=torch.long)
+    has_labels = batch[0].labels is not None
+    labels = torch.full((len(batch), n), IGNORE_INDEX, dtype=torch.long) if has_labels else None
+    for i, e in enumerate(batch):
+        m = len(e.input_ids)
+        sl = slice(0, m) if padding_side == "right" else slice(n - m, n)
+        ids[i, sl] = e.input_ids
+        mask[i, sl] = 1
+        if labels is not None:
+            labels[i, sl] = e.labels
+    out = {"input_ids": ids, "attention_mask": mask}
+    if labels is not None:
+        out["labels"] = labels
+    vision = [e.vision for e in batch if e.vision]
+    if vision:
+        # Batch-major tensors need a row per sample (empty for text-only samples).
+        if any(_BATCH_MAJOR_NDIM.get(k) == t.dim() for v in vision for k, t in v.items()):
+            vision = [e.vision for e in batch]
+        out.update(_merge_vision(vision))
+    return out

@@ -1,0 +1,1 @@
+"""Run outputs: metrics files, console tables and plots."""

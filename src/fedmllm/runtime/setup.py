@@ -1,0 +1,85 @@
+"""Shared set-up for every driver: model + processor, LoRA wrapping, encoded client data."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..data.prompts import build_prompt
+from ..data.records import Sample
+from ..model.collate import Encoded, encode_sample
+from ..model.loading import load_vlm, num_lm_layers, resolve_device, resolve_dtype
+from ..model.lora import AdapterState, wrap_lora
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def model_source(cfg: Config) -> str:
+    """The folder or hub id to load: ``model.name`` or the cached built-in preset."""
+    if cfg.model.name:
+        return cfg.model.name
+    from ..model.tiny import ensure_tiny
+
+    return str(ensure_tiny(cfg.model.preset, cfg.model.pretrain))
+
+
+@dataclass
+class ModelBundle:
+    model: torch.nn.Module  # the peft-wrapped model
+    processor: object
+    adapter: AdapterState
+    device: torch.device
+    dtype: torch.dtype
+    num_layers: int
+    source: str
+
+
+def load_for_training(cfg: Config, source: str | None = None) -> ModelBundle:
+    device = resolve_device(cfg.train.device)
+    dtype = resolve_dtype(cfg.model.dtype, device)
+    source = source or model_source(cfg)
+    base, processor = load_vlm(source, device=device, dtype=dtype)
+    depth = num_lm_layers(base)
+    torch.manual_seed(cfg.seed)  # LoRA initialisation is part of the run's seed
+    model = wrap_lora(base, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
+                      modules=cfg.lora.modules, layers=cfg.lora.layers,
+                      target_regex=cfg.lora.target_regex, modules_to_save=cfg.model.modules_to_save)
+    model.to(device)
+    return ModelBundle(model, processor, AdapterState(model), device, dtype, depth, source)
+
+
+def encode_samples(processor, samples: list[Sample], strategy: str, max_len: int) -> list[Encoded]:
+    return [encode_sample(processor, build_prompt(s, strategy), s.image, s.answer, max_len,
+                          sample_id=s.id) for s in samples]
+
+
+class ClientData:
+    """A client's encoded samples and a deterministic batch stream (reshuffled every epoch)."""
+
+    def __init__(self, encoded: list[Encoded], seed: int):
+        if not encoded:
+            raise ValueError("a client has no samples")
+        self.encoded = encoded
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def batches(self, round_: int, batch_size: int):
+        """Infinite stream of batches for ``round_`` (same round + seed -> same order)."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + round_)
+        while True:
+            order = torch.randperm(len(self.encoded), generator=g).tolist()
+            for i in range(0, len(order), batch_size):
+                yield [self.encoded[j] for j in order[i : i + batch_size]]

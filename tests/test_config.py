@@ -1,0 +1,64 @@
+import pytest
+
+from fedmllm.config import Config, ConfigError, load_config
+
+
+def test_defaults_and_overrides():
+    cfg = load_config(None, ["fl.rounds=20", "fl.clients_per_round=4", "train.lr=1e-3",
+                             "lora.layers=[-1]", "model.name=some/model", "seed=7"])
+    assert cfg.fl.rounds == 20 and cfg.fl.clients_per_round == 4
+    assert cfg.train.lr == pytest.approx(1e-3)
+    assert cfg.lora.layers == [-1]
+    assert cfg.model.name == "some/model" and cfg.seed == 7
+    assert Config().fl.rounds != 20  # defaults untouched
+
+
+def test_int_widens_to_float_but_not_reverse():
+    assert load_config(None, ["train.lr=1"]).train.lr == 1.0
+    with pytest.raises(ConfigError, match="fl.rounds"):
+        load_config(None, ["fl.rounds=2.5"])
+
+
+@pytest.mark.parametrize("override,key", [
+    ("fl.roundz=3", "fl.roundz"),
+    ("nope.x=1", "nope"),
+    ("fl.rounds=many", "fl.rounds"),
+    ("data.scenario=sideways", "data.scenario"),
+    ("model.pretrain=3", "model.pretrain"),
+    ("fl.rounds", "fl.rounds"),
+    ("fl.rounds=-1", "fl.rounds"),
+])
+def test_errors_name_the_key(override, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert key in str(e.value)
+
+
+def test_toml_and_yaml_files(tmp_path):
+    t = tmp_path / "exp.toml"
+    t.write_text('seed = 3\n[fl]\nrounds = 5\nalgorithm = "fedavg"\n[fl.strategy]\neta = 0.1\n')
+    cfg = load_config(t, ["fl.rounds=6"])
+    assert (cfg.seed, cfg.fl.rounds, cfg.fl.strategy) == (3, 6, {"eta": 0.1})
+    y = tmp_path / "exp.yaml"
+    y.write_text("data:\n  scenario: missing\n  missing_rate: 0.3\n")
+    cfg = load_config(y)
+    assert cfg.data.scenario == "missing" and cfg.data.missing_rate == 0.3
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[fl]\nrundos = 5\n")
+    with pytest.raises(ConfigError, match=r"bad.toml.*fl.rundos"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(None, ["fl.rounds=3", "lora.layers=[0, 1]"])
+    cfg.save(tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+
+
+def test_yaml_exponent_floats(tmp_path):
+    y = tmp_path / "exp.yaml"
+    y.write_text("train:\n  lr: 1e-3\n")
+    assert load_config(y).train.lr == pytest.approx(1e-3)
