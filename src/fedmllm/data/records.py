@@ -52,6 +52,18 @@ class Sample:
             return "text_only"
         return "none"
 
+    @property
+    def input_modality(self) -> str:
+        """What the model receives, for counting and per-modality reports.
+
+        Multiple-choice samples (``options`` set): the same as :attr:`modality`. Question-answer
+        samples (VQA, text QA, no ``options``): the question is text the model always sees, so
+        ``image_text`` when an image is given, else ``text_only``.
+        """
+        if self.options is not None:
+            return self.modality
+        return "image_text" if self.has_image else "text_only"
+
     def with_modality(self, image: bool, text: bool) -> Sample:
         """A copy keeping the image and/or the text (``False`` drops it)."""
         return replace(

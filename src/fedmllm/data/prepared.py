@@ -1,0 +1,311 @@
+"""``fedmllm prepare`` and ``fedmllm data stats``: prepared folders on disk.
+
+A prepared folder holds::
+
+    client_0.json ... client_{K-1}.json   one JSON array per client (research-code conversation
+                                          format, indent 4, UTF-8)
+    test.json                             the test set, image and text kept
+    test_<name>.json                      extra evaluation sets (``test_slake.json``)
+    images/<id>.png                       synthetic images (real datasets keep their own paths)
+    manifest.json                         parameters, seed, counts per client, skipped items
+
+Each record is ``{"id", "image": absolute path | null, "conversations": [{"role": "user",
+"content": "<image>\\n..." | "..."}, {"role": "assistant", "content": answer}], "fedmllm":
+{...}}``; the extra ``fedmllm`` key (ignored by the research code's loader) keeps the sample's
+fields so :func:`load_prepared` rebuilds the exact :class:`Sample` records.
+
+The folder is written to a temporary sibling and renamed into place at the end, so a failed
+or interrupted run never leaves a folder that looks complete. Same arguments and seed give
+byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import DataError
+from .federated import FederatedData, TaskInfo, count_summary, federated_data
+from .prompts import IMAGE_TOKEN, MC_TEMPLATES, to_conversation
+from .records import MODALITIES, Sample
+
+__all__ = ["DataStats", "data_stats", "load_prepared", "prepare", "write_prepared"]
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, indent=4, ensure_ascii=False, default=str) + "\n"
+
+
+def _record(s: Sample, strategy: str, image_path: str | None) -> dict:
+    rec = to_conversation(s, strategy, image_path=image_path)
+    rec["fedmllm"] = {
+        "task": s.task,
+        "text": s.text,
+        "question": s.question,
+        "label": s.label,
+        "answer_type": s.answer_type,
+        "meta": s.meta,
+    }
+    return rec
+
+
+def _write_split(samples: list[Sample], path: Path, strategy: str, tmp_root: Path,
+                 final_root: Path) -> None:
+    records = []
+    for s in samples:
+        image_path = None
+        if s.image is not None and not isinstance(s.image, (str, Path)):
+            name = _SAFE.sub("_", str(s.id)) + ".png"
+            (tmp_root / "images").mkdir(exist_ok=True)
+            target = tmp_root / "images" / name
+            if not target.exists():
+                s.image.save(target, format="PNG")
+            image_path = str(final_root / "images" / name)
+        records.append(_record(s, strategy, image_path))
+    path.write_text(_dump(records), encoding="utf-8")
+
+
+def write_prepared(data: FederatedData, out: str | Path, overwrite: bool = False) -> Path:
+    """Write ``data`` as a prepared folder at ``out`` (atomically: temp folder + rename)."""
+    out = Path(out)
+    final = out.absolute()
+    if final.exists() and not overwrite and (not final.is_dir() or any(final.iterdir())):
+        raise DataError(f"{out}: already exists (pass --overwrite to replace it)")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        strategy = data.task.prompt_strategy
+        for k, c in enumerate(data.clients):
+            _write_split(c, tmp / f"client_{k}.json", strategy, tmp, final)
+        _write_split(data.test, tmp / "test.json", strategy, tmp, final)
+        for name, samples in data.extra_tests.items():
+            _write_split(samples, tmp / f"test_{name}.json", strategy, tmp, final)
+        # the manifest last: a folder with a manifest is complete
+        (tmp / "manifest.json").write_text(_dump(data.manifest), encoding="utf-8")
+        os.chmod(tmp, 0o755)
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            old.rmdir()
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def prepare(
+    out: str | Path,
+    dataset: str = "synth",
+    data_dir: str | Path | None = None,
+    *,
+    num_clients: int = 10,
+    seed: int = 0,
+    overwrite: bool = False,
+    **options: Any,
+) -> dict:
+    """Build the federated data (same options as :func:`~fedmllm.data.federated.federated_data`:
+    ``task``, ``scenario``, ``missing_rate``, ``image_clients``, ``presence``,
+    ``prompt_strategy``, ``partition``, ``alpha``, ``min_per_client``, ``train_size``,
+    ``test_size``, ``verify_images``, ``skip_bad``, ``vqa_rad_dir``, ``medalpaca_dir``,
+    ``slake_dir``) and write it to ``out``. Returns the manifest."""
+    data = federated_data(dataset, num_clients, seed, data_dir=data_dir, **options)
+    write_prepared(data, out, overwrite=overwrite)
+    return data.manifest
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _read_array(path: Path) -> list:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}, line {e.lineno}: malformed JSON ({e.msg})") from None
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON array of conversation records")
+    return data
+
+
+def _parse_record(rec: Any, path: Path, i: int, options_by_task: dict) -> Sample:
+    def bad(msg: str) -> DataError:
+        rid = rec.get("id") if isinstance(rec, dict) else None
+        return DataError(f"{path}, item {i}" + (f" (id {rid})" if rid is not None else "")
+                         + f": {msg}")
+
+    if not isinstance(rec, dict):
+        raise bad("expected a JSON object")
+    for key in ("id", "conversations"):
+        if key not in rec:
+            raise bad(f"missing field '{key}'")
+    conv = rec["conversations"]
+    if (not isinstance(conv, list) or len(conv) < 2
+            or not all(isinstance(t, dict) and isinstance(t.get("content"), str) for t in conv)):
+        raise bad("'conversations' must be a list of user/assistant turns with string content")
+    image = rec.get("image")
+    if image is not None and not isinstance(image, str):
+        raise bad("'image' must be a path string or null")
+    user, answer = conv[0]["content"], conv[1]["content"]
+    fm = rec.get("fedmllm")
+    if isinstance(fm, dict):
+        task = fm.get("task")
+        if not isinstance(task, str):
+            raise bad("'fedmllm.task' must be a string")
+        return Sample(
+            id=str(rec["id"]), task=task, answer=answer, question=fm.get("question"),
+            image=image, text=fm.get("text"), label=fm.get("label"),
+            options=options_by_task.get(task), answer_type=fm.get("answer_type"),
+            meta=fm.get("meta") or {},
+        )
+    # A plain conversation record (e.g. written by the research code): the user text is kept
+    # verbatim as the question, so the rebuilt prompt equals the original one.
+    question = user
+    if question.startswith(IMAGE_TOKEN + "\n"):
+        question = question[len(IMAGE_TOKEN) + 1:]
+    return Sample(id=str(rec["id"]), task="conversation", answer=answer, question=question,
+                  image=image, meta={"source": "conversation"})
+
+
+def load_prepared(folder: str | Path) -> FederatedData:
+    """Load a prepared folder into :class:`FederatedData` (the inverse of :func:`prepare`).
+
+    A folder without ``manifest.json`` but with ``client_*.json`` files (e.g. generated by the
+    research code) loads as free-form conversations (task ``conversation``).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: prepared folder not found")
+    mpath = folder / "manifest.json"
+    if mpath.is_file():
+        try:
+            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{mpath}, line {e.lineno}: malformed JSON ({e.msg})") from None
+        if not isinstance(manifest, dict) or "task" not in manifest or "num_clients" not in manifest:
+            raise DataError(f"{mpath}: not a fedmllm manifest (missing 'task' or 'num_clients')")
+        task = TaskInfo.from_dict(manifest["task"])
+        n = int(manifest["num_clients"])
+        extra_names = sorted(manifest.get("extra_tests", {}))
+    else:
+        files = sorted(folder.glob("client_*.json"),
+                       key=lambda p: int(p.stem[7:]) if p.stem[7:].isdigit() else -1)
+        files = [p for p in files if p.stem[7:].isdigit()]
+        if not files:
+            raise DataError(f"{folder}: not a prepared folder (no manifest.json, no client_*.json)")
+        ids = [int(p.stem[7:]) for p in files]
+        if ids != list(range(len(ids))):
+            raise DataError(f"{folder}: client files are not numbered 0..{len(ids) - 1}")
+        manifest = {"format": "conversations", "num_clients": len(ids)}
+        task = TaskInfo("conversation", "vqa", None, "plain")
+        n = len(ids)
+        extra_names = []
+    options_by_task = {t: tpl.options for t, tpl in MC_TEMPLATES.items()}
+    if task.options is not None:
+        options_by_task.setdefault(task.name, task.options)
+
+    def load(path: Path) -> list[Sample]:
+        return [_parse_record(r, path, i, options_by_task) for i, r in enumerate(_read_array(path))]
+
+    clients = [load(folder / f"client_{k}.json") for k in range(n)]
+    test_path = folder / "test.json"
+    test = load(test_path) if test_path.is_file() else []
+    extra = {name: load(folder / f"test_{name}.json") for name in extra_names}
+    return FederatedData(clients, test, task, manifest, extra)
+
+
+# ----------------------------------------------------------------------------- stats
+
+
+@dataclass
+class DataStats:
+    """Per-client rows (``client``, ``samples``, ``labels``, one count per modality), the
+    printable table and the path of the saved stacked-bar PNG (or ``None``)."""
+
+    rows: list[dict]
+    table: str
+    png: Path | None
+
+
+_MOD_HEAD = {"image_text": "image+text", "image_only": "image", "text_only": "text",
+             "none": "none"}
+
+
+def _format_table(rows: list[dict]) -> str:
+    head = ["client", "samples"] + [_MOD_HEAD[m] for m in MODALITIES] + ["labels"]
+    body = []
+    for r in rows:
+        labels = " ".join(f"{k}:{v}" for k, v in r["labels"].items())
+        body.append([str(r["client"]), str(r["samples"])]
+                    + [str(r["modalities"][m]) for m in MODALITIES] + [labels])
+    widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head) - 1)]
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if i else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells[:-1], widths))) + "  " + cells[-1]
+
+    return "\n".join([line(head)] + [line(b) for b in body])
+
+
+def data_stats(folder: str | Path, png: str | Path | None = None, plot: bool = True
+               ) -> DataStats:
+    """Counts per client of a prepared folder: a table (returned, for printing) and a
+    stacked-bar PNG of modalities and labels per client (``png``, default
+    ``FOLDER/data_stats.png``)."""
+    folder = Path(folder)
+    data = load_prepared(folder)
+    rows = [dict(client=k, **count_summary(c)) for k, c in enumerate(data.clients)]
+    if data.test:
+        rows.append(dict(client="test", **count_summary(data.test)))
+    for name, samples in data.extra_tests.items():
+        rows.append(dict(client=f"test_{name}", **count_summary(samples)))
+    table = _format_table(rows)
+    out_png = None
+    if plot:
+        out_png = Path(png) if png is not None else folder / "data_stats.png"
+        _plot(rows[: len(data.clients)], out_png)
+    return DataStats(rows, table, out_png)
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    clients = [str(r["client"]) for r in rows]
+    x = np.arange(len(rows))
+    labels = sorted({k for r in rows for k in r["labels"]})
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, keys, get, title in (
+        (axes[0], list(MODALITIES), lambda r, k: r["modalities"][k], "modality per client"),
+        (axes[1], labels, lambda r, k: r["labels"].get(k, 0), "label per client"),
+    ):
+        bottom = np.zeros(len(rows))
+        cmap = plt.get_cmap("tab10" if len(keys) <= 10 else "tab20")
+        for j, k in enumerate(keys):
+            vals = np.array([get(r, k) for r in rows], dtype=float)
+            ax.bar(x, vals, bottom=bottom, label=_MOD_HEAD.get(k, k), color=cmap(j % cmap.N))
+            bottom += vals
+        ax.set_xticks(x, clients)
+        ax.set_xlabel("client")
+        ax.set_ylabel("samples")
+        ax.set_title(title)
+        ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
