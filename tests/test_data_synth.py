@@ -146,16 +146,24 @@ def test_pretrain_corpus_and_tokenizer_text():
     corpus = make_pretrain_corpus(300, seed=0)
     assert corpus == make_pretrain_corpus(300, seed=0)
     kinds = collections.Counter(s.meta["kind"] for s in corpus)
-    assert set(kinds) == {"shapes", "position", "digit", "match", "reading", "generic_qa"}
+    assert set(kinds) == {"shapes", "position", "digit", "match", "reading", "generic_qa", "choice",
+                          "word_knowledge", "colour_knowledge"}
     assert all(s.task == "pretrain" and s.options is None for s in corpus)
-    assert not any("Options:" in build_prompt(s) for s in corpus)
+    # Generic multiple choice teaches the "(C) green" answer format, but never with the
+    # benchmark's wording, options or concepts.
+    from fedmllm.data.prompts import INSTRUCTION, SUFFIX, SYNTH_BINARY_OPTIONS
+
+    prompts = [build_prompt(s) for s in corpus]
+    assert any("Options:" in p for p in prompts)
+    assert not any(INSTRUCTION in p or SUFFIX.strip() in p for p in prompts)
+    assert not any(o in p.split() for p in prompts for o in SYNTH_BINARY_OPTIONS)
     assert all(s.text is None and build_prompt(s) == s.question for s in corpus)
     both = [s for s in corpus if s.meta["kind"] == "match"]
     assert both and all(s.image is not None and s.question.startswith(s.meta["text"] + "\n")
                         for s in both)
     assert any(s.image is None for s in corpus) and any(s.image is not None for s in corpus)
-    text = corpus_text(40, seed=0)
-    assert text == corpus_text(40, seed=0)
+    text = corpus_text(150, seed=0)
+    assert text == corpus_text(150, seed=0)
     blob = "\n".join(text)
     for phrase in ["Is the content hateful", "What is the humanitarian category",
                    "without considering the modality", "(H) not_humanitarian",

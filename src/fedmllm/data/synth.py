@@ -44,6 +44,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .prompts import (
+    LETTERS,
     MC_TEMPLATES,
     SYNTH_BINARY_OPTIONS,
     SYNTH_MULTICLASS_OPTIONS,
@@ -54,6 +55,8 @@ from .prompts import (
 from .records import Sample
 
 SIZE = 32
+#: bumped whenever make_pretrain_corpus / corpus_text change (part of the tiny model's cache key)
+PRETRAIN_CORPUS_VERSION = 2
 TASKS = ("binary", "multiclass", "vqa")
 TASK_NAMES = {"binary": "synth_binary", "multiclass": "synth_multiclass", "vqa": "synth_vqa"}
 
@@ -488,8 +491,34 @@ _TEXT_SENTENCES = (
 )
 
 
+_MC_INSTRUCTIONS = (
+    "Choose the correct option.",
+    "Pick the right answer from the list.",
+    "Which option is correct?",
+)
+
+
+def _pretrain_choice(rng: np.random.Generator, sid: str, question: str, correct: str,
+                     pool: list[str], image=None, kind: str = "choice") -> Sample:
+    """Generic multiple-choice instruction following: ``(C) green`` answers.
+
+    Real VLMs are instruction-tuned and know this answer format; the wording and concepts
+    differ from the benchmark tasks (no safe/unsafe, no scene categories).
+    """
+    wrong = [w for w in pool if w != correct]
+    k = int(rng.integers(2, min(6, len(wrong) + 1) + 1))
+    picks = [wrong[int(j)] for j in rng.choice(len(wrong), size=k - 1, replace=False)]
+    pos = int(rng.integers(k))
+    options = picks[:pos] + [correct] + picks[pos:]
+    block = "".join(f"\n({LETTERS[j]}) {o}" for j, o in enumerate(options))
+    instruction = _MC_INSTRUCTIONS[int(rng.integers(len(_MC_INSTRUCTIONS)))]
+    prompt = f"{instruction}\n{question}\nOptions:{block}\nAnswer with the letter."
+    return Sample(id=sid, task="pretrain", answer=f"({LETTERS[pos]}) {correct}", question=prompt,
+                  image=image, meta={"kind": kind})
+
+
 def _pretrain_sample(rng: np.random.Generator, i: int) -> Sample:
-    kind = int(rng.integers(8))
+    kind = int(rng.integers(13))
     names = list(COLOURS)
     sid = f"pretrain-{i}"
     task = "pretrain"
@@ -551,6 +580,37 @@ def _pretrain_sample(rng: np.random.Generator, i: int) -> Sample:
             q, a = "How many words does the text have?", str(len(words))
         return Sample(id=sid, task=task, answer=a, question=f"{sent}\n{q}",
                       meta={"kind": "reading", "text": sent})
+    if kind in (8, 9):  # multiple choice about an image
+        bg, fg = (names[int(j)] for j in rng.choice(len(names), size=2, replace=False))
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        im = _shapes_image(rng, COLOURS[bg], COLOURS[fg], shape, 1)
+        if kind == 8:
+            return _pretrain_choice(rng, sid, "What colour is the background?", bg, names, im)
+        return _pretrain_choice(rng, sid, "Which shape is shown?", shape, list(SHAPES), im)
+    if kind == 10:  # multiple choice about a text
+        sent = _TEXT_SENTENCES[int(rng.integers(len(_TEXT_SENTENCES)))]
+        words = sent.split()
+        pool = sorted({w for t in _TEXT_SENTENCES for w in t.split()} - set(words[1:]))
+        return _pretrain_choice(rng, sid, f"{sent}\nWhich word starts the text?", words[0], pool)
+    if kind == 11:  # world knowledge about words (what a language model knows of them)
+        table = (BINARY_WORDS, ("pleasant", "alarming")) if rng.integers(2) else \
+            (MULTICLASS_WORDS, ("urgent", "routine"))
+        words, names_ = table
+        group = int(rng.integers(2))
+        w = words[group][int(rng.integers(len(words[group])))]
+        question = f"Is the word {w} {names_[0]} or {names_[1]}?"
+        return Sample(id=sid, task=task, answer=names_[group], question=question,
+                      meta={"kind": "word_knowledge"})
+    if kind == 12:  # colour temperature of a background
+        warm = bool(rng.integers(2))
+        family = WARM if warm else COOL
+        cname = list(family)[int(rng.integers(len(family)))]
+        fg = "white" if warm else "black"
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        im = _shapes_image(rng, family[cname], COLOURS[fg], shape, int(rng.integers(1, 4)))
+        return Sample(id=sid, task=task, answer="warm" if warm else "cool",
+                      question="Is the background colour warm or cool?", image=im,
+                      meta={"kind": "colour_knowledge"})
     q, a = _GENERIC_QA[int(rng.integers(len(_GENERIC_QA)))]
     return Sample(id=sid, task=task, answer=a, question=q, meta={"kind": "generic_qa"})
 

@@ -13,6 +13,7 @@ import torch
 
 from ..data.prompts import build_prompt
 from ..data.records import Sample
+from ..model.collate import Encoded, encode_sample
 from .metrics import classification_metrics
 from .scoring import generate, score_options
 from .vqa import vqa_metrics
@@ -27,13 +28,27 @@ def view(samples: Sequence[Sample], name: str) -> list[Sample]:
 
 
 def predict(model, processor, samples: Sequence[Sample], strategy: str = "plain",
-            batch_size: int = 32, device=None, dtype=None, max_new_tokens: int = 16) -> dict:
-    """Raw predictions: ``probs`` (N x K) for multiple choice, ``texts`` for VQA."""
+            batch_size: int = 32, device=None, dtype=None, max_new_tokens: int = 16,
+            cache: dict | None = None) -> dict:
+    """Raw predictions: ``probs`` (N x K) for multiple choice, ``texts`` for VQA.
+
+    ``cache`` (any dict kept by the caller) memoises the encoded prompts across evaluations.
+    """
     prompts = [build_prompt(s, strategy) for s in samples]
     images = [s.image for s in samples]
     if samples[0].options:
         answers = _option_answers(samples[0])
-        probs = score_options(model, processor, prompts, images, answers, batch_size, device, dtype)
+
+        def encode(i: int) -> Encoded:
+            key = (samples[i].id, samples[i].modality, strategy)
+            if cache is None:
+                return encode_sample(processor, prompts[i], images[i])
+            if key not in cache:
+                cache[key] = encode_sample(processor, prompts[i], images[i])
+            return cache[key]
+
+        probs = score_options(model, processor, prompts, images, answers, batch_size, device,
+                              dtype, encode=encode)
         return {"prompts": prompts, "probs": probs}
     texts = generate(model, processor, prompts, images, max_new_tokens, batch_size, device, dtype)
     return {"prompts": prompts, "texts": texts}
@@ -60,7 +75,7 @@ def metrics_from_predictions(samples: Sequence[Sample], pred: dict) -> dict:
 def evaluate(model, processor, samples: Sequence[Sample], strategy: str = "plain",
              views: Sequence[str] = ("image_text", "image_only", "text_only"),
              batch_size: int = 32, device=None, dtype=None, max_samples: int | None = None,
-             return_predictions: bool = False) -> dict:
+             return_predictions: bool = False, cache: dict | None = None) -> dict:
     """Metrics on ``samples`` as given, plus ``per_modality`` for each requested view.
 
     The top-level metrics are those of the first view (``image_text`` by default: the test set
@@ -71,7 +86,7 @@ def evaluate(model, processor, samples: Sequence[Sample], strategy: str = "plain
     preds: dict = {}
     for name in views:
         vs = view(samples, name)
-        p = predict(model, processor, vs, strategy, batch_size, device, dtype)
+        p = predict(model, processor, vs, strategy, batch_size, device, dtype, cache=cache)
         result["per_modality"][name] = metrics_from_predictions(vs, p)
         preds[name] = (vs, p)
     first = result["per_modality"][views[0]]

@@ -35,7 +35,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 TOKENIZER_CORPUS = 2000  # corpus_text(n): n samples per generator
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<image>", "<|user|>", "<|assistant|>", "<|end|>"]
 IMAGE_SIZE = 32
@@ -86,7 +86,9 @@ def cache_root() -> Path:
 def recipe(preset: str, pretrain: bool, seed: int = 0) -> dict:
     if preset not in PRESETS:
         raise ValueError(f"model.preset: unknown preset '{preset}' (choices: {', '.join(PRESETS)})")
-    return {"version": RECIPE_VERSION, "preset": preset, "sizes": asdict(PRESETS[preset]),
+    from ..data.synth import PRETRAIN_CORPUS_VERSION
+
+    return {"version": RECIPE_VERSION, "corpus": PRETRAIN_CORPUS_VERSION, "preset": preset, "sizes": asdict(PRESETS[preset]),
             "image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE, "tokenizer_corpus": TOKENIZER_CORPUS, "pretrain": pretrain, "seed": seed}
 
 

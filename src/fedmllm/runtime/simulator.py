@@ -56,12 +56,14 @@ class Simulator:
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
-        from ..data import build_federated_data
-
         cfg = self.cfg
         seed_everything(cfg.seed)
         self.bundle = self._bundle or load_for_training(cfg)
-        self.data = self._data or build_federated_data(cfg.data, cfg.fl.num_clients, cfg.seed)
+        if self._data is None:
+            from ..data import build_federated_data
+
+            self._data = build_federated_data(cfg.data, cfg.fl.num_clients, cfg.seed)
+        self.data = self._data
         proc = self.bundle.processor
         strategy = cfg.data.prompt_strategy
         self.clients = [
@@ -82,6 +84,7 @@ class Simulator:
         self.initial_state = {k: v.clone() for k, v in self.global_state.items()}
         self.client_states: dict[int, dict[str, torch.Tensor]] = {}
         self.last_eval: tuple[int, dict] | None = None
+        self.eval_cache: dict = {}  # encoded test prompts, reused by every evaluation
 
     def _objective_params(self, name: str) -> dict:
         c = self.cfg.fl.client
@@ -146,7 +149,7 @@ class Simulator:
         return evaluate(b.model, b.processor, self.data.test, cfg.data.prompt_strategy,
                         views=cfg.eval.views, batch_size=cfg.eval.batch_size, device=b.device,
                         dtype=b.dtype, max_samples=max_samples or cfg.eval.max_samples,
-                        return_predictions=return_predictions)
+                        return_predictions=return_predictions, cache=self.eval_cache)
 
     # ------------------------------------------------------------------ rounds
     def run(self) -> RunResult:
