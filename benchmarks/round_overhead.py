@@ -18,12 +18,12 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from fedmllm.config import load_config  # noqa: E402
-from fedmllm.fl import sample_clients  # noqa: E402
-from fedmllm.model.collate import collate  # noqa: E402
-from fedmllm.runtime.simulator import Simulator  # noqa: E402
+from fedmllm.config import load_config
+from fedmllm.fl import sample_clients
+from fedmllm.model.collate import collate
+from fedmllm.runtime.simulator import Simulator
 
 
 def main() -> None:

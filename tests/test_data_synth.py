@@ -147,7 +147,7 @@ def test_pretrain_corpus_and_tokenizer_text():
     assert corpus == make_pretrain_corpus(300, seed=0)
     kinds = collections.Counter(s.meta["kind"] for s in corpus)
     assert set(kinds) == {"shapes", "position", "digit", "match", "reading", "generic_qa", "choice",
-                          "word_knowledge", "colour_knowledge"}
+                          "word_knowledge", "colour_knowledge", "repeat"}
     assert all(s.task == "pretrain" and s.options is None for s in corpus)
     # Generic multiple choice teaches the "(C) green" answer format, but never with the
     # benchmark's wording, options or concepts.
@@ -156,7 +156,9 @@ def test_pretrain_corpus_and_tokenizer_text():
     prompts = [build_prompt(s) for s in corpus]
     assert any("Options:" in p for p in prompts)
     assert not any(INSTRUCTION in p or SUFFIX.strip() in p for p in prompts)
-    assert not any(o in p.split() for p in prompts for o in SYNTH_BINARY_OPTIONS)
+    # option words appear only as words to copy, never as the answer to a question
+    assert not any(o in build_prompt(s).split() for s in corpus for o in SYNTH_BINARY_OPTIONS
+                   if s.meta["kind"] != "repeat")
     assert all(s.text is None and build_prompt(s) == s.question for s in corpus)
     both = [s for s in corpus if s.meta["kind"] == "match"]
     assert both and all(s.image is not None and s.question.startswith(s.meta["text"] + "\n")

@@ -111,8 +111,12 @@ def test_text_only_and_image_samples_batch_together_llava(tiny):
 
 def test_collation_is_not_llava_specific_idefics3(tiny):
     """The same path on an Idefics3 tiny config (batch-major pixel tensors, padded images)."""
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
-    from transformers import LlamaConfig
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3Processor,
+        LlamaConfig,
+    )
     from transformers.models.idefics3.configuration_idefics3 import Idefics3VisionConfig
     from transformers.models.idefics3.image_processing_pil_idefics3 import (
         Idefics3ImageProcessorPil,

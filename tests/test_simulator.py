@@ -30,7 +30,7 @@ def run(tmp_path_factory, tiny_dir):
 
 
 def test_outputs_written_and_valid(run):
-    sim, result, out = run
+    sim, _result, out = run
     for name in ("config.yaml", "metrics.jsonl", "metrics.png", "summary.json",
                  "data_manifest.json", "adapter/adapter_config.json",
                  "adapter/adapter_model.safetensors"):

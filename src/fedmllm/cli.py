@@ -74,6 +74,41 @@ def cmd_model_build(args) -> int:
     return 0
 
 
+def cmd_prepare(args) -> int:
+    from .data import prepare
+
+    options = {"task": args.task, "scenario": args.scenario, "missing_rate": args.missing_rate,
+               "image_clients": args.image_clients, "presence": args.presence,
+               "prompt_strategy": args.prompt_strategy, "partition": args.partition,
+               "alpha": args.alpha, "min_per_client": args.min_per_client,
+               "train_size": args.train_size, "test_size": args.test_size,
+               "verify_images": not args.no_verify_images, "skip_bad": args.skip_bad,
+               "vqa_rad_dir": args.vqa_rad_dir, "medalpaca_dir": args.medalpaca_dir,
+               "slake_dir": args.slake_dir}
+    manifest = prepare(args.out, args.dataset, args.data_dir, num_clients=args.clients,
+                       seed=args.seed, overwrite=args.overwrite, **options)
+    counts = manifest.get("clients", manifest.get("per_client", []))
+    print(f"wrote {args.out}: {len(counts) if hasattr(counts, '__len__') else args.clients} "
+          f"client files, test.json, manifest.json")
+    return 0
+
+
+def cmd_data_stats(args) -> int:
+    from .data import data_stats
+
+    stats = data_stats(args.folder, png=args.png, plot=not args.no_plot)
+    print(stats.table)
+    if stats.png:
+        print(f"plot: {stats.png}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .eval.cli import run_eval
+
+    return run_eval(args, _console())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fedmllm",
@@ -98,6 +133,74 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--config", help="TOML or YAML config file")
     cs.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     cs.set_defaults(func=cmd_config_show)
+
+    pr = sub.add_parser("prepare", help="partition a dataset into client files (research format)",
+                        description="Read a dataset in its published layout, partition it over "
+                                    "clients, apply a modality scenario and write "
+                                    "OUT/client_{k}.json, OUT/test.json and OUT/manifest.json.")
+    pr.add_argument("--dataset", required=True,
+                    choices=["synth", "hateful_memes", "crisismmd", "medical"])
+    pr.add_argument("--data-dir", help="dataset root in its published layout")
+    pr.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
+    pr.add_argument("--task", default="binary", choices=["binary", "multiclass", "vqa"],
+                    help="synth task")
+    pr.add_argument("--scenario", default="aligned",
+                    choices=["aligned", "missing", "cross", "hybrid"])
+    pr.add_argument("--missing-rate", type=float, default=0.5, help="missing: rate beta")
+    pr.add_argument("--image-clients", type=int, default=3, help="cross: image-only clients")
+    pr.add_argument("--presence", type=float, default=0.7, help="hybrid: modality presence p")
+    pr.add_argument("--prompt-strategy", default="plain", choices=["plain", "agnostic"])
+    pr.add_argument("--partition", default="dirichlet", choices=["dirichlet", "iid"])
+    pr.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration")
+    pr.add_argument("--min-per-client", type=int, default=2)
+    pr.add_argument("--clients", type=int, default=10, help="number of clients K")
+    pr.add_argument("--train-size", type=int, default=2000, help="synth only")
+    pr.add_argument("--test-size", type=int, default=400, help="synth only")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--no-verify-images", action="store_true",
+                    help="skip the image header check")
+    pr.add_argument("--skip-bad", action="store_true",
+                    help="skip (and count) bad rows and images instead of failing")
+    pr.add_argument("--overwrite", action="store_true")
+    pr.add_argument("--vqa-rad-dir", help="medical: VQA-RAD folder (default DATA_DIR/vqa_rad)")
+    pr.add_argument("--medalpaca-dir", help="medical: MedAlpaca file or folder")
+    pr.add_argument("--slake-dir", help="medical: SLAKE folder (default DATA_DIR/slake)")
+    pr.set_defaults(func=cmd_prepare)
+
+    d = sub.add_parser("data", help="inspect prepared data",
+                       description="Inspect a folder written by `fedmllm prepare`.")
+    dsub = d.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    ds = dsub.add_parser("stats", help="per-client table and stacked-bar PNG",
+                         description="Print samples, labels and modalities per client and save "
+                                     "a stacked-bar plot.")
+    ds.add_argument("folder")
+    ds.add_argument("--png", help="plot path (default FOLDER/data_stats.png)")
+    ds.add_argument("--no-plot", action="store_true")
+    ds.set_defaults(func=cmd_data_stats)
+
+    e = sub.add_parser("eval", help="evaluate a saved adapter (or the base model)",
+                       description="Evaluate a PEFT adapter folder, or the base model with "
+                                   "--adapter none, overall and per modality; writes "
+                                   "OUT/eval.json and OUT/predictions.jsonl.")
+    e.add_argument("--adapter", required=True, help="PEFT adapter folder, or 'none'")
+    e.add_argument("--model", help="base model hub id or folder (default: the adapter's own)")
+    e.add_argument("--model-preset", choices=["tiny", "small"], help="built-in base model")
+    e.add_argument("--dataset", required=True,
+                   choices=["synth", "hateful_memes", "crisismmd", "vqa_rad", "slake"])
+    e.add_argument("--task", default="binary", choices=["binary", "multiclass", "vqa"],
+                   help="synth task")
+    e.add_argument("--data-dir", help="dataset root in its published layout")
+    e.add_argument("--split", default="test")
+    e.add_argument("--test-size", type=int, default=400, help="synth only")
+    e.add_argument("--seed", type=int, default=0, help="synth only")
+    e.add_argument("--prompt-strategy", default="plain", choices=["plain", "agnostic"])
+    e.add_argument("--views", default="image_text,image_only,text_only",
+                   help="comma-separated modality views")
+    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--max-samples", type=int)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--out", required=True, help="output folder")
+    e.set_defaults(func=cmd_eval)
 
     m = sub.add_parser("model", help="the built-in offline model",
                        description="Build and inspect the built-in offline model.")

@@ -84,15 +84,19 @@ class ClientConfig:
 @dataclass
 class FLConfig:
     algorithm: str = "fedavg"
-    rounds: int = 8
+    rounds: int = 12
     num_clients: int = 10
-    clients_per_round: int = 3
+    clients_per_round: int = 4
     local_steps: int = 12
     """Optimizer steps per client per round (ignored when ``local_epochs`` is set)."""
     local_epochs: float | None = None
     client: ClientConfig = field(default_factory=ClientConfig)
     strategy: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the server strategy (``eta``, ``momentum`` ...)."""
+    max_update_norm: float | None = None
+    """Reject a client update whose distance to the global adapter exceeds this norm."""
+    min_clients: int = 1
+    """Skip the round (global unchanged) when fewer valid updates than this arrive."""
 
 
 @dataclass
@@ -100,18 +104,18 @@ class TrainConfig:
     device: str = "auto"
     batch_size: int = 8
     grad_accum: int = 1
-    lr: float = 2e-3
+    lr: float = 5e-3
     weight_decay: float = 0.0
     max_seq_len: int = 256
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     warmup_rounds: int = 1
-    min_lr_ratio: float = 0.1
+    min_lr_ratio: float = 0.2
     grad_clip: float | None = 1.0
 
 
 @dataclass
 class EvalConfig:
-    every: int = 2
+    every: int = 4
     """Evaluate the global model every N rounds (and always after the last)."""
     batch_size: int = 32
     max_samples: int | None = None
@@ -281,10 +285,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
     """Defaults, then the file (if any), then the overrides, type-checked as a whole."""
     data: dict = Config().to_dict()
     if path is not None:
-        try:
-            data = _merge(data, _read_file(Path(path)))
-        except ConfigError as e:
-            raise e
+        data = _merge(data, _read_file(Path(path)))
     for item in overrides:
         keys, value = parse_override(item)
         node = data

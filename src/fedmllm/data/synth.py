@@ -56,7 +56,7 @@ from .records import Sample
 
 SIZE = 32
 #: bumped whenever make_pretrain_corpus / corpus_text change (part of the tiny model's cache key)
-PRETRAIN_CORPUS_VERSION = 2
+PRETRAIN_CORPUS_VERSION = 3
 TASKS = ("binary", "multiclass", "vqa")
 TASK_NAMES = {"binary": "synth_binary", "multiclass": "synth_multiclass", "vqa": "synth_vqa"}
 
@@ -518,7 +518,7 @@ def _pretrain_choice(rng: np.random.Generator, sid: str, question: str, correct:
 
 
 def _pretrain_sample(rng: np.random.Generator, i: int) -> Sample:
-    kind = int(rng.integers(13))
+    kind = int(rng.integers(14))
     names = list(COLOURS)
     sid = f"pretrain-{i}"
     task = "pretrain"
@@ -611,8 +611,41 @@ def _pretrain_sample(rng: np.random.Generator, i: int) -> Sample:
         return Sample(id=sid, task=task, answer="warm" if warm else "cool",
                       question="Is the background colour warm or cool?", image=im,
                       meta={"kind": "colour_knowledge"})
+    if kind == 13:  # copying: every word of the lexicon gets trained input/output embeddings
+        lexicon = _lexicon()
+        words = [lexicon[int(j)] for j in rng.choice(len(lexicon), size=int(rng.integers(2, 6)))]
+        phrase = " ".join(words)
+        return Sample(id=sid, task=task, answer=phrase, question=f"Repeat after me: {phrase}",
+                      meta={"kind": "repeat"})
     q, a = _GENERIC_QA[int(rng.integers(len(_GENERIC_QA)))]
     return Sample(id=sid, task=task, answer=a, question=q, meta={"kind": "generic_qa"})
+
+
+_LEXICON: tuple[str, ...] | None = None
+
+
+def _lexicon() -> tuple[str, ...]:
+    """Every word the tokenizer corpus uses in instructions, options and captions.
+
+    A language model has seen its whole vocabulary in pre-training; copying random words
+    gives the tiny base the same property (no untrained output embeddings), without any
+    of the benchmark's label rules.
+    """
+    global _LEXICON
+    if _LEXICON is None:
+        import re
+
+        parts: list[str] = []
+        for name, tpl in MC_TEMPLATES.items():
+            parts.append(mc_prompt(name, "x", True, "plain"))
+            parts.extend([tpl.question, *tpl.options])
+        parts.extend(w for group in BINARY_WORDS.values() for w in group)
+        parts.extend(w for group in MULTICLASS_WORDS.values() for w in group)
+        parts.extend(BINARY_SENTENCES + MULTICLASS_SENTENCES + _TEXT_SENTENCES)
+        parts.extend(list(COLOURS) + list(SHAPES) + list(NUMBER_WORDS))
+        words = {w for p in parts for w in re.findall(r"[a-z][a-z_\-']*", p.lower())}
+        _LEXICON = tuple(sorted(words))
+    return _LEXICON
 
 
 def make_pretrain_corpus(n: int, seed: int) -> list[Sample]:

@@ -72,7 +72,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(vocab_size=1024, hidden=128, layers=2, heads=4, intermediate=256,
                    vision_hidden=64, vision_layers=2, vision_heads=2,
-                   pretrain_steps=200, pretrain_batch=16, pretrain_lr=2e-3, pretrain_samples=3000),
+                   pretrain_steps=300, pretrain_batch=16, pretrain_lr=2e-3, pretrain_samples=4000),
     "small": Preset(vocab_size=2048, hidden=256, layers=4, heads=4, intermediate=512,
                     vision_hidden=128, vision_layers=3, vision_heads=4,
                     pretrain_steps=400, pretrain_batch=16, pretrain_lr=1.5e-3, pretrain_samples=6000),
@@ -132,7 +132,12 @@ def build_processor(tokenizer):
 
 
 def build_model(p: Preset, tokenizer, seed: int):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
 
     vision = CLIPVisionConfig(hidden_size=p.vision_hidden, intermediate_size=2 * p.vision_hidden,
                               num_hidden_layers=p.vision_layers, num_attention_heads=p.vision_heads,

@@ -20,8 +20,16 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config
-from ..fl import ClientUpdate, make_objective, make_strategy, round_lr, sample_clients
+from ..config import Config, ConfigError
+from ..fl import (
+    ALGORITHMS,
+    ClientUpdate,
+    filter_updates,
+    make_objective,
+    make_strategy,
+    round_lr,
+    sample_clients,
+)
 from .setup import ClientData, ModelBundle, encode_samples, load_for_training, seed_everything
 
 log = logging.getLogger(__name__)
@@ -36,6 +44,29 @@ def state_bytes(state: dict[str, torch.Tensor]) -> int:
 
 def extras_bytes(extras: dict[str, dict[str, torch.Tensor]]) -> int:
     return sum(state_bytes(d) for d in extras.values())
+
+
+def make_algorithm(cfg: Config, num_layers: int):
+    """The server strategy and client objective named by the config (errors name the key)."""
+    algo = cfg.fl.algorithm
+    params = dict(cfg.fl.strategy)
+    if algo == "scaffold":
+        params.setdefault("num_clients", cfg.fl.num_clients)
+    try:
+        strategy = make_strategy(algo, **params)
+    except (ValueError, TypeError) as e:
+        key = "fl.algorithm" if "algorithm" in str(e) or algo not in ALGORITHMS else "fl.strategy"
+        raise ConfigError(f"{key}: {e}") from None
+    c = cfg.fl.client
+    name = "scaffold" if algo == "scaffold" and c.objective == "ce" else c.objective
+    obj_params = {"prox": {"prox_mu": c.prox_mu},
+                  "adaptive_prox": {"prox_mu": c.prox_mu, "mu_w": c.mu_w, "s_layer": c.s_layer,
+                                    "num_layers": num_layers}}.get(name, {})
+    try:
+        objective = make_objective(name, **obj_params)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"fl.client: {e}") from None
+    return strategy, objective
 
 
 @dataclass
@@ -71,29 +102,12 @@ class Simulator:
                        seed=cfg.seed * 7919 + k)
             for k, samples in enumerate(self.data.clients)
         ]
-        algo = cfg.fl.algorithm
-        params = dict(cfg.fl.strategy)
-        if algo == "scaffold":
-            params.setdefault("num_clients", cfg.fl.num_clients)
-        self.strategy = make_strategy(algo, **params)
-        obj = cfg.fl.client.objective
-        if algo == "scaffold" and obj == "ce":
-            obj = "scaffold"
-        self.objective = make_objective(obj, **self._objective_params(obj))
+        self.strategy, self.objective = make_algorithm(cfg, self.bundle.num_layers)
         self.global_state = self.bundle.adapter.get()
         self.initial_state = {k: v.clone() for k, v in self.global_state.items()}
         self.client_states: dict[int, dict[str, torch.Tensor]] = {}
         self.last_eval: tuple[int, dict] | None = None
         self.eval_cache: dict = {}  # encoded test prompts, reused by every evaluation
-
-    def _objective_params(self, name: str) -> dict:
-        c = self.cfg.fl.client
-        if name == "prox":
-            return {"prox_mu": c.prox_mu}
-        if name == "adaptive_prox":
-            return {"prox_mu": c.prox_mu, "mu_w": c.mu_w, "s_layer": c.s_layer,
-                    "num_layers": self.bundle.num_layers}
-        return {}
 
     # ------------------------------------------------------------------ client
     def local_steps(self, k: int) -> int:
@@ -193,8 +207,15 @@ class Simulator:
                         self.client_states[k] = upd.state
                     updates.append(upd)
                     progress.client_done()
+                rejected: list = []
+                skipped = False
                 if not personal:
-                    self.global_state = self.strategy.aggregate(self.global_state, updates, r)
+                    accepted, rejected, skipped = filter_updates(
+                        updates, self.global_state, cfg.fl.max_update_norm, cfg.fl.min_clients)
+                    for cid, reason in rejected:
+                        log.warning("round %d: rejected update of client %d: %s", r, cid, reason)
+                    if not skipped:
+                        self.global_state = self.strategy.aggregate(self.global_state, accepted, r)
                 row = {
                     "round": r, "clients": chosen, "lr": lr,
                     "train_loss": {str(u.client_id): round(u.metrics["train_loss"], 6)
@@ -203,6 +224,8 @@ class Simulator:
                     "bytes_uploaded": sum(state_bytes(u.state) + extras_bytes(u.extras)
                                           for u in updates),
                     "bytes_downloaded": down * len(chosen),
+                    "rejected": [{"client": c, "reason": why} for c, why in rejected],
+                    "skipped": skipped,
                 }
                 train_seconds = time.perf_counter() - t0
                 if not personal and (r % cfg.eval.every == 0 or r == rounds):

@@ -1,0 +1,136 @@
+"""``fedmllm eval``: evaluate a saved adapter (or the base model) and write its results."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..data.errors import DataError
+from ..data.records import Sample
+from ..model.loading import ModelError
+from .evaluate import VIEWS, evaluate
+from .parsing import LETTERS
+
+
+def base_model_for(args) -> str:
+    """``--model``, else ``--model-preset``, else the base recorded with the adapter."""
+    if args.model:
+        return args.model
+    if args.model_preset:
+        from ..model.tiny import ensure_tiny
+
+        return str(ensure_tiny(args.model_preset))
+    if args.adapter != "none":
+        meta = Path(args.adapter) / "fedmllm.json"
+        cfg = Path(args.adapter) / "adapter_config.json"
+        if meta.is_file():
+            return json.loads(meta.read_text())["base_model"]
+        if cfg.is_file():
+            base = json.loads(cfg.read_text()).get("base_model_name_or_path")
+            if base:
+                return base
+    raise ModelError("no base model: pass --model or --model-preset")
+
+
+def load_test_samples(args) -> list[Sample]:
+    from ..data import readers
+
+    ds, split = args.dataset, args.split
+    if ds == "synth":
+        from ..data.synth import make_synth
+
+        return make_synth(args.task, 0, args.test_size, args.seed)[1]
+    if not args.data_dir:
+        raise DataError(f"--data-dir is required for --dataset {ds}")
+    if ds == "hateful_memes":
+        split = "test_seen" if split == "test" else split
+        return readers.read_hateful_memes(args.data_dir, split).samples
+    if ds == "crisismmd":
+        return readers.read_crisismmd(args.data_dir, split).samples
+    if ds == "vqa_rad":
+        return readers.read_vqa_rad(args.data_dir, split).samples
+    if ds == "slake":
+        return readers.read_slake(args.data_dir, split).samples
+    raise DataError(f"unknown dataset {ds}")  # pragma: no cover - argparse restricts it
+
+
+def prediction_rows(result: dict) -> list[dict]:
+    """One row per (sample, modality view): id, modality, prompt, prediction, correct, ..."""
+    rows = []
+    for view, (samples, pred) in result["_predictions"].items():
+        for i, s in enumerate(samples):
+            row = {"id": s.id, "modality": view, "prompt": pred["prompts"][i]}
+            if "probs" in pred:
+                p = pred["probs"][i].tolist()
+                k = max(range(len(p)), key=p.__getitem__)
+                row.update(prediction=LETTERS[k], probabilities=[round(x, 6) for x in p],
+                           label=s.label, correct=k == s.label)
+            else:
+                from .vqa import exact_match
+
+                text = pred["texts"][i]
+                row.update(prediction=text, answer=s.answer, answer_type=s.answer_type,
+                           correct=bool(exact_match(text, s.answer)))
+            rows.append(row)
+    return rows
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run_eval(args, console) -> int:
+    import torch
+
+    from ..model.loading import load_vlm, resolve_device, resolve_dtype
+
+    views = [v.strip() for v in args.views.split(",") if v.strip()]
+    bad = [v for v in views if v not in VIEWS]
+    if bad or not views:
+        raise DataError(f"--views: unknown view '{bad[0] if bad else ''}' "
+                        f"(choices: {', '.join(VIEWS)})")
+    samples = load_test_samples(args)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype("auto", device)
+    base_name = base_model_for(args)
+    model, processor = load_vlm(base_name, device=device, dtype=dtype)
+    if args.adapter != "none":
+        from peft import PeftModel
+
+        if not (Path(args.adapter) / "adapter_config.json").is_file():
+            raise ModelError(f"{args.adapter}: not a PEFT adapter folder (no adapter_config.json)")
+        model = PeftModel.from_pretrained(model, args.adapter).to(device).eval()
+    torch.manual_seed(0)
+    result = evaluate(model, processor, samples, args.prompt_strategy, views=views,
+                      batch_size=args.batch_size, device=device, dtype=dtype,
+                      max_samples=args.max_samples, return_predictions=True)
+    rows = prediction_rows(result)
+    metrics = {k: v for k, v in result.items() if not k.startswith("_")}
+    metrics["meta"] = {"adapter": args.adapter, "base_model": base_name,
+                       "dataset": args.dataset, "split": args.split,
+                       "prompt_strategy": args.prompt_strategy, "n": len(rows) // len(views)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    _write_atomic(out / "eval.json", json.dumps(metrics, indent=2))
+    console.print(format_table(metrics), markup=False)
+    console.print(f"wrote {out / 'eval.json'} and {out / 'predictions.jsonl'}", markup=False)
+    return 0
+
+
+def format_table(metrics: dict) -> str:
+    pm = metrics["per_modality"]
+    first = next(iter(pm.values()))
+    if "accuracy" in first:
+        keys = ["accuracy", "macro_f1", "auroc", "auc_hard", "invalid_rate"]
+    else:
+        keys = ["overall", "closed_accuracy", "open_exact", "open_recall"]
+    lines = [f"{'view':<12}" + "".join(f"{k:>16}" for k in keys)]
+    for view, m in pm.items():
+        cells = "".join(f"{m.get(k):>16.4f}" if isinstance(m.get(k), float) else f"{'-':>16}"
+                        for k in keys)
+        lines.append(f"{view:<12}{cells}")
+    return "\n".join(lines)

@@ -1,0 +1,120 @@
+"""The command line: help everywhere, clean one-line errors, prepare/stats/eval end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fedmllm.cli import build_parser, main
+
+COMMANDS = [[], ["run"], ["config"], ["config", "show"], ["model"], ["model", "build"],
+            ["prepare"], ["data"], ["data", "stats"], ["eval"]]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "top")
+def test_every_command_has_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*cmd, "--help"])
+    assert e.value.code == 0
+    assert "usage: fedmllm" in capsys.readouterr().out
+
+
+def test_top_level_help_lists_commands():
+    text = build_parser().format_help()
+    for name in ("run", "config", "prepare", "data", "eval", "model"):
+        assert name in text
+
+
+def test_config_show_prints_defaults(capsys):
+    assert main(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "algorithm: fedavg" in out and "preset: small" in out
+
+
+def test_bad_config_is_one_line_exit_2(capsys):
+    assert main(["run", "fl.roundz=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "fedmllm: error: unknown config key 'fl.roundz'"
+    assert main(["config", "show", "fl.rounds=many"]) == 2
+    assert "fl.rounds" in capsys.readouterr().err
+
+
+def test_console_script_entry_point():
+    r = subprocess.run([sys.executable, "-m", "fedmllm.cli", "config", "show", "seed=5"],
+                       capture_output=True, text=True, check=True)
+    assert "seed: 5" in r.stdout
+
+
+def test_prepare_and_stats_on_synth(tmp_path, capsys):
+    out = tmp_path / "prep"
+    assert main(["prepare", "--dataset", "synth", "--scenario", "missing", "--missing-rate",
+                 "0.4", "--clients", "4", "--train-size", "80", "--test-size", "20",
+                 "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert {"client_0.json", "client_3.json", "test.json", "manifest.json"} <= set(names)
+    rec = json.loads((out / "client_0.json").read_text())[0]
+    assert rec["conversations"][0]["role"] == "user"
+    assert main(["data", "stats", str(out)]) == 0
+    assert (out / "data_stats.png").is_file()
+    assert "client" in capsys.readouterr().out
+    # existing output: one-line error, exit 2, folder untouched
+    before = sorted(p.name for p in out.iterdir())
+    assert main(["prepare", "--dataset", "synth", "--out", str(out)]) == 2
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+@pytest.fixture
+def saved_adapter(tmp_path, tiny_dir):
+    from fedmllm.model.loading import load_vlm
+    from fedmllm.model.lora import wrap_lora
+
+    base, _ = load_vlm(tiny_dir)
+    model = wrap_lora(base, r=4, alpha=8, dropout=0.0)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    path = tmp_path / "adapter"
+    model.save_pretrained(path)
+    (path / "fedmllm.json").write_text(json.dumps({"base_model": str(tiny_dir)}))
+    return path
+
+
+def test_eval_saved_adapter_writes_every_field(saved_adapter, tmp_path, capsys):
+    out = tmp_path / "ev"
+    assert main(["eval", "--adapter", str(saved_adapter), "--dataset", "synth",
+                 "--test-size", "24", "--out", str(out)]) == 0
+    ev = json.loads((out / "eval.json").read_text())
+    for key in ("accuracy", "macro_f1", "auroc", "auc_hard", "invalid_rate", "confusion"):
+        assert key in ev, key
+    assert set(ev["per_modality"]) == {"image_text", "image_only", "text_only"}
+    for m in ev["per_modality"].values():
+        assert 0.0 <= m["accuracy"] <= 1.0 and m["n"] == 24
+        assert sum(map(sum, m["confusion"])) + m["invalid"] == 24
+    rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * 24
+    r = rows[0]
+    assert {"id", "modality", "prompt", "prediction", "probabilities", "correct"} <= set(r)
+    assert abs(sum(r["probabilities"]) - 1) < 1e-4
+    acc = sum(x["correct"] for x in rows if x["modality"] == "image_text") / 24
+    assert acc == pytest.approx(ev["per_modality"]["image_text"]["accuracy"])
+    assert "image_only" in capsys.readouterr().out
+
+
+def test_eval_base_model_and_vqa(tmp_path, tiny_dir):
+    out = tmp_path / "ev"
+    assert main(["eval", "--adapter", "none", "--model", str(tiny_dir), "--dataset", "synth",
+                 "--task", "vqa", "--test-size", "8", "--views", "image_text",
+                 "--out", str(out)]) == 0
+    ev = json.loads((out / "eval.json").read_text())
+    for key in ("closed_accuracy", "open_exact", "open_recall", "overall"):
+        assert key in ev, key
+
+
+def test_eval_errors_are_one_line(tmp_path, capsys):
+    assert main(["eval", "--adapter", str(tmp_path), "--model", str(tmp_path), "--dataset",
+                 "synth", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
