@@ -9,7 +9,7 @@ export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
-.PHONY: demo test test-fast lint bench install clean
+.PHONY: demo test test-fast lint bench install model clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# The built-in base model is built and pre-trained once (about a minute), then cached.
+model: $(STAMP)
+	$(BIN)/fedmllm model build --preset small
+
+demo: model
 	$(BIN)/fedmllm run
 
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
@@ -39,6 +43,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/round_overhead.py
 	$(BIN)/python benchmarks/demo_time.py
+	$(BIN)/python benchmarks/pretrain_value.py
+	$(BIN)/python benchmarks/aggregate.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

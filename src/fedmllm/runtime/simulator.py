@@ -197,7 +197,9 @@ class Simulator:
                               cfg.train.warmup_rounds, cfg.train.min_lr_ratio)
                 chosen = sample_clients(cfg.fl.num_clients, cfg.fl.clients_per_round, r, cfg.seed)
                 server_extras = self.strategy.server_extras()
-                down = state_bytes(self.global_state) + extras_bytes(server_extras)
+                # Local-only clients communicate nothing.
+                down = 0 if personal else \
+                    state_bytes(self.global_state) + extras_bytes(server_extras)
                 updates = []
                 for k in chosen:
                     start = self.client_states.get(k, self.initial_state) if personal \
@@ -221,8 +223,8 @@ class Simulator:
                     "train_loss": {str(u.client_id): round(u.metrics["train_loss"], 6)
                                    for u in updates},
                     "train_loss_mean": statistics.fmean(u.metrics["train_loss"] for u in updates),
-                    "bytes_uploaded": sum(state_bytes(u.state) + extras_bytes(u.extras)
-                                          for u in updates),
+                    "bytes_uploaded": 0 if personal else sum(
+                        state_bytes(u.state) + extras_bytes(u.extras) for u in updates),
                     "bytes_downloaded": down * len(chosen),
                     "rejected": [{"client": c, "reason": why} for c, why in rejected],
                     "skipped": skipped,
