@@ -16,9 +16,9 @@ import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from fedmllm.config import load_config  # noqa: E402
-from fedmllm.model.tiny import ensure_tiny  # noqa: E402
-from fedmllm.runtime import Simulator  # noqa: E402
+from fedmllm.config import load_config
+from fedmllm.model.tiny import ensure_tiny
+from fedmllm.runtime import Simulator
 
 
 def main() -> None:

@@ -73,7 +73,7 @@ def test_client_objectives_change_training(objective, shared, tmp_path):
 
 
 def test_rejected_update_skips_round(shared, tmp_path):
-    bundle, pristine, _ = shared
+    _bundle, pristine, _ = shared
     result = run(shared, tmp_path, "fl.max_update_norm=1e-12", "fl.min_clients=1")
     row = result.rows[0]
     assert row["skipped"] and len(row["rejected"]) == 2
