@@ -5,6 +5,8 @@ when it was built on this machine). Value: test accuracy of the same LoRA-only f
 (same data, steps, seed) from the pre-trained base vs from the randomly initialised base.
 
     python benchmarks/pretrain_value.py [--preset tiny] [--rounds 1 --clients 1 --steps 300]
+    python benchmarks/pretrain_value.py --preset small --rounds 12 --clients 10 --per-round 4 \
+        --steps 12     # the demo's federated setting
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def main() -> None:
     ap.add_argument("--preset", default="tiny", choices=["tiny", "small"])
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--clients", type=int, default=1, help="1 = centralized fine-tuning")
+    ap.add_argument("--per-round", type=int, default=None, help="clients per round (default all)")
     ap.add_argument("--steps", type=int, default=300)
     args = ap.parse_args()
     results = {}
@@ -36,12 +39,12 @@ def main() -> None:
             cfg = load_config(None, [
                 f"model.preset={args.preset}", f"model.pretrain={str(pretrain).lower()}",
                 f"fl.rounds={args.rounds}", f"fl.num_clients={args.clients}",
-                f"fl.clients_per_round={args.clients}", f"fl.local_steps={args.steps}",
+                f"fl.clients_per_round={args.per_round or args.clients}", f"fl.local_steps={args.steps}",
                 f"output.dir={out}", "output.progress=false", "output.plot=false"])
             final = Simulator(cfg).run().final["final"]
         results[pretrain] = (final, stats)
     print(f"preset={args.preset}: LoRA fine-tuning on synth/binary, {args.rounds} round(s) x "
-          f"{args.clients} client(s) x {args.steps} steps")
+          f"{args.per_round or args.clients} of {args.clients} client(s) x {args.steps} steps")
     for pretrain, (final, stats) in results.items():
         pm = final["per_modality"]
         cost = stats["pretrain"]["seconds"] if stats["pretrain"] else 0.0

@@ -10,9 +10,20 @@ Flower apps drive the very same code.
   :class:`ClientObjective` with ``begin``/``penalty``/``correct_gradients``/``end``.
 - Update checks: :func:`validate_update`, :func:`filter_updates`.
 - Client sampling: :func:`sample_clients`; round learning rates: :func:`round_lr`.
+- YOCO one-shot LoRA (:mod:`.yoco`): :func:`svd_init`, :class:`YocoObjective`,
+  :func:`pca_weighted_merge`, :func:`merge_lora_uploads`, conflict diagnostics,
+  :func:`upload_units`; product merges (exact / TIES / DARE / task arithmetic):
+  :func:`merge_lora_products` (:mod:`.merge`).
 """
 
 from .aggregation import delta_norm
+from .merge import (
+    PRODUCT_METHODS,
+    factorize,
+    lora_pairs,
+    merge_lora_products,
+    refactorize,
+)
 from .objectives import (
     OBJECTIVES,
     AdaptiveProx,
@@ -44,12 +55,36 @@ from .strategies import (
 )
 from .types import ClientObjective, ClientUpdate, Extras, StateDict, Strategy
 from .validation import filter_updates, validate_update
+from .yoco import (
+    PCA_WEIGHTINGS,
+    UPLOAD_RULES,
+    YOCO_VARIANTS,
+    YocoObjective,
+    code_init,
+    conflict_matrix,
+    conflict_report,
+    gamma_schedule,
+    l1_penalty,
+    merge_lora_uploads,
+    orthogonal_lambda,
+    orthogonal_penalty,
+    pca_weighted_merge,
+    sign_conflict,
+    sign_penalty,
+    svd_init,
+    svd_residual,
+    upload_units,
+)
 
 __all__ = [
     "ALGORITHMS",
     "OBJECTIVES",
+    "PCA_WEIGHTINGS",
+    "PRODUCT_METHODS",
     "SCHEDULES",
+    "UPLOAD_RULES",
     "VARIANTS",
+    "YOCO_VARIANTS",
     "AdaptiveProx",
     "ClientObjective",
     "ClientUpdate",
@@ -69,15 +104,34 @@ __all__ = [
     "StateDict",
     "Strategy",
     "TrimmedMean",
+    "YocoObjective",
     "ZeroShot",
+    "code_init",
+    "conflict_matrix",
+    "conflict_report",
     "delta_norm",
+    "factorize",
     "filter_updates",
+    "gamma_schedule",
+    "l1_penalty",
     "lm_layer_index",
+    "lora_pairs",
     "make_objective",
     "make_strategy",
+    "merge_lora_products",
+    "merge_lora_uploads",
     "objective_params",
+    "orthogonal_lambda",
+    "orthogonal_penalty",
+    "pca_weighted_merge",
+    "refactorize",
     "round_lr",
     "sample_clients",
+    "sign_conflict",
+    "sign_penalty",
     "strategy_params",
+    "svd_init",
+    "svd_residual",
+    "upload_units",
     "validate_update",
 ]
