@@ -71,8 +71,8 @@ def saved_adapter(tmp_path, tiny_dir):
     from fedmllm.model.lora import wrap_lora
 
     base, _ = load_vlm(tiny_dir)
+    torch.manual_seed(0)  # LoRA-A init and the perturbation below: independent of test order
     model = wrap_lora(base, r=4, alpha=8, dropout=0.0)
-    torch.manual_seed(0)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:

@@ -196,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--prompt-strategy", default="plain", choices=["plain", "agnostic"])
     e.add_argument("--views", default="image_text,image_only,text_only",
                    help="comma-separated modality views")
+    e.add_argument("--mode", default="score", choices=["score", "generate"],
+                   help="multiple choice: 'score' reads option-token probabilities (default); "
+                        "'generate' decodes greedily and parses the answer strictly (unreadable "
+                        "answers are counted as invalid; no AUROC)")
+    e.add_argument("--max-new-tokens", type=int, default=16,
+                   help="generation length cap (VQA, and --mode generate)")
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--max-samples", type=int)
     e.add_argument("--device", default="auto")

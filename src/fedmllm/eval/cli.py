@@ -66,6 +66,12 @@ def prediction_rows(result: dict) -> list[dict]:
                 k = max(range(len(p)), key=p.__getitem__)
                 row.update(prediction=LETTERS[k], probabilities=[round(x, 6) for x in p],
                            label=s.label, correct=k == s.label)
+            elif "parsed" in pred:
+                # generated multiple choice: the strict parse (null = invalid) and, for
+                # comparison, the research parser's reading of the same text
+                k, r = pred["parsed"][i], pred["research"][i]
+                row.update(text=pred["texts"][i], prediction=None if k is None else LETTERS[k],
+                           prediction_research=LETTERS[r], label=s.label, correct=k == s.label)
             else:
                 from .vqa import exact_match
 
@@ -92,6 +98,8 @@ def run_eval(args, console) -> int:
     if bad or not views:
         raise DataError(f"--views: unknown view '{bad[0] if bad else ''}' "
                         f"(choices: {', '.join(VIEWS)})")
+    if args.max_new_tokens < 1:
+        raise DataError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     samples = load_test_samples(args)
     device = resolve_device(args.device)
     dtype = resolve_dtype("auto", device)
@@ -106,17 +114,19 @@ def run_eval(args, console) -> int:
     torch.manual_seed(0)
     result = evaluate(model, processor, samples, args.prompt_strategy, views=views,
                       batch_size=args.batch_size, device=device, dtype=dtype,
-                      max_samples=args.max_samples, return_predictions=True)
+                      max_samples=args.max_samples, return_predictions=True, mode=args.mode,
+                      max_new_tokens=args.max_new_tokens)
     rows = prediction_rows(result)
     metrics = {k: v for k, v in result.items() if not k.startswith("_")}
     metrics["meta"] = {"adapter": args.adapter, "base_model": base_name,
                        "dataset": args.dataset, "split": args.split,
-                       "prompt_strategy": args.prompt_strategy, "n": len(rows) // len(views)}
+                       "prompt_strategy": args.prompt_strategy, "n": len(rows) // len(views),
+                       "mode": args.mode if samples and samples[0].options else "generate"}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     _write_atomic(out / "eval.json", json.dumps(metrics, indent=2))
-    console.print(format_table(metrics), markup=False)
+    console.print(format_table(metrics), markup=False, soft_wrap=True)
     console.print(f"wrote {out / 'eval.json'} and {out / 'predictions.jsonl'}", markup=False)
     return 0
 
@@ -126,11 +136,14 @@ def format_table(metrics: dict) -> str:
     first = next(iter(pm.values()))
     if "accuracy" in first:
         keys = ["accuracy", "macro_f1", "auroc", "auc_hard", "invalid_rate"]
+        if "accuracy_research" in first:
+            keys.append("accuracy_research")
     else:
         keys = ["overall", "closed_accuracy", "open_exact", "open_recall"]
-    lines = [f"{'view':<12}" + "".join(f"{k:>16}" for k in keys)]
+    w = {k: max(16, len(k) + 2) for k in keys}
+    lines = [f"{'view':<12}" + "".join(f"{k:>{w[k]}}" for k in keys)]
     for view, m in pm.items():
-        cells = "".join(f"{m.get(k):>16.4f}" if isinstance(m.get(k), float) else f"{'-':>16}"
-                        for k in keys)
+        cells = "".join(f"{m.get(k):>{w[k]}.4f}" if isinstance(m.get(k), float)
+                        else f"{'-':>{w[k]}}" for k in keys)
         lines.append(f"{view:<12}{cells}")
     return "\n".join(lines)
