@@ -82,6 +82,49 @@ class ClientConfig:
 
 
 @dataclass
+class YocoConfig:
+    """One-shot federated LoRA (``fl.algorithm = "yoco"`` or ``"oneshot"``), see
+    :mod:`fedmllm.runtime.oneshot`. Every client trains once and uploads once; the server merges
+    once."""
+
+    method: Literal["yoco", "fedavg", "mean", "fedavgm", "fedadam", "fedadagrad", "fedyogi",
+                    "combine", "exact", "task_arithmetic", "magnitude_prune", "ties",
+                    "dare_linear", "dare_ties", "ensemble", "local"] = "yoco"
+    """``yoco`` (the paper); a one-shot baseline: ``fedavg`` (sample-weighted), ``mean``, one
+    application of ``fedavgm``/``fedadam``/``fedadagrad``/``fedyogi`` (``fl.strategy`` params),
+    ``combine`` (B by ``merge_b``, A by ``merge_a``); a product merge of ``B_i A_i``:
+    ``exact``/``task_arithmetic``/``magnitude_prune``/``ties``/``dare_linear``/``dare_ties``
+    (re-factorized to rank ``lora.r``); ``ensemble`` (no merge: averaged option probabilities
+    of all client adapters); ``local`` (mean/std of the client models)."""
+    variant: Literal["init", "init_b", "init_ba", "full"] = "full"
+    """Paper ablation (method ``yoco``): SVD init; + sign penalty on B; + sparse A; + PCA A."""
+    init: Literal["auto", "pissa", "code", "default"] = "auto"
+    """``pissa``: peft PiSSA (SVD factors + residual base: initial model = base model);
+    ``code``: released code (B0 from SVD, A0 random, no residual); ``default``: peft's zero-B
+    LoRA. ``auto``: ``pissa`` for method ``yoco``, ``default`` for the baselines."""
+    targets: Literal["auto", "paper", "lora"] = "auto"
+    """``paper``: r 8, alpha 8, dropout 0.05 on the last LM layer's ``q_proj``; ``lora``: the
+    ``lora.*`` keys as given; ``auto``: ``paper`` when every ``lora.*`` key is at its default."""
+    a_penalty: Literal["l1", "orthogonal"] = "l1"
+    lam: float = 1e-3
+    """Weight of the L1 penalty on A (paper: 1e-4 .. 1e-1)."""
+    gamma_min: float = 1.0
+    gamma_max: float = 50.0
+    local_epochs: float = 10.0
+    """Fixed local epochs (paper 10); no selection on the test set."""
+    merge_b: str = "fedavg"
+    """Rule for B (and for A in variants ``init``/``init_b``/``init_ba``): fedavg, mean,
+    fedavgm, fedadam, fedadagrad, fedyogi (``fl.strategy`` params)."""
+    merge_a: str = "pca"
+    """Rule for A in variant ``full`` and in ``combine``: pca, fedavg, mean, fedavgm, ..."""
+    pca_k: float | None = None
+    """Components kept: None = all, int = count, float in (0, 1) = explained variance."""
+    pca_weighting: Literal["energy", "max", "mean"] = "energy"
+    density: float = 0.5
+    """Kept fraction for ``ties``/``dare_*``/``magnitude_prune``."""
+
+
+@dataclass
 class FLConfig:
     algorithm: str = "fedavg"
     rounds: int = 12
@@ -97,6 +140,8 @@ class FLConfig:
     """Reject a client update whose distance to the global adapter exceeds this norm."""
     min_clients: int = 1
     """Skip the round (global unchanged) when fewer valid updates than this arrive."""
+    yoco: YocoConfig = field(default_factory=YocoConfig)
+    """One-shot settings (``fl.algorithm = "yoco"`` / ``"oneshot"``)."""
 
 
 @dataclass

@@ -317,6 +317,11 @@ OBJECTIVES: tuple[str, ...] = tuple(_REGISTRY)
 
 
 def _lookup(name: str) -> type[ClientObjective]:
+    if name == "yoco" and "yoco" not in _REGISTRY:
+        # registered lazily: ``.yoco`` imports this module
+        from .yoco import YocoObjective
+
+        _REGISTRY["yoco"] = YocoObjective
     cls = _REGISTRY.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ValueError(f"unknown client objective {name!r}; choices: {', '.join(OBJECTIVES)}")

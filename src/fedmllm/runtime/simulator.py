@@ -170,6 +170,10 @@ class Simulator:
         from ..report.metrics import MetricsWriter, plot_metrics
 
         cfg = self.cfg
+        if cfg.fl.algorithm in ("yoco", "oneshot") and type(self) is Simulator:
+            from .oneshot import OneShot  # one-shot federated LoRA: its own driver
+
+            return OneShot(cfg, console=self.console, bundle=self._bundle, data=self._data).run()
         out = Path(cfg.output.dir)
         out.mkdir(parents=True, exist_ok=True)
         for stale in ("summary.json", "adapter"):

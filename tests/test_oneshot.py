@@ -1,0 +1,169 @@
+"""One-shot federated LoRA (YOCO and baselines) end to end in the simulator, tiny preset."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from fedmllm.config import load_config
+from fedmllm.runtime import Simulator
+from fedmllm.runtime.oneshot import OneShot, load_oneshot_bundle
+from fedmllm.runtime.simulator import state_bytes
+
+pytestmark = pytest.mark.slow
+
+N_CLIENTS = 3
+
+
+def base_cfg(out, *extra):
+    return load_config(None, [
+        "model.preset=tiny", "fl.algorithm=yoco", f"fl.num_clients={N_CLIENTS}",
+        "fl.yoco.local_epochs=1", "data.train_size=24", "data.test_size=16",
+        "train.batch_size=4", "data.min_per_client=4",
+        "eval.views=[image_text]", f"output.dir={out}", "output.progress=false",
+        "output.plot=false", *extra])
+
+
+def _shared(tmp_path_factory, *extra):
+    from fedmllm.data import build_federated_data
+
+    cfg = base_cfg(tmp_path_factory.mktemp("o"), *extra)
+    bundle = load_oneshot_bundle(cfg)
+    return bundle, bundle.adapter.get(), build_federated_data(cfg.data, N_CLIENTS, cfg.seed)
+
+
+@pytest.fixture(scope="module")
+def pissa(tiny_dir, tmp_path_factory):
+    """The paper's targets with the PiSSA (residual) init, shared by the YOCO runs."""
+    return _shared(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_dir, tmp_path_factory):
+    """peft's zero-B LoRA init on the same targets, shared by the baselines."""
+    return _shared(tmp_path_factory, "fl.yoco.method=fedavg")
+
+
+def run(shared, out, *extra):
+    bundle, pristine, data = shared
+    bundle.adapter.set(pristine)
+    sim = OneShot(base_cfg(out, *extra), bundle=bundle, data=data)
+    return sim, sim.run()
+
+
+def _batch(bundle, data):
+    from fedmllm.model.collate import collate
+    from fedmllm.runtime.setup import encode_samples
+
+    enc = encode_samples(bundle.processor, data.test[:4], "plain", 256)
+    return collate(enc, bundle.processor.tokenizer.pad_token_id)
+
+
+def _logits(model, batch):
+    model.eval()
+    with torch.no_grad():
+        return model(**batch).logits.float()
+
+
+def _base_model(source):
+    from fedmllm.model.loading import load_vlm
+
+    model, _ = load_vlm(source, device=torch.device("cpu"), dtype=torch.float32)
+    return model
+
+
+def test_pissa_targets_and_initial_model_equals_base(pissa):
+    bundle, pristine, data = pissa
+    keys = sorted(pristine)
+    # the paper's targets: one q_proj in the last language-model layer, rank 8
+    assert len(keys) == 2 and all("q_proj" in k for k in keys)
+    assert {t.shape[0] for k, t in pristine.items() if "lora_A" in k} == {8}
+    assert all(f"layers.{bundle.num_layers - 1}.self_attn" in k for k in keys)
+    assert all(float(t.abs().sum()) > 0 for t in pristine.values())  # SVD factors, not zero-B
+    bundle.adapter.set(pristine)
+    batch = _batch(bundle, data)
+    torch.testing.assert_close(_logits(bundle.model, batch),
+                               _logits(_base_model(bundle.source), batch),
+                               atol=1e-4, rtol=1e-4)
+
+
+VARIANTS = ("init", "init_b", "init_ba", "full")
+
+
+@pytest.fixture(scope="module")
+def yoco_runs(pissa, tmp_path_factory):
+    """One run per YOCO variant on the shared PiSSA bundle: variant -> (out dir, sim, result)."""
+    runs = {}
+    for variant in VARIANTS:
+        out = tmp_path_factory.mktemp(variant)
+        runs[variant] = (out, *run(pissa, out, f"fl.yoco.variant={variant}"))
+    return runs
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_yoco_variant_runs(variant, yoco_runs, pissa):
+    out, _sim, result = yoco_runs[variant]
+    (row,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert row["variant"] == variant and row["init"] == "pissa"
+    assert all(math.isfinite(v) for v in row["train_loss"].values())
+    for role in ("lora_A", "lora_B"):
+        c = row["conflict"][role]
+        assert 0.0 <= c["C"] <= 0.5 and 0.0 <= c["rho_bar"] <= 1.0
+        assert c["num_clients"] == N_CLIENTS
+    adapter = state_bytes(pissa[1])
+    assert row["bytes_uploaded"] == N_CLIENTS * adapter and row["bytes_downloaded"] == 0
+    assert row["upload_unit"] == "1x1x1" and row["upload_units"] == N_CLIENTS
+    assert 0.0 <= result.final["final"]["accuracy"] <= 1.0
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_variants_differ_where_they_should(yoco_runs):
+    states = {v: yoco_runs[v][1].global_state for v in VARIANTS}
+    kb = next(k for k in states["init"] if "lora_B" in k)
+    ka = next(k for k in states["init"] if "lora_A" in k)
+    # the sign penalty changes training of B; the PCA merge changes the merged A
+    assert not torch.equal(states["init"][kb], states["init_b"][kb])
+    assert torch.equal(states["init_ba"][kb], states["full"][kb])
+    assert not torch.allclose(states["init_ba"][ka], states["full"][ka])
+
+
+def test_saved_pissa_adapter_loads_on_original_base(pissa, yoco_runs):
+    from peft import PeftModel
+
+    tmp_path, sim, _ = yoco_runs["full"]
+    bundle, _, data = pissa
+    bundle.adapter.set(sim.global_state)
+    batch = _batch(bundle, data)
+    merged = _logits(bundle.model, batch)
+    cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert cfg["r"] == 16 and cfg["init_lora_weights"] is True  # [A; A0], [B, -B0]
+    loaded = PeftModel.from_pretrained(_base_model(bundle.source), tmp_path / "adapter")
+    torch.testing.assert_close(_logits(loaded, batch), merged, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(_logits(_base_model(bundle.source), batch), merged, atol=1e-6)
+
+
+def test_oneshot_fedavg_is_weighted_mean(plain, tmp_path):
+    sim, result = run(plain, tmp_path, "fl.algorithm=oneshot", "fl.yoco.method=fedavg")
+    row = result.rows[0]
+    assert row["init"] == "default" and row["variant"] is None
+    assert row["bytes_uploaded"] == N_CLIENTS * state_bytes(plain[1])
+    assert set(row["conflict"]) == {"lora_A", "lora_B"}
+    assert 0.0 <= result.final["final"]["accuracy"] <= 1.0
+    n = torch.tensor([float(u.num_examples) for u in sim.updates])
+    for key, merged in sim.global_state.items():
+        stack = torch.stack([u.state[key] for u in sim.updates])
+        torch.testing.assert_close(merged, (n[:, None, None] * stack).sum(0) / n.sum())
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_ensemble_through_simulator_dispatch(plain, tmp_path):
+    bundle, pristine, data = plain
+    bundle.adapter.set(pristine)
+    cfg = base_cfg(tmp_path, "fl.algorithm=oneshot", "fl.yoco.method=ensemble")
+    result = Simulator(cfg, bundle=bundle, data=data).run()
+    assert result.final["method"] == "ensemble" and result.final["totals"]["rounds"] == 1
+    row = result.rows[0]
+    assert row["ensemble_cost"]["forward_passes_per_sample"] == N_CLIENTS
+    assert 0.0 <= result.final["final"]["accuracy_vote"] <= 1.0
+    assert not (tmp_path / "adapter").exists()
