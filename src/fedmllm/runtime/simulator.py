@@ -29,6 +29,7 @@ from ..fl import (
     make_strategy,
     round_lr,
     sample_clients,
+    upload_units,
 )
 from .setup import ClientData, ModelBundle, encode_samples, load_for_training, seed_everything
 
@@ -252,6 +253,9 @@ class Simulator:
             "setup_seconds": round(setup_seconds, 3),
             "adapter_bytes": state_bytes(self.global_state),
         }
+        # the YOCO paper's unit: client uploads x layers x LoRA modules
+        uploads = 0 if personal else sum(len(r["clients"]) for r in result.rows)
+        totals["upload_units"] = uploads * upload_units(self.global_state)["units"]
         result.final = {"algorithm": cfg.fl.algorithm, "final": final, "totals": totals}
         if cfg.output.plot and result.rows:
             plot_metrics(result.rows, out / "metrics.png",
