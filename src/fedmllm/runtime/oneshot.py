@@ -286,20 +286,11 @@ class OneShot(Simulator):
         from ..report.metrics import MetricsWriter
 
         cfg, y = self.cfg, self.cfg.fl.yoco
-        out = Path(cfg.output.dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in ("summary.json", "adapter"):
-            path = out / stale
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+        out = self.prepare_output()
         t_setup = time.perf_counter()
         seed_everything(cfg.seed)
         self.setup()
-        cfg.save(out / "config.yaml")
-        (out / "data_manifest.json").write_text(json.dumps(self.data.manifest, indent=2,
-                                                           default=str))
+        self.save_run_inputs(out)
         setup_seconds = time.perf_counter() - t_setup
         writer = MetricsWriter(out / "metrics.jsonl")
         result = RunResult(out)

@@ -166,6 +166,25 @@ class Simulator:
                         dtype=b.dtype, max_samples=max_samples or cfg.eval.max_samples,
                         return_predictions=return_predictions, cache=self.eval_cache)
 
+    # ------------------------------------------------------------------ outputs
+    def prepare_output(self) -> Path:
+        """Create ``output.dir`` and remove the completion markers of an earlier run there."""
+        out = Path(self.cfg.output.dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in ("summary.json", "adapter"):
+            p = out / stale
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+        return out
+
+    def save_run_inputs(self, out: Path) -> None:
+        """The resolved configuration and the data manifest, beside the outputs."""
+        self.cfg.save(out / "config.yaml")
+        (out / "data_manifest.json").write_text(json.dumps(self.data.manifest, indent=2,
+                                                           default=str))
+
     # ------------------------------------------------------------------ rounds
     def run(self) -> RunResult:
         from ..report.metrics import MetricsWriter, plot_metrics
@@ -175,19 +194,10 @@ class Simulator:
             from .oneshot import OneShot  # one-shot federated LoRA: its own driver
 
             return OneShot(cfg, console=self.console, bundle=self._bundle, data=self._data).run()
-        out = Path(cfg.output.dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in ("summary.json", "adapter"):
-            p = out / stale
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+        out = self.prepare_output()
         t_setup = time.perf_counter()
         self.setup()
-        cfg.save(out / "config.yaml")
-        (out / "data_manifest.json").write_text(json.dumps(self.data.manifest, indent=2,
-                                                           default=str))
+        self.save_run_inputs(out)
         setup_seconds = time.perf_counter() - t_setup
         writer = MetricsWriter(out / "metrics.jsonl")
         result = RunResult(out)
