@@ -149,7 +149,7 @@ def test_adaptive_prox_research_defaults_and_errors():
 
 
 def test_make_objective_errors():
-    assert OBJECTIVES == ("ce", "prox", "adaptive_prox", "scaffold")
+    assert OBJECTIVES == ("ce", "prox", "adaptive_prox", "scaffold", "yoco")
     assert objective_params("prox") == ("prox_mu",)
     with pytest.raises(ValueError, match="unknown client objective 'fedprox'.*ce, prox"):
         make_objective("fedprox")

@@ -312,16 +312,18 @@ _REGISTRY: dict[str, type[ClientObjective]] = {
     cls.name: cls for cls in (CrossEntropy, Prox, AdaptiveProx, ScaffoldObjective)
 }
 
-OBJECTIVES: tuple[str, ...] = tuple(_REGISTRY)
+#: objectives defined in modules that import this one (imported on first use)
+_LAZY: dict[str, str] = {"yoco": "YocoObjective"}
+
+OBJECTIVES: tuple[str, ...] = (*_REGISTRY, *_LAZY)
 """Every client objective name accepted by :func:`make_objective` (exact, case-sensitive)."""
 
 
 def _lookup(name: str) -> type[ClientObjective]:
-    if name == "yoco" and "yoco" not in _REGISTRY:
-        # registered lazily: ``.yoco`` imports this module
-        from .yoco import YocoObjective
+    if name in _LAZY and name not in _REGISTRY:
+        from . import yoco
 
-        _REGISTRY["yoco"] = YocoObjective
+        _REGISTRY[name] = getattr(yoco, _LAZY[name])
     cls = _REGISTRY.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ValueError(f"unknown client objective {name!r}; choices: {', '.join(OBJECTIVES)}")
