@@ -118,3 +118,13 @@ def test_eval_errors_are_one_line(tmp_path, capsys):
     assert main(["eval", "--adapter", str(tmp_path), "--model", str(tmp_path), "--dataset",
                  "synth", "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_run_model_flag_loads_a_local_folder(tmp_path, tiny_dir, capsys):
+    out = tmp_path / "out"
+    assert main(["run", "--model", str(tiny_dir), "fl.rounds=0", "data.train_size=40",
+                 "data.test_size=8", "eval.views=[image_text]", f"output.dir={out}"]) == 0
+    assert json.loads((out / "adapter" / "fedmllm.json").read_text())["base_model"] == str(tiny_dir)
+    assert f"name: {tiny_dir}" in capsys.readouterr().out
+    assert main(["run", "--model", str(tmp_path), f"output.dir={out}"]) == 2
+    assert "not a model folder" in capsys.readouterr().err

@@ -34,7 +34,10 @@ def _console():
 def cmd_run(args) -> int:
     from .runtime import run_experiment
 
-    cfg = load_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.model:
+        overrides.append(f"model.name={args.model}")
+    cfg = load_config(args.config, overrides)
     console = _console()
     console.print("[bold]fedmllm run[/bold] — resolved configuration:")
     console.print(cfg.to_yaml().rstrip(), markup=False)
@@ -122,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run a federated experiment in the in-process simulator. "
                                    "Override any config key with key=value, e.g. fl.rounds=20.")
     r.add_argument("--config", help="TOML or YAML config file")
+    r.add_argument("--model", help="a VLM's hub id or local folder (same as model.name=...)")
     r.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     r.set_defaults(func=cmd_run)
 
