@@ -90,9 +90,7 @@ def cmd_prepare(args) -> int:
                "slake_dir": args.slake_dir}
     manifest = prepare(args.out, args.dataset, args.data_dir, num_clients=args.clients,
                        seed=args.seed, overwrite=args.overwrite, **options)
-    counts = manifest.get("clients", manifest.get("per_client", []))
-    print(f"wrote {args.out}: {len(counts) if hasattr(counts, '__len__') else args.clients} "
-          f"client files, test.json, manifest.json")
+    print(f"wrote {args.out}: {manifest['num_clients']} client files, test.json, manifest.json")
     return 0
 
 

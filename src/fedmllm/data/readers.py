@@ -257,6 +257,18 @@ def _answer_string(obj: dict) -> str:
     return str(v).strip()
 
 
+def _vqa_row(obj: dict, images: Path, image_key: str) -> tuple:
+    """The fields VQA-RAD and SLAKE share: qid, question, answer, answer_type, image path."""
+    qid = _field(obj, "qid", (int, str))
+    question = _field(obj, "question", (str,))
+    answer = _answer_string(obj)
+    atype = _field(obj, "answer_type", (str,)).strip().upper()
+    if atype not in ("OPEN", "CLOSED"):
+        raise _RowError(f"unknown answer_type {atype!r} (expected OPEN or CLOSED)")
+    image = resolve_image(images, _field(obj, image_key, (str,)))
+    return qid, question, answer, atype, image
+
+
 def read_vqa_rad(root: str | Path, split: str = "train", skip_bad: bool = False) -> ReadResult:
     """Read ``ROOT/VQA_RAD Dataset Public.json``; ``split`` is ``train`` or ``test`` (selected
     by ``phrase_type``)."""
@@ -280,13 +292,7 @@ def read_vqa_rad(root: str | Path, split: str = "train", skip_bad: bool = False)
             phrase = _field(obj, "phrase_type", (str,)).strip()
             if phrase not in phrases:
                 continue
-            qid = _field(obj, "qid", (int, str))
-            question = _field(obj, "question", (str,))
-            answer = _answer_string(obj)
-            atype = _field(obj, "answer_type", (str,)).strip().upper()
-            if atype not in ("OPEN", "CLOSED"):
-                raise _RowError(f"unknown answer_type {atype!r} (expected OPEN or CLOSED)")
-            image = resolve_image(root / "images", _field(obj, "image_name", (str,)))
+            qid, question, answer, atype, image = _vqa_row(obj, root / "images", "image_name")
             qtype = obj.get("question_type")
         except _RowError as e:
             col.bad(where, str(e))
@@ -326,13 +332,7 @@ def read_slake(
             lang = _field(obj, "q_lang", (str,)).strip()
             if languages is not None and lang not in languages:
                 continue
-            qid = _field(obj, "qid", (int, str))
-            question = _field(obj, "question", (str,))
-            answer = _answer_string(obj)
-            atype = _field(obj, "answer_type", (str,)).strip().upper()
-            if atype not in ("OPEN", "CLOSED"):
-                raise _RowError(f"unknown answer_type {atype!r} (expected OPEN or CLOSED)")
-            image = resolve_image(base / "imgs", _field(obj, "img_name", (str,)))
+            qid, question, answer, atype, image = _vqa_row(obj, base / "imgs", "img_name")
             ctype = obj.get("content_type")
         except _RowError as e:
             col.bad(where, str(e))

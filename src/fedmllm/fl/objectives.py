@@ -14,14 +14,13 @@ Any objective combines with any server strategy (the ``scaffold`` strategy needs
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from .aggregation import compute_dtype
-from .types import ClientObjective, Extras, StateDict
+from .types import ClientObjective, Extras, StateDict, build_checked, keyword_params
 
 # Module-name segments that mark a vision/audio/projector sub-model: a ``layers.<i>`` found
 # after one of them is not a language-model layer.
@@ -330,16 +329,9 @@ def _lookup(name: str) -> type[ClientObjective]:
     return cls
 
 
-def _keyword_params(cls: type) -> dict[str, inspect.Parameter]:
-    sig = inspect.signature(cls.__init__)
-    return {
-        n: p for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-
-
 def objective_params(name: str) -> tuple[str, ...]:
     """The config keys accepted by client objective ``name``."""
-    return tuple(_keyword_params(_lookup(name)))
+    return tuple(keyword_params(_lookup(name)))
 
 
 def make_objective(name: str, **params: Any) -> ClientObjective:
@@ -347,15 +339,4 @@ def make_objective(name: str, **params: Any) -> ClientObjective:
 
     Raises ``ValueError`` for an unknown name, an unknown or missing parameter, or a bad value.
     """
-    cls = _lookup(name)
-    accepted = _keyword_params(cls)
-    for key in params:
-        if key not in accepted:
-            choices = ", ".join(accepted) or "(none)"
-            raise ValueError(
-                f"unknown parameter {key!r} for client objective {name!r}; accepted: {choices}"
-            )
-    for key, p in accepted.items():
-        if p.default is inspect.Parameter.empty and key not in params:
-            raise ValueError(f"client objective {name!r} needs parameter {key!r}")
-    return cls(**params)
+    return build_checked(_lookup(name), "client objective", name, params)

@@ -19,7 +19,6 @@ code (OpenFedLLM-style server optimisers; see DESIGN and the reference notes, se
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 from collections.abc import Sequence
@@ -39,7 +38,7 @@ from .aggregation import (
     trimmed_mean_delta,
     weighted_sums,
 )
-from .types import ClientUpdate, Extras, StateDict, Strategy
+from .types import ClientUpdate, Extras, StateDict, Strategy, build_checked, keyword_params
 
 VARIANTS = ("textbook", "fedmllm")
 
@@ -702,16 +701,9 @@ def _lookup(name: str) -> type[Strategy]:
     return cls
 
 
-def _keyword_params(cls: type) -> dict[str, inspect.Parameter]:
-    sig = inspect.signature(cls.__init__)
-    return {
-        n: p for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-
-
 def strategy_params(name: str) -> tuple[str, ...]:
     """The config keys accepted by strategy ``name`` (for filtering a shared config table)."""
-    return tuple(_keyword_params(_lookup(name)))
+    return tuple(keyword_params(_lookup(name)))
 
 
 def make_strategy(name: str, **params: Any) -> Strategy:
@@ -720,15 +712,4 @@ def make_strategy(name: str, **params: Any) -> Strategy:
     Raises ``ValueError`` naming the problem for an unknown name, an unknown or missing
     parameter, or an out-of-range value.
     """
-    cls = _lookup(name)
-    accepted = _keyword_params(cls)
-    for key in params:
-        if key not in accepted:
-            choices = ", ".join(accepted) or "(none)"
-            raise ValueError(
-                f"unknown parameter {key!r} for strategy {name!r}; accepted: {choices}"
-            )
-    for key, p in accepted.items():
-        if p.default is inspect.Parameter.empty and key not in params:
-            raise ValueError(f"strategy {name!r} needs parameter {key!r}")
-    return cls(**params)
+    return build_checked(_lookup(name), "strategy", name, params)
