@@ -24,7 +24,9 @@ def test_tiny_loads_through_auto_classes(tiny, tiny_dir):
     model, proc = tiny
     assert type(model).__name__ == "LlavaForConditionalGeneration"
     assert type(proc).__name__ == "LlavaProcessor"
-    assert type(proc.image_processor).__name__ == "CLIPImageProcessorPil"
+    # the PIL processor the build saves; AutoProcessor may pick the torchvision-backed one of
+    # the same class family where torchvision is installed
+    assert type(proc.image_processor).__name__.startswith("CLIPImageProcessor")
     assert proc.tokenizer.chat_template
     n = sum(p.numel() for p in model.parameters())
     assert 3e5 < n < 3e6  # ~1M parameters

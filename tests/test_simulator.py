@@ -67,7 +67,8 @@ def test_saved_adapter_loads_in_peft_with_identical_logits(run):
 
     sim, _, out = run
     meta = json.loads((out / "adapter" / "fedmllm.json").read_text())
-    base, proc = load_vlm(meta["base_model"])
+    dev = sim.bundle.device
+    base, proc = load_vlm(meta["base_model"], device=dev, dtype=sim.bundle.dtype)
     loaded = PeftModel.from_pretrained(base, out / "adapter").eval()
     sim.bundle.adapter.set(sim.global_state)
     sim.bundle.model.eval()
@@ -75,6 +76,7 @@ def test_saved_adapter_loads_in_peft_with_identical_logits(run):
     batch = collate([encode_sample(proc, "What colour is the background?", img, "blue"),
                      encode_sample(proc, "Name a shape.", None, "circle")],
                     proc.tokenizer.pad_token_id)
+    batch = {k: v.to(dev) for k, v in batch.items()}
     with torch.no_grad():
         a = loaded(**batch).logits
         b = sim.bundle.model(**batch).logits
