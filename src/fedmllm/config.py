@@ -122,6 +122,11 @@ class YocoConfig:
     pca_weighting: Literal["energy", "max", "mean"] = "energy"
     density: float = 0.5
     """Kept fraction for ``ties``/``dare_*``/``magnitude_prune``."""
+    product_rank: Literal["auto", "client", "full"] = "auto"
+    """Rank of a product merge's result: ``full`` (method ``exact`` only) keeps the exact
+    weighted mean of ``B_i A_i`` as one rank-``N r`` LoRA (lossless); ``client`` re-factorizes
+    the merged product to the clients' rank ``r`` by truncated SVD; ``auto``: ``full`` for
+    ``exact``, ``client`` for the others."""
 
 
 @dataclass

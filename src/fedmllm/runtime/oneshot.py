@@ -21,8 +21,13 @@ and by ``merge_b`` in the other variants; ``fedavg``/``mean``/``fedavgm``/``feda
 ``fedadagrad``/``fedyogi``: that rule for every key, ``fl.strategy`` as its parameters;
 ``combine``: B by ``merge_b``, A by ``merge_a``) or :func:`~fedmllm.fl.merge_lora_products`
 on the products ``B_i A_i`` (``exact``/``task_arithmetic``/``magnitude_prune``/``ties``/
-``dare_linear``/``dare_ties``, re-factorized by truncated SVD to rank ``lora.r`` so the result
-fits the model's adapter; ``density = fl.yoco.density``, DARE seeded by ``seed``).
+``dare_linear``/``dare_ties``; ``density = fl.yoco.density``, DARE seeded by ``seed``). The
+merged product is re-factorized by truncated SVD to the clients' rank ``lora.r``
+(``fl.yoco.product_rank = "client"``, the default except for ``exact``), or, for ``exact``
+(``"full"``, its default), kept lossless as one LoRA of rank ``N r``: ``A_g = [A_1; ...; A_N]``,
+``B_g = [w_1 B_1, ..., w_N B_N]``, evaluated and saved on a fresh copy of the *original* base
+with ``lora_alpha`` scaled so that the LoRA scale ``alpha / r`` is the clients' (with ``pissa``
+the saved adapter also carries ``-B_0 A_0``: rank ``(N + 1) r``).
 ``ensemble`` merges nothing: at evaluation every client adapter scores the test set and the
 option probabilities are averaged (and, separately, majority-voted); its cost, N forward
 passes per test sample and N adapters stored, is reported. ``local`` reports the mean and
@@ -205,6 +210,13 @@ class OneShot(Simulator):
             raise ConfigError("fl.yoco.merge_b: 'pca' is a rule for A (fl.yoco.merge_a)")
         if not 0.0 < y.density <= 1.0:
             raise ConfigError("fl.yoco.density: must lie in (0, 1]")
+        if y.product_rank == "full" and y.method != "exact":
+            raise ConfigError("fl.yoco.product_rank: 'full' applies to method 'exact' only")
+
+    def full_rank(self) -> bool:
+        """Whether this run keeps the lossless rank-``N r`` product average."""
+        y = self.cfg.fl.yoco
+        return y.method == "exact" and y.product_rank in ("auto", "full")
 
     def local_steps(self, k: int) -> int:
         import math
@@ -222,7 +234,8 @@ class OneShot(Simulator):
         params = dict(cfg.fl.strategy)
         method = y.method
         if method in PRODUCT_METHODS:
-            return merge_lora_products(states, counts, method=method, rank="client",
+            return merge_lora_products(states, counts, method=method,
+                                       rank=None if self.full_rank() else "client",
                                        initial=None if method == "exact" else self.initial_state,
                                        density=y.density, seed=cfg.seed)
         if method == "yoco":
@@ -279,6 +292,9 @@ class OneShot(Simulator):
         if accs:
             summary.update(accuracy=statistics.fmean(accs), accuracy_std=statistics.pstdev(accs),
                            accuracy_min=min(accs), accuracy_max=max(accs))
+        aurocs = [m["auroc"] for m in per_client.values() if m.get("auroc") is not None]
+        if aurocs:
+            summary["auroc"] = statistics.fmean(aurocs)
         return summary
 
     # ------------------------------------------------------------------ run
@@ -336,6 +352,8 @@ class OneShot(Simulator):
             }
         else:
             self.global_state = self.merge(updates)
+            if self.full_rank():
+                self.global_state = self.rank_bundle(self.global_state)
             final = self.evaluate(self.global_state)
         row["eval"] = final
         row["eval_seconds"] = round(time.perf_counter() - t1, 4)
@@ -362,13 +380,45 @@ class OneShot(Simulator):
         os.replace(tmp, out / "summary.json")
         return result
 
+    def rank_bundle(self, merged: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Switch to a fresh copy of the original base wrapped with one LoRA that *is* the merged
+        model (rank ``N r``, or ``(N + 1) r`` with ``-B_0 A_0`` appended for ``pissa``, whose
+        residual base it does not use); return that LoRA's state. Evaluation and saving then go
+        through it unchanged."""
+        from ..model.loading import load_vlm
+        from ..model.lora import AdapterState, wrap_lora
+
+        lora, b = self.cfg.lora, self.bundle
+        state = dict(merged)
+        if self.init == "pissa":
+            for key in state:
+                role = lora_role(key)
+                if role == "A":
+                    state[key] = torch.cat([state[key], self.initial_state[key]], dim=0)
+                elif role == "B":
+                    state[key] = torch.cat([state[key], -self.initial_state[key]], dim=1)
+        ranks = {t.shape[0] for k, t in state.items() if lora_role(k) == "A"}
+        (rank,) = ranks
+        self._bundle = None  # the clients' model is no longer needed (a caller's stays as it is)
+        base, processor = load_vlm(b.source, device=b.device, dtype=b.dtype)
+        torch.manual_seed(self.cfg.seed)
+        model = wrap_lora(base, r=rank, alpha=lora.alpha * rank / lora.r, dropout=lora.dropout,
+                          modules=lora.modules, layers=lora.layers,
+                          target_regex=lora.target_regex,
+                          modules_to_save=self.cfg.model.modules_to_save)
+        model.to(b.device)
+        self.bundle = ModelBundle(model, processor, AdapterState(model), b.device, b.dtype,
+                                  b.num_layers, b.source)
+        self.exported = True
+        return state
+
     def save_adapter(self, path: Path) -> None:
         """The merged adapter in PEFT format, loadable on the original base model."""
         b = self.bundle
         tmp = path.with_name(path.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
-        if self.init == "pissa":
+        if self.init == "pissa" and not getattr(self, "exported", False):
             with tempfile.TemporaryDirectory() as scratch:
                 initial = Path(scratch) / "initial"
                 b.adapter.set(self.initial_state)
@@ -380,6 +430,8 @@ class OneShot(Simulator):
             b.model.save_pretrained(tmp)
         meta = {"base_model": b.source, "algorithm": self.cfg.fl.algorithm,
                 "method": self.cfg.fl.yoco.method, "init": self.init,
-                "converted_from_pissa": self.init == "pissa"}
+                "converted_from_pissa": self.init == "pissa",
+                "rank": next(t.shape[0] for k, t in self.global_state.items()
+                             if lora_role(k) == "A")}
         (tmp / "fedmllm.json").write_text(json.dumps(meta, indent=2))
         os.replace(tmp, path)
