@@ -22,12 +22,15 @@ the total bytes uploaded by all clients and the paper's unit (rounds x layers x 
 Runs are independent processes (`--jobs`). Each setting's table is written between the markers
 `<!-- yoco-table TARGETS ALPHA -->` and `<!-- /yoco-table -->` of `--out` (replaced when there,
 appended otherwise), so the hand-written reading around the tables is kept and settings can be
-produced by separate invocations.
+produced by separate invocations. `--resume FILE` keeps every finished run's row in FILE (JSON
+lines, keyed by setting, scenario, method and sizes) and skips runs already there, so an
+interrupted invocation goes on where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -150,6 +153,7 @@ def main() -> None:
                     help="torch threads per run (0 = cores / jobs)")
     ap.add_argument("--device", default="cpu", help="train.device of every run")
     ap.add_argument("--out", default="docs/yoco_results.md")
+    ap.add_argument("--resume", help="JSON-lines file of finished rows (read and appended)")
     args = ap.parse_args()
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     settings = [(t, float(a)) for t in args.targets.split(",") for a in args.alpha.split(",")]
@@ -157,28 +161,47 @@ def main() -> None:
         if t not in MULTI_LORA:
             ap.error(f"--targets: unknown {t!r}; choices: {', '.join(MULTI_LORA)}")
     plan = [(s, j) for s in settings for j in jobs_for(args, *s)]
+
+    def key(setting, job) -> str:
+        (targets, alpha), (scen, name, _) = setting, job
+        return (f"{targets}|{alpha:g}|{scen}|{name}|{args.epochs:g}|{args.train_size}|"
+                f"{args.test_size}|{args.preset}")
+
+    done: dict[str, dict] = {}
+    if args.resume and Path(args.resume).exists():
+        for line in Path(args.resume).read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                done[rec["key"]] = rec
+    todo = [i for i, (st, j) in enumerate(plan) if key(st, j) not in done]
+    print(f"{len(plan) - len(todo)} of {len(plan)} runs found in --resume, {len(todo)} to run",
+          flush=True)
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
-    results: list = [None] * len(plan)
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(_run, (o, threads)): i for i, (_, (_, _, o)) in enumerate(plan)}
-        for done, fut in enumerate(as_completed(futures), 1):
+        futures = {pool.submit(_run, (plan[i][1][2], threads)): i for i in todo}
+        for n, fut in enumerate(as_completed(futures), 1):
             i = futures[fut]
-            results[i] = fut.result()
             (targets, alpha), (scen, name, _) = plan[i]
-            print(f"[{done}/{len(plan)}] {targets} alpha={alpha:g} "
-                  f"{row(scen, name, results[i])}", flush=True)
+            rec = {"key": key(*plan[i]), "row": row(scen, name, fut.result()),
+                   "device": args.device}
+            done[rec["key"]] = rec
+            if args.resume:
+                with open(args.resume, "a") as f:
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            print(f"[{n}/{len(todo)}] {targets} alpha={alpha:g} {rec['row']}", flush=True)
     wall = time.perf_counter() - t0
     head = ("| scenario | method | acc image+text | AUROC image+text | acc image only | "
             "acc text only | uploaded (MB) | units | seconds |\n"
             "|---|---|---|---|---|---|---|---|---|")
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, device {args.device}, "
                f"{args.jobs} runs in parallel x {threads} threads; {wall / 60:.1f} min for "
-               f"{len(plan)} runs")
+               f"{len(todo)} runs")
+    if len(todo) < len(plan):
+        machine += f"; {len(plan) - len(todo)} rows from --resume"
     path = Path(args.out)
     text = path.read_text() if path.exists() else \
         "# YOCO and one-shot baselines on the synthetic benchmark\n"
-    i = 0
     for targets, alpha in settings:
         cmd = (f"python benchmarks/yoco_table.py --epochs {args.epochs:g} --train-size "
                f"{args.train_size} --test-size {args.test_size} --preset {args.preset} "
@@ -187,9 +210,8 @@ def main() -> None:
         lines = [start_marker(targets, alpha),
                  f"### Targets `{targets}`, Dirichlet alpha {alpha:g}", "",
                  f"Produced by `{cmd}` ({machine}).", "", head]
-        for scen, name, _ in jobs_for(args, targets, alpha):
-            lines.append(row(scen, name, results[i]))
-            i += 1
+        for job in jobs_for(args, targets, alpha):
+            lines.append(done[key((targets, alpha), job)]["row"])
         block = "\n".join([*lines, END])
         pattern = re.compile(re.escape(start_marker(targets, alpha)) + ".*?" + re.escape(END),
                              re.DOTALL)
