@@ -101,3 +101,47 @@ def test_same_seed_same_result(tmp_path, tiny_dir):
     r2 = Simulator(tiny_cfg(tmp_path / "b", "fl.rounds=1", "eval.views=[image_text]")).run()
     assert r1.rows[0]["train_loss"] == r2.rows[0]["train_loss"]
     assert r1.rows[0]["eval"]["accuracy"] == r2.rows[0]["eval"]["accuracy"]
+
+
+def _logits(model, batch):
+    model.eval()
+    with torch.no_grad():
+        return model(**batch).logits.float().cpu()
+
+
+def test_multi_round_pissa_init_starts_at_base_and_saves_for_the_original_base(tmp_path):
+    """``lora.init=pissa``: SVD factors + residual base, so round 0's model is the base model;
+    the FedAvg result is saved converted (rank 2r) and loads on the original base."""
+    from peft import PeftModel
+
+    from fedmllm.model.collate import collate, encode_sample
+    from fedmllm.model.loading import load_vlm
+
+    cfg = tiny_cfg(tmp_path, "lora.init=pissa", "fl.rounds=2", "eval.every=2",
+                   "eval.views=[image_text]", "lora.modules=[q_proj,v_proj]")
+    sim = Simulator(cfg)
+    sim.setup()
+    b = sim.bundle
+    assert all(float(t.abs().sum()) > 0 for t in sim.initial_state.values())  # not zero-B
+    base, proc = load_vlm(b.source, device=b.device, dtype=b.dtype)
+    img = Image.new("RGB", (32, 32), (220, 30, 30))
+    batch = collate([encode_sample(proc, "What colour is the background?", img, "red"),
+                     encode_sample(proc, "Name a shape.", None, "square")],
+                    proc.tokenizer.pad_token_id)
+    batch = {k: v.to(b.device) for k, v in batch.items()}
+    tol = {"atol": 1e-4, "rtol": 1e-4} if b.dtype == torch.float32 else {"atol": 0.1, "rtol": 0.05}
+    b.adapter.set(sim.initial_state)
+    torch.testing.assert_close(_logits(b.model, batch), _logits(base, batch), **tol)
+
+    trained = Simulator(cfg, bundle=b)
+    result = trained.run()
+    assert math.isfinite(result.final["final"]["accuracy"])
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert saved["r"] == 2 * cfg.lora.r and saved["init_lora_weights"] is True
+    meta = json.loads((tmp_path / "adapter" / "fedmllm.json").read_text())
+    assert meta["converted_from_pissa"] is True
+    b.adapter.set(trained.global_state)  # the run's final global adapter, on the residual base
+    loaded = PeftModel.from_pretrained(base, tmp_path / "adapter")
+    torch.testing.assert_close(_logits(loaded, batch), _logits(b.model, batch), **tol)
+    with loaded.disable_adapter():
+        assert not torch.allclose(_logits(loaded, batch), _logits(b.model, batch), atol=1e-5)

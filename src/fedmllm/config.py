@@ -51,6 +51,11 @@ class LoraConfig:
     """Language-model layer indices to adapt (negative = from the end); ``None`` = all."""
     target_regex: str | None = None
     """Overrides ``modules``/``layers`` with a full peft ``target_modules`` regex."""
+    init: Literal["default", "gaussian", "pissa"] = "default"
+    """peft's ``init_lora_weights`` for multi-round runs: ``default`` (Kaiming-uniform A, zero
+    B), ``gaussian``, ``pissa`` (top-r SVD factors of the frozen weight, residual base; the
+    initial model equals the base model and the saved adapter is converted to load on the
+    original base). One-shot runs take ``fl.yoco.init``."""
 
 
 @dataclass

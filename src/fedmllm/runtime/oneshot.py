@@ -52,9 +52,7 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -71,7 +69,7 @@ from ..fl import (
     upload_units,
 )
 from ..fl.merge import PRODUCT_METHODS, lora_module, lora_role
-from .setup import ModelBundle, seed_everything
+from .setup import ModelBundle, save_adapter, seed_everything
 from .simulator import RunResult, Simulator, state_bytes
 
 log = logging.getLogger(__name__)
@@ -391,12 +389,12 @@ class OneShot(Simulator):
         lora, b = self.cfg.lora, self.bundle
         state = dict(merged)
         if self.init == "pissa":
-            for key in state:
+            for key, value in merged.items():
                 role = lora_role(key)
                 if role == "A":
-                    state[key] = torch.cat([state[key], self.initial_state[key]], dim=0)
+                    state[key] = torch.cat([value, self.initial_state[key]], dim=0)
                 elif role == "B":
-                    state[key] = torch.cat([state[key], -self.initial_state[key]], dim=1)
+                    state[key] = torch.cat([value, -self.initial_state[key]], dim=1)
         ranks = {t.shape[0] for k, t in state.items() if lora_role(k) == "A"}
         (rank,) = ranks
         self._bundle = None  # the clients' model is no longer needed (a caller's stays as it is)
@@ -415,23 +413,11 @@ class OneShot(Simulator):
     def save_adapter(self, path: Path) -> None:
         """The merged adapter in PEFT format, loadable on the original base model."""
         b = self.bundle
-        tmp = path.with_name(path.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        if self.init == "pissa" and not getattr(self, "exported", False):
-            with tempfile.TemporaryDirectory() as scratch:
-                initial = Path(scratch) / "initial"
-                b.adapter.set(self.initial_state)
-                b.model.save_pretrained(initial)
-                b.adapter.set(self.global_state)
-                b.model.save_pretrained(tmp, path_initial_model_for_weight_conversion=str(initial))
-        else:
-            b.adapter.set(self.global_state)
-            b.model.save_pretrained(tmp)
+        convert = self.init == "pissa" and not getattr(self, "exported", False)
         meta = {"base_model": b.source, "algorithm": self.cfg.fl.algorithm,
                 "method": self.cfg.fl.yoco.method, "init": self.init,
                 "converted_from_pissa": self.init == "pissa",
                 "rank": next(t.shape[0] for k, t in self.global_state.items()
                              if lora_role(k) == "A")}
-        (tmp / "fedmllm.json").write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, path)
+        save_adapter(b, self.global_state, path, meta,
+                     pissa_initial=self.initial_state if convert else None)

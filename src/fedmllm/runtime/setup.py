@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,9 +58,43 @@ def load_for_training(cfg: Config, source: str | None = None) -> ModelBundle:
     torch.manual_seed(cfg.seed)  # LoRA initialisation is part of the run's seed
     model = wrap_lora(base, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
                       modules=cfg.lora.modules, layers=cfg.lora.layers,
-                      target_regex=cfg.lora.target_regex, modules_to_save=cfg.model.modules_to_save)
+                      target_regex=cfg.lora.target_regex, modules_to_save=cfg.model.modules_to_save,
+                      init_lora_weights=LORA_INIT[cfg.lora.init])
     model.to(device)
     return ModelBundle(model, processor, AdapterState(model), device, dtype, depth, source)
+
+
+#: ``lora.init`` -> peft's ``init_lora_weights``.
+LORA_INIT = {"default": True, "gaussian": "gaussian", "pissa": "pissa"}
+
+
+def save_adapter(bundle: ModelBundle, state: dict[str, torch.Tensor], path: Path, meta: dict,
+                 pissa_initial: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``state`` in PEFT format to ``path`` (through ``path.tmp``, then renamed), with
+    ``meta`` as ``fedmllm.json``.
+
+    With ``pissa_initial`` (the PiSSA adapter the run started from, whose base weights are the
+    residual ``W - s B0 A0``) peft converts the adapter to a plain rank-2r LoRA ``[A; A0]``,
+    ``[B, -B0]`` that loads on the *original* base model.
+    """
+    import tempfile
+
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    if pissa_initial is not None:
+        with tempfile.TemporaryDirectory() as scratch:
+            initial = Path(scratch) / "initial"
+            bundle.adapter.set(pissa_initial)
+            bundle.model.save_pretrained(initial)
+            bundle.adapter.set(state)
+            bundle.model.save_pretrained(tmp,
+                                         path_initial_model_for_weight_conversion=str(initial))
+    else:
+        bundle.adapter.set(state)
+        bundle.model.save_pretrained(tmp)
+    (tmp / "fedmllm.json").write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, path)
 
 
 def encode_samples(processor, samples: list[Sample], strategy: str, max_len: int) -> list[Encoded]:

@@ -31,7 +31,14 @@ from ..fl import (
     sample_clients,
     upload_units,
 )
-from .setup import ClientData, ModelBundle, encode_samples, load_for_training, seed_everything
+from .setup import (
+    ClientData,
+    ModelBundle,
+    encode_samples,
+    load_for_training,
+    save_adapter,
+    seed_everything,
+)
 
 log = logging.getLogger(__name__)
 
@@ -300,14 +307,11 @@ class Simulator:
         """The global adapter in PEFT format (``PeftModel.from_pretrained`` loads it)."""
         if self.cfg.fl.algorithm in PERSONAL:
             return
-        self.bundle.adapter.set(self.global_state)
-        tmp = path.with_name(path.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        self.bundle.model.save_pretrained(tmp)
-        meta = {"base_model": self.bundle.source, "algorithm": self.cfg.fl.algorithm}
-        (tmp / "fedmllm.json").write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, path)
+        pissa = self.cfg.lora.init == "pissa"
+        meta = {"base_model": self.bundle.source, "algorithm": self.cfg.fl.algorithm,
+                "init": self.cfg.lora.init, "converted_from_pissa": pissa}
+        save_adapter(self.bundle, self.global_state, path, meta,
+                     pissa_initial=self.initial_state if pissa else None)
 
 
 def _collate(items, bundle: ModelBundle):
