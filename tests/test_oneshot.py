@@ -234,3 +234,51 @@ def test_product_rank_full_only_for_exact(plain, tmp_path):
         run(plain, tmp_path, "fl.yoco.method=ties", "fl.yoco.product_rank=full")
     sim, _ = run(plain, tmp_path, "fl.yoco.method=exact", "fl.yoco.product_rank=client")
     assert {t.shape[0] for k, t in sim.global_state.items() if "lora_A" in k} == {sim.cfg.lora.r}
+
+
+def test_select_epochs_on_a_client_held_out_split(plain, tmp_path):
+    sim, result = run(plain, tmp_path, "fl.yoco.method=fedavg", "fl.yoco.select_epochs=[0.5,2]",
+                      "fl.yoco.val_fraction=0.25")
+    row = result.rows[0]
+    data = plain[2]
+    for k, u in enumerate(sim.updates):
+        n = len(data.clients[k])
+        held = max(1, round(0.25 * n))
+        assert row["held_out"][str(k)] == held
+        assert u.num_examples == len(sim.clients[k]) == n - held
+        train_ids = {id(e) for e in sim.clients[k].encoded}
+        assert not train_ids & {id(e) for e in sim.val_sets[k]}
+        losses = {float(e): v for e, v in row["val_loss"][str(k)].items()}
+        assert set(losses) == {0.5, 2.0}
+        assert row["local_epochs"][str(k)] == min(losses, key=losses.get)
+        # the upload is the chosen candidate: its held-out loss, recomputed, is the minimum
+        sim.bundle.adapter.set(u.state)
+        assert sim.validation_loss(k) == pytest.approx(min(losses.values()), rel=1e-4)
+    # validation_loss against a per-sample cross-entropy over the answer tokens
+    from fedmllm.model.collate import collate
+
+    b, k = sim.bundle, 0
+    b.adapter.set(sim.updates[k].state)
+    b.model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for e in sim.val_sets[k]:
+            batch = {n: v.to(b.device) for n, v in
+                     collate([e], b.processor.tokenizer.pad_token_id).items()}
+            logits = b.model(**batch).logits[0, :-1].float()
+            labels = batch["labels"][0, 1:]
+            keep = labels != -100
+            total += float(torch.nn.functional.cross_entropy(logits[keep], labels[keep],
+                                                             reduction="sum"))
+            count += int(keep.sum())
+    assert sim.validation_loss(k) == pytest.approx(total / count, rel=1e-3)
+
+
+def test_select_epochs_rejects_bad_values(plain, tmp_path):
+    from fedmllm.config import ConfigError
+
+    with pytest.raises(ConfigError, match="fl.yoco.select_epochs"):
+        run(plain, tmp_path, "fl.yoco.method=fedavg", "fl.yoco.select_epochs=[0]")
+    with pytest.raises(ConfigError, match="fl.yoco.val_fraction"):
+        run(plain, tmp_path, "fl.yoco.method=fedavg", "fl.yoco.select_epochs=[1]",
+            "fl.yoco.val_fraction=1.5")

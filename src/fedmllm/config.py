@@ -117,6 +117,13 @@ class YocoConfig:
     gamma_max: float = 50.0
     local_epochs: float = 10.0
     """Fixed local epochs (paper 10); no selection on the test set."""
+    select_epochs: list[float] | None = None
+    """Candidate local epoch counts (e.g. ``[5, 10]``, the paper's pair). Each client holds out
+    ``val_fraction`` of its own samples, trains one adapter per candidate from the same start
+    (each exactly as a fixed-epoch run would) and uploads the one with the lowest loss on its
+    held-out split. ``None``: the fixed ``local_epochs``, all samples trained on."""
+    val_fraction: float = 0.2
+    """Fraction of each client's samples held out for ``select_epochs`` (at least one)."""
     merge_b: str = "fedavg"
     """Rule for B (and for A in variants ``init``/``init_b``/``init_ba``): fedavg, mean,
     fedavgm, fedadam, fedadagrad, fedyogi (``fl.strategy`` params)."""

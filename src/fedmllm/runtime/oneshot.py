@@ -9,7 +9,10 @@
    code, ``B0`` from the SVD, ``A0`` peft's random init, base unchanged; ``default`` = peft's
    zero-``B`` LoRA init; ``auto`` = ``pissa`` for ``yoco``, ``default`` for the baselines);
 2. trains alone for ``fl.yoco.local_epochs`` epochs (a *fixed* count: the paper reports the
-   better of epochs 5 and 10 on the test set; nothing here looks at the test set), with the
+   better of epochs 5 and 10 on the test set; nothing here looks at the test set) or, with
+   ``fl.yoco.select_epochs``, once per candidate count on all but a held-out
+   ``fl.yoco.val_fraction`` of its own samples, keeping the candidate with the lowest loss on
+   that held-out split (a client-side choice: clients may choose differently), with the
    :class:`~fedmllm.fl.YocoObjective` (``yoco``; its ``variant`` decides the penalties and the
    soft-sign sharpness ``gamma`` is ramped over the client's own total optimizer steps) or
    plain cross-entropy (the baselines);
@@ -195,6 +198,73 @@ class OneShot(Simulator):
                 raise ConfigError(f"fl.yoco: {e}") from None
         else:
             self.objective = make_objective("ce")
+        self.epochs: dict[int, float] = {}
+        self.val_sets: dict[int, list] = {}
+        if y.select_epochs:
+            self._hold_out()
+
+    def _hold_out(self) -> None:
+        """Split every client's samples into training and a held-out validation part (seeded
+        by ``seed`` and the client index; a client with one sample keeps it for training)."""
+        from .setup import ClientData
+
+        frac = self.cfg.fl.yoco.val_fraction
+        for k, client in enumerate(self.clients):
+            n = len(client)
+            if n < 2:
+                continue
+            g = torch.Generator().manual_seed(self.cfg.seed * 7919 + k)
+            order = torch.randperm(n, generator=g).tolist()
+            n_val = min(n - 1, max(1, round(frac * n)))
+            self.val_sets[k] = [client.encoded[i] for i in order[:n_val]]
+            self.clients[k] = ClientData([client.encoded[i] for i in sorted(order[n_val:])],
+                                         seed=client.seed)
+
+    @torch.no_grad()
+    def validation_loss(self, k: int) -> float:
+        """Mean token cross-entropy of the model's current adapter on client ``k``'s held-out
+        samples (answer tokens only, as in training)."""
+        from .simulator import _collate
+
+        b, model = self.bundle, self.bundle.model
+        was_training = model.training
+        model.eval()
+        total, tokens = 0.0, 0
+        items = self.val_sets[k]
+        for i in range(0, len(items), self.cfg.eval.batch_size):
+            batch = {key: v.to(b.device)
+                     for key, v in _collate(items[i:i + self.cfg.eval.batch_size], b).items()}
+            if "pixel_values" in batch:
+                batch["pixel_values"] = batch["pixel_values"].to(b.dtype)
+            n = int((batch["labels"][:, 1:] != -100).sum())
+            total += float(model(**batch).loss) * n
+            tokens += n
+        model.train(was_training)
+        return total / max(tokens, 1)
+
+    def train_selected(self, k: int) -> ClientUpdate:
+        """Client ``k``'s upload: one fixed-epoch training, or the best of ``select_epochs`` on its
+        held-out split (``metrics["val_loss"]`` per candidate, ``metrics["epochs"]`` chosen)."""
+        y = self.cfg.fl.yoco
+        candidates = sorted(set(y.select_epochs or [])) if k in self.val_sets else []
+        best = None
+        losses = {}
+        for epochs in candidates or [y.local_epochs]:
+            self.epochs[k] = epochs
+            if y.method == "yoco":
+                self.objective.set_total_steps(self.local_steps(k))
+            update = self.train_client(k, self.initial_state, 1, self.cfg.train.lr, {})
+            update.metrics["epochs"] = epochs
+            if candidates:
+                losses[epochs] = self.validation_loss(k)
+                if best is None or losses[epochs] < losses[best.metrics["epochs"]]:
+                    best = update
+            else:
+                best = update
+        if candidates:
+            best.metrics["val_loss"] = losses
+        self.epochs[k] = best.metrics["epochs"]
+        return best
 
     def _check_rules(self) -> None:
         y = self.cfg.fl.yoco
@@ -208,6 +278,11 @@ class OneShot(Simulator):
             raise ConfigError("fl.yoco.merge_b: 'pca' is a rule for A (fl.yoco.merge_a)")
         if not 0.0 < y.density <= 1.0:
             raise ConfigError("fl.yoco.density: must lie in (0, 1]")
+        if y.select_epochs is not None and (not y.select_epochs
+                                            or any(e <= 0 for e in y.select_epochs)):
+            raise ConfigError("fl.yoco.select_epochs: give one or more epoch counts > 0")
+        if not 0.0 < y.val_fraction < 1.0:
+            raise ConfigError("fl.yoco.val_fraction: must lie in (0, 1)")
         if y.product_rank == "full" and y.method != "exact":
             raise ConfigError("fl.yoco.product_rank: 'full' applies to method 'exact' only")
 
@@ -221,7 +296,8 @@ class OneShot(Simulator):
 
         tr = self.cfg.train
         per_epoch = math.ceil(len(self.clients[k]) / (tr.batch_size * tr.grad_accum))
-        return max(1, math.ceil(self.cfg.fl.yoco.local_epochs * per_epoch))
+        epochs = self.epochs.get(k, self.cfg.fl.yoco.local_epochs)
+        return max(1, math.ceil(epochs * per_epoch))
 
     # ------------------------------------------------------------------ merge
     def merge(self, updates: list[ClientUpdate]) -> dict[str, torch.Tensor]:
@@ -312,10 +388,7 @@ class OneShot(Simulator):
         updates: list[ClientUpdate] = []
         # One-shot: every client takes part, once, with the constant learning rate train.lr.
         for k in range(len(self.clients)):
-            steps = self.local_steps(k)
-            if y.method == "yoco":
-                self.objective.set_total_steps(steps)
-            updates.append(self.train_client(k, self.initial_state, 1, cfg.train.lr, {}))
+            updates.append(self.train_selected(k))
         train_seconds = time.perf_counter() - t0
         self.updates = updates
         units = upload_units(updates[0].state)
@@ -326,6 +399,7 @@ class OneShot(Simulator):
             "variant": y.variant if y.method == "yoco" else None,
             "clients": [u.client_id for u in updates], "lr": cfg.train.lr,
             "local_steps": {str(u.client_id): u.metrics["steps"] for u in updates},
+            "local_epochs": {str(u.client_id): u.metrics["epochs"] for u in updates},
             "train_loss": {str(u.client_id): round(u.metrics["train_loss"], 6) for u in updates},
             "train_loss_mean": statistics.fmean(u.metrics["train_loss"] for u in updates),
             "bytes_uploaded": uploaded,
@@ -334,6 +408,10 @@ class OneShot(Simulator):
             "upload_units": 0 if personal else len(updates) * units["units"],
             "upload_unit": units["unit"],
             "lora_params_per_client": units["lora_params"],
+            "held_out": {str(k): len(v) for k, v in self.val_sets.items()},
+            "val_loss": {str(u.client_id): {f"{e:g}": round(v, 6)
+                                            for e, v in u.metrics["val_loss"].items()}
+                         for u in updates if "val_loss" in u.metrics},
             "conflict": conflict_report([u.state for u in updates]),
             "conflict_update": conflict_report([u.state for u in updates], self.initial_state),
         }
