@@ -527,3 +527,19 @@ def test_local_reports_the_client_models(plain, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["final"]["accuracy"] == pytest.approx(mean, abs=1e-12)
     assert summary["totals"]["adapter_bytes"] == state_bytes(sim.initial_state)
+
+
+def test_combine_takes_separate_params_for_a_and_b(plain, tmp_path):
+    """Two stateful rules with different parameter names: ``params_a`` / ``params_b``."""
+    adam = ["fl.yoco.params_b={eta: 0.05, tau: 0.001}"]
+    sim, _ = run(plain, tmp_path / "c", "fl.yoco.method=combine", "fl.yoco.merge_b=fedadam",
+                 "fl.yoco.merge_a=fedavgm", "fl.yoco.params_a={server_lr: 2.0, momentum: 0.5}",
+                 *adam)
+    ka, kb = _pair(sim.global_state)
+    eps = _eps(sim)
+    _close(sim.global_state[ka], _d(sim.initial_state[ka]) + 2.0 * _mean_delta(sim, ka), eps)
+    # B: the same one-step FedAdam as the one-shot fedadam method with those parameters
+    ref, _ = run(plain, tmp_path / "r", "fl.yoco.method=fedadam", "fl.strategy.eta=0.05",
+                 "fl.strategy.tau=0.001")
+    _close(sim.global_state[kb], _d(ref.global_state[kb]), eps)
+    _apart(_d(ref.global_state[kb]), _d(sim.initial_state[kb]) + _mean_delta(sim, kb), eps)

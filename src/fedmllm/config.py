@@ -129,6 +129,10 @@ class YocoConfig:
     fedavgm, fedadam, fedadagrad, fedyogi (``fl.strategy`` params)."""
     merge_a: str = "pca"
     """Rule for A in variant ``full`` and in ``combine``: pca, fedavg, mean, fedavgm, ..."""
+    params_a: dict[str, Any] | None = None
+    """Parameters of the rule for A (e.g. ``{momentum: 0.9}``); ``None``: ``fl.strategy``."""
+    params_b: dict[str, Any] | None = None
+    """Parameters of the rule for B (and other keys); ``None``: ``fl.strategy``."""
     pca_k: float | None = None
     """Components kept: None = all, int = count, float in (0, 1) = explained variance."""
     pca_weighting: Literal["energy", "max", "mean"] = "energy"

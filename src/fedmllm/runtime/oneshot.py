@@ -321,15 +321,17 @@ class OneShot(Simulator):
             rule_b = rule_a = method
         plain = ("mean", "fedavg", "pca")
 
-        def p(rule):
-            return None if rule in plain else params
+        def p(rule, own):
+            if rule in plain:
+                return None
+            return dict(own) if own is not None else params
 
         try:
             return merge_lora_uploads(
                 states, counts, rule_B=rule_b, rule_A=rule_a,
                 rule_other=rule_b if rule_b != "pca" else "fedavg",
-                initial=self.initial_state, params_A=p(rule_a), params_B=p(rule_b),
-                params_other=p(rule_b), pca_k=_pca_k(y.pca_k), pca_weighting=y.pca_weighting)
+                initial=self.initial_state, params_A=p(rule_a, y.params_a),
+                params_B=p(rule_b, y.params_b), params_other=p(rule_b, y.params_b), pca_k=_pca_k(y.pca_k), pca_weighting=y.pca_weighting)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"fl.yoco / fl.strategy: {e}") from None
 
