@@ -15,3 +15,19 @@ def tiny_dir():
     from fedmllm.model.tiny import ensure_tiny
 
     return ensure_tiny("tiny", True, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def pissa(tiny_dir, tmp_path_factory):
+    """One-shot tests: the paper's targets with the PiSSA (residual) init."""
+    from oneshot_common import shared_bundle
+
+    return shared_bundle(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_dir, tmp_path_factory):
+    """One-shot tests: peft's zero-B LoRA init on the same targets (the baselines' default)."""
+    from oneshot_common import shared_bundle
+
+    return shared_bundle(tmp_path_factory, "fl.yoco.method=fedavg")

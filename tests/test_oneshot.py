@@ -5,80 +5,28 @@ import math
 
 import pytest
 import torch
+from oneshot_common import (
+    N_CLIENTS,
+    base_cfg,
+    base_model,
+    logits,
+    run,
+    sample_batch,
+    tol,
+)
 
-from fedmllm.config import load_config
 from fedmllm.runtime import Simulator
-from fedmllm.runtime.oneshot import OneShot, load_oneshot_bundle
 from fedmllm.runtime.simulator import state_bytes
 
 pytestmark = pytest.mark.slow
 
-N_CLIENTS = 3
 
 
-def base_cfg(out, *extra):
-    return load_config(None, [
-        "model.preset=tiny", "fl.algorithm=yoco", f"fl.num_clients={N_CLIENTS}",
-        "fl.yoco.local_epochs=1", "data.train_size=24", "data.test_size=16",
-        "train.batch_size=4", "data.min_per_client=4",
-        "eval.views=[image_text]", f"output.dir={out}", "output.progress=false",
-        "output.plot=false", *extra])
 
 
-def _shared(tmp_path_factory, *extra):
-    from fedmllm.data import build_federated_data
-
-    cfg = base_cfg(tmp_path_factory.mktemp("o"), *extra)
-    bundle = load_oneshot_bundle(cfg)
-    return bundle, bundle.adapter.get(), build_federated_data(cfg.data, N_CLIENTS, cfg.seed)
 
 
-@pytest.fixture(scope="module")
-def pissa(tiny_dir, tmp_path_factory):
-    """The paper's targets with the PiSSA (residual) init, shared by the YOCO runs."""
-    return _shared(tmp_path_factory)
 
-
-@pytest.fixture(scope="module")
-def plain(tiny_dir, tmp_path_factory):
-    """peft's zero-B LoRA init on the same targets, shared by the baselines."""
-    return _shared(tmp_path_factory, "fl.yoco.method=fedavg")
-
-
-def run(shared, out, *extra):
-    bundle, pristine, data = shared
-    bundle.adapter.set(pristine)
-    sim = OneShot(base_cfg(out, *extra), bundle=bundle, data=data)
-    return sim, sim.run()
-
-
-def _batch(bundle, data):
-    from fedmllm.model.collate import collate
-    from fedmllm.runtime.setup import encode_samples
-
-    enc = encode_samples(bundle.processor, data.test[:4], "plain", 256)
-    batch = collate(enc, bundle.processor.tokenizer.pad_token_id)
-    return {k: v.to(bundle.device) for k, v in batch.items()}
-
-
-def _logits(model, batch):
-    model.eval()
-    with torch.no_grad():
-        return model(**batch).logits.float().cpu()
-
-
-def _base_model(bundle):
-    """The original base model, on the bundle's device and dtype."""
-    from fedmllm.model.loading import load_vlm
-
-    model, _ = load_vlm(bundle.source, device=bundle.device, dtype=bundle.dtype)
-    return model
-
-
-def _tol(bundle) -> dict:
-    """Logit tolerance: float32 round-off, or bfloat16's (8 bits of mantissa) on a GPU."""
-    return {"atol": 1e-4, "rtol": 1e-4} if bundle.dtype == torch.float32 else \
-        {"atol": 0.1, "rtol": 0.05}
 
 
 def test_pissa_targets_and_initial_model_equals_base(pissa):
@@ -90,9 +38,9 @@ def test_pissa_targets_and_initial_model_equals_base(pissa):
     assert all(f"layers.{bundle.num_layers - 1}.self_attn" in k for k in keys)
     assert all(float(t.abs().sum()) > 0 for t in pristine.values())  # SVD factors, not zero-B
     bundle.adapter.set(pristine)
-    batch = _batch(bundle, data)
-    torch.testing.assert_close(_logits(bundle.model, batch), _logits(_base_model(bundle), batch),
-                               **_tol(bundle))
+    batch = sample_batch(bundle, data)
+    torch.testing.assert_close(logits(bundle.model, batch), logits(base_model(bundle), batch),
+                               **tol(bundle))
 
 
 VARIANTS = ("init", "init_b", "init_ba", "full")
@@ -141,13 +89,13 @@ def test_saved_pissa_adapter_loads_on_original_base(pissa, yoco_runs):
     tmp_path, sim, _ = yoco_runs["full"]
     bundle, _, data = pissa
     bundle.adapter.set(sim.global_state)
-    batch = _batch(bundle, data)
-    merged = _logits(bundle.model, batch)
+    batch = sample_batch(bundle, data)
+    merged = logits(bundle.model, batch)
     cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert cfg["r"] == 16 and cfg["init_lora_weights"] is True  # [A; A0], [B, -B0]
-    loaded = PeftModel.from_pretrained(_base_model(bundle), tmp_path / "adapter")
-    torch.testing.assert_close(_logits(loaded, batch), merged, **_tol(bundle))
-    assert not torch.allclose(_logits(_base_model(bundle), batch), merged, atol=1e-6)
+    loaded = PeftModel.from_pretrained(base_model(bundle), tmp_path / "adapter")
+    torch.testing.assert_close(logits(loaded, batch), merged, **tol(bundle))
+    assert not torch.allclose(logits(base_model(bundle), batch), merged, atol=1e-6)
 
 
 def test_oneshot_fedavg_is_weighted_mean(plain, tmp_path):
@@ -182,7 +130,7 @@ def _dense_merged_logits(bundle, sim, batch, pissa_init: bool):
     added to every target weight, computed densely."""
     from fedmllm.fl.merge import lora_module, lora_role
 
-    model = _base_model(bundle)
+    model = base_model(bundle)
     lora = sim.cfg.lora
     scale = lora.alpha / lora.r
     n = torch.tensor([float(u.num_examples) for u in sim.updates], dtype=torch.float64)
@@ -199,7 +147,7 @@ def _dense_merged_logits(bundle, sim, batch, pissa_init: bool):
             name = lora_module(ka).replace("base_model.model.", "", 1)
             weight = model.get_submodule(name).weight
             weight += (scale * delta).to(weight)
-    return _logits(model, batch)
+    return logits(model, batch)
 
 
 @pytest.mark.parametrize("which", ["plain", "pissa"])
@@ -216,14 +164,14 @@ def test_exact_full_rank_merge_is_lossless_and_loads_on_original_base(which, pla
     cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert cfg["r"] == rank and cfg["lora_alpha"] == pytest.approx(sim.cfg.lora.alpha * rank / r)
     bundle = shared[0]
-    batch = _batch(bundle, shared[2])
+    batch = sample_batch(bundle, shared[2])
     reference = _dense_merged_logits(bundle, sim, batch, which == "pissa")
     # the run's own (rank-N r) model, the saved adapter on the original base, and the dense
     # reference agree; and the merge changed the model
-    torch.testing.assert_close(_logits(sim.bundle.model, batch), reference, **_tol(bundle))
-    loaded = PeftModel.from_pretrained(_base_model(bundle), tmp_path / "adapter")
-    torch.testing.assert_close(_logits(loaded, batch), reference, **_tol(bundle))
-    assert not torch.allclose(_logits(_base_model(bundle), batch), reference, atol=1e-5)
+    torch.testing.assert_close(logits(sim.bundle.model, batch), reference, **tol(bundle))
+    loaded = PeftModel.from_pretrained(base_model(bundle), tmp_path / "adapter")
+    torch.testing.assert_close(logits(loaded, batch), reference, **tol(bundle))
+    assert not torch.allclose(logits(base_model(bundle), batch), reference, atol=1e-5)
     assert result.final["totals"]["adapter_bytes"] > N_CLIENTS * state_bytes(shared[1]) - 1
 
 
@@ -265,10 +213,10 @@ def test_select_epochs_on_a_client_held_out_split(plain, tmp_path):
         for e in sim.val_sets[k]:
             batch = {n: v.to(b.device) for n, v in
                      collate([e], b.processor.tokenizer.pad_token_id).items()}
-            logits = b.model(**batch).logits[0, :-1].float()
+            lg = b.model(**batch).logits[0, :-1].float()
             labels = batch["labels"][0, 1:]
             keep = labels != -100
-            total += float(torch.nn.functional.cross_entropy(logits[keep], labels[keep],
+            total += float(torch.nn.functional.cross_entropy(lg[keep], labels[keep],
                                                              reduction="sum"))
             count += int(keep.sum())
     assert sim.validation_loss(k) == pytest.approx(total / count, rel=1e-3)

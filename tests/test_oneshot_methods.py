@@ -14,59 +14,32 @@ from pathlib import Path
 
 import pytest
 import torch
+from oneshot_common import (
+    N_CLIENTS,
+    base_cfg,
+    base_model,
+    logits,
+    run,
+    sample_batch,
+    shared_bundle,
+    tol,
+)
 
-from fedmllm.config import ConfigError, load_config
+from fedmllm.config import ConfigError
 from fedmllm.fl import merge_lora_products
 from fedmllm.fl.merge import lora_pairs
-from fedmllm.runtime.oneshot import OneShot, load_oneshot_bundle
+from fedmllm.runtime.oneshot import OneShot
 from fedmllm.runtime.simulator import state_bytes
 
 pytestmark = pytest.mark.slow
 
-N_CLIENTS = 3
 R = 8  # the paper's targets: rank 8, alpha 8 (LoRA scaling 1) on the last layer's q_proj
-
-
-def base_cfg(out, *extra):
-    return load_config(None, [
-        "model.preset=tiny", "fl.algorithm=yoco", f"fl.num_clients={N_CLIENTS}",
-        "fl.yoco.local_epochs=1", "data.train_size=24", "data.test_size=16",
-        "train.batch_size=4", "data.min_per_client=4",
-        "eval.views=[image_text]", f"output.dir={out}", "output.progress=false",
-        "output.plot=false", *extra])
-
-
-def _shared(tmp_path_factory, *extra):
-    from fedmllm.data import build_federated_data
-
-    cfg = base_cfg(tmp_path_factory.mktemp("o"), *extra)
-    bundle = load_oneshot_bundle(cfg)
-    return bundle, bundle.adapter.get(), build_federated_data(cfg.data, N_CLIENTS, cfg.seed)
-
-
-@pytest.fixture(scope="module")
-def pissa(tiny_dir, tmp_path_factory):
-    """PiSSA init (method yoco's default), shared by the YOCO runs."""
-    return _shared(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def plain(tiny_dir, tmp_path_factory):
-    """peft's zero-B LoRA init (the baselines' default), shared by the baseline runs."""
-    return _shared(tmp_path_factory, "fl.yoco.method=fedavg")
 
 
 @pytest.fixture(scope="module")
 def code(tiny_dir, tmp_path_factory):
     """The released code's init: B0 from the SVD, A0 random, base weight unchanged."""
-    return _shared(tmp_path_factory, "fl.yoco.init=code")
-
-
-def run(shared, out, *extra):
-    bundle, pristine, data = shared
-    bundle.adapter.set(pristine)
-    sim = OneShot(base_cfg(out, *extra), bundle=bundle, data=data)
-    return sim, sim.run()
+    return shared_bundle(tmp_path_factory, "fl.yoco.init=code")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -144,33 +117,12 @@ def _rel(a, b):
     return float(torch.linalg.matrix_norm(a - b) / torch.linalg.matrix_norm(b))
 
 
-def _base_model(bundle):
-    """The original base model, on the bundle's device and dtype."""
-    from fedmllm.model.loading import load_vlm
-
-    model, _ = load_vlm(bundle.source, device=bundle.device, dtype=bundle.dtype)
-    return model
 
 
-def _tol(bundle) -> dict:
-    """Logit tolerance: float32 round-off, or bfloat16's on a GPU."""
-    return {"atol": 1e-4, "rtol": 1e-4} if bundle.dtype == torch.float32 else \
-        {"atol": 0.1, "rtol": 0.05}
 
 
-def _batch(bundle, data):
-    from fedmllm.model.collate import collate
-    from fedmllm.runtime.setup import encode_samples
-
-    enc = encode_samples(bundle.processor, data.test[:4], "plain", 256)
-    batch = collate(enc, bundle.processor.tokenizer.pad_token_id)
-    return {k: v.to(bundle.device) for k, v in batch.items()}
 
 
-def _logits(model, batch):
-    model.eval()
-    with torch.no_grad():
-        return model(**batch).logits.float().cpu()
 
 
 # ----------------------------------------------------------------------------- 1. init = code
@@ -190,7 +142,7 @@ def test_code_init_b_from_svd_a_random_base_unchanged(code, pissa, code_run):
         assert torch.equal(sim.initial_state[key], pristine[key])
     a0, b0 = _d(sim.initial_state[ka]), _d(sim.initial_state[kb])
     module = ka.split(".lora_A")[0]
-    fresh = _base_model(bundle)
+    fresh = base_model(bundle)
     w = fresh.get_submodule(module.removeprefix("base_model.model.")).weight.detach()
 
     # no residual: the wrapped base weight is the pre-trained one (PiSSA's is not)
@@ -220,19 +172,19 @@ def test_code_init_b_from_svd_a_random_base_unchanged(code, pissa, code_run):
     assert torch.equal(sim.initial_state[ka].cpu(), drawn.to(sim.initial_state[ka].dtype))
 
     # so the initial model is the base model perturbed by s B0 A0 (s = alpha / r = 1)
-    batch = _batch(bundle, data)
-    base_logits = _logits(fresh, batch)
+    batch = sample_batch(bundle, data)
+    base_logits = logits(fresh, batch)
     bundle.adapter.set(sim.initial_state)
-    assert not torch.allclose(_logits(bundle.model, batch), base_logits, **_tol(bundle))
+    assert not torch.allclose(logits(bundle.model, batch), base_logits, **tol(bundle))
     # and the saved merged adapter (no PiSSA conversion) loads on the original base model
     from peft import PeftModel
 
     meta = json.loads((out / "adapter" / "fedmllm.json").read_text())
     assert meta["init"] == "code" and meta["converted_from_pissa"] is False
     bundle.adapter.set(sim.global_state)
-    loaded = PeftModel.from_pretrained(_base_model(bundle), out / "adapter")
-    torch.testing.assert_close(_logits(loaded, batch), _logits(bundle.model, batch),
-                               **_tol(bundle))
+    loaded = PeftModel.from_pretrained(base_model(bundle), out / "adapter")
+    torch.testing.assert_close(logits(loaded, batch), logits(bundle.model, batch),
+                               **tol(bundle))
 
 
 # ----------------------------------------------------------------------------- 2. a_penalty
