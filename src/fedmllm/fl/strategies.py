@@ -292,12 +292,12 @@ class _FedOpt(_StatefulMixin, _DeltaStrategy):
     def __init__(
         self,
         *,
-        eta: float | None,
-        tau: float | None,
-        beta1: float | None,
-        beta2: float | None,
-        variant: str,
-        clip_norm: float | None,
+        eta: float | None = None,
+        tau: float | None = None,
+        beta1: float | None = None,
+        beta2: float | None = None,
+        variant: str = "textbook",
+        clip_norm: float | None = None,
     ) -> None:
         super().__init__(clip_norm=clip_norm)
         self.variant = _variant(variant)
@@ -435,20 +435,6 @@ class FedAdam(_FedOpt):
         "fedmllm": {"eta": 1e-3, "tau": 1e-3, "beta1": 0.9, "beta2": 0.99},
     }
 
-    def __init__(
-        self,
-        *,
-        eta: float | None = None,
-        tau: float | None = None,
-        beta1: float | None = None,
-        beta2: float | None = None,
-        variant: str = "textbook",
-        clip_norm: float | None = None,
-    ) -> None:
-        super().__init__(
-            eta=eta, tau=tau, beta1=beta1, beta2=beta2, variant=variant, clip_norm=clip_norm
-        )
-
     def _second_moment(self, vs: list[Tensor], qs: list[Tensor]) -> None:
         torch._foreach_mul_(vs, self.beta2)
         torch._foreach_addcmul_(vs, qs, qs, value=1.0 - self.beta2)
@@ -474,20 +460,6 @@ class FedYogi(_FedOpt):
         "textbook": {"eta": 1e-2, "tau": 1e-3, "beta1": 0.9, "beta2": 0.99},
         "fedmllm": {"eta": 1e-3, "tau": 1e-3, "beta1": 0.9, "beta2": 0.99},
     }
-
-    def __init__(
-        self,
-        *,
-        eta: float | None = None,
-        tau: float | None = None,
-        beta1: float | None = None,
-        beta2: float | None = None,
-        variant: str = "textbook",
-        clip_norm: float | None = None,
-    ) -> None:
-        super().__init__(
-            eta=eta, tau=tau, beta1=beta1, beta2=beta2, variant=variant, clip_norm=clip_norm
-        )
 
     def _second_moment(self, vs: list[Tensor], qs: list[Tensor]) -> None:
         sqs = torch._foreach_mul(qs, qs)
