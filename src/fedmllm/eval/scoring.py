@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model.collate import IGNORE_INDEX, Encoded, collate, encode_sample
+from ..model.collate import IGNORE_INDEX, Encoded, collate, encode_sample, to_device
 from ..model.loading import ModelError
 
 
@@ -66,10 +66,7 @@ def score_options(model, processor, prompts: Sequence[str], images: Sequence,
         for i in idx:
             e = encode(i) if encode else encode_sample(processor, prompts[i], images[i])
             items.append(Encoded(torch.cat([e.input_ids, ot.prefix]), None, e.vision, e.prompt_len))
-        batch = collate(items, pad, padding_side="left")
-        batch = {k: v.to(device) for k, v in batch.items()}
-        if dtype is not None and "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(dtype)
+        batch = to_device(collate(items, pad, padding_side="left"), device, dtype)
         logits = model(**batch, logits_to_keep=1).logits[:, -1, :].float()
         out[idx.start: idx.stop] = torch.softmax(logits[:, opt_ids], dim=-1).cpu()
     model.train(was_training)
@@ -145,10 +142,7 @@ def generate(model, processor, prompts: Sequence[str], images: Sequence, max_new
     for idx in _batches(len(prompts), batch_size):
         items = [encode(i) if encode else encode_sample(processor, prompts[i], images[i])
                  for i in idx]
-        batch = collate(items, pad, padding_side="left")
-        batch = {k: v.to(device) for k, v in batch.items()}
-        if dtype is not None and "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(dtype)
+        batch = to_device(collate(items, pad, padding_side="left"), device, dtype)
         gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                              num_beams=1, eos_token_id=stops, pad_token_id=pad)
         texts.extend(decode_answers(tok, gen[:, batch["input_ids"].shape[1]:], stops))

@@ -138,3 +138,12 @@ def collate(batch: list[Encoded], pad_id: int, padding_side: str = "right") -> d
             vision = [e.vision for e in batch]
         out.update(_merge_vision(vision))
     return out
+
+
+def to_device(batch: dict[str, torch.Tensor], device, dtype: torch.dtype | None = None
+              ) -> dict[str, torch.Tensor]:
+    """``batch`` on ``device``, with ``pixel_values`` in the model's ``dtype`` (when given)."""
+    out = {k: v.to(device) for k, v in batch.items()}
+    if dtype is not None and "pixel_values" in out:
+        out["pixel_values"] = out["pixel_values"].to(dtype)
+    return out

@@ -72,6 +72,7 @@ from ..fl import (
     upload_units,
 )
 from ..fl.merge import PRODUCT_METHODS, lora_module, lora_role
+from ..model.collate import to_device
 from .setup import ModelBundle, save_adapter, seed_everything
 from .simulator import RunResult, Simulator, state_bytes
 
@@ -232,10 +233,8 @@ class OneShot(Simulator):
         total, tokens = 0.0, 0
         items = self.val_sets[k]
         for i in range(0, len(items), self.cfg.eval.batch_size):
-            batch = {key: v.to(b.device)
-                     for key, v in _collate(items[i:i + self.cfg.eval.batch_size], b).items()}
-            if "pixel_values" in batch:
-                batch["pixel_values"] = batch["pixel_values"].to(b.dtype)
+            batch = to_device(_collate(items[i:i + self.cfg.eval.batch_size], b), b.device,
+                              b.dtype)
             n = int((batch["labels"][:, 1:] != -100).sum())
             total += float(model(**batch).loss) * n
             tokens += n
@@ -246,25 +245,25 @@ class OneShot(Simulator):
         """Client ``k``'s upload: one fixed-epoch training, or the best of ``select_epochs`` on its
         held-out split (``metrics["val_loss"]`` per candidate, ``metrics["epochs"]`` chosen)."""
         y = self.cfg.fl.yoco
-        candidates = sorted(set(y.select_epochs or [])) if k in self.val_sets else []
-        best = None
-        losses = {}
-        for epochs in candidates or [y.local_epochs]:
-            self.epochs[k] = epochs
-            if y.method == "yoco":
-                self.objective.set_total_steps(self.local_steps(k))
-            update = self.train_client(k, self.initial_state, 1, self.cfg.train.lr, {})
-            update.metrics["epochs"] = epochs
-            if candidates:
-                losses[epochs] = self.validation_loss(k)
-                if best is None or losses[epochs] < losses[best.metrics["epochs"]]:
-                    best = update
-            else:
-                best = update
-        if candidates:
-            best.metrics["val_loss"] = losses
-        self.epochs[k] = best.metrics["epochs"]
-        return best
+        if k not in self.val_sets:
+            return self._train_for(k, y.local_epochs)
+        updates, losses = {}, {}
+        for epochs in sorted(set(y.select_epochs)):
+            updates[epochs] = self._train_for(k, epochs)
+            losses[epochs] = self.validation_loss(k)
+        chosen = min(losses, key=losses.__getitem__)  # a tie keeps the fewer epochs
+        self.epochs[k] = chosen
+        updates[chosen].metrics["val_loss"] = losses
+        return updates[chosen]
+
+    def _train_for(self, k: int, epochs: float) -> ClientUpdate:
+        """Client ``k`` trained from the shared initial adapter for ``epochs`` epochs."""
+        self.epochs[k] = epochs
+        if self.cfg.fl.yoco.method == "yoco":
+            self.objective.set_total_steps(self.local_steps(k))
+        update = self.train_client(k, self.initial_state, 1, self.cfg.train.lr, {})
+        update.metrics["epochs"] = epochs
+        return update
 
     def _check_rules(self) -> None:
         y = self.cfg.fl.yoco
@@ -292,12 +291,7 @@ class OneShot(Simulator):
         return y.method == "exact" and y.product_rank in ("auto", "full")
 
     def local_steps(self, k: int) -> int:
-        import math
-
-        tr = self.cfg.train
-        per_epoch = math.ceil(len(self.clients[k]) / (tr.batch_size * tr.grad_accum))
-        epochs = self.epochs.get(k, self.cfg.fl.yoco.local_epochs)
-        return max(1, math.ceil(epochs * per_epoch))
+        return self.epoch_steps(k, self.epochs.get(k, self.cfg.fl.yoco.local_epochs))
 
     # ------------------------------------------------------------------ merge
     def merge(self, updates: list[ClientUpdate]) -> dict[str, torch.Tensor]:

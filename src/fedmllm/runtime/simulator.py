@@ -31,6 +31,7 @@ from ..fl import (
     sample_clients,
     upload_units,
 )
+from ..model.collate import collate, to_device
 from .setup import (
     ClientData,
     ModelBundle,
@@ -119,11 +120,14 @@ class Simulator:
 
     # ------------------------------------------------------------------ client
     def local_steps(self, k: int) -> int:
-        fl, tr = self.cfg.fl, self.cfg.train
-        if fl.local_epochs is not None:
-            per_epoch = math.ceil(len(self.clients[k]) / (tr.batch_size * tr.grad_accum))
-            return max(1, math.ceil(fl.local_epochs * per_epoch))
-        return fl.local_steps
+        fl = self.cfg.fl
+        return fl.local_steps if fl.local_epochs is None else self.epoch_steps(k, fl.local_epochs)
+
+    def epoch_steps(self, k: int, epochs: float) -> int:
+        """Optimizer steps for ``epochs`` passes over client ``k``'s samples (at least one)."""
+        tr = self.cfg.train
+        per_epoch = math.ceil(len(self.clients[k]) / (tr.batch_size * tr.grad_accum))
+        return max(1, math.ceil(epochs * per_epoch))
 
     def train_client(self, k: int, start: dict[str, torch.Tensor], round_: int, lr: float,
                      server_extras: dict) -> ClientUpdate:
@@ -142,9 +146,7 @@ class Simulator:
             opt.zero_grad(set_to_none=True)
             step_loss = 0.0
             for _ in range(tr.grad_accum):
-                batch = {key: v.to(b.device) for key, v in _collate(next(stream), b).items()}
-                if "pixel_values" in batch:
-                    batch["pixel_values"] = batch["pixel_values"].to(b.dtype)
+                batch = to_device(_collate(next(stream), b), b.device, b.dtype)
                 loss = model(**batch).loss
                 penalty = self.objective.penalty(params)
                 total = loss if penalty is None else loss + penalty
@@ -315,8 +317,6 @@ class Simulator:
 
 
 def _collate(items, bundle: ModelBundle):
-    from ..model.collate import collate
-
     return collate(items, bundle.processor.tokenizer.pad_token_id)
 
 
