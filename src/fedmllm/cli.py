@@ -32,6 +32,7 @@ def _console():
 
 
 def cmd_run(args) -> int:
+    _quiet_libraries()
     from .runtime import run_experiment
 
     overrides = list(args.overrides)
@@ -70,6 +71,7 @@ def cmd_model_build(args) -> int:
 
     from .model.tiny import ensure_tiny
 
+    _quiet_libraries()
     path = ensure_tiny(args.preset, not args.no_pretrain)
     info = json.loads((path / "recipe.json").read_text())
     print(path)
@@ -107,6 +109,7 @@ def cmd_data_stats(args) -> int:
 def cmd_eval(args) -> int:
     from .eval.cli import run_eval
 
+    _quiet_libraries()
     return run_eval(args, _console())
 
 
@@ -230,9 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    _quiet_libraries()
     from .data.errors import DataError
-    from .model.loading import ModelError
+    from .errors import ModelError
 
     try:
         return args.func(args)

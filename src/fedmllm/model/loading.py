@@ -7,18 +7,13 @@ tiny model (a local folder in the cache) go through :func:`load_vlm`:
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
-
-
-class ModelError(ValueError):
-    """A model or processor that cannot be loaded or used; the message names it."""
+from ..errors import ModelError
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -62,6 +57,12 @@ def load_vlm(name_or_path: str | os.PathLike, device: torch.device | None = None
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"{name}: cannot load as a vision-language model: {first}") from None
+    tok = getattr(processor, "tokenizer", None)
+    if tok is not None and tok.pad_token_id is None:
+        # batches pad with this id; padded positions are masked out of attention and labels
+        if tok.eos_token is None:
+            raise ModelError(f"{name}: the tokenizer has neither a pad nor an eos token")
+        tok.pad_token = tok.eos_token
     model.requires_grad_(False)
     model.eval()
     if device is not None:

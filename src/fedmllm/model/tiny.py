@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import os
 import shutil
@@ -32,8 +31,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-
-log = logging.getLogger(__name__)
 
 RECIPE_VERSION = 3
 TOKENIZER_CORPUS = 2000  # corpus_text(n): n samples per generator

@@ -1,0 +1,6 @@
+"""Errors the command line reports as one line (kept free of heavy imports, so every command
+can catch them without loading torch)."""
+
+
+class ModelError(ValueError):
+    """A model or processor that cannot be loaded or used; the message names it."""
