@@ -149,3 +149,14 @@ def test_collation_is_not_llava_specific_idefics3(tiny):
 def test_load_errors_are_one_line(tmp_path):
     with pytest.raises(ModelError, match="not a model folder"):
         load_vlm(tmp_path)
+
+
+def test_load_vlm_gives_a_tokenizer_without_pad_token_the_eos_token(tiny_dir, tmp_path):
+    model, proc = load_vlm(tiny_dir)  # a fresh copy: the module's fixture stays as it is
+    proc.tokenizer.pad_token = None
+    assert proc.tokenizer.pad_token_id is None
+    model.save_pretrained(tmp_path)
+    proc.save_pretrained(tmp_path)
+    _, loaded = load_vlm(tmp_path)
+    tok = loaded.tokenizer
+    assert tok.pad_token_id is not None and tok.pad_token_id == tok.eos_token_id

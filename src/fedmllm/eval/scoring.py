@@ -135,7 +135,7 @@ def generate(model, processor, prompts: Sequence[str], images: Sequence, max_new
     device = device or next(model.parameters()).device
     tok = processor.tokenizer
     stops = stop_token_ids(model, processor)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (stops or [0])[0]
+    pad = tok.pad_token_id  # load_vlm gives every tokenizer one
     texts: list[str] = []
     was_training = model.training
     model.eval()
