@@ -576,3 +576,14 @@ def test_fl_core_stays_free_of_heavy_imports():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_dare_draws_a_fresh_mask_for_every_module():
+    """Two modules with identical uploads must not share one DARE drop mask."""
+    one = _factor_states(seed=8, out=12, inn=10)
+    other = {k.replace("layers.0", "layers.1"): k for k in one[0]}
+    states = [{**s, **{new: s[old].clone() for new, old in other.items()}} for s in one]
+    merged = merge_lora_products(states, N_EX, method="dare_linear", density=0.5, seed=3,
+                                 output="delta")
+    assert set(merged) == {"m.layers.0.q_proj", "m.layers.1.q_proj"}
+    assert not torch.equal(merged["m.layers.0.q_proj"], merged["m.layers.1.q_proj"])

@@ -297,7 +297,7 @@ def merge_lora_products(
                 continue
             acc = sum(wi * _compute(st[key]) for wi, st in zip(w, states, strict=True))
             out[key] = acc.to(ref.dtype)
-        for module, (ka, kb) in pairs.items():
+        for index, (module, (ka, kb)) in enumerate(pairs.items()):
             a_list = [st[ka] for st in states]
             b_list = [st[kb] for st in states]
             for i, (a, b) in enumerate(zip(a_list, b_list, strict=True)):
@@ -323,7 +323,9 @@ def merge_lora_products(
                         raise ValueError(f"initial state lacks {ka!r} / {kb!r}")
                     base = _compute(initial[kb]) @ _compute(initial[ka])
                 taus = prods if base is None else [p - base for p in prods]
-                merged = _peft_merge(method, taus, w, density, majority_sign_method, seed)
+                # DARE: one draw per module (the same seed everywhere would repeat the mask)
+                merged = _peft_merge(method, taus, w, density, majority_sign_method,
+                                     None if seed is None else seed * 1_000_003 + index)
                 if lam != 1.0:
                     merged = merged * lam
                 if base is not None:
