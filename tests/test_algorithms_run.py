@@ -83,3 +83,15 @@ def test_rejected_update_skips_round(shared, tmp_path):
     saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     for k, v in pristine.items():
         assert torch.equal(saved[k], v.cpu())
+
+
+@pytest.mark.parametrize(("algorithm", "objective"), [("scaffold", "prox"), ("fedavg", "scaffold"),
+                                                      ("fedavg", "yoco")])
+def test_mismatched_objective_is_refused_before_training(algorithm, objective):
+    """SCAFFOLD needs its own client side (and nothing else does); YOCO's objective is one-shot."""
+    from fedmllm.config import ConfigError
+    from fedmllm.runtime.simulator import make_algorithm
+
+    cfg = load_config(None, [f"fl.algorithm={algorithm}", f"fl.client.objective={objective}"])
+    with pytest.raises(ConfigError, match="fl.client.objective"):
+        make_algorithm(cfg, num_layers=2)

@@ -68,6 +68,11 @@ def make_algorithm(cfg: Config, num_layers: int):
         raise ConfigError(f"{key}: {e}") from None
     c = cfg.fl.client
     name = "scaffold" if algo == "scaffold" and c.objective == "ce" else c.objective
+    if (algo == "scaffold") != (name == "scaffold"):
+        raise ConfigError(f"fl.client.objective: {name!r} does not go with fl.algorithm "
+                          f"{algo!r} (SCAFFOLD's server and client sides come together)")
+    if name == "yoco":
+        raise ConfigError("fl.client.objective: 'yoco' is one-shot; use fl.algorithm=yoco")
     obj_params = {"prox": {"prox_mu": c.prox_mu},
                   "adaptive_prox": {"prox_mu": c.prox_mu, "mu_w": c.mu_w, "s_layer": c.s_layer,
                                     "num_layers": num_layers}}.get(name, {})
