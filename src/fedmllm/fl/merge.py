@@ -49,6 +49,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .aggregation import in_compute_dtype
 from .types import StateDict
 
 PRODUCT_METHODS: tuple[str, ...] = (
@@ -139,9 +140,6 @@ def client_weights(num_examples: Sequence[int], weighted: bool = True) -> list[f
     return [n / total for n in counts]
 
 
-def _compute(t: Tensor) -> Tensor:
-    return t if t.dtype == torch.float64 else t.float()
-
 
 # ----------------------------------------------------------------------------- factorization
 
@@ -159,7 +157,7 @@ def factorize(delta: Tensor, rank: int) -> tuple[Tensor, Tensor]:
         raise ValueError(f"factorize needs a matrix, got shape {tuple(delta.shape)}")
     if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(delta.shape):
         raise ValueError(f"rank must be an integer in [1, {min(delta.shape)}], got {rank!r}")
-    u, s, vh = torch.linalg.svd(_compute(delta), full_matrices=False)
+    u, s, vh = torch.linalg.svd(in_compute_dtype(delta), full_matrices=False)
     root = s[:rank].sqrt()
     a = root[:, None] * vh[:rank]
     b = u[:, :rank] * root[None, :]
@@ -178,7 +176,7 @@ def refactorize(a: Tensor, b: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     inner = a.shape[0]
     if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= inner:
         raise ValueError(f"rank must be an integer in [1, {inner}], got {rank!r}")
-    ac, bc = _compute(a), _compute(b)
+    ac, bc = in_compute_dtype(a), in_compute_dtype(b)
     qb, rb = torch.linalg.qr(bc)
     qa, ra = torch.linalg.qr(ac.T)
     u, s, vh = torch.linalg.svd(rb @ ra.T, full_matrices=False)
@@ -295,7 +293,7 @@ def merge_lora_products(
             if not ref.is_floating_point():
                 out[key] = ref
                 continue
-            acc = sum(wi * _compute(st[key]) for wi, st in zip(w, states, strict=True))
+            acc = sum(wi * in_compute_dtype(st[key]) for wi, st in zip(w, states, strict=True))
             out[key] = acc.to(ref.dtype)
         for index, (module, (ka, kb)) in enumerate(pairs.items()):
             a_list = [st[ka] for st in states]
@@ -307,13 +305,13 @@ def merge_lora_products(
             a_dtype, b_dtype = a_list[0].dtype, b_list[0].dtype
             target = r if rank in (None, "client") else int(rank)
             if method == "exact" and output == "factors":
-                a_cat = torch.cat([_compute(a) for a in a_list], dim=0)
-                b_cat = torch.cat([wi * _compute(b) for wi, b in zip(w, b_list, strict=True)], 1)
+                a_cat = torch.cat([in_compute_dtype(a) for a in a_list], dim=0)
+                b_cat = torch.cat([wi * in_compute_dtype(b) for wi, b in zip(w, b_list, strict=True)], 1)
                 if rank is not None:
                     a_cat, b_cat = refactorize(a_cat, b_cat, target)
                 out[ka], out[kb] = a_cat.to(a_dtype), b_cat.to(b_dtype)
                 continue
-            prods = [_compute(b) @ _compute(a) for a, b in zip(a_list, b_list, strict=True)]
+            prods = [in_compute_dtype(b) @ in_compute_dtype(a) for a, b in zip(a_list, b_list, strict=True)]
             if method == "exact":
                 merged = sum(wi * p for wi, p in zip(w, prods, strict=True))
             else:
@@ -321,7 +319,7 @@ def merge_lora_products(
                 if initial is not None:
                     if ka not in initial or kb not in initial:
                         raise ValueError(f"initial state lacks {ka!r} / {kb!r}")
-                    base = _compute(initial[kb]) @ _compute(initial[ka])
+                    base = in_compute_dtype(initial[kb]) @ in_compute_dtype(initial[ka])
                 taus = prods if base is None else [p - base for p in prods]
                 # DARE: one draw per module (the same seed everywhere would repeat the mask)
                 merged = _peft_merge(method, taus, w, density, majority_sign_method,

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .aggregation import compute_dtype
+from .aggregation import compute_dtype, in_compute_dtype
 from .types import ClientObjective, Extras, StateDict, build_checked, keyword_params
 
 # Module-name segments that mark a vision/audio/projector sub-model: a ``layers.<i>`` found
@@ -75,10 +75,7 @@ def lm_layer_index(name: str) -> int | None:
 
 def _sq_dist(p: Tensor, ref: Tensor) -> Tensor:
     """``||p - ref||^2`` as a float32/float64 scalar (half precision is upcast)."""
-    d = p - ref.to(device=p.device, dtype=p.dtype)
-    if d.dtype not in (torch.float32, torch.float64):
-        d = d.float()
-    return d.square().sum()
+    return in_compute_dtype(p - ref.to(device=p.device, dtype=p.dtype)).square().sum()
 
 
 class CrossEntropy(ClientObjective):

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .aggregation import compute_dtype, in_compute_dtype
 from .merge import client_weights, factorize, lora_module, lora_role
 from .objectives import lm_layer_index
 from .strategies import ALGORITHMS, make_strategy
@@ -47,9 +48,6 @@ UPLOAD_RULES: tuple[str, ...] = ("mean", "fedavg", "pca") + tuple(
 )
 """Rules accepted by :func:`merge_lora_uploads` for each key group."""
 
-
-def _compute(t: Tensor) -> Tensor:
-    return t if t.dtype == torch.float64 else t.float()
 
 
 def _check_total(total: int) -> int:
@@ -82,7 +80,7 @@ def svd_init(W: Tensor, r: int, *, scaling: float = 1.0) -> tuple[Tensor, Tensor
     scaling = float(scaling)
     if not scaling > 0:
         raise ValueError(f"scaling must be > 0, got {scaling!r}")
-    a, b = factorize(_compute(W), r)
+    a, b = factorize(in_compute_dtype(W), r)
     if scaling != 1.0:
         root = 1.0 / math.sqrt(scaling)
         a, b = a * root, b * root
@@ -91,7 +89,7 @@ def svd_init(W: Tensor, r: int, *, scaling: float = 1.0) -> tuple[Tensor, Tensor
 
 def svd_residual(W: Tensor, A0: Tensor, B0: Tensor, *, scaling: float = 1.0) -> Tensor:
     """The PiSSA residual base weight ``W_res = W - s B0 A0`` (so ``W_res + s B0 A0 = W``)."""
-    res = _compute(W) - float(scaling) * (_compute(B0) @ _compute(A0))
+    res = in_compute_dtype(W) - float(scaling) * (in_compute_dtype(B0) @ in_compute_dtype(A0))
     return res.to(W.dtype)
 
 
@@ -106,7 +104,7 @@ def code_init(
     initial model is perturbed by ``s B0 A0``; this is the code's behaviour, kept for comparison.
     """
     _, b = svd_init(W, r)
-    a = torch.empty(r, W.shape[1], dtype=_compute(W).dtype, device=W.device)
+    a = torch.empty(r, W.shape[1], dtype=compute_dtype(W.dtype), device=W.device)
     torch.nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)
     return a.to(W.dtype), b
 
@@ -161,7 +159,7 @@ def sign_penalty(B: Tensor, B_sign: Tensor, gamma: float, eps: float = 1e-6) -> 
 
     (0 where ``D = 0``). bf16/fp16 inputs are computed in float32.
     """
-    b = B if B.dtype in (torch.float32, torch.float64) else B.float()
+    b = in_compute_dtype(B)
     target = B_sign.to(device=b.device, dtype=b.dtype)
     dist = torch.linalg.vector_norm(torch.tanh(gamma * b) - target)
     return dist / (torch.linalg.vector_norm(target) + eps)
@@ -170,7 +168,7 @@ def sign_penalty(B: Tensor, B_sign: Tensor, gamma: float, eps: float = 1e-6) -> 
 def l1_penalty(A: Tensor, lam: float) -> Tensor:
     """The paper's noise-free sparse regulariser on ``lora_A``: ``R_sparse = lam * ||A||_1``
     (sum of absolute values; subgradient ``lam * sign(A)``)."""
-    a = A if A.dtype in (torch.float32, torch.float64) else A.float()
+    a = in_compute_dtype(A)
     return lam * a.abs().sum()
 
 
@@ -182,7 +180,7 @@ def orthogonal_penalty(A: Tensor, lam_o: float) -> Tensor:
     (``||A^T A - I_in||^2 = tr((AA^T)^2) - 2 tr(AA^T) + in``), so this r x r form is used.
     It pushes the rows of ``A`` to be orthonormal.
     """
-    a = A if A.dtype in (torch.float32, torch.float64) else A.float()
+    a = in_compute_dtype(A)
     gram = a @ a.T
     eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     return lam_o * (gram - eye).square().sum()
@@ -314,7 +312,7 @@ class YocoObjective(ClientObjective):
 
     def begin(self, global_state: StateDict, server_extras: Extras, client_id: int) -> None:
         self._signs = {
-            k: torch.sign(t.detach()).clone()
+            k: torch.sign(t.detach())
             for k, t in global_state.items()
             if lora_role(k) == "B" and t.is_floating_point()
         }
@@ -630,7 +628,7 @@ def merge_lora_uploads(
                     if rule == "mean":
                         cw = [1.0] * len(tensors)
                     total = sum(cw)
-                    acc = sum(c / total * _compute(t) for c, t in zip(cw, tensors, strict=True))
+                    acc = sum(c / total * in_compute_dtype(t) for c, t in zip(cw, tensors, strict=True))
                     out[key] = acc.to(tensors[0].dtype)
                 continue
             if initial is None:

@@ -73,16 +73,13 @@ from ..fl import (
 )
 from ..fl.merge import PRODUCT_METHODS, lora_module, lora_role
 from ..model.collate import to_device
-from .setup import ModelBundle, save_adapter, seed_everything
+from .setup import ModelBundle, save_adapter
 from .simulator import RunResult, Simulator, state_bytes
 
 log = logging.getLogger(__name__)
 
 #: ``fl.algorithm`` values that run this driver.
 ONESHOT_ALGORITHMS = ("yoco", "oneshot")
-
-#: one-shot methods that apply one rule to every key through :func:`merge_lora_uploads`.
-UPLOAD_METHODS = ("fedavg", "mean", "fedavgm", "fedadam", "fedadagrad", "fedyogi")
 
 #: the paper's LoRA targets (YOCO, Sec. 5): rank 8, alpha 8, dropout 0.05, last layer q_proj.
 PAPER_TARGETS = {"r": 8, "alpha": 8.0, "dropout": 0.05, "modules": ["q_proj"], "layers": [-1],
@@ -170,6 +167,7 @@ class OneShot(Simulator):
 
     def __init__(self, cfg: Config, console=None, bundle: ModelBundle | None = None, data=None):
         super().__init__(oneshot_config(cfg), console=console, bundle=bundle, data=data)
+        self.exported = False  # True once rank_bundle holds a LoRA for the original base
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -323,7 +321,7 @@ class OneShot(Simulator):
         try:
             return merge_lora_uploads(
                 states, counts, rule_B=rule_b, rule_A=rule_a,
-                rule_other=rule_b if rule_b != "pca" else "fedavg",
+                rule_other=rule_b,
                 initial=self.initial_state, params_A=p(rule_a, y.params_a),
                 params_B=p(rule_b, y.params_b), params_other=p(rule_b, y.params_b), pca_k=_pca_k(y.pca_k), pca_weighting=y.pca_weighting)
         except (ValueError, TypeError) as e:
@@ -374,7 +372,6 @@ class OneShot(Simulator):
         cfg, y = self.cfg, self.cfg.fl.yoco
         out = self.prepare_output()
         t_setup = time.perf_counter()
-        seed_everything(cfg.seed)
         self.setup()
         self.save_run_inputs(out)
         setup_seconds = time.perf_counter() - t_setup
@@ -487,7 +484,7 @@ class OneShot(Simulator):
     def save_adapter(self, path: Path) -> None:
         """The merged adapter in PEFT format, loadable on the original base model."""
         b = self.bundle
-        convert = self.init == "pissa" and not getattr(self, "exported", False)
+        convert = self.init == "pissa" and not self.exported
         meta = {"base_model": b.source, "algorithm": self.cfg.fl.algorithm,
                 "method": self.cfg.fl.yoco.method, "init": self.init,
                 "converted_from_pissa": self.init == "pissa",

@@ -146,26 +146,24 @@ class Simulator:
         model.train()
         stream = self.clients[k].batches(round_, tr.batch_size)
         steps = self.local_steps(k)
-        losses = []
+        loss_sum = torch.zeros((), dtype=torch.float64, device=b.device)  # no sync per step
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
-            step_loss = 0.0
             for _ in range(tr.grad_accum):
                 batch = to_device(_collate(next(stream), b), b.device, b.dtype)
                 loss = model(**batch).loss
                 penalty = self.objective.penalty(params)
                 total = loss if penalty is None else loss + penalty
                 (total / tr.grad_accum).backward()
-                step_loss += loss.item() / tr.grad_accum
+                loss_sum += loss.detach().double() / tr.grad_accum
             self.objective.correct_gradients(params)
             if tr.grad_clip:
                 torch.nn.utils.clip_grad_norm_(list(params.values()), tr.grad_clip)
             opt.step()
-            losses.append(step_loss)
         extras = self.objective.end(params, steps, lr)
         state = b.adapter.get()
         return ClientUpdate(state=state, num_examples=len(self.clients[k]), client_id=k,
-                            extras=extras, metrics={"train_loss": sum(losses) / len(losses),
+                            extras=extras, metrics={"train_loss": float(loss_sum) / steps,
                                                     "steps": steps})
 
     # ------------------------------------------------------------------ eval
