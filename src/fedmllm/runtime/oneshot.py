@@ -73,7 +73,7 @@ from ..fl import (
 )
 from ..fl.merge import PRODUCT_METHODS, lora_module, lora_role
 from ..model.collate import to_device
-from .setup import ModelBundle, save_adapter
+from .setup import ModelBundle, build_bundle, save_adapter
 from .simulator import RunResult, Simulator, state_bytes
 
 log = logging.getLogger(__name__)
@@ -116,38 +116,26 @@ def load_oneshot_bundle(cfg: Config, source: str | None = None) -> ModelBundle:
     weight (``A0`` drawn from a generator seeded by ``seed``). ``default``: peft's LoRA init.
     """
     from ..fl import code_init
-    from ..model.loading import load_vlm, num_lm_layers, resolve_device, resolve_dtype
-    from ..model.lora import AdapterState, wrap_lora
-    from .setup import model_source
+    from ..model.loading import resolve_device, resolve_dtype
+    from .setup import build_bundle, model_source
 
     lora = resolve_lora(cfg)
     init = resolve_init(cfg)
     device = resolve_device(cfg.train.device)
-    dtype = resolve_dtype(cfg.model.dtype, device)
-    source = source or model_source(cfg)
-    base, processor = load_vlm(source, device=device, dtype=dtype)
-    depth = num_lm_layers(base)
-    torch.manual_seed(cfg.seed)
-    model = wrap_lora(base, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
-                      modules=lora.modules, layers=lora.layers, target_regex=lora.target_regex,
-                      modules_to_save=cfg.model.modules_to_save,
-                      init_lora_weights="pissa" if init == "pissa" else True)
-    model.to(device)
-    adapter = AdapterState(model)
+    bundle = build_bundle(source or model_source(cfg), device,
+                          resolve_dtype(cfg.model.dtype, device), lora, cfg.seed,
+                          cfg.model.modules_to_save, init=init)
     if init == "code":
         gen = torch.Generator().manual_seed(cfg.seed)
-        state = adapter.get()
+        state = bundle.adapter.get()
         for key in sorted(state):
             if lora_role(key) != "A":
                 continue
-            module = lora_module(key)
             kb = key.replace("lora_A", "lora_B")
-            weight = model.get_submodule(module).base_layer.weight.detach().float().cpu()
-            a0, b0 = code_init(weight, lora.r, generator=gen)
+            weight = bundle.model.get_submodule(lora_module(key)).base_layer.weight
+            a0, b0 = code_init(weight.detach().float().cpu(), lora.r, generator=gen)
             state[key], state[kb] = a0.to(state[key]), b0.to(state[kb])
-        adapter.set(state)
-    bundle = ModelBundle(model, processor, adapter, device, dtype, depth, source)
-    bundle.init = init  # type: ignore[attr-defined]
+        bundle.adapter.set(state)
     return bundle
 
 
@@ -186,7 +174,7 @@ class OneShot(Simulator):
             super().setup()
         finally:
             self.cfg = saved
-        self.init = getattr(self.bundle, "init", resolve_init(cfg))
+        self.init = self.bundle.init
         if y.method == "yoco":
             try:
                 self.objective = make_objective(
@@ -454,9 +442,6 @@ class OneShot(Simulator):
         model (rank ``N r``, or ``(N + 1) r`` with ``-B_0 A_0`` appended for ``pissa``, whose
         residual base it does not use); return that LoRA's state. Evaluation and saving then go
         through it unchanged."""
-        from ..model.loading import load_vlm
-        from ..model.lora import AdapterState, wrap_lora
-
         lora, b = self.cfg.lora, self.bundle
         state = dict(merged)
         if self.init == "pissa":
@@ -469,15 +454,10 @@ class OneShot(Simulator):
         ranks = {t.shape[0] for k, t in state.items() if lora_role(k) == "A"}
         (rank,) = ranks
         self._bundle = None  # the clients' model is no longer needed (a caller's stays as it is)
-        base, processor = load_vlm(b.source, device=b.device, dtype=b.dtype)
-        torch.manual_seed(self.cfg.seed)
-        model = wrap_lora(base, r=rank, alpha=lora.alpha * rank / lora.r, dropout=lora.dropout,
-                          modules=lora.modules, layers=lora.layers,
-                          target_regex=lora.target_regex,
-                          modules_to_save=self.cfg.model.modules_to_save)
-        model.to(b.device)
-        self.bundle = ModelBundle(model, processor, AdapterState(model), b.device, b.dtype,
-                                  b.num_layers, b.source)
+        self.bundle = build_bundle(b.source, b.device, b.dtype,
+                                   dataclasses.replace(lora, r=rank,
+                                                       alpha=lora.alpha * rank / lora.r),
+                                   self.cfg.seed, self.cfg.model.modules_to_save)
         self.exported = True
         return state
 

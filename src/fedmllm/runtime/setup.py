@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Config
+from ..config import Config, LoraConfig
 from ..data.prompts import build_prompt
 from ..data.records import Sample
 from ..model.collate import Encoded, encode_sample
@@ -47,21 +47,30 @@ class ModelBundle:
     dtype: torch.dtype
     num_layers: int
     source: str
+    init: str = "default"  # how the adapter was initialised (``lora.init`` / ``fl.yoco.init``)
+
+
+def build_bundle(source: str, device: torch.device, dtype: torch.dtype, lora: LoraConfig,
+                 seed: int, modules_to_save: list[str] | None = None,
+                 init: str = "default") -> ModelBundle:
+    """``source`` loaded on ``device``/``dtype`` and wrapped with ``lora``'s targets, rank and
+    alpha; the LoRA draw is seeded by ``seed``. ``init`` names peft's initialisation
+    (:data:`LORA_INIT`; any other name, e.g. one-shot's ``code``, starts from peft's default)."""
+    base, processor = load_vlm(source, device=device, dtype=dtype)
+    depth = num_lm_layers(base)
+    torch.manual_seed(seed)  # LoRA initialisation is part of the run's seed
+    model = wrap_lora(base, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
+                      modules=lora.modules, layers=lora.layers, target_regex=lora.target_regex,
+                      modules_to_save=modules_to_save, init_lora_weights=LORA_INIT.get(init, True))
+    model.to(device)
+    return ModelBundle(model, processor, AdapterState(model), device, dtype, depth, source, init)
 
 
 def load_for_training(cfg: Config, source: str | None = None) -> ModelBundle:
     device = resolve_device(cfg.train.device)
-    dtype = resolve_dtype(cfg.model.dtype, device)
-    source = source or model_source(cfg)
-    base, processor = load_vlm(source, device=device, dtype=dtype)
-    depth = num_lm_layers(base)
-    torch.manual_seed(cfg.seed)  # LoRA initialisation is part of the run's seed
-    model = wrap_lora(base, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
-                      modules=cfg.lora.modules, layers=cfg.lora.layers,
-                      target_regex=cfg.lora.target_regex, modules_to_save=cfg.model.modules_to_save,
-                      init_lora_weights=LORA_INIT[cfg.lora.init])
-    model.to(device)
-    return ModelBundle(model, processor, AdapterState(model), device, dtype, depth, source)
+    return build_bundle(source or model_source(cfg), device,
+                        resolve_dtype(cfg.model.dtype, device), cfg.lora, cfg.seed,
+                        cfg.model.modules_to_save, init=cfg.lora.init)
 
 
 #: ``lora.init`` -> peft's ``init_lora_weights``.

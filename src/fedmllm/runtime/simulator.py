@@ -312,9 +312,9 @@ class Simulator:
         """The global adapter in PEFT format (``PeftModel.from_pretrained`` loads it)."""
         if self.cfg.fl.algorithm in PERSONAL:
             return
-        pissa = self.cfg.lora.init == "pissa"
+        pissa = self.bundle.init == "pissa"
         meta = {"base_model": self.bundle.source, "algorithm": self.cfg.fl.algorithm,
-                "init": self.cfg.lora.init, "converted_from_pissa": pissa}
+                "init": self.bundle.init, "converted_from_pissa": pissa}
         save_adapter(self.bundle, self.global_state, path, meta,
                      pissa_initial=self.initial_state if pissa else None)
 
