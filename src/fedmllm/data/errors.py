@@ -11,8 +11,3 @@ class DataError(ValueError):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split("\n")))
-
-
-def where(path, row: int | str | None = None, kind: str = "line") -> str:
-    """``"path"`` or ``"path, line 3"`` / ``"path, row 3"`` / ``"path, sample 42"``."""
-    return str(path) if row is None else f"{path}, {kind} {row}"

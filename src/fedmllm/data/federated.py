@@ -24,6 +24,7 @@ from .errors import DataError
 from .partition import dirichlet_partition, iid_partition
 from .prompts import MC_TEMPLATES
 from .readers import (
+    TEST_SPLITS,
     check_images,
     read_crisismmd,
     read_hateful_memes,
@@ -259,7 +260,7 @@ def federated_data(
         root = _need_dir(data_dir, dataset)
         params["data_dir"] = str(root.absolute())
         reader = read_hateful_memes if dataset == "hateful_memes" else read_crisismmd
-        test_split = "test_seen" if dataset == "hateful_memes" else "test"
+        test_split = TEST_SPLITS[dataset]
         params["test_split"] = test_split
         r_train = reader(root, "train", skip_bad=skip_bad)
         r_test = reader(root, test_split, skip_bad=skip_bad)

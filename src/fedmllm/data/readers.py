@@ -45,10 +45,13 @@ CRISISMMD_COLUMNS = ("image_id", "tweet_text", "image", "label_image")
 VQA_RAD_FILE = "VQA_RAD Dataset Public.json"
 VQA_RAD_PHRASES = {"train": ("freeform", "para"), "test": ("test_freeform", "test_para")}
 SLAKE_SPLITS = ("train", "validate", "test")
+# the split a plain "test" means, where the dataset has no split of that name
+TEST_SPLITS = {"hateful_memes": "test_seen", "crisismmd": "test"}
 MEDALPACA_FILE = "medical_meadow_wikidoc_medical_flashcards.json"
 _URL = re.compile(r"http\S+")
 
 __all__ = [
+    "TEST_SPLITS",
     "ReadResult",
     "check_images",
     "crisismmd_path",
@@ -69,7 +72,6 @@ class ReadResult:
 
     samples: list[Sample]
     skipped: list[dict] = field(default_factory=list)
-    source: str = ""
 
     def __iter__(self):  # so ``samples, skipped = read_...(...)`` works
         return iter((self.samples, self.skipped))
@@ -128,7 +130,7 @@ def _load_json(path: Path) -> Any:
         raise DataError(f"{path}: not UTF-8 text") from None
 
 
-def _field(obj: dict, key: str, types: tuple, what: str = "") -> Any:
+def _field(obj: dict, key: str, types: tuple) -> Any:
     if key not in obj:
         raise _RowError(f"missing field '{key}'")
     v = obj[key]
@@ -141,6 +143,20 @@ def _field(obj: dict, key: str, types: tuple, what: str = "") -> Any:
 def _nonempty(samples: list, path: Path, what: str) -> None:
     if not samples:
         raise DataError(f"{path}: empty split (no usable {what})")
+
+
+def _json_objects(path: Path, what: str, col: _Collector, id_key: str | None = "qid"):
+    """``(index, where, object)`` for each item of the JSON list in ``path`` (a list of
+    ``what``); ``where`` names the index and, when present, the item's ``id_key``. Items that
+    are not objects are bad items."""
+    data = _load_json(path)
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of {what}")
+    for i, obj in enumerate(data):
+        if not isinstance(obj, dict):
+            col.bad(i, "expected a JSON object")
+            continue
+        yield i, (f"{i} ({id_key} {obj[id_key]})" if id_key and id_key in obj else i), obj
 
 
 # ----------------------------------------------------------------------------- Hateful-Memes
@@ -194,7 +210,7 @@ def read_hateful_memes(
                 meta={"source": "hateful_memes", "split": split},
             ))
     _nonempty(out, path, "rows")
-    return ReadResult(out, col.skipped, "hateful_memes")
+    return ReadResult(out, col.skipped)
 
 
 # ----------------------------------------------------------------------------- CrisisMMD
@@ -246,7 +262,7 @@ def read_crisismmd(root: str | Path, split: str = "train", skip_bad: bool = Fals
                       "event_name": (row.get("event_name") or "").strip()},
             ))
     _nonempty(out, path, "rows")
-    return ReadResult(out, col.skipped, "crisismmd")
+    return ReadResult(out, col.skipped)
 
 
 # ----------------------------------------------------------------------------- VQA-RAD / SLAKE
@@ -276,19 +292,11 @@ def read_vqa_rad(root: str | Path, split: str = "train", skip_bad: bool = False)
         raise DataError(f"{root}: unknown VQA-RAD split {split!r} (expected train or test)")
     root = Path(root)
     path = root / VQA_RAD_FILE
-    data = _load_json(path)
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of questions")
     col = _Collector(path, skip_bad, "item")
     phrases = VQA_RAD_PHRASES[split]
     out: list[Sample] = []
-    for i, obj in enumerate(data):
-        where = i
+    for _, where, obj in _json_objects(path, "questions", col):
         try:
-            if not isinstance(obj, dict):
-                raise _RowError("expected a JSON object")
-            if "qid" in obj:
-                where = f"{i} (qid {obj['qid']})"
             phrase = _field(obj, "phrase_type", (str,)).strip()
             if phrase not in phrases:
                 continue
@@ -305,7 +313,7 @@ def read_vqa_rad(root: str | Path, split: str = "train", skip_bad: bool = False)
                   "phrase_type": phrase},
         ))
     _nonempty(out, path, f"{split} questions")
-    return ReadResult(out, col.skipped, "vqa_rad")
+    return ReadResult(out, col.skipped)
 
 
 def read_slake(
@@ -317,18 +325,10 @@ def read_slake(
         raise DataError(f"{root}: unknown SLAKE split {split!r} (expected {SLAKE_SPLITS})")
     base = Path(root) / "Slake1.0"
     path = base / f"{split}.json"
-    data = _load_json(path)
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of questions")
     col = _Collector(path, skip_bad, "item")
     out: list[Sample] = []
-    for i, obj in enumerate(data):
-        where = i
+    for _, where, obj in _json_objects(path, "questions", col):
         try:
-            if not isinstance(obj, dict):
-                raise _RowError("expected a JSON object")
-            if "qid" in obj:
-                where = f"{i} (qid {obj['qid']})"
             lang = _field(obj, "q_lang", (str,)).strip()
             if languages is not None and lang not in languages:
                 continue
@@ -344,7 +344,7 @@ def read_slake(
                   "question_type": None if ctype is None else str(ctype)},
         ))
     _nonempty(out, path, f"{split} questions")
-    return ReadResult(out, col.skipped, "slake")
+    return ReadResult(out, col.skipped)
 
 
 # ----------------------------------------------------------------------------- MedAlpaca
@@ -369,16 +369,11 @@ def read_medalpaca(path: str | Path, skip_bad: bool = False) -> ReadResult:
     ``input`` or ``output`` are skipped and counted (as the research code); items that are not
     objects or have non-string fields are errors (or skipped with ``skip_bad``)."""
     path = _medalpaca_file(Path(path))
-    data = _load_json(path)
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of {{instruction, input, output}} items")
     col = _Collector(path, skip_bad, "item")
     out: list[Sample] = []
     incomplete: list[dict] = []
-    for i, obj in enumerate(data):
+    for i, _, obj in _json_objects(path, "{instruction, input, output} items", col, None):
         try:
-            if not isinstance(obj, dict):
-                raise _RowError("expected a JSON object")
             q, a = obj.get("input"), obj.get("output")
             for key, v in (("input", q), ("output", a)):
                 if v is not None and not isinstance(v, str):
@@ -393,7 +388,7 @@ def read_medalpaca(path: str | Path, skip_bad: bool = False) -> ReadResult:
         out.append(Sample(id=f"medalpaca-{i}", task="medalpaca", answer=a, question=q,
                           answer_type="OPEN", meta={"source": "medalpaca"}))
     _nonempty(out, path, "question/answer items")
-    return ReadResult(out, col.skipped + incomplete, "medalpaca")
+    return ReadResult(out, col.skipped + incomplete)
 
 
 # ----------------------------------------------------------------------------- image checks

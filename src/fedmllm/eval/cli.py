@@ -43,8 +43,9 @@ def load_test_samples(args) -> list[Sample]:
         return make_synth(args.task, 0, args.test_size, args.seed)[1]
     if not args.data_dir:
         raise DataError(f"--data-dir is required for --dataset {ds}")
+    if split == "test":
+        split = readers.TEST_SPLITS.get(ds, split)
     if ds == "hateful_memes":
-        split = "test_seen" if split == "test" else split
         return readers.read_hateful_memes(args.data_dir, split).samples
     if ds == "crisismmd":
         return readers.read_crisismmd(args.data_dir, split).samples
