@@ -178,6 +178,24 @@ def test_load_research_style_folder_and_errors(tmp_path):
         load_prepared(tmp_path / "nope")
 
 
+@pytest.fixture
+def small_prepared(tmp_path) -> Path:
+    out = tmp_path / "prep"
+    prepare(out, "synth", num_clients=2, seed=0, train_size=40, test_size=8)
+    return out
+
+
+def test_load_prepared_non_utf8_files(small_prepared):
+    for name in ("manifest.json", "client_0.json"):
+        path = small_prepared / name
+        good = path.read_bytes()
+        path.write_bytes(good.replace(b'"', b'"\xff', 1))
+        line = good[:good.index(b'"')].count(b"\n") + 1
+        with pytest.raises(DataError, match=rf"{name}, line {line}: not UTF-8 text"):
+            load_prepared(small_prepared)
+        path.write_bytes(good)
+
+
 def test_data_stats_table_and_png(tmp_path):
     out = tmp_path / "prep"
     prepare(out, "synth", num_clients=3, seed=0, scenario="cross", image_clients=1,

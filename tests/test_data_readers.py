@@ -87,6 +87,21 @@ def test_image_symlinks_inside_root_are_allowed(tmp_path):
         read_hateful_memes(root)
 
 
+def test_hateful_non_utf8_line_is_a_bad_row(tmp_path):
+    root = make_hateful(tmp_path / "hm", n_train=3)
+    path = root / "train.jsonl"
+    good = '{"id": 7, "img": "img/10000.png", "label": 1, "text": "after the bad line"}\n'
+    path.write_bytes(path.read_bytes()
+                     + b'{"id": 6, "img": "img/10000.png", "label": 0, "text": "caf\xe9"}\n'
+                     + good.encode())
+    with pytest.raises(DataError, match="not UTF-8") as e:
+        read_hateful_memes(root, "train")
+    assert f"{path}, line 4:" in str(e.value)
+    samples, skipped = read_hateful_memes(root, "train", skip_bad=True)
+    assert [s.id for s in samples][-1] == "7" and len(samples) == 4
+    assert skipped == [{"file": str(path), "where": "line 4", "reason": "not UTF-8 text"}]
+
+
 def test_hateful_missing_and_empty_files(tmp_path):
     with pytest.raises(DataError, match="train.jsonl: Hateful-Memes split file not found"):
         read_hateful_memes(tmp_path, "train")
@@ -158,6 +173,23 @@ def test_crisismmd_missing_column_and_file(tmp_path):
         read_crisismmd(root, "test")
 
 
+def test_crisismmd_non_utf8_and_malformed_tsv(tmp_path):
+    root = tmp_path / "cm"
+    path = root / "crisismmd_datasplit_all/task_humanitarian_text_img_train.tsv"
+    rows = [crisis_row(i, "not_humanitarian") for i in range(300)]  # > one 8 KiB read
+    rows[250][3] = "MARK"
+    write_crisis_tsv(path, rows)
+    path.write_bytes(path.read_bytes().replace(b"MARK", b"caf\xe9"))
+    for skip_bad in (False, True):
+        with pytest.raises(DataError, match=r"train.tsv, line 252: not UTF-8 text") as e:
+            read_crisismmd(root, skip_bad=skip_bad)
+        assert str(path) in str(e.value)
+    rows[250][3] = "x" * 200_000  # over the csv module's field limit
+    write_crisis_tsv(path, rows)
+    with pytest.raises(DataError, match=r"train.tsv, line 252: malformed TSV"):
+        read_crisismmd(root)
+
+
 # ----------------------------------------------------------------------------- VQA-RAD / SLAKE
 
 
@@ -193,6 +225,9 @@ def test_vqa_rad_bad_inputs(tmp_path):
         read_vqa_rad(root)
     path.write_text("[{\"qid\": 1,\n oops}]")
     with pytest.raises(DataError, match=r"line 2: malformed JSON"):
+        read_vqa_rad(root)
+    path.write_bytes(b'[{"qid": 1},\n\n {"question": "caf\xe9"}]')
+    with pytest.raises(DataError, match=r"Public.json, line 3: not UTF-8 text"):
         read_vqa_rad(root)
     path.write_text('{"qid": 1}')
     with pytest.raises(DataError, match="expected a JSON list"):

@@ -33,6 +33,7 @@ from typing import Any
 from .errors import DataError
 from .federated import FederatedData, TaskInfo, count_summary, federated_data
 from .prompts import IMAGE_TOKEN, MC_TEMPLATES, to_conversation
+from .readers import load_json
 from .records import MODALITIES, Sample
 
 __all__ = ["DataStats", "data_stats", "load_prepared", "prepare", "write_prepared"]
@@ -129,12 +130,7 @@ def prepare(
 
 
 def _read_array(path: Path) -> list:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}, line {e.lineno}: malformed JSON ({e.msg})") from None
+    data = load_json(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON array of conversation records")
     return data
@@ -190,10 +186,7 @@ def load_prepared(folder: str | Path) -> FederatedData:
         raise DataError(f"{folder}: prepared folder not found")
     mpath = folder / "manifest.json"
     if mpath.is_file():
-        try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{mpath}, line {e.lineno}: malformed JSON ({e.msg})") from None
+        manifest = load_json(mpath)
         if not isinstance(manifest, dict) or "task" not in manifest or "num_clients" not in manifest:
             raise DataError(f"{mpath}: not a fedmllm manifest (missing 'task' or 'num_clients')")
         task = TaskInfo.from_dict(manifest["task"])

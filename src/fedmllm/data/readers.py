@@ -21,7 +21,8 @@ Every problem with the input raises :class:`~fedmllm.data.errors.DataError` with
 naming the file and the line, row or sample id. With ``skip_bad=True`` per-item problems (bad
 row, unknown label, wrong type, malformed line, bad image path) are skipped instead and
 reported in :attr:`ReadResult.skipped`; file-level problems (missing file or column, empty
-split) always raise.
+split) always raise. Text is UTF-8: a Hateful-Memes line that is not is a bad row; a CrisisMMD
+line or a JSON file that is not is an error naming the line.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ __all__ = [
     "check_images",
     "crisismmd_path",
     "hateful_memes_path",
+    "load_json",
     "read_crisismmd",
     "read_hateful_memes",
     "read_medalpaca",
@@ -120,14 +122,20 @@ def _require_file(path: Path, what: str) -> None:
         raise DataError(f"{path}: {what} not found")
 
 
-def _load_json(path: Path) -> Any:
+def load_json(path: Path) -> Any:
+    """The JSON document in ``path`` (UTF-8); a missing file, bytes that are not UTF-8 or
+    malformed JSON raise a :class:`DataError` naming the file and the line."""
     _require_file(path, "file")
+    raw = path.read_bytes()
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}, line {line}: not UTF-8 text") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}, line {e.lineno}: malformed JSON ({e.msg})") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
 
 
 def _field(obj: dict, key: str, types: tuple) -> Any:
@@ -145,11 +153,20 @@ def _nonempty(samples: list, path: Path, what: str) -> None:
         raise DataError(f"{path}: empty split (no usable {what})")
 
 
+def _not_utf8(line: str) -> bool:
+    """Whether ``line``, read with ``errors="surrogateescape"``, held bytes that are not UTF-8."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _json_objects(path: Path, what: str, col: _Collector, id_key: str | None = "qid"):
     """``(index, where, object)`` for each item of the JSON list in ``path`` (a list of
     ``what``); ``where`` names the index and, when present, the item's ``id_key``. Items that
     are not objects are bad items."""
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of {what}")
     for i, obj in enumerate(data):
@@ -178,11 +195,14 @@ def read_hateful_memes(
     _require_file(path, "Hateful-Memes split file")
     col = _Collector(path, skip_bad, "line")
     out: list[Sample] = []
-    with path.open(encoding="utf-8") as f:
+    # undecodable bytes are kept as surrogates so that one bad line is one bad row
+    with path.open(encoding="utf-8", errors="surrogateescape") as f:
         for ln, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
+                if _not_utf8(line):
+                    raise _RowError("not UTF-8 text")
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
@@ -222,6 +242,28 @@ def crisismmd_path(root: str | Path, split: str) -> Path:
     return Path(root) / CRISISMMD_DIR / f"task_humanitarian_text_img_{split}.tsv"
 
 
+def _read_tsv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """The header and the ``(line, row)`` pairs of a tab-separated UTF-8 file (no quoting).
+    Bytes that are not UTF-8 or a row the csv module refuses raise a :class:`DataError`
+    naming the line."""
+    def lines(f):
+        for ln, line in enumerate(f, start=1):
+            if _not_utf8(line):
+                raise DataError(f"{path}, line {ln}: not UTF-8 text")
+            yield line
+
+    # undecodable bytes are kept as surrogates so that the error names their line
+    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as f:
+        reader = csv.DictReader(lines(f), delimiter="\t", quoting=csv.QUOTE_NONE)
+        try:
+            header = reader.fieldnames or []
+            rows = [(reader.line_num, row) for row in reader]
+        except csv.Error as e:  # DictReader's own line_num lags behind on an error
+            raise DataError(f"{path}, line {reader.reader.line_num}: malformed TSV ({e})"
+                            ) from None
+    return list(header), rows
+
+
 def read_crisismmd(root: str | Path, split: str = "train", skip_bad: bool = False) -> ReadResult:
     """Read the humanitarian text+image TSV; label = ``label_image`` (errors on unknown labels,
     where the research code silently reused the previous row's label)."""
@@ -230,37 +272,34 @@ def read_crisismmd(root: str | Path, split: str = "train", skip_bad: bool = Fals
     _require_file(path, "CrisisMMD split file")
     col = _Collector(path, skip_bad, "line")
     out: list[Sample] = []
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = reader.fieldnames or []
-        missing_cols = [c for c in CRISISMMD_COLUMNS if c not in header]
-        if missing_cols:
-            raise DataError(f"{path}, line 1: missing column(s) {', '.join(missing_cols)}")
-        for row in reader:
-            ln = reader.line_num
-            try:
-                if None in row or any(v is None for v in row.values()):
-                    raise _RowError(
-                        f"expected {len(header)} tab-separated fields, got a different number"
-                    )
-                label_name = row["label_image"].strip()
-                if label_name not in CRISISMMD_OPTIONS:
-                    raise _RowError(f"unknown label_image {label_name!r}")
-                sid = row["image_id"].strip()
-                if not sid:
-                    raise _RowError("empty image_id")
-                image = resolve_image(root, row["image"].strip())
-            except _RowError as e:
-                col.bad(ln, str(e))
-                continue
-            label = CRISISMMD_OPTIONS.index(label_name)
-            out.append(Sample(
-                id=sid, task="crisismmd", answer=mc_answer(CRISISMMD_OPTIONS, label),
-                image=image, text=remove_url(row["tweet_text"]), label=label,
-                options=CRISISMMD_OPTIONS,
-                meta={"source": "crisismmd", "split": split,
-                      "event_name": (row.get("event_name") or "").strip()},
-            ))
+    header, rows = _read_tsv(path)
+    missing_cols = [c for c in CRISISMMD_COLUMNS if c not in header]
+    if missing_cols:
+        raise DataError(f"{path}, line 1: missing column(s) {', '.join(missing_cols)}")
+    for ln, row in rows:
+        try:
+            if None in row or any(v is None for v in row.values()):
+                raise _RowError(
+                    f"expected {len(header)} tab-separated fields, got a different number"
+                )
+            label_name = row["label_image"].strip()
+            if label_name not in CRISISMMD_OPTIONS:
+                raise _RowError(f"unknown label_image {label_name!r}")
+            sid = row["image_id"].strip()
+            if not sid:
+                raise _RowError("empty image_id")
+            image = resolve_image(root, row["image"].strip())
+        except _RowError as e:
+            col.bad(ln, str(e))
+            continue
+        label = CRISISMMD_OPTIONS.index(label_name)
+        out.append(Sample(
+            id=sid, task="crisismmd", answer=mc_answer(CRISISMMD_OPTIONS, label),
+            image=image, text=remove_url(row["tweet_text"]), label=label,
+            options=CRISISMMD_OPTIONS,
+            meta={"source": "crisismmd", "split": split,
+                  "event_name": (row.get("event_name") or "").strip()},
+        ))
     _nonempty(out, path, "rows")
     return ReadResult(out, col.skipped)
 
