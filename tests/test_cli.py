@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from fixtures_data import make_hateful
 
 from fedmllm.cli import build_parser, main
 
@@ -118,6 +119,31 @@ def test_eval_errors_are_one_line(tmp_path, capsys):
     assert main(["eval", "--adapter", str(tmp_path), "--model", str(tmp_path), "--dataset",
                  "synth", "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_eval_checks_dataset_images_first(tmp_path, capsys):
+    root = make_hateful(tmp_path / "hm", n_train=2, n_test=4)
+    (root / "img/30002.png").unlink()  # in test_seen, what --split test means here
+    out = tmp_path / "ev"
+    assert main(["eval", "--adapter", "none", "--model", str(tmp_path / "no-model"),
+                 "--dataset", "hateful_memes", "--data-dir", str(root), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "30002.png, sample 30002: image not found" in err
+    assert not out.exists()
+
+
+def test_data_stats_bad_label_is_one_line(tmp_path, capsys):
+    out = tmp_path / "prep"
+    assert main(["prepare", "--dataset", "synth", "--clients", "2", "--train-size", "40",
+                 "--test-size", "8", "--out", str(out)]) == 0
+    path = out / "client_0.json"
+    recs = json.loads(path.read_text())
+    recs[0]["fedmllm"]["label"] = 7
+    path.write_text(json.dumps(recs))
+    capsys.readouterr()
+    assert main(["data", "stats", str(out), "--no-plot"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "client_0.json, item 0" in err and "'fedmllm.label'" in err
 
 
 def test_run_model_flag_loads_a_local_folder(tmp_path, tiny_dir, capsys):

@@ -185,6 +185,41 @@ def small_prepared(tmp_path) -> Path:
     return out
 
 
+def _edit_json(path: Path, edit) -> None:
+    obj = json.loads(path.read_text())
+    edit(obj)
+    path.write_text(json.dumps(obj))
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda m: m["task"].pop("name"), r"key 'task.name': missing"),
+    (lambda m: m["task"].update(kind="regression"), r"key 'task.kind': unknown kind"),
+    (lambda m: m["task"].update(options="ab"), r"key 'task.options': must be"),
+    (lambda m: m.update(task="synth_binary"), r"key 'task': must be an object"),
+    (lambda m: m.pop("num_clients"), r"key 'num_clients': missing"),
+    (lambda m: m.update(num_clients="two"), r"key 'num_clients': must be a positive integer"),
+    (lambda m: m.update(num_clients=2.5), r"key 'num_clients': must be a positive integer"),
+    (lambda m: m.update(extra_tests={"../x": {}}), r"key 'extra_tests': must be"),
+])
+def test_load_prepared_checks_the_manifest(small_prepared, edit, match):
+    mpath = small_prepared / "manifest.json"
+    _edit_json(mpath, edit)
+    with pytest.raises(DataError, match=match) as e:
+        load_prepared(small_prepared)
+    assert str(e.value).startswith(f"{mpath}, key '")
+
+
+@pytest.mark.parametrize("label", [2, -1, True, "1", 0.0])
+def test_load_prepared_refuses_a_label_outside_the_options(small_prepared, label):
+    path = small_prepared / "client_1.json"
+    _edit_json(path, lambda recs: recs[0]["fedmllm"].update(label=label))
+    with pytest.raises(DataError, match=r"client_1.json, item 0 \(id .*\): 'fedmllm.label' "
+                                        r"must be null or an option index 0..1"):
+        load_prepared(small_prepared)
+    _edit_json(path, lambda recs: recs[0]["fedmllm"].update(label=None))
+    assert load_prepared(small_prepared).clients[1][0].label is None
+
+
 def test_load_prepared_non_utf8_files(small_prepared):
     for name in ("manifest.json", "client_0.json"):
         path = small_prepared / name

@@ -160,11 +160,19 @@ def _parse_record(rec: Any, path: Path, i: int, options_by_task: dict) -> Sample
         task = fm.get("task")
         if not isinstance(task, str):
             raise bad("'fedmllm.task' must be a string")
+        options, label = options_by_task.get(task), fm.get("label")
+        if options is not None and label is not None and (
+                isinstance(label, bool) or not isinstance(label, int)
+                or not 0 <= label < len(options)):
+            raise bad(f"'fedmllm.label' must be null or an option index 0..{len(options) - 1}, "
+                      f"got {label!r}")
+        meta = fm.get("meta")
+        if meta is not None and not isinstance(meta, dict):
+            raise bad("'fedmllm.meta' must be an object or null")
         return Sample(
             id=str(rec["id"]), task=task, answer=answer, question=fm.get("question"),
-            image=image, text=fm.get("text"), label=fm.get("label"),
-            options=options_by_task.get(task), answer_type=fm.get("answer_type"),
-            meta=fm.get("meta") or {},
+            image=image, text=fm.get("text"), label=label, options=options,
+            answer_type=fm.get("answer_type"), meta=meta or {},
         )
     # A plain conversation record (e.g. written by the research code): the user text is kept
     # verbatim as the question, so the rebuilt prompt equals the original one.
@@ -173,6 +181,49 @@ def _parse_record(rec: Any, path: Path, i: int, options_by_task: dict) -> Sample
         question = question[len(IMAGE_TOKEN) + 1:]
     return Sample(id=str(rec["id"]), task="conversation", answer=answer, question=question,
                   image=image, meta={"source": "conversation"})
+
+
+def _read_manifest(path: Path) -> tuple[dict, TaskInfo, int, list[str]]:
+    """The manifest, its task, its client count and its extra test-set names. Every key
+    :func:`load_prepared` relies on is checked here; a bad one is a :class:`DataError` naming
+    the file and the key."""
+    manifest = load_json(path)
+
+    def bad(key: str, msg: str) -> DataError:
+        return DataError(f"{path}, key '{key}': {msg}")
+
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: not a fedmllm manifest (expected a JSON object)")
+    for key in ("task", "num_clients"):
+        if key not in manifest:
+            raise bad(key, "missing (not a fedmllm manifest?)")
+    t = manifest["task"]
+    if not isinstance(t, dict):
+        raise bad("task", "must be an object")
+    for key in ("name", "kind"):
+        if key not in t:
+            raise bad(f"task.{key}", "missing")
+        if not isinstance(t[key], str) or not t[key]:
+            raise bad(f"task.{key}", f"must be a non-empty string, got {t[key]!r}")
+    if t["kind"] not in ("mc", "vqa"):
+        raise bad("task.kind", f"unknown kind {t['kind']!r} (expected 'mc' or 'vqa')")
+    opts = t.get("options")
+    if opts is not None and (not isinstance(opts, list) or not opts
+                             or not all(isinstance(o, str) for o in opts)):
+        raise bad("task.options", "must be a non-empty list of strings or null")
+    strategy = t.get("prompt_strategy", "plain")
+    if strategy not in ("plain", "agnostic"):
+        raise bad("task.prompt_strategy", f"unknown strategy {strategy!r} "
+                                          "(expected 'plain' or 'agnostic')")
+    n = manifest["num_clients"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise bad("num_clients", f"must be a positive integer, got {n!r}")
+    extra = manifest.get("extra_tests", {})
+    if not isinstance(extra, dict) or not all(
+            isinstance(k, str) and k and not _SAFE.search(k) for k in extra):
+        raise bad("extra_tests", "must be an object keyed by test-set names "
+                                 "(letters, digits, '.', '_', '-')")
+    return manifest, TaskInfo.from_dict(t), n, sorted(extra)
 
 
 def load_prepared(folder: str | Path) -> FederatedData:
@@ -186,12 +237,7 @@ def load_prepared(folder: str | Path) -> FederatedData:
         raise DataError(f"{folder}: prepared folder not found")
     mpath = folder / "manifest.json"
     if mpath.is_file():
-        manifest = load_json(mpath)
-        if not isinstance(manifest, dict) or "task" not in manifest or "num_clients" not in manifest:
-            raise DataError(f"{mpath}: not a fedmllm manifest (missing 'task' or 'num_clients')")
-        task = TaskInfo.from_dict(manifest["task"])
-        n = int(manifest["num_clients"])
-        extra_names = sorted(manifest.get("extra_tests", {}))
+        manifest, task, n, extra_names = _read_manifest(mpath)
     else:
         files = sorted(folder.glob("client_*.json"),
                        key=lambda p: int(p.stem[7:]) if p.stem[7:].isdigit() else -1)

@@ -34,6 +34,8 @@ def base_model_for(args) -> str:
 
 
 def load_test_samples(args) -> list[Sample]:
+    """The evaluation samples; a real dataset's images are checked first (as ``prepare``
+    does), so a missing or unreadable image is a one-line error before any model loads."""
     from ..data import readers
 
     ds, split = args.dataset, args.split
@@ -46,14 +48,16 @@ def load_test_samples(args) -> list[Sample]:
     if split == "test":
         split = readers.TEST_SPLITS.get(ds, split)
     if ds == "hateful_memes":
-        return readers.read_hateful_memes(args.data_dir, split).samples
-    if ds == "crisismmd":
-        return readers.read_crisismmd(args.data_dir, split).samples
-    if ds == "vqa_rad":
-        return readers.read_vqa_rad(args.data_dir, split).samples
-    if ds == "slake":
-        return readers.read_slake(args.data_dir, split).samples
-    raise DataError(f"unknown dataset {ds}")  # pragma: no cover - argparse restricts it
+        samples = readers.read_hateful_memes(args.data_dir, split).samples
+    elif ds == "crisismmd":
+        samples = readers.read_crisismmd(args.data_dir, split).samples
+    elif ds == "vqa_rad":
+        samples = readers.read_vqa_rad(args.data_dir, split).samples
+    elif ds == "slake":
+        samples = readers.read_slake(args.data_dir, split).samples
+    else:  # pragma: no cover - argparse restricts it
+        raise DataError(f"unknown dataset {ds}")
+    return readers.check_images(samples)[0]
 
 
 def prediction_rows(result: dict) -> list[dict]:
