@@ -43,10 +43,6 @@ from .setup import (
 
 log = logging.getLogger(__name__)
 
-#: algorithms whose clients never average: each keeps its own adapter.
-PERSONAL = ("local",)
-
-
 def state_bytes(state: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())
 
@@ -202,10 +198,12 @@ class Simulator:
         from ..report.metrics import MetricsWriter, plot_metrics
 
         cfg = self.cfg
-        if cfg.fl.algorithm in ("yoco", "oneshot") and type(self) is Simulator:
-            from .oneshot import OneShot  # one-shot federated LoRA: its own driver
+        if type(self) is Simulator:
+            from .oneshot import ONESHOT_ALGORITHMS, OneShot  # one-shot LoRA: its own driver
 
-            return OneShot(cfg, console=self.console, bundle=self._bundle, data=self._data).run()
+            if cfg.fl.algorithm in ONESHOT_ALGORITHMS:
+                return OneShot(cfg, console=self.console, bundle=self._bundle,
+                               data=self._data).run()
         out = self.prepare_output()
         t_setup = time.perf_counter()
         self.setup()
@@ -213,8 +211,8 @@ class Simulator:
         setup_seconds = time.perf_counter() - t_setup
         writer = MetricsWriter(out / "metrics.jsonl")
         result = RunResult(out)
-        personal = cfg.fl.algorithm in PERSONAL
-        zeroshot = cfg.fl.algorithm == "zeroshot"
+        personal = self.strategy.personalized  # each client keeps its own adapter
+        zeroshot = not self.strategy.trains_clients
         rounds = 0 if zeroshot else cfg.fl.rounds
         progress = _Progress(self.console, rounds, cfg.fl.clients_per_round, cfg.output.progress)
         with progress:
@@ -310,7 +308,7 @@ class Simulator:
 
     def _save_adapter(self, path: Path) -> None:
         """The global adapter in PEFT format (``PeftModel.from_pretrained`` loads it)."""
-        if self.cfg.fl.algorithm in PERSONAL:
+        if self.strategy.personalized:
             return
         pissa = self.bundle.init == "pissa"
         meta = {"base_model": self.bundle.source, "algorithm": self.cfg.fl.algorithm,
