@@ -215,7 +215,7 @@ def test_eval_cli_generate_mode(generate_adapter, tmp_path, capsys):
             assert r["prediction"] == (None if k is None else "AB"[k])
             assert "<|end|>" not in r["text"]
         total_invalid += m["invalid"]
-    # How many answers are free text depends on the perturbed weights (13 of 48 when written);
-    # the per-row checks above hold whatever the count, so only bound it here.
-    assert 0 <= total_invalid <= 3 * n
+    # The perturbed weights make some answers free text (13 of 48 when written; the count
+    # depends on the device), so the invalid-answer checks above did see invalid rows.
+    assert 0 < total_invalid <= 3 * n
     assert "accuracy_research" in capsys.readouterr().out

@@ -257,9 +257,8 @@ def test_scaffold_beats_fedavg_on_heterogeneous_quadratics():
 
 
 def test_prox_objective_with_any_strategy():
-    # FedProx client term with a FedAdam server: runs and reduces drift versus plain CE
-    ce = _federate("fedavg", "ce", rounds=10, per_round=4)
-    assert ce > 0
+    # the FedProx client term beside a FedAdam server: its gradient is mu (t - x) whatever the
+    # server does
     obj = make_objective("prox", prox_mu=0.5)
     strategy = make_strategy("fedadam", variant="fedmllm", eta=0.05)
     x = {"t": torch.zeros(2)}
@@ -269,6 +268,7 @@ def test_prox_objective_with_any_strategy():
             obj.begin(x, strategy.server_extras(x), i)
             t = (x["t"] + 1.0).requires_grad_(True)
             obj.penalty({"t": t}).backward()
+            torch.testing.assert_close(t.grad, torch.full((2,), 0.5))  # 0.5 * (t - x), t - x = 1
             obj.correct_gradients({"t": t})
             assert obj.end({"t": t}, 1, 0.1) == {}
             ups.append(ClientUpdate({"t": t.detach()}, 1, i))

@@ -58,14 +58,19 @@ def yoco_runs(pissa, tmp_path_factory):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_yoco_variant_runs(variant, yoco_runs, pissa):
-    out, _sim, result = yoco_runs[variant]
+    from fedmllm.fl import conflict_report
+
+    out, sim, result = yoco_runs[variant]
     (row,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert row["variant"] == variant and row["init"] == "pissa"
     assert all(math.isfinite(v) for v in row["train_loss"].values())
-    for role in ("lora_A", "lora_B"):
-        c = row["conflict"][role]
-        assert 0.0 <= c["C"] <= 0.5 and 0.0 <= c["rho_bar"] <= 1.0
-        assert c["num_clients"] == N_CLIENTS
+    # the logged conflict rates are those of the uploads (and of their updates)
+    uploads = [u.state for u in sim.updates]
+    for logged, want in ((row["conflict"], conflict_report(uploads)),
+                         (row["conflict_update"], conflict_report(uploads, sim.initial_state))):
+        for role in ("lora_A", "lora_B"):
+            assert logged[role] == pytest.approx(want[role])
+            assert 0.0 <= logged[role]["C"] <= 0.5 and logged[role]["num_clients"] == N_CLIENTS
     adapter = state_bytes(pissa[1])
     assert row["bytes_uploaded"] == N_CLIENTS * adapter and row["bytes_downloaded"] == 0
     assert row["upload_unit"] == "1x1x1" and row["upload_units"] == N_CLIENTS
@@ -123,6 +128,21 @@ def test_ensemble_through_simulator_dispatch(plain, tmp_path):
     assert row["ensemble_cost"]["forward_passes_per_sample"] == N_CLIENTS
     assert 0.0 <= result.final["final"]["accuracy_vote"] <= 1.0
     assert not (tmp_path / "adapter").exists()
+
+
+def test_ensemble_averages_probabilities_and_votes(plain, tmp_path):
+    sim, result = run(plain, tmp_path, "fl.yoco.method=ensemble")
+    final = result.final["final"]
+    preds = [sim.evaluate(u.state, return_predictions=True)["_predictions"]["image_text"]
+             for u in sim.updates]
+    samples = preds[0][0]
+    y = torch.tensor([s.label for s in samples])
+    probs = torch.stack([p[1]["probs"] for p in preds])  # clients x samples x options
+    assert final["accuracy"] == pytest.approx(float((probs.mean(0).argmax(-1) == y).double()
+                                                    .mean()))
+    votes = torch.nn.functional.one_hot(probs.argmax(-1), probs.shape[-1]).sum(0).double()
+    voted = (votes + 1e-6 * probs.mean(0).double()).argmax(-1)  # ties: the mean probability
+    assert final["accuracy_vote"] == pytest.approx(float((voted == y).double().mean()))
 
 
 def _dense_merged_logits(bundle, sim, batch, pissa_init: bool):
