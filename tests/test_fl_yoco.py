@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -227,7 +225,7 @@ def test_yoco_objective_full_l1_matches_pieces_and_advances_gamma():
     assert params[KO].grad is None
     obj.set_step(4)
     assert obj.gamma() == pytest.approx(9.0)
-    obj.end(params, 4, 1e-3)
+    assert obj.end(params, 4, 1e-3) == {}
 
 
 def test_yoco_objective_variants_calls_per_step_and_errors():
@@ -568,14 +566,6 @@ def test_upload_units_bytes_and_paper_unit():
                         pre + "q_proj.lora_B.weight": torch.zeros(32, 8)}, rounds=25)
     assert rep["unit"] == "25x1x1" and rep["units"] == 25 and rep["bytes"] == 25 * 1536
 
-
-def test_fl_core_stays_free_of_heavy_imports():
-    code = (
-        "import sys, fedmllm.fl; "
-        "bad = [m for m in ('transformers', 'flwr', 'peft') if m in sys.modules]; "
-        "assert not bad, bad"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_dare_draws_a_fresh_mask_for_every_module():

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from oneshot_common import logits, tol
 from PIL import Image
 
 from fedmllm.config import load_config
@@ -59,7 +60,7 @@ def test_loss_falls(run):
     assert losses[-1] < losses[0]
 
 
-def test_saved_adapter_loads_in_peft_with_identical_logits(run):
+def test_saved_adapter_loads_in_peft_with_identicallogits(run):
     from peft import PeftModel
 
     from fedmllm.model.collate import collate, encode_sample
@@ -103,12 +104,6 @@ def test_same_seed_same_result(tmp_path, tiny_dir):
     assert r1.rows[0]["eval"]["accuracy"] == r2.rows[0]["eval"]["accuracy"]
 
 
-def _logits(model, batch):
-    model.eval()
-    with torch.no_grad():
-        return model(**batch).logits.float().cpu()
-
-
 def test_multi_round_pissa_init_starts_at_base_and_saves_for_the_original_base(tmp_path):
     """``lora.init=pissa``: SVD factors + residual base, so round 0's model is the base model;
     the FedAvg result is saved converted (rank 2r) and loads on the original base."""
@@ -129,9 +124,8 @@ def test_multi_round_pissa_init_starts_at_base_and_saves_for_the_original_base(t
                      encode_sample(proc, "Name a shape.", None, "square")],
                     proc.tokenizer.pad_token_id)
     batch = {k: v.to(b.device) for k, v in batch.items()}
-    tol = {"atol": 1e-4, "rtol": 1e-4} if b.dtype == torch.float32 else {"atol": 0.1, "rtol": 0.05}
     b.adapter.set(sim.initial_state)
-    torch.testing.assert_close(_logits(b.model, batch), _logits(base, batch), **tol)
+    torch.testing.assert_close(logits(b.model, batch), logits(base, batch), **tol(b))
 
     trained = Simulator(cfg, bundle=b)
     result = trained.run()
@@ -142,6 +136,6 @@ def test_multi_round_pissa_init_starts_at_base_and_saves_for_the_original_base(t
     assert meta["converted_from_pissa"] is True
     b.adapter.set(trained.global_state)  # the run's final global adapter, on the residual base
     loaded = PeftModel.from_pretrained(base, tmp_path / "adapter")
-    torch.testing.assert_close(_logits(loaded, batch), _logits(b.model, batch), **tol)
+    torch.testing.assert_close(logits(loaded, batch), logits(b.model, batch), **tol(b))
     with loaded.disable_adapter():
-        assert not torch.allclose(_logits(loaded, batch), _logits(b.model, batch), atol=1e-5)
+        assert not torch.allclose(logits(loaded, batch), logits(b.model, batch), atol=1e-5)
