@@ -121,6 +121,14 @@ def test_eval_errors_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
+def test_eval_broken_adapter_metadata_is_one_line(tmp_path, capsys):
+    (tmp_path / "fedmllm.json").write_text("{not json")
+    assert main(["eval", "--adapter", str(tmp_path), "--dataset", "synth",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fedmllm.json: not a JSON object" in err
+
+
 def test_eval_checks_dataset_images_first(tmp_path, capsys):
     root = make_hateful(tmp_path / "hm", n_train=2, n_test=4)
     (root / "img/30002.png").unlink()  # in test_seen, what --split test means here

@@ -22,12 +22,15 @@ def base_model_for(args) -> str:
 
         return str(ensure_tiny(args.model_preset))
     if args.adapter != "none":
-        meta = Path(args.adapter) / "fedmllm.json"
-        cfg = Path(args.adapter) / "adapter_config.json"
-        if meta.is_file():
-            return json.loads(meta.read_text())["base_model"]
-        if cfg.is_file():
-            base = json.loads(cfg.read_text()).get("base_model_name_or_path")
+        for name, key in (("fedmllm.json", "base_model"),
+                          ("adapter_config.json", "base_model_name_or_path")):
+            path = Path(args.adapter) / name
+            if not path.is_file():
+                continue
+            try:
+                base = json.loads(path.read_text()).get(key)
+            except (ValueError, AttributeError):  # not JSON (or not UTF-8), or not an object
+                raise ModelError(f"{path}: not a JSON object") from None
             if base:
                 return base
     raise ModelError("no base model: pass --model or --model-preset")
