@@ -468,15 +468,14 @@ class FedYogi(_FedOpt):
         torch._foreach_addcmul_(vs, sqs, signs, value=-(1.0 - self.beta2))
 
 
-class Median(_DeltaStrategy):
-    """Coordinate-wise median (Yin et al., 2018): ``x <- x + median_i(s_i d_i)``.
+class _CoordinateWise(_DeltaStrategy):
+    """Robust rules applied per key to the (clipped) deltas of the clients that sent the key;
+    unweighted. Subclasses give :meth:`_reduce_key`."""
 
-    Unweighted; for an even number of clients the two middle values are averaged.
-    Config keys: ``clip_norm``.
-    """
-
-    name = "median"
     weighted = False
+
+    def _reduce_key(self, global_t: Tensor, tensors: list[Tensor], scales: list[float]) -> Tensor:
+        raise NotImplementedError
 
     def _reduce(
         self,
@@ -487,13 +486,25 @@ class Median(_DeltaStrategy):
     ) -> dict[str, Tensor]:
         out = {}
         for k in keys:
-            idx = [i for i, u in enumerate(updates) if k in u.state]
-            ups, sc = [updates[i] for i in idx], [scales[i] for i in idx]
-            out[k] = median_delta(global_state[k], [u.state[k] for u in ups], sc)
+            sent = [(u.state[k], s) for u, s in zip(updates, scales, strict=True) if k in u.state]
+            out[k] = self._reduce_key(global_state[k], [t for t, _ in sent], [s for _, s in sent])
         return out
 
 
-class TrimmedMean(_DeltaStrategy):
+class Median(_CoordinateWise):
+    """Coordinate-wise median (Yin et al., 2018): ``x <- x + median_i(s_i d_i)``.
+
+    Unweighted; for an even number of clients the two middle values are averaged.
+    Config keys: ``clip_norm``.
+    """
+
+    name = "median"
+
+    def _reduce_key(self, global_t: Tensor, tensors: list[Tensor], scales: list[float]) -> Tensor:
+        return median_delta(global_t, tensors, scales)
+
+
+class TrimmedMean(_CoordinateWise):
     """Coordinate-wise trimmed mean (Yin et al., 2018; Flower ``FedTrimmedAvg``).
 
     Per coordinate, drop the ``k = floor(beta * |S|)`` smallest and ``k`` largest (clipped)
@@ -502,7 +513,6 @@ class TrimmedMean(_DeltaStrategy):
     """
 
     name = "trimmed_mean"
-    weighted = False
 
     def __init__(self, *, beta: float = 0.2, clip_norm: float | None = None) -> None:
         super().__init__(clip_norm=clip_norm)
@@ -511,19 +521,8 @@ class TrimmedMean(_DeltaStrategy):
             raise ValueError(f"beta must lie in [0, 0.5), got {beta!r}")
         self.beta = beta
 
-    def _reduce(
-        self,
-        global_state: StateDict,
-        updates: list[ClientUpdate],
-        keys: list[str],
-        scales: list[float],
-    ) -> dict[str, Tensor]:
-        out = {}
-        for k in keys:
-            idx = [i for i, u in enumerate(updates) if k in u.state]
-            ups, sc = [updates[i] for i in idx], [scales[i] for i in idx]
-            out[k] = trimmed_mean_delta(global_state[k], [u.state[k] for u in ups], sc, self.beta)
-        return out
+    def _reduce_key(self, global_t: Tensor, tensors: list[Tensor], scales: list[float]) -> Tensor:
+        return trimmed_mean_delta(global_t, tensors, scales, self.beta)
 
     def config(self) -> dict[str, Any]:
         return {"beta": self.beta, **super().config()}
