@@ -10,6 +10,16 @@ import warnings
 
 from . import __version__
 from .config import Config, ConfigError, load_config
+from .data.errors import DataError
+from .errors import CheckpointError, ModelError, OutputError
+
+
+class RunStopped(Exception):
+    """A run that started and then stopped on a user-facing error (its folder is unfinished)."""
+
+    def __init__(self, message: str, folder) -> None:
+        super().__init__(message)
+        self.message, self.folder = message, folder
 
 
 def _quiet_libraries() -> None:
@@ -32,17 +42,43 @@ def _console():
 
 
 def cmd_run(args) -> int:
-    _quiet_libraries()
-    from .runtime import run_experiment
+    from .runtime import load_resume_config, run_experiment, start_run
 
     overrides = list(args.overrides)
-    if args.model:
-        overrides.append(f"model.name={args.model}")
-    cfg = load_config(args.config, overrides)
+    if args.resume:
+        if args.config or args.model or args.overwrite:
+            raise ConfigError("--resume continues a run with its own config.yaml; it takes no "
+                              "--config, --model or --overwrite")
+        cfg = load_resume_config(args.resume, overrides)
+    else:
+        if args.model:
+            overrides.append(f"model.name={args.model}")
+        cfg = load_config(args.config, overrides)
+    if args.resume:
+        from .runtime.outputs import RunFolder
+
+        if RunFolder(args.resume).finished:
+            print(f"{args.resume}: this run has finished (summary.json); nothing to resume")
+            return 0
+    # Everything is checked and the folder opened before torch or a model is loaded.
+    plan, folder = start_run(cfg, resume=bool(args.resume), overwrite=args.overwrite)
+    _quiet_libraries()
     console = _console()
-    console.print("[bold]fedmllm run[/bold] — resolved configuration:")
-    console.print(cfg.to_yaml().rstrip(), markup=False)
-    result = run_experiment(cfg, console=console)
+    verb = "resuming" if args.resume else "starting"
+    console.print(f"[bold]fedmllm run[/bold] — {verb} in {folder.path}")
+    if not args.resume:
+        console.print(cfg.to_yaml().rstrip(), markup=False)
+    for note in plan.notes:
+        console.print(f"resolved: {note}", markup=False)
+    try:
+        result = run_experiment(cfg, console=console, resume=bool(args.resume),
+                                started=(plan, folder))
+    except KeyboardInterrupt:
+        print(f"fedmllm: interrupted; continue with: fedmllm run --resume {folder.path}",
+              file=sys.stderr)
+        return 130
+    except (ConfigError, ModelError, DataError, OutputError, CheckpointError) as e:
+        raise RunStopped(str(e), folder.path) from None
     final = result.final["final"]
     totals = result.final["totals"]
     acc = final.get("accuracy")
@@ -55,14 +91,19 @@ def cmd_run(args) -> int:
                                   for k, v in pm.items() if v.get("accuracy") is not None)
     console.print(line, markup=False)
     console.print(f"uploaded {totals['bytes_uploaded'] / 1e6:.2f} MB, downloaded "
-                  f"{totals['bytes_downloaded'] / 1e6:.2f} MB, training {totals['train_seconds']:.1f} s;"
-                  f" outputs in {result.out_dir}", markup=False)
+                  f"{totals['bytes_downloaded'] / 1e6:.2f} MB, training "
+                  f"{totals['train_seconds']:.1f} s; outputs in {result.out_dir}", markup=False)
     return 0
 
 
 def cmd_config_show(args) -> int:
+    from .engine.factory import plan_run
+
     cfg = load_config(args.config, args.overrides) if (args.config or args.overrides) else Config()
+    plan = plan_run(cfg)
     print(cfg.to_yaml().rstrip())
+    for note in plan.notes:
+        print(f"# resolved: {note}")
     return 0
 
 
@@ -124,9 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a federated experiment (default: the built-in demo)",
                        description="Run a federated experiment in the in-process simulator. "
-                                   "Override any config key with key=value, e.g. fl.rounds=20.")
+                                   "Override any config key with key=value, e.g. fl.rounds=20. "
+                                   "Outputs go to output.dir (default: a new folder "
+                                   "runs/<algorithm>-<dataset>-<time>); a checkpoint is written "
+                                   "every fl.checkpoint_every rounds.")
     r.add_argument("--config", help="TOML or YAML config file")
     r.add_argument("--model", help="a VLM's hub id or local folder (same as model.name=...)")
+    r.add_argument("--resume", metavar="DIR",
+                   help="continue the unfinished run in DIR from its last checkpoint, with "
+                        "DIR's config.yaml (only output.progress / output.plot may be changed)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in output.dir (finished or not)")
     r.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     r.set_defaults(func=cmd_run)
 
@@ -233,13 +282,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from .data.errors import DataError
-    from .errors import ModelError
-
     try:
         return args.func(args)
-    except (ConfigError, ModelError, DataError) as e:
+    except RunStopped as e:
+        print(f"fedmllm: error: {e.message}", file=sys.stderr)
+        print(f"fedmllm: the run in {e.folder} is unfinished; after fixing the cause, continue "
+              f"it with: fedmllm run --resume {e.folder}", file=sys.stderr)
+        return 2
+    except (ConfigError, ModelError, DataError, OutputError, CheckpointError) as e:
         print(f"fedmllm: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.filename is None:
+            raise
+        print(f"fedmllm: error: {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fedmllm: interrupted", file=sys.stderr)

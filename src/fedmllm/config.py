@@ -1,6 +1,7 @@
 """The typed configuration tree.
 
-One tree drives every command, the simulator and the Flower apps. It is loaded from a TOML or YAML
+One tree drives every command and every driver (the multi-round simulation and the one-shot
+run). It is loaded from a TOML or YAML
 file and overridden by dotted ``key=value`` arguments (values parsed as YAML scalars/lists):
 
     fedmllm run --config exp.toml fl.rounds=20 fl.clients_per_round=4
@@ -80,7 +81,10 @@ class DataConfig:
 
 @dataclass
 class ClientConfig:
-    objective: str = "ce"
+    objective: str = "auto"
+    """The client objective: ``auto`` = the algorithm's own client side (``prox`` for fedprox,
+    ``scaffold`` for scaffold, ``ce`` otherwise), or ``ce``, ``prox``, ``adaptive_prox``,
+    ``scaffold``."""
     prox_mu: float = 0.01
     mu_w: float = 0.1
     s_layer: int = 4
@@ -157,10 +161,16 @@ class FLConfig:
     client: ClientConfig = field(default_factory=ClientConfig)
     strategy: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the server strategy (``eta``, ``momentum`` ...)."""
-    max_update_norm: float | None = None
-    """Reject a client update whose distance to the global adapter exceeds this norm."""
+    max_update_norm: float | Literal["auto", "none"] | None = "auto"
+    """Reject a client update ``y`` whose distance to the global adapter ``x`` exceeds this
+    bound: a number is an absolute bound on ``||y - x||_2``; ``auto`` (default) is
+    ``100 * max(||x||_2, 1)``, far above any update local training gives but below the
+    overflow of the server optimizers; ``none`` (or null) checks nothing."""
     min_clients: int = 1
     """Skip the round (global unchanged) when fewer valid updates than this arrive."""
+    checkpoint_every: int = 1
+    """Write ``<output.dir>/checkpoint/`` every N rounds (one-shot runs: after every client);
+    0 = never. ``fedmllm run --resume DIR`` continues from the last complete checkpoint."""
     yoco: YocoConfig = field(default_factory=YocoConfig)
     """One-shot settings (``fl.algorithm = "yoco"`` / ``"oneshot"``)."""
 
@@ -170,13 +180,27 @@ class TrainConfig:
     device: str = "auto"
     batch_size: int = 8
     grad_accum: int = 1
-    lr: float = 5e-3
+    optimizer: Literal["auto", "adamw", "sgd"] = "auto"
+    """Client optimizer, fresh for every client in every round: ``auto`` = ``sgd`` for
+    scaffold (its control-variate estimate assumes SGD steps, as in the paper), ``adamw``
+    otherwise."""
+    lr: float | None = None
+    """Client learning rate (before the schedules); ``None`` = the optimizer's default:
+    ``adamw`` 5e-3, ``sgd`` 0.5."""
     weight_decay: float = 0.0
     max_seq_len: int = 256
     lr_schedule: Literal["constant", "cosine"] = "cosine"
+    """Round-level schedule: the base rate of each round (see ``fedmllm.fl.round_lr``)."""
     warmup_rounds: int = 1
     min_lr_ratio: float = 0.2
+    local_lr_schedule: Literal["constant", "cosine"] = "constant"
+    """Schedule inside each client's local run, applied to the round's rate (see
+    ``fedmllm.fl.local_lr``); ``cosine`` with ``local_warmup_ratio=0.01`` is what the FedMLLM
+    and YOCO research code do (Hugging Face's cosine schedule in every local run)."""
+    local_warmup_ratio: float = 0.0
     grad_clip: float | None = 1.0
+    """Clip the norm of the loss gradient (task + penalties) before the SCAFFOLD correction is
+    added; ``None`` = no clipping."""
 
 
 @dataclass
@@ -192,7 +216,8 @@ class EvalConfig:
 
 @dataclass
 class OutputConfig:
-    dir: str = "runs/default"
+    dir: str | None = None
+    """Output folder; ``None`` = ``runs/<algorithm>-<dataset>-<YYYYmmdd-HHMMSS>`` (new, unique)."""
     plot: bool = True
     progress: bool = True
 
@@ -380,7 +405,11 @@ def validate(cfg: Config) -> None:
         (cfg.fl.local_steps >= 1, "fl.local_steps", "must be >= 1"),
         (cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1"),
         (cfg.train.grad_accum >= 1, "train.grad_accum", "must be >= 1"),
-        (cfg.train.lr > 0, "train.lr", "must be > 0"),
+        (cfg.train.lr is None or cfg.train.lr > 0, "train.lr", "must be > 0"),
+        (0.0 <= cfg.train.local_warmup_ratio < 1.0, "train.local_warmup_ratio",
+         "must be in [0, 1)"),
+        (cfg.fl.checkpoint_every >= 0, "fl.checkpoint_every", "must be >= 0"),
+        (cfg.fl.min_clients >= 1, "fl.min_clients", "must be >= 1"),
         (cfg.lora.r >= 1, "lora.r", "must be >= 1"),
         (0.0 <= cfg.lora.dropout < 1.0, "lora.dropout", "must be in [0, 1)"),
         (0.0 <= cfg.data.missing_rate <= 1.0, "data.missing_rate", "must be in [0, 1]"),

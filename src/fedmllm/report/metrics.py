@@ -1,10 +1,12 @@
-"""``metrics.jsonl`` (one JSON object per round) and the per-round plot."""
+"""``metrics.jsonl``: one JSON object per line, one line per round (or one-shot merge)."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
+
+from ..files import atomic_write_text
 
 
 def _clean(v):
@@ -18,15 +20,30 @@ def _clean(v):
 
 
 class MetricsWriter:
-    """Appends one line per round; each line is flushed so a crash loses nothing written."""
+    """Appends one line per round; each line is flushed so a crash loses nothing written.
 
-    def __init__(self, path: Path):
+    ``keep_rows`` > 0 (a resumed run) keeps the first ``keep_rows`` complete lines of an
+    existing file and drops the rest (rows written after the checkpoint, or a line cut short by
+    a crash); 0 starts an empty file.
+    """
+
+    def __init__(self, path: Path, keep_rows: int = 0):
         self.path = Path(path)
-        self.path.write_text("")
+        kept: list[str] = []
+        if keep_rows and self.path.is_file():
+            lines = self.path.read_text(encoding="utf-8").split("\n")
+            kept = [line for line in lines[:-1] if line.strip()][:keep_rows]  # [-1]: unterminated
+            if len(kept) < keep_rows:
+                raise ValueError(f"{self.path}: {len(kept)} complete rows, the checkpoint "
+                                 f"expects {keep_rows}")
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        self.rows = [json.loads(line) for line in kept]
 
     def write(self, record: dict) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(_clean(record), sort_keys=False) + "\n")
+        record = _clean(record)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=False) + "\n")
+        self.rows.append(record)
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -40,34 +57,3 @@ def read_metrics(path: str | Path) -> list[dict]:
     return rows
 
 
-def plot_metrics(rows: list[dict], out: Path, title: str = "") -> Path:
-    """Accuracy (test) and mean client train loss per round, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax1 = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    r_loss = [r["round"] for r in rows if r.get("train_loss_mean") is not None]
-    loss = [r["train_loss_mean"] for r in rows if r.get("train_loss_mean") is not None]
-    ax1.plot(r_loss, loss, color="tab:red", marker=".", label="train loss (mean over clients)")
-    ax1.set_xlabel("round")
-    ax1.set_ylabel("train loss", color="tab:red")
-    ax2 = ax1.twinx()
-    ev = [r for r in rows if isinstance(r.get("eval"), dict)]
-    for name, style in (("image_text", "-"), ("image_only", "--"), ("text_only", ":")):
-        pts = [(r["round"], r["eval"]["per_modality"][name]["accuracy"]) for r in ev
-               if name in r["eval"].get("per_modality", {})
-               and r["eval"]["per_modality"][name].get("accuracy") is not None]
-        if pts:
-            ax2.plot(*zip(*pts), style, color="tab:blue", marker="o", label=f"test acc {name}")
-    ax2.set_ylabel("test accuracy", color="tab:blue")
-    ax2.set_ylim(0, 1)
-    handles = ax1.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax2.legend(handles=handles, loc="lower left", fontsize=8)
-    if title:
-        ax1.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
-    return out

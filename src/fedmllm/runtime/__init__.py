@@ -1,5 +1,108 @@
-"""Drivers of the federated core: the in-process simulator (and, later, Flower apps)."""
+"""The drivers of the engine: the multi-round simulation and the one-shot run.
 
-from .simulator import RunResult, Simulator, run_experiment
+:func:`run_experiment` is the one place that chooses between them: it checks the whole
+configuration (:func:`~fedmllm.engine.factory.plan_run`) before anything is loaded, opens the
+output folder (new, or an unfinished one to resume), builds the shared
+:class:`~fedmllm.runtime.session.Session` and hands it to the driver the plan names.
+"""
 
-__all__ = ["RunResult", "Simulator", "run_experiment"]
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Config, ConfigError, load_config
+from ..engine.factory import RunPlan, plan_run
+from ..errors import OutputError
+from ..files import atomic_write_text
+from .outputs import RunFolder
+from .session import RunResult, Session
+
+__all__ = [
+    "RunResult", "Session", "build_driver", "load_resume_config", "run_experiment",
+    "start_run",
+]
+
+#: Keys a resumed run may change: they do not touch the results.
+RESUME_OVERRIDES = ("output.progress", "output.plot")
+
+
+def load_resume_config(folder: str | Path, overrides: list[str] | tuple = ()) -> Config:
+    """The configuration saved in ``folder/config.yaml`` (with only :data:`RESUME_OVERRIDES`
+    allowed as overrides) and ``output.dir`` set to ``folder``."""
+    path = Path(folder) / "config.yaml"
+    if not path.is_file():
+        raise OutputError(f"{folder}: not a fedmllm run folder (no config.yaml)")
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key not in RESUME_OVERRIDES:
+            raise ConfigError(f"{key}: a resumed run keeps its configuration; only "
+                              f"{', '.join(RESUME_OVERRIDES)} may be changed")
+    cfg = load_config(path, overrides)
+    cfg.output.dir = str(folder)
+    return cfg
+
+
+def start_run(cfg: Config, *, resume: bool = False, overwrite: bool = False
+              ) -> tuple[RunPlan, RunFolder]:
+    """Check ``cfg`` and open its output folder; nothing is loaded yet."""
+    plan = plan_run(cfg)
+    if resume:
+        folder = RunFolder.resume(cfg.output.dir)
+        folder.mark("running")
+    else:
+        folder = RunFolder.new(cfg, overwrite=overwrite)
+        try:
+            atomic_write_text(folder.path / "config.yaml", cfg.to_yaml())
+        except OSError as e:
+            raise OutputError(f"{e.filename or folder.path}: cannot write ({e.strerror})"
+                              ) from None
+    return plan, folder
+
+
+def build_driver(cfg: Config, console=None, *, resume: bool = False, overwrite: bool = False,
+                 bundle=None, data=None, started: tuple[RunPlan, RunFolder] | None = None):
+    """The driver of ``cfg`` (a multi-round or one-shot run) with its session set up, not run.
+
+    ``bundle``/``data`` reuse a model and data a caller already built (tests, benchmarks; the
+    bundle's adapter must hold the run's initial state); ``started`` is :func:`start_run`'s
+    result when the caller opened the folder itself.
+    """
+    plan, folder = started or start_run(cfg, resume=resume, overwrite=overwrite)
+    session = Session(cfg, plan, folder, console=console, bundle=bundle, data=data)
+    if not resume:
+        session.save_data_manifest()
+    if plan.oneshot:
+        from .oneshot import OneShotRun
+
+        return OneShotRun(session)
+    from .simulation import MultiRoundRun
+
+    return MultiRoundRun(session)
+
+
+def run_experiment(cfg: Config, console=None, *, resume: bool = False, overwrite: bool = False,
+                   bundle=None, data=None, started: tuple[RunPlan, RunFolder] | None = None
+                   ) -> RunResult:
+    """Run ``cfg`` to the end (from its last checkpoint with ``resume``); see
+    :func:`build_driver` for the arguments. An exception or Ctrl-C leaves the folder marked
+    ``failed``/``interrupted`` (resumable)."""
+    plan, folder = started or start_run(cfg, resume=resume, overwrite=overwrite)
+    try:
+        driver = build_driver(cfg, console, resume=resume, bundle=bundle, data=data,
+                              started=(plan, folder))
+        return driver.run(resume=resume)
+    except KeyboardInterrupt:
+        _mark_quietly(folder, "interrupted")
+        raise
+    except BaseException as e:
+        _mark_quietly(folder, "failed",
+                      error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise
+
+
+def _mark_quietly(folder: RunFolder, status: str, **extra) -> None:
+    """Record how a run stopped, unless the folder itself is what failed."""
+    try:
+        folder.mark(status, **extra)
+    except (OSError, OutputError):
+        pass

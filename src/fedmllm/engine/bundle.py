@@ -1,0 +1,107 @@
+"""The model a run trains: base model + processor, wrapped with LoRA, on its device.
+
+:func:`build_bundle` loads a vision-language model (any Hugging Face one, or the built-in tiny
+one), wraps the language model's attention projections with LoRA and keeps fast access to the
+adapter tensors (:class:`~fedmllm.model.lora.AdapterState`), so drivers swap client adapters
+in and out of one model. :func:`save_adapter` writes an adapter state in PEFT format.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import LoraConfig
+from ..files import atomic_dir
+from ..model.loading import load_vlm, num_lm_layers
+from ..model.lora import AdapterState, wrap_lora
+from ..seeding import torch_seed
+
+#: ``lora.init`` -> peft's ``init_lora_weights``.
+LORA_INIT = {"default": True, "gaussian": "gaussian", "pissa": "pissa"}
+
+
+@dataclass
+class ModelBundle:
+    model: torch.nn.Module
+    """The peft-wrapped model."""
+    processor: object
+    adapter: AdapterState
+    device: torch.device
+    dtype: torch.dtype
+    num_layers: int
+    """Decoder layers of the language model."""
+    source: str
+    """The folder or hub id the base model came from."""
+    init: str = "default"
+    """How the adapter was initialised (``lora.init`` / ``fl.yoco.init``)."""
+
+
+def build_bundle(source: str, device: torch.device, dtype: torch.dtype, lora: LoraConfig,
+                 seed: int, modules_to_save: list[str] | None = None,
+                 init: str = "default") -> ModelBundle:
+    """``source`` loaded on ``device``/``dtype`` and wrapped with ``lora``'s targets, rank and
+    alpha. The LoRA draw comes from the run's ``seed`` (key ``"lora_init"``; the caller's torch
+    generator state is left as it was). ``init`` names peft's initialisation
+    (:data:`LORA_INIT`), or ``code`` (:func:`apply_code_init` after peft's default)."""
+    base, processor = load_vlm(source, device=device, dtype=dtype)
+    depth = num_lm_layers(base)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(torch_seed(seed, "lora_init"))
+        model = wrap_lora(base, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
+                          modules=lora.modules, layers=lora.layers,
+                          target_regex=lora.target_regex, modules_to_save=modules_to_save,
+                          init_lora_weights=LORA_INIT.get(init, True))
+    model.to(device)
+    bundle = ModelBundle(model, processor, AdapterState(model), device, dtype, depth, source,
+                         init)
+    if init == "code":
+        apply_code_init(bundle, lora.r, seed)
+    return bundle
+
+
+def apply_code_init(bundle: ModelBundle, r: int, seed: int) -> None:
+    """The YOCO release's initialisation: every LoRA module's ``B0`` from the SVD of its frozen
+    weight and ``A0`` random (:func:`fedmllm.fl.code_init`; drawn from key ``"code_init"``)."""
+    from ..fl import code_init
+    from ..fl.oneshot.keys import lora_module, lora_role
+    from ..seeding import torch_generator
+
+    gen = torch_generator(seed, "code_init")
+    state = bundle.adapter.get()
+    for key in sorted(state):
+        if lora_role(key) != "A":
+            continue
+        kb = key.replace("lora_A", "lora_B")
+        weight = bundle.model.get_submodule(lora_module(key)).base_layer.weight
+        a0, b0 = code_init(weight.detach().float().cpu(), r, generator=gen)
+        state[key], state[kb] = a0.to(state[key]), b0.to(state[kb])
+    bundle.adapter.set(state)
+
+
+def save_adapter(bundle: ModelBundle, state: dict[str, torch.Tensor], path: Path, meta: dict,
+                 pissa_initial: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``state`` in PEFT format to the folder ``path`` (atomically), with ``meta`` as
+    ``fedmllm.json``.
+
+    With ``pissa_initial`` (the PiSSA adapter the run started from, whose base weights are the
+    residual ``W - s B0 A0``) peft converts the adapter to a plain rank-2r LoRA ``[A; A0]``,
+    ``[B, -B0]`` that loads on the *original* base model.
+    """
+    with atomic_dir(path) as tmp:
+        if pissa_initial is not None:
+            with tempfile.TemporaryDirectory() as scratch:
+                initial = Path(scratch) / "initial"
+                bundle.adapter.set(pissa_initial)
+                bundle.model.save_pretrained(initial)
+                bundle.adapter.set(state)
+                bundle.model.save_pretrained(
+                    tmp, path_initial_model_for_weight_conversion=str(initial))
+        else:
+            bundle.adapter.set(state)
+            bundle.model.save_pretrained(tmp)
+        (tmp / "fedmllm.json").write_text(json.dumps(meta, indent=2))

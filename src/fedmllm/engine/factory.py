@@ -1,0 +1,338 @@
+"""From a configuration to the pieces of a run, checked before anything is loaded.
+
+:func:`plan_run` validates the whole configuration — algorithm, strategy parameters, client
+objective, optimizer, one-shot method and its rules, model name, dataset keys — and resolves
+every ``auto`` value, without loading a model or data and without touching the output folder.
+A mistake is one :class:`~fedmllm.config.ConfigError` naming the key (with a "did you mean"
+for a misspelt name) within about a second; ``fedmllm config show`` runs the same checks.
+
+:func:`build_strategy` and :func:`build_objective` then make the server strategy and the client
+objective of a plan; every driver (multi-round simulation, one-shot run) gets them from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, ConfigError, LoraConfig
+
+#: ``fl.algorithm`` values that run the one-shot driver (``oneshot`` is an alias of ``yoco``).
+ONESHOT_ALGORITHMS = ("yoco", "oneshot")
+
+#: Default client learning rate per optimizer (``train.lr = None``).
+DEFAULT_LR = {"adamw": 5e-3, "sgd": 0.5}
+
+#: ``fl.max_update_norm = auto``: reject ``||y - x|| > AUTO_NORM_FACTOR * max(||x||, 1)``.
+AUTO_NORM_FACTOR = 100.0
+
+#: The YOCO paper's LoRA targets (Sec. 5): rank 8, alpha 8, dropout 0.05, last layer's q_proj.
+PAPER_TARGETS = {"r": 8, "alpha": 8.0, "dropout": 0.05, "modules": ["q_proj"], "layers": [-1],
+                 "target_regex": None}
+
+#: One-shot methods that merge LoRA factors with a server rule (the others merge products,
+#: ensemble, or keep the clients' own adapters).
+FACTOR_METHODS = ("yoco", "fedavg", "mean", "fedavgm", "fedadam", "fedadagrad", "fedyogi",
+                  "combine")
+
+
+def suggest(name: str, choices: tuple[str, ...] | list[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest choice (case-insensitive), or ``""``."""
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.6)
+    return f"; did you mean {lowered[close[0]]!r}?" if close else ""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a configuration resolves to (every ``auto`` decided), before anything is loaded."""
+
+    driver: str
+    """``multiround`` (the simulation) or ``oneshot``."""
+    algorithm: str
+    strategy_params: dict[str, Any]
+    objective: str
+    """The client objective (``fl.client.objective`` resolved; ``yoco``/``ce`` one-shot)."""
+    objective_params: dict[str, Any]
+    optimizer: str
+    lr: float
+    max_update_norm: float | str | None
+    """An absolute bound, ``"auto"`` (relative, see :func:`update_norm_bound`) or ``None``."""
+    lora: LoraConfig
+    """The LoRA targets the run uses (one-shot runs may take the paper's)."""
+    init: str
+    """The adapter's initialisation (``lora.init``, or ``fl.yoco.init`` resolved)."""
+    notes: list[str] = field(default_factory=list)
+    """What ``auto`` resolved to, as ``key = value`` lines for the run header."""
+
+    @property
+    def oneshot(self) -> bool:
+        return self.driver == "oneshot"
+
+
+def update_norm_bound(setting: float | str | None, global_norm: float) -> float | None:
+    """The bound on ``||y - x||`` for one round: ``setting`` as given, or for ``"auto"``
+    ``AUTO_NORM_FACTOR * max(||x||, 1)``; ``None`` = no bound."""
+    if setting is None or setting == "none":
+        return None
+    if setting == "auto":
+        return AUTO_NORM_FACTOR * max(float(global_norm), 1.0)
+    return float(setting)
+
+
+# ----------------------------------------------------------------------------- the checks
+
+def plan_run(cfg: Config) -> RunPlan:
+    """Validate ``cfg`` as a whole and resolve it; raise :class:`ConfigError` naming the key."""
+    from ..fl import ALGORITHMS
+
+    algo = cfg.fl.algorithm
+    known = (*ALGORITHMS, *ONESHOT_ALGORITHMS)
+    if algo not in known:
+        raise ConfigError(f"fl.algorithm: unknown algorithm {algo!r}{suggest(algo, known)} "
+                          f"choices: {', '.join(known)}")
+    _check_fl_numbers(cfg)
+    _check_model(cfg)
+    _check_data(cfg)
+    if algo in ONESHOT_ALGORITHMS:
+        return _plan_oneshot(cfg)
+    return _plan_multiround(cfg)
+
+
+def _check_fl_numbers(cfg: Config) -> None:
+    mun = cfg.fl.max_update_norm
+    if isinstance(mun, float) and not (mun > 0 and math.isfinite(mun)):
+        raise ConfigError(f"fl.max_update_norm: must be a positive number, 'auto' or 'none', "
+                          f"got {mun!r}")
+
+
+def _check_model(cfg: Config) -> None:
+    name = cfg.model.name
+    if not name:
+        return
+    path = Path(name).expanduser()
+    looks_local = name.startswith(("/", "./", "../", "~")) or path.exists()
+    if looks_local:
+        if not path.is_dir():
+            raise ConfigError(f"model.name: {name}: no such model folder")
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model.name: {name}: not a model folder (no config.json)")
+
+
+def _check_data(cfg: Config) -> None:
+    d = cfg.data
+    if d.prepared:
+        folder = Path(d.prepared)
+        if not (folder / "manifest.json").is_file():
+            raise ConfigError(f"data.prepared: {d.prepared}: not a folder written by "
+                              "`fedmllm prepare` (no manifest.json)")
+        return
+    if d.dataset != "synth":
+        if not d.data_dir:
+            raise ConfigError(f"data.data_dir: dataset {d.dataset!r} needs its folder")
+        if not Path(d.data_dir).is_dir():
+            raise ConfigError(f"data.data_dir: {d.data_dir}: no such folder")
+
+
+def _resolve_training(cfg: Config, objective: str, notes: list[str]) -> tuple[str, float]:
+    optimizer = cfg.train.optimizer
+    if optimizer == "auto":
+        optimizer = "sgd" if objective == "scaffold" else "adamw"
+        notes.append(f"train.optimizer = {optimizer}")
+    lr = cfg.train.lr
+    if lr is None:
+        lr = DEFAULT_LR[optimizer]
+        notes.append(f"train.lr = {lr:g}")
+    return optimizer, lr
+
+
+def _plan_multiround(cfg: Config) -> RunPlan:
+    from ..fl import OBJECTIVES, make_objective, make_strategy
+
+    algo, c = cfg.fl.algorithm, cfg.fl.client
+    notes: list[str] = []
+    params = dict(cfg.fl.strategy)
+    if algo == "scaffold":
+        params.setdefault("num_clients", cfg.fl.num_clients)
+    try:
+        strategy = make_strategy(algo, **params)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"fl.strategy: {e}") from None
+    name = c.objective
+    if name == "auto":
+        name = strategy.default_objective
+        notes.append(f"fl.client.objective = {name}")
+    elif name not in OBJECTIVES:
+        raise ConfigError(f"fl.client.objective: unknown objective {name!r}"
+                          f"{suggest(name, OBJECTIVES)} choices: auto, {', '.join(OBJECTIVES)}")
+    if name == "yoco":
+        raise ConfigError("fl.client.objective: 'yoco' is one-shot; use fl.algorithm=yoco")
+    allowed = strategy.allowed_objectives
+    if allowed is None:
+        allowed = tuple(o for o in OBJECTIVES if o not in ("scaffold", "yoco"))
+    if name not in allowed:
+        raise ConfigError(f"fl.client.objective: {name!r} does not go with fl.algorithm {algo!r} "
+                          f"(it takes {', '.join(allowed)}; auto picks "
+                          f"{strategy.default_objective!r})")
+    obj_params = _objective_params(cfg, name)
+    try:  # the layer count comes from the model: check the rest with a deep placeholder
+        probe = dict(obj_params)
+        if name == "adaptive_prox":
+            probe["num_layers"] = 2 * c.s_layer + 1 if c.s_layer >= 0 else 1
+        make_objective(name, **probe)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"fl.client: {e}") from None
+    per_round = min(cfg.fl.clients_per_round, cfg.fl.num_clients)
+    need = strategy.min_updates
+    if strategy.aggregates and per_round < need:
+        what = f"fl.strategy.beta={strategy.config().get('beta')}" \
+            if algo == "trimmed_mean" else f"{algo}"
+        raise ConfigError(f"fl.clients_per_round: {algo} needs at least {need} clients per "
+                          f"round to be what it says ({what}); got {per_round}")
+    if strategy.aggregates and cfg.fl.min_clients > per_round:
+        raise ConfigError(f"fl.min_clients: {cfg.fl.min_clients} exceeds the "
+                          f"{per_round} clients sampled per round: every round would be skipped")
+    optimizer, lr = _resolve_training(cfg, name, notes)
+    return RunPlan(driver="multiround", algorithm=algo, strategy_params=params, objective=name,
+                   objective_params=obj_params, optimizer=optimizer, lr=lr,
+                   max_update_norm=_norm_setting(cfg), lora=cfg.lora, init=cfg.lora.init,
+                   notes=notes)
+
+
+def _norm_setting(cfg: Config) -> float | str | None:
+    mun = cfg.fl.max_update_norm
+    return None if mun in (None, "none") else mun
+
+
+def _objective_params(cfg: Config, name: str) -> dict[str, Any]:
+    c = cfg.fl.client
+    if name == "prox":
+        return {"prox_mu": c.prox_mu}
+    if name == "adaptive_prox":
+        return {"prox_mu": c.prox_mu, "mu_w": c.mu_w, "s_layer": c.s_layer}
+    return {}
+
+
+def oneshot_lora(cfg: Config) -> LoraConfig:
+    """A one-shot run's LoRA targets: ``fl.yoco.targets`` = ``paper`` (the YOCO paper's), ``lora``
+    (the ``lora.*`` keys) or ``auto`` (``paper`` when every ``lora.*`` key has its default)."""
+    mode = cfg.fl.yoco.targets
+    if mode == "auto":
+        mode = "paper" if cfg.lora == LoraConfig() else "lora"
+    if mode == "lora":
+        return cfg.lora
+    return dataclasses.replace(cfg.lora, **PAPER_TARGETS)
+
+
+def oneshot_init(cfg: Config) -> str:
+    """``fl.yoco.init`` resolved: ``auto`` = ``pissa`` for method ``yoco``, else ``default``."""
+    y = cfg.fl.yoco
+    if y.init != "auto":
+        return y.init
+    return "pissa" if y.method == "yoco" else "default"
+
+
+def _plan_oneshot(cfg: Config) -> RunPlan:
+    from ..fl import UPLOAD_RULES, make_objective
+
+    y = cfg.fl.yoco
+    notes: list[str] = []
+    if y.local_epochs <= 0:
+        raise ConfigError("fl.yoco.local_epochs: must be > 0")
+    for key, rule in (("merge_b", y.merge_b), ("merge_a", y.merge_a)):
+        if rule not in UPLOAD_RULES:
+            raise ConfigError(f"fl.yoco.{key}: unknown rule {rule!r}{suggest(rule, UPLOAD_RULES)}"
+                              f" choices: {', '.join(UPLOAD_RULES)}")
+    if y.merge_b == "pca":
+        raise ConfigError("fl.yoco.merge_b: 'pca' is a rule for A (fl.yoco.merge_a)")
+    if not 0.0 < y.density <= 1.0:
+        raise ConfigError("fl.yoco.density: must lie in (0, 1]")
+    if y.select_epochs is not None and (not y.select_epochs
+                                        or any(e <= 0 for e in y.select_epochs)):
+        raise ConfigError("fl.yoco.select_epochs: give one or more epoch counts > 0")
+    if not 0.0 < y.val_fraction < 1.0:
+        raise ConfigError("fl.yoco.val_fraction: must lie in (0, 1)")
+    if y.product_rank == "full" and y.method != "exact":
+        raise ConfigError("fl.yoco.product_rank: 'full' applies to method 'exact' only")
+    init = oneshot_init(cfg)
+    if y.init == "auto":
+        notes.append(f"fl.yoco.init = {init}")
+    lora = oneshot_lora(cfg)
+    if y.targets == "auto":
+        notes.append("fl.yoco.targets = " + ("paper" if lora != cfg.lora else "lora"))
+    objective, obj_params = "ce", {}
+    if y.method == "yoco":
+        if init == "default" and y.variant != "init":
+            raise ConfigError(
+                f"fl.yoco.init: 'default' starts LoRA-B at zero, so the sign penalty of variant "
+                f"{y.variant!r} has no sign pattern to pull towards (sign(0) = 0); use "
+                "fl.yoco.init=pissa or code, or fl.yoco.variant=init")
+        objective = "yoco"
+        obj_params = {"variant": y.variant, "a_penalty": y.a_penalty, "lam": y.lam,
+                      "gamma_min": y.gamma_min, "gamma_max": y.gamma_max,
+                      "calls_per_step": cfg.train.grad_accum}
+        try:
+            make_objective("yoco", **obj_params)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"fl.yoco: {e}") from None
+    if y.method in FACTOR_METHODS:
+        _check_factor_rules(cfg)
+    optimizer, lr = _resolve_training(cfg, objective, notes)
+    return RunPlan(driver="oneshot", algorithm=cfg.fl.algorithm, strategy_params=dict(
+        cfg.fl.strategy), objective=objective, objective_params=obj_params, optimizer=optimizer,
+        lr=lr, max_update_norm=None, lora=lora, init=init, notes=notes)
+
+
+def _check_factor_rules(cfg: Config) -> None:
+    """Build each server rule a factor-wise one-shot merge will apply, with its parameters."""
+    from ..fl import make_strategy
+
+    y = cfg.fl.yoco
+    rule_b, rule_a = factor_rules(cfg)
+    for rule, own, key in ((rule_b, y.params_b, "params_b"), (rule_a, y.params_a, "params_a")):
+        if rule in ("mean", "fedavg", "pca"):
+            if own:
+                raise ConfigError(f"fl.yoco.{key}: rule {rule!r} takes no parameters")
+            continue
+        params = dict(own) if own is not None else dict(cfg.fl.strategy)
+        try:
+            make_strategy(rule, **params)
+        except (ValueError, TypeError) as e:
+            where = f"fl.yoco.{key}" if own is not None else "fl.strategy"
+            raise ConfigError(f"{where}: {e}") from None
+
+
+def factor_rules(cfg: Config) -> tuple[str, str]:
+    """``(rule for B and other keys, rule for A)`` of a factor-wise one-shot method."""
+    y = cfg.fl.yoco
+    if y.method == "yoco":
+        return y.merge_b, (y.merge_a if y.variant == "full" else y.merge_b)
+    if y.method == "combine":
+        return y.merge_b, y.merge_a
+    return y.method, y.method
+
+
+# ----------------------------------------------------------------------------- the pieces
+
+def build_strategy(plan: RunPlan):
+    """The server strategy of a multi-round plan."""
+    from ..fl import make_strategy
+
+    return make_strategy(plan.algorithm, **plan.strategy_params)
+
+
+def build_objective(plan: RunPlan, num_layers: int):
+    """The client objective of ``plan``; ``num_layers`` = the model's language-model depth."""
+    from ..fl import make_objective
+
+    params = dict(plan.objective_params)
+    if plan.objective == "adaptive_prox":
+        params["num_layers"] = num_layers
+    try:
+        return make_objective(plan.objective, **params)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"fl.client: {e}") from None

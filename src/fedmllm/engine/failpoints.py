@@ -1,0 +1,19 @@
+"""Named points where a test can kill the process, to prove that resuming works from anywhere.
+
+``FEDMLLM_FAILPOINT=<name>:<n>`` in the environment makes the process send itself SIGKILL —
+no clean-up, no ``finally``, exactly like a crash or an out-of-memory kill — the ``n``-th time
+it passes :func:`failpoint` ``(name, n)`` (``n`` is the round or the client count). Without
+the variable :func:`failpoint` does nothing but one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+def failpoint(name: str, n: int) -> None:
+    """Kill this process with SIGKILL if ``FEDMLLM_FAILPOINT`` is ``"<name>:<n>"``."""
+    target = os.environ.get("FEDMLLM_FAILPOINT")
+    if target and target == f"{name}:{n}":
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,105 @@
+"""One server round: validate the updates, aggregate, check the result, count the bytes.
+
+:class:`ServerRound` wraps a strategy of :mod:`fedmllm.fl` with what every driver needs around
+it. Per round::
+
+    accepted, rejected = validate(updates)          (keys, shapes, dtypes, finite, norm bound)
+    if len(accepted) < max(fl.min_clients, strategy.min_updates): keep the global (skipped)
+    new = strategy.aggregate(global, accepted, round)
+    if new global or new strategy state is not finite: restore both, keep the global (skipped)
+
+and the bytes that crossed the wire: every received update (state and extras) up, the global
+state and the server's extras down to every trained client. A skipped round changes nothing on
+the server, and no client keeps state from it (:attr:`RoundResult.accepted` is empty).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..fl import ClientUpdate, StateDict, Strategy, filter_updates
+from .factory import update_norm_bound
+
+
+def state_bytes(state: StateDict) -> int:
+    """Bytes of a tensor dict as stored (every key)."""
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
+def extras_bytes(extras: dict[str, StateDict]) -> int:
+    return sum(state_bytes(d) for d in extras.values())
+
+
+def state_norm(state: StateDict) -> float:
+    """``||state||_2`` over the floating tensors (all keys jointly, in float64)."""
+    total = 0.0
+    for t in state.values():
+        if t.is_floating_point():
+            total += float(torch.linalg.vector_norm(t, dtype=torch.float64)) ** 2
+    return total ** 0.5
+
+
+def non_finite_keys(state: StateDict) -> list[str]:
+    """Keys of floating tensors holding a NaN or an infinity."""
+    return [k for k, t in state.items()
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+@dataclass
+class RoundResult:
+    """What a server round decided."""
+
+    global_state: StateDict
+    accepted: list[int] = field(default_factory=list)
+    """Client ids whose updates went into the new global state (empty when skipped)."""
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    """``(client id, reasons)`` of updates that failed validation."""
+    skipped: str | None = None
+    """Why the global state was kept unchanged, or ``None``."""
+    bytes_uploaded: int = 0
+    bytes_downloaded: int = 0
+
+
+class ServerRound:
+    """Validation, aggregation and accounting around ``strategy`` (see the module docstring)."""
+
+    def __init__(self, strategy: Strategy, *, max_update_norm: float | str | None = "auto",
+                 min_clients: int = 1) -> None:
+        self.strategy = strategy
+        self.max_update_norm = max_update_norm
+        self.min_clients = min_clients
+
+    def norm_bound(self, global_state: StateDict) -> float | None:
+        """This round's bound on ``||y - x||`` (``None`` = unbounded)."""
+        if self.max_update_norm in (None, "none"):
+            return None
+        norm = state_norm(global_state) if self.max_update_norm == "auto" else 0.0
+        return update_norm_bound(self.max_update_norm, norm)
+
+    def run(self, global_state: StateDict, updates: list[ClientUpdate], round: int,
+            server_extras: dict[str, StateDict] | None = None) -> RoundResult:
+        """Round ``round`` (from 1) over the ``updates`` of the clients that trained in it."""
+        down = (state_bytes(global_state) + extras_bytes(server_extras or {})) * len(updates)
+        up = sum(state_bytes(u.state) + extras_bytes(u.extras) for u in updates)
+        accepted, rejected, _ = filter_updates(updates, global_state,
+                                               self.norm_bound(global_state))
+        result = RoundResult(global_state, rejected=rejected, bytes_uploaded=up,
+                             bytes_downloaded=down)
+        need = max(self.min_clients, self.strategy.min_updates)
+        if len(accepted) < need:
+            result.skipped = (f"{len(accepted)} valid update(s), {need} needed "
+                              f"(fl.min_clients={self.min_clients}, {self.strategy.name} needs "
+                              f"{self.strategy.min_updates})")
+            return result
+        before = self.strategy.state_dict()
+        new = self.strategy.aggregate(global_state, accepted, round)
+        bad = non_finite_keys(new) or non_finite_keys(self.strategy.state_dict())
+        if bad:
+            self.strategy.load_state_dict(before)
+            result.skipped = f"the aggregate is not finite (e.g. {bad[0]!r}); global kept"
+            return result
+        result.global_state = new
+        result.accepted = [u.client_id for u in accepted]
+        return result

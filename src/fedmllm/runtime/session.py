@@ -1,0 +1,138 @@
+"""What both drivers share: the plan, the output folder, the model, the encoded data, evaluation.
+
+A :class:`Session` is made once per run. It loads the model (or takes one a caller built),
+builds and encodes the clients' data, writes the run's inputs beside its outputs, evaluates an
+adapter state on the test set, and writes the run's last files (adapter, plot, summary).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import Config
+from ..data.errors import DataError
+from ..data.prompts import build_prompt
+from ..engine.bundle import ModelBundle, build_bundle, save_adapter
+from ..engine.factory import RunPlan
+from ..files import atomic_write_json, atomic_write_text
+from ..model.collate import Encoded, encode_sample
+from ..model.loading import resolve_device, resolve_dtype
+from .outputs import SUMMARY, RunFolder
+
+
+@dataclass
+class RunResult:
+    """A finished run: its folder, its metrics rows and its summary."""
+
+    out_dir: Path
+    rows: list[dict] = field(default_factory=list)
+    final: dict = field(default_factory=dict)
+
+
+def model_source(cfg: Config) -> str:
+    """The folder or hub id to load: ``model.name`` or the cached built-in preset."""
+    if cfg.model.name:
+        return cfg.model.name
+    from ..model.tiny import ensure_tiny
+
+    return str(ensure_tiny(cfg.model.preset, cfg.model.pretrain))
+
+
+def load_bundle(cfg: Config, plan: RunPlan, source: str | None = None) -> ModelBundle:
+    """The model of ``plan``: its LoRA targets and initialisation, on ``train.device``."""
+    device = resolve_device(cfg.train.device)
+    return build_bundle(source or model_source(cfg), device,
+                        resolve_dtype(cfg.model.dtype, device), plan.lora, cfg.seed,
+                        cfg.model.modules_to_save, init=plan.init)
+
+
+def encode_samples(processor, samples, strategy: str, max_len: int) -> list[Encoded]:
+    return [encode_sample(processor, build_prompt(s, strategy), s.image, s.answer, max_len,
+                          sample_id=s.id) for s in samples]
+
+
+def mean_over_clients(per_client: dict[int, dict]) -> dict:
+    """``per_client`` metrics with their mean, std, min and max accuracy (and mean AUROC)."""
+    summary: dict = {"per_client": per_client}
+    accs = [m["accuracy"] for m in per_client.values() if m.get("accuracy") is not None]
+    if accs:
+        summary.update(accuracy=statistics.fmean(accs), accuracy_std=statistics.pstdev(accs),
+                       accuracy_min=min(accs), accuracy_max=max(accs))
+    aurocs = [m["auroc"] for m in per_client.values() if m.get("auroc") is not None]
+    if aurocs:
+        summary["auroc"] = statistics.fmean(aurocs)
+    return summary
+
+
+class Session:
+    """The shared set-up of one run (see the module docstring)."""
+
+    def __init__(self, cfg: Config, plan: RunPlan, folder: RunFolder, console=None,
+                 bundle: ModelBundle | None = None, data=None):
+        self.cfg, self.plan, self.folder, self.console = cfg, plan, folder, console
+        self.bundle = bundle if bundle is not None else load_bundle(cfg, plan)
+        if data is None:
+            from ..data import build_federated_data
+
+            data = build_federated_data(cfg.data, cfg.fl.num_clients, cfg.seed)
+        self.data = data
+        proc = self.bundle.processor
+        self.clients: list[list[Encoded]] = [
+            encode_samples(proc, samples, cfg.data.prompt_strategy, cfg.train.max_seq_len)
+            for samples in data.clients]
+        for k, c in enumerate(self.clients):
+            if not c:
+                raise DataError(f"client {k} has no training samples")
+        self.initial_state = self.bundle.adapter.get()
+        self._eval_cache: dict = {}  # encoded test prompts, reused by every evaluation
+
+    @property
+    def out(self) -> Path:
+        return self.folder.path
+
+    def save_data_manifest(self) -> None:
+        """What data each client holds, beside the outputs."""
+        atomic_write_json(self.out / "data_manifest.json", self.data.manifest)
+
+    def evaluate(self, state: dict[str, torch.Tensor], return_predictions: bool = False) -> dict:
+        """Metrics of the model with adapter ``state`` on the test set, per modality view."""
+        from ..eval import evaluate
+
+        b, cfg = self.bundle, self.cfg
+        b.adapter.set(state)
+        return evaluate(b.model, b.processor, self.data.test, cfg.data.prompt_strategy,
+                        views=cfg.eval.views, batch_size=cfg.eval.batch_size, device=b.device,
+                        dtype=b.dtype, max_samples=cfg.eval.max_samples,
+                        return_predictions=return_predictions, cache=self._eval_cache)
+
+    def evaluate_clients(self, states: dict[int, dict[str, torch.Tensor]]) -> dict:
+        """Every client's own adapter on the test set, and the spread over clients."""
+        return mean_over_clients({k: self.evaluate(s) for k, s in sorted(states.items())})
+
+    def save_adapter(self, state: dict[str, torch.Tensor], meta: dict,
+                     pissa_initial: dict[str, torch.Tensor] | None = None,
+                     name: str = "adapter") -> None:
+        """``state`` in PEFT format under ``name`` (loadable on the original base model)."""
+        b = self.bundle
+        save_adapter(b, state, self.out / name,
+                     {"base_model": b.source, "algorithm": self.cfg.fl.algorithm, **meta},
+                     pissa_initial=pissa_initial)
+
+    def plot(self, rows: list[dict]) -> None:
+        if self.cfg.output.plot and rows:
+            from ..report.plots import plot_metrics
+
+            cfg = self.cfg
+            plot_metrics(rows, self.out / "metrics.png",
+                         title=f"{cfg.fl.algorithm} on {cfg.data.dataset}/{cfg.data.task} "
+                               f"({cfg.data.scenario})")
+
+    def finish(self, summary: dict) -> None:
+        """Write ``summary.json`` (the mark of a finished run) and the status."""
+        atomic_write_text(self.out / SUMMARY, json.dumps(summary, indent=2, default=str))
+        self.folder.mark("finished")

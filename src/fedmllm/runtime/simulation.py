@@ -1,0 +1,231 @@
+"""The multi-round federated simulation: one model in memory, client adapters swapped in.
+
+Per round ``r`` (from the last checkpoint on, when resumed)::
+
+    lr      = round_lr(r)                                   the round's client learning rate
+    clients = sample_clients(num_clients, per_round, r, seed)
+    for each client k:                                      (ClientTrainer, knows only k)
+        start = global state (or k's own adapter for local-only training)
+        fit   = trainer.fit(start, server extras, k's batches, k's step sizes, seed(r, k),
+                            client_state=k's kept state)
+    outcome = server.run(global, updates, r)                (validate, aggregate, check, count)
+    keep each accepted client's new state (SCAFFOLD c_i); evaluate every eval.every rounds
+    write the metrics row; write the checkpoint every fl.checkpoint_every rounds
+
+then the final evaluation, the adapter, the plot and ``summary.json``. Every random draw comes
+from ``(seed, purpose, round, client)`` (:mod:`fedmllm.seeding`), so a client's update does not
+depend on the clients before it, and a resumed run ends with the same adapter, bit for bit, as
+one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+
+from ..engine.checkpoint import Checkpoint, config_digest, load_checkpoint, save_checkpoint
+from ..engine.client import ClientTrainer, batch_stream, local_lrs, local_steps
+from ..engine.factory import build_objective, build_strategy
+from ..engine.failpoints import failpoint
+from ..errors import CheckpointError
+from ..engine.server import RoundResult, ServerRound, state_bytes
+from ..engine.state import ClientStateStore
+from ..fl import round_lr, sample_clients, upload_units
+from ..report.console import RoundProgress
+from ..report.metrics import MetricsWriter
+from ..seeding import torch_generator, torch_seed
+from .session import RunResult, Session
+
+log = logging.getLogger(__name__)
+
+
+class MultiRoundRun:
+    """One multi-round experiment over a :class:`~fedmllm.runtime.session.Session`."""
+
+    def __init__(self, session: Session):
+        s = self.session = session
+        cfg, plan = s.cfg, s.plan
+        self.cfg = cfg
+        self.strategy = build_strategy(plan)
+        self.objective = build_objective(plan, s.bundle.num_layers)
+        tr = cfg.train
+        self.trainer = ClientTrainer(s.bundle, self.objective, optimizer=plan.optimizer,
+                                     weight_decay=tr.weight_decay, grad_accum=tr.grad_accum,
+                                     grad_clip=tr.grad_clip)
+        self.server = ServerRound(self.strategy, max_update_norm=plan.max_update_norm,
+                                  min_clients=cfg.fl.min_clients)
+        self.personal = self.strategy.personalized  # local-only: each client keeps its adapter
+        self.rounds = cfg.fl.rounds if self.strategy.trains_clients else 0
+        self.global_state = s.initial_state
+        self.client_states = ClientStateStore()  # e.g. SCAFFOLD's c_i
+        self.adapters = ClientStateStore()  # local-only clients' own adapters
+        self.done = 0  # rounds completed
+        self.resumes: list[int] = []
+
+    @property
+    def bundle(self):
+        return self.session.bundle
+
+    @property
+    def initial_state(self):
+        return self.session.initial_state
+
+    # ------------------------------------------------------------------ one client
+    def train_client(self, k: int, round_: int, lr: float, server_extras: dict):
+        cfg, s = self.cfg, self.session
+        data = s.clients[k]
+        steps = local_steps(len(data), cfg.train.batch_size, cfg.train.grad_accum,
+                            steps=cfg.fl.local_steps, epochs=cfg.fl.local_epochs)
+        if self.personal:
+            start = self.adapters.get(k) or s.initial_state
+        else:
+            start = self.global_state
+        batches = batch_stream(data, cfg.train.batch_size,
+                               torch_generator(cfg.seed, "batches", round_, k))
+        lrs = local_lrs(lr, steps, cfg.train.local_lr_schedule, cfg.train.local_warmup_ratio)
+        return self.trainer.fit(start, server_extras, batches, lrs,
+                                torch_seed(cfg.seed, "dropout", round_, k),
+                                num_examples=len(data), client_id=k,
+                                client_state=self.client_states.get(k))
+
+    # ------------------------------------------------------------------ one round
+    def run_round(self, r: int, progress: RoundProgress) -> dict:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        lr = round_lr(r, self.rounds, self.session.plan.lr, cfg.train.lr_schedule,
+                      cfg.train.warmup_rounds, cfg.train.min_lr_ratio)
+        chosen = sample_clients(cfg.fl.num_clients, cfg.fl.clients_per_round, r, cfg.seed)
+        server_extras = {} if self.personal else self.strategy.server_extras()
+        fits = []
+        for k in chosen:
+            fits.append(self.train_client(k, r, lr, server_extras))
+            progress.client_done()
+        updates = [f.update for f in fits]
+        if self.personal:  # no communication; every client keeps what it trained
+            outcome = RoundResult(self.global_state)
+            for f in fits:
+                self.adapters.put(f.update.client_id, f.update.state)
+        else:
+            outcome = self.server.run(self.global_state, updates, r, server_extras)
+            self.global_state = outcome.global_state
+            for f in fits:
+                if f.update.client_id in outcome.accepted:
+                    self.client_states.put(f.update.client_id, f.client_state)
+            for cid, reason in outcome.rejected:
+                log.warning("round %d: rejected update of client %d: %s", r, cid, reason)
+            if outcome.skipped:
+                log.warning("round %d skipped: %s", r, outcome.skipped)
+        row = {
+            "round": r, "clients": chosen, "lr": lr,
+            "train_loss": {str(u.client_id): round(u.metrics["train_loss"], 6) for u in updates},
+            "train_loss_mean": statistics.fmean(u.metrics["train_loss"] for u in updates),
+            "local_steps": {str(u.client_id): u.metrics["steps"] for u in updates},
+            "bytes_uploaded": outcome.bytes_uploaded,
+            "bytes_downloaded": outcome.bytes_downloaded,
+            "rejected": [{"client": c, "reason": why} for c, why in outcome.rejected],
+            "skipped": outcome.skipped,
+        }
+        train_seconds = time.perf_counter() - t0
+        if not self.personal and (r % cfg.eval.every == 0 or r == self.rounds):
+            row["eval"] = self.session.evaluate(self.global_state)
+        row["seconds"] = round(time.perf_counter() - t0, 4)
+        row["train_seconds"] = round(train_seconds, 4)
+        return row
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self, rows: int) -> None:
+        save_checkpoint(self.session.out, Checkpoint(
+            kind="multiround", step=self.done, metrics_rows=rows,
+            config_sha256=config_digest(self.cfg),
+            tensors={"global": self.global_state, "strategy": self.strategy.state_dict(),
+                     "client_state": self.client_states.state_dict(),
+                     "adapters": self.adapters.state_dict()},
+            state={"resumes": self.resumes}))
+
+    def restore(self) -> int:
+        """Continue from the newest checkpoint; return the metrics rows that belong to it."""
+        ckpt = load_checkpoint(self.session.out)
+        if ckpt is None:
+            return 0
+        _check_checkpoint(ckpt, "multiround", self.cfg)
+        t = ckpt.tensors
+        self.global_state = t.get("global", {})
+        self.strategy.load_state_dict(t.get("strategy", {}))
+        self.client_states.load_state_dict(t.get("client_state", {}))
+        self.adapters.load_state_dict(t.get("adapters", {}))
+        self.done = ckpt.step
+        self.resumes = [*ckpt.state.get("resumes", []), ckpt.step]
+        device = self.session.bundle.device
+        self.global_state = {k: v.to(device) for k, v in self.global_state.items()}
+        return ckpt.metrics_rows
+
+    # ------------------------------------------------------------------ the run
+    def run(self, resume: bool = False) -> RunResult:
+        cfg, s = self.cfg, self.session
+        t_setup = time.perf_counter()
+        keep = self.restore() if resume else 0
+        writer = MetricsWriter(s.out / "metrics.jsonl", keep_rows=keep)
+        setup_seconds = time.perf_counter() - t_setup
+        every = cfg.fl.checkpoint_every
+        total = self.rounds * min(cfg.fl.clients_per_round, cfg.fl.num_clients)
+        done_updates = self.done * min(cfg.fl.clients_per_round, cfg.fl.num_clients)
+        with RoundProgress(s.console, total, cfg.output.progress, done_updates) as progress:
+            for r in range(self.done + 1, self.rounds + 1):
+                row = self.run_round(r, progress)
+                writer.write(row)
+                failpoint("round_written", r)
+                self.done = r
+                if every and (r % every == 0 or r == self.rounds):
+                    self.checkpoint(len(writer.rows))
+                    failpoint("round_checkpointed", r)
+                progress.round_done(row)
+        rows = writer.rows
+        final = self.final_eval(rows)
+        failpoint("before_adapter", self.rounds)
+        pissa = s.bundle.init == "pissa"
+        meta = {"init": s.bundle.init, "converted_from_pissa": pissa}
+        initial = s.initial_state if pissa else None
+        if not self.personal:
+            s.save_adapter(self.global_state, meta, pissa_initial=initial)
+        for k, state in self.adapters.items():  # local-only: every client's own adapter
+            s.save_adapter(state, {**meta, "client": k}, pissa_initial=initial,
+                           name=f"adapters/client_{k}")
+        failpoint("before_summary", self.rounds)
+        uploads = 0 if self.personal else sum(len(r["clients"]) for r in rows)
+        totals = {
+            "rounds": self.rounds,
+            "bytes_uploaded": sum(r["bytes_uploaded"] for r in rows),
+            "bytes_downloaded": sum(r["bytes_downloaded"] for r in rows),
+            "train_seconds": round(sum(r["train_seconds"] for r in rows), 3),
+            "setup_seconds": round(setup_seconds, 3),
+            "adapter_bytes": state_bytes(self.global_state),
+            # the YOCO paper's unit: client uploads x layers x LoRA modules
+            "upload_units": uploads * upload_units(self.global_state)["units"],
+            "skipped_rounds": [r["round"] for r in rows if r.get("skipped")],
+            "resumed_after_rounds": self.resumes,
+        }
+        summary = {"algorithm": cfg.fl.algorithm, "objective": s.plan.objective,
+                   "final": final, "totals": totals}
+        s.plot(rows)
+        s.finish(summary)
+        return RunResult(s.out, rows, summary)
+
+    def final_eval(self, rows: list[dict]) -> dict:
+        s = self.session
+        if self.rounds == 0:
+            return s.evaluate(s.initial_state)
+        if self.personal:
+            states = dict(self.adapters.items())
+            return s.evaluate_clients(states) if states else s.evaluate(s.initial_state)
+        if rows and rows[-1]["round"] == self.rounds and "eval" in rows[-1]:
+            return rows[-1]["eval"]  # the last round was just evaluated; do not repeat it
+        return s.evaluate(self.global_state)
+
+
+def _check_checkpoint(ckpt: Checkpoint, kind: str, cfg) -> None:
+    if ckpt.kind != kind:
+        raise CheckpointError(f"checkpoint is of a {ckpt.kind} run, this run is {kind}")
+    if ckpt.config_sha256 != config_digest(cfg):
+        raise CheckpointError("checkpoint was written with another configuration than "
+                              "config.yaml holds now")

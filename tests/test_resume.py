@@ -1,0 +1,131 @@
+"""Kill a run with SIGKILL anywhere, resume it (again and again), get the very same adapter.
+
+Every run here is a separate ``fedmllm run`` process on the tiny model with LoRA dropout on. A
+reference run goes through uninterrupted; the same configuration is then killed at named
+points (``FEDMLLM_FAILPOINT``: after a metrics row but before its checkpoint, half-way through
+writing a checkpoint, after the last checkpoint before the adapter or the summary) and at a
+random moment by the test itself, and resumed with ``fedmllm run --resume`` each time. The
+final adapter tensors must equal the reference's bit for bit (CPU, float32).
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow
+
+BASE = ["model.preset=tiny", "train.device=cpu", "model.dtype=float32", "lora.dropout=0.1",
+        "fl.rounds=3", "fl.num_clients=4", "fl.clients_per_round=2", "fl.local_steps=3",
+        "data.train_size=64", "data.test_size=16", "eval.every=2", "eval.views=[image_text]",
+        "output.plot=false", "output.progress=false"]
+ONESHOT = ["fl.algorithm=yoco", "fl.yoco.local_epochs=1", "fl.yoco.targets=lora",
+           "lora.modules=[q_proj,v_proj]", "data.min_per_client=4", "train.batch_size=4"]
+
+CASES = {
+    "fedavg": (["fl.algorithm=fedavg"],
+               ["round_written:2", "checkpoint_half_written:2", "before_adapter:3"]),
+    "fedadam": (["fl.algorithm=fedadam"], ["round_checkpointed:1", "before_summary:3"]),
+    "scaffold": (["fl.algorithm=scaffold"], ["round_written:1", "checkpoint_half_written:3"]),
+    "local": (["fl.algorithm=local"], ["round_checkpointed:2", "before_summary:3"]),
+    "yoco": (ONESHOT, ["client_trained:2", "client_checkpointed:3", "before_summary:4"]),
+}
+
+
+def fedmllm(out: Path, *args: str, failpoint: str | None = None, wait: bool = True):
+    env = {k: v for k, v in os.environ.items() if k != "FEDMLLM_FAILPOINT"}
+    if failpoint:
+        env["FEDMLLM_FAILPOINT"] = failpoint
+    cmd = [sys.executable, "-m", "fedmllm.cli", "run", *args]
+    if not wait:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def adapter_tensors(out: Path) -> dict[str, torch.Tensor]:
+    files = sorted(out.glob("adapter*/**/*.safetensors"))
+    assert files, f"no adapter under {out}"
+    return {f"{f.relative_to(out)}:{k}": v for f in files for k, v in load_file(f).items()}
+
+
+def assert_bitwise_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory, tiny_dir):
+    """Uninterrupted runs: algorithm -> (folder, adapter tensors)."""
+    refs = {}
+    for name, (extra, _) in CASES.items():
+        out = tmp_path_factory.mktemp(f"ref-{name}")
+        proc = fedmllm(out, *BASE, *extra, f"output.dir={out}", "--overwrite")
+        assert proc.returncode == 0, proc.stderr
+        refs[name] = (out, adapter_tensors(out))
+    return refs
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_killed_and_resumed_again_and_again_gives_the_same_adapter(name, references, tmp_path):
+    extra, kills = CASES[name]
+    out = tmp_path / "run"
+    proc = fedmllm(out, *BASE, *extra, f"output.dir={out}", failpoint=kills[0])
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert json.loads((out / "run.json").read_text())["status"] == "running"
+    for point in kills[1:]:
+        proc = fedmllm(out, "--resume", str(out), failpoint=point)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (out / "summary.json").exists()
+    proc = fedmllm(out, "--resume", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    assert_bitwise_equal(adapter_tensors(out), references[name][1])
+    ref_rows = (references[name][0] / "metrics.jsonl").read_text().splitlines()
+    rows = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == len(ref_rows)
+    for got, want in zip(rows, ref_rows, strict=True):  # same numbers, other timings
+        got, want = json.loads(got), json.loads(want)
+        assert got["train_loss"] == want["train_loss"] and got.get("eval") == want.get("eval")
+    summary = json.loads((out / "summary.json").read_text())
+    resumed = summary["totals"].get("resumed_after_rounds",
+                                    summary["totals"].get("resumed_after_clients"))
+    assert len(resumed) == len(kills)
+    # a finished run is not resumed again
+    proc = fedmllm(out, "--resume", str(out))
+    assert proc.returncode == 0 and "finished" in proc.stdout
+
+
+def test_killed_at_a_random_moment(references, tmp_path):
+    """The test itself kills the process at a random time after its first checkpoint."""
+    out = tmp_path / "run"
+    rng = random.Random(os.getpid())
+    proc = fedmllm(out, *BASE, "fl.algorithm=fedavg", f"output.dir={out}", wait=False)
+    deadline = time.time() + 300
+    while not (out / "checkpoint").is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0.0, 1.5))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if proc.returncode == 0:  # it finished before the kill: nothing to resume
+        assert_bitwise_equal(adapter_tensors(out), references["fedavg"][1])
+        return
+    done = fedmllm(out, "--resume", str(out))
+    assert done.returncode == 0, done.stderr
+    assert_bitwise_equal(adapter_tensors(out), references["fedavg"][1])
+
+
+def test_resume_refuses_changes_to_the_configuration(references, tmp_path):
+    out = references["fedavg"][0]
+    proc = fedmllm(out, "--resume", str(out), "fl.rounds=5")
+    assert proc.returncode == 2 and "fl.rounds" in proc.stderr
+    assert proc.stderr.count("\n") == 1
