@@ -1,38 +1,49 @@
 """The federated tensor core: algorithms over plain ``dict[str, Tensor]`` adapter states.
 
-Torch only (no transformers, no Flower, no file I/O), so the in-process simulator and the
-Flower apps drive the very same code.
+Torch only (no transformers, no Flower, no file I/O). The in-process simulator drives this code;
+it is written so that Flower server and client apps can drive the very same code later.
 
-- Server strategies: :func:`make_strategy` (names in :data:`ALGORITHMS`), each a
-  :class:`Strategy` with ``aggregate(global_state, updates, round)``, ``server_extras()``,
-  ``state_dict()``/``load_state_dict()``.
-- Client objectives: :func:`make_objective` (names in :data:`OBJECTIVES`), each a
-  :class:`ClientObjective` with ``begin``/``penalty``/``correct_gradients``/``end``.
-- Update checks: :func:`validate_update`, :func:`filter_updates`.
-- Client sampling: :func:`sample_clients`; round learning rates: :func:`round_lr`.
-- YOCO one-shot LoRA (:mod:`.yoco`): :func:`svd_init`, :class:`YocoObjective`,
-  :func:`pca_weighted_merge`, :func:`merge_lora_uploads`, conflict diagnostics,
-  :func:`upload_units`; product merges (exact / TIES / DARE / task arithmetic):
-  :func:`merge_lora_products` (:mod:`.merge`).
+- :mod:`.types`: :class:`ClientUpdate`, the :class:`Strategy` and :class:`ClientObjective`
+  interfaces, :class:`ObjectiveResult`.
+- :mod:`.strategies`: server strategies, one per module; :func:`make_strategy` (names in
+  :data:`ALGORITHMS`), each with ``aggregate(global_state, updates, round)``,
+  ``server_extras()``, ``state_dict()``/``load_state_dict()``.
+- :mod:`.objectives`: client objectives, one per module; :func:`make_objective` (names in
+  :data:`OBJECTIVES`), each with ``begin``/``penalty``/``correct_gradients``/``end``.
+- :mod:`.aggregation`: the reduction kernels the strategies share.
+- :mod:`.validation`: :func:`validate_update`, :func:`filter_updates`.
+- :mod:`.sampling`: :func:`sample_clients`; :mod:`.schedule`: :func:`round_lr`.
+- :mod:`.yoco`: YOCO one-shot LoRA (NeurIPS 2025): :func:`svd_init`, :class:`YocoObjective`,
+  :func:`pca_weighted_merge`, conflict diagnostics, :func:`upload_units`.
+- :mod:`.oneshot`: one-shot merges of single uploads, factor by factor
+  (:func:`merge_lora_uploads`) or on the products (exact / TIES / DARE / task arithmetic:
+  :func:`merge_lora_products`).
+- :mod:`.checks`: the argument checks every module shares; :mod:`.layers`:
+  :func:`lm_layer_index`.
 """
 
 from .aggregation import delta_norm
-from .merge import (
-    PRODUCT_METHODS,
-    factorize,
-    lora_pairs,
-    merge_lora_products,
-    refactorize,
-)
+from .layers import lm_layer_index
 from .objectives import (
     OBJECTIVES,
     AdaptiveProx,
     CrossEntropy,
     Prox,
     ScaffoldObjective,
-    lm_layer_index,
     make_objective,
     objective_params,
+)
+from .oneshot import (
+    PRODUCT_METHODS,
+    UPLOAD_RULES,
+    client_weights,
+    factorize,
+    lora_module,
+    lora_pairs,
+    lora_role,
+    merge_lora_products,
+    merge_lora_uploads,
+    refactorize,
 )
 from .sampling import sample_clients
 from .schedule import SCHEDULES, round_lr
@@ -56,8 +67,8 @@ from .strategies import (
 from .types import ClientObjective, ClientUpdate, Extras, StateDict, Strategy
 from .validation import filter_updates, validate_update
 from .yoco import (
+    A_PENALTIES,
     PCA_WEIGHTINGS,
-    UPLOAD_RULES,
     YOCO_VARIANTS,
     YocoObjective,
     code_init,
@@ -65,7 +76,6 @@ from .yoco import (
     conflict_report,
     gamma_schedule,
     l1_penalty,
-    merge_lora_uploads,
     orthogonal_lambda,
     orthogonal_penalty,
     pca_weighted_merge,
@@ -78,6 +88,7 @@ from .yoco import (
 
 __all__ = [
     "ALGORITHMS",
+    "A_PENALTIES",
     "OBJECTIVES",
     "PCA_WEIGHTINGS",
     "PRODUCT_METHODS",
@@ -106,6 +117,7 @@ __all__ = [
     "TrimmedMean",
     "YocoObjective",
     "ZeroShot",
+    "client_weights",
     "code_init",
     "conflict_matrix",
     "conflict_report",
@@ -115,7 +127,9 @@ __all__ = [
     "gamma_schedule",
     "l1_penalty",
     "lm_layer_index",
+    "lora_module",
     "lora_pairs",
+    "lora_role",
     "make_objective",
     "make_strategy",
     "merge_lora_products",

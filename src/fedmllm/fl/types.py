@@ -17,7 +17,6 @@ Contract shared by every implementation:
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,26 +134,3 @@ class ClientObjective(ABC):
     def config(self) -> dict[str, Any]:
         """The resolved parameters, for printing and saving with a run."""
         return {}
-
-
-def keyword_params(cls: type) -> dict[str, inspect.Parameter]:
-    """The keyword-only parameters of ``cls.__init__`` (the config keys it accepts)."""
-    sig = inspect.signature(cls.__init__)
-    return {n: p for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
-
-
-def build_checked(cls: type, kind: str, name: str, params: dict[str, Any]):
-    """``cls(**params)`` after checking every parameter is known and every required one given.
-
-    ``kind`` and ``name`` (e.g. ``"strategy"``, ``"fedadam"``) only word the ``ValueError``.
-    """
-    accepted = keyword_params(cls)
-    for key in params:
-        if key not in accepted:
-            choices = ", ".join(accepted) or "(none)"
-            raise ValueError(f"unknown parameter {key!r} for {kind} {name!r}; accepted: {choices}")
-    for key, p in accepted.items():
-        if p.default is inspect.Parameter.empty and key not in params:
-            raise ValueError(f"{kind} {name!r} needs parameter {key!r}")
-    return cls(**params)
-

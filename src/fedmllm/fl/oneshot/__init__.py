@@ -1,0 +1,28 @@
+"""One-shot merges of the clients' single LoRA uploads.
+
+- :mod:`.keys`: :func:`lora_role`, :func:`lora_module`, :func:`lora_pairs`,
+  :func:`client_weights`.
+- :mod:`.factor`: :func:`merge_lora_uploads`, factor by factor with separate rules for ``A``,
+  ``B`` and other keys (:data:`UPLOAD_RULES`; YOCO's server step).
+- :mod:`.product`: :func:`merge_lora_products` on the products ``B_i A_i`` (exact, task
+  arithmetic, TIES, DARE; :data:`PRODUCT_METHODS`), :func:`factorize`, :func:`refactorize`.
+"""
+
+from __future__ import annotations
+
+from .factor import UPLOAD_RULES, merge_lora_uploads
+from .keys import client_weights, lora_module, lora_pairs, lora_role
+from .product import PRODUCT_METHODS, factorize, merge_lora_products, refactorize
+
+__all__ = [
+    "PRODUCT_METHODS",
+    "UPLOAD_RULES",
+    "client_weights",
+    "factorize",
+    "lora_module",
+    "lora_pairs",
+    "lora_role",
+    "merge_lora_products",
+    "merge_lora_uploads",
+    "refactorize",
+]

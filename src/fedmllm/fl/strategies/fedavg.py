@@ -1,0 +1,38 @@
+"""FedAvg: the example-weighted mean of the client states."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ..aggregation import mean_deltas
+from ..types import ClientUpdate, StateDict
+from .base import DeltaStrategy
+
+
+class FedAvg(DeltaStrategy):
+    """FedAvg (McMahan et al., "Communication-Efficient Learning of Deep Networks from
+    Decentralized Data", AISTATS 2017)::
+
+        x <- x + D_w = sum_i n_i s_i y_i / sum_i n_i + (1 - sum_i n_i s_i / sum_i n_i) x
+
+    i.e. without clipping (``s_i = 1``) the example-weighted mean of the client states.
+    Flower: ``FedAvg``. Config keys: ``clip_norm``.
+    """
+
+    name = "fedavg"
+
+    def _reduce(
+        self,
+        global_state: StateDict,
+        updates: list[ClientUpdate],
+        keys: list[str],
+        scales: list[float],
+    ) -> dict[str, Tensor]:
+        """``x + D_w`` directly: without clipping, ``sum_i n_i y_i / sum_i n_i`` (one pass)."""
+        weights = [float(u.num_examples) for u in updates]
+        return mean_deltas(global_state, updates, keys, weights, scales, plus_global=True)
+
+    def _step(
+        self, keys: list[str], xs: list[Tensor], deltas: list[Tensor], round: int
+    ) -> list[Tensor]:
+        return deltas  # already x + D_w (see _reduce)

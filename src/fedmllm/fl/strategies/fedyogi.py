@@ -1,0 +1,36 @@
+"""FedYogi: the adaptive server optimiser with Yogi's sign-controlled second moment."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from .fedopt import FedOpt
+
+
+class FedYogi(FedOpt):
+    """FedYogi (Reddi et al., "Adaptive Federated Optimization", ICLR 2021)::
+
+        v <- v - (1 - beta2) q^2 sign(v - q^2)     (q = D_w textbook, q = m fedmllm)
+        x <- x + eta * m / (sqrt(v) + tau)
+
+    ``m`` as in :class:`~fedmllm.fl.strategies.fedopt.FedOpt`. No bias correction in either
+    variant (as in Flower ``FedYogi`` and the FedMLLM research code).
+
+    Config keys: ``eta`` (textbook 1e-2, fedmllm 1e-3), ``tau`` (1e-3), ``beta1`` (0.9),
+    ``beta2`` (0.99), ``variant``, ``clip_norm``.
+    """
+
+    name = "fedyogi"
+    _DEFAULTS: ClassVar[dict[str, dict[str, float]]] = {
+        "textbook": {"eta": 1e-2, "tau": 1e-3, "beta1": 0.9, "beta2": 0.99},
+        "fedmllm": {"eta": 1e-3, "tau": 1e-3, "beta1": 0.9, "beta2": 0.99},
+    }
+
+    def _second_moment(self, vs: list[Tensor], qs: list[Tensor]) -> None:
+        sqs = torch._foreach_mul(qs, qs)
+        signs = torch._foreach_sub(vs, sqs)
+        torch._foreach_sign_(signs)
+        torch._foreach_addcmul_(vs, sqs, signs, value=-(1.0 - self.beta2))

@@ -1,0 +1,39 @@
+"""Coordinate-wise trimmed mean of the client deltas (a robust rule)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from ..aggregation import trimmed_mean_delta
+from .base import CoordinateWise
+
+
+class TrimmedMean(CoordinateWise):
+    """Coordinate-wise trimmed mean (Yin et al., "Byzantine-Robust Distributed Learning:
+    Towards Optimal Statistical Rates", ICML 2018; Flower ``FedTrimmedAvg``).
+
+    Per coordinate, drop the ``k = floor(beta * |S|)`` smallest and ``k`` largest (clipped)
+    deltas and average the rest::
+
+        x <- x + mean(sorted(s_i d_i)[k : |S| - k])
+
+    Unweighted. Config keys: ``beta`` (fraction cut from each end, in [0, 0.5), default 0.2),
+    ``clip_norm``.
+    """
+
+    name = "trimmed_mean"
+
+    def __init__(self, *, beta: float = 0.2, clip_norm: float | None = None) -> None:
+        super().__init__(clip_norm=clip_norm)
+        beta = float(beta)
+        if not 0.0 <= beta < 0.5:
+            raise ValueError(f"beta must lie in [0, 0.5), got {beta!r}")
+        self.beta = beta
+
+    def _reduce_key(self, global_t: Tensor, tensors: list[Tensor], scales: list[float]) -> Tensor:
+        return trimmed_mean_delta(global_t, tensors, scales, self.beta)
+
+    def config(self) -> dict[str, Any]:
+        return {"beta": self.beta, **super().config()}
