@@ -8,6 +8,7 @@ import torch
 from fedmllm.fl import (
     OBJECTIVES,
     ClientUpdate,
+    ObjectiveResult,
     lm_layer_index,
     make_objective,
     make_strategy,
@@ -61,7 +62,7 @@ def test_prox_penalty_and_gradient_by_hand():
     obj = make_objective("prox", prox_mu=0.1)
     g = {"a": torch.tensor([1.0, 2.0], dtype=torch.float64),
          "b": torch.tensor([0.0], dtype=torch.float64)}
-    obj.begin(g, {}, client_id=3)
+    obj.begin(g, {}, {})
     params = {"a": _leaf([2.0, 0.0]), "b": _leaf([3.0])}
     pen = obj.penalty(params)
     # (0.1/2) * ((2-1)^2 + (0-2)^2 + 3^2) = 0.05 * 14
@@ -69,13 +70,13 @@ def test_prox_penalty_and_gradient_by_hand():
     pen.backward()
     torch.testing.assert_close(params["a"].grad, torch.tensor([0.1, -0.2], dtype=torch.float64))
     torch.testing.assert_close(params["b"].grad, torch.tensor([0.3], dtype=torch.float64))
-    assert obj.end(params, 5, 0.1) == {}
+    assert obj.end(params, 0.5) == ObjectiveResult()
 
 
 def test_prox_reference_does_not_follow_the_live_weights():
     live = {"a": _leaf([1.0, 1.0])}
     obj = make_objective("prox", prox_mu=1.0)
-    obj.begin({"a": live["a"].detach()}, {}, 0)  # a view of the weights being trained
+    obj.begin({"a": live["a"].detach()}, {}, {})  # a view of the weights being trained
     with torch.no_grad():
         live["a"].add_(1.0)
     assert float(obj.penalty(live).detach()) == pytest.approx(0.5 * 2)
@@ -83,10 +84,10 @@ def test_prox_reference_does_not_follow_the_live_weights():
 
 def test_prox_zero_mu_and_bf16():
     obj = make_objective("prox", prox_mu=0.0)
-    obj.begin({"a": torch.zeros(2)}, {}, 0)
+    obj.begin({"a": torch.zeros(2)}, {}, {})
     assert obj.penalty({"a": torch.ones(2, requires_grad=True)}) is None
     obj = make_objective("prox", prox_mu=2.0)
-    obj.begin({"a": torch.zeros(3, dtype=torch.bfloat16)}, {}, 0)
+    obj.begin({"a": torch.zeros(3, dtype=torch.bfloat16)}, {}, {})
     pen = obj.penalty({"a": torch.ones(3, dtype=torch.bfloat16, requires_grad=True)})
     assert pen.dtype == torch.float32 and float(pen.detach()) == pytest.approx(3.0)
 
@@ -117,7 +118,7 @@ def test_adaptive_prox_selects_middle_layers(style):
     g = {n: torch.zeros(2, dtype=torch.float64) for n in names}
     obj = make_objective("adaptive_prox", prox_mu=0.2, mu_w=0.5, s_layer=s_layer,
                          num_layers=num_layers)
-    obj.begin(g, {}, 0)
+    obj.begin(g, {}, {})
     selected = set(obj.selected_keys)
     assert selected == {n for n in names if lm_layer_index(n) in (1, 2, 3, 4)}
     assert len(selected) == 4 * 4
@@ -136,7 +137,7 @@ def test_adaptive_prox_selects_middle_layers(style):
 def test_adaptive_prox_research_defaults_and_errors():
     obj = make_objective("adaptive_prox", num_layers=28)
     assert obj.config() == {"prox_mu": 0.01, "mu_w": 0.1, "s_layer": 4, "num_layers": 28}
-    obj.begin({PEFT_LM.format(l, "q", "A"): torch.zeros(1) for l in range(28)}, {}, 0)
+    obj.begin({PEFT_LM.format(l, "q", "A"): torch.zeros(1) for l in range(28)}, {}, {})
     assert sorted(lm_layer_index(k) for k in obj.selected_keys) == list(range(4, 24))
     with pytest.raises(ValueError, match="needs parameter 'num_layers'"):
         make_objective("adaptive_prox")
@@ -144,7 +145,7 @@ def test_adaptive_prox_research_defaults_and_errors():
         make_objective("adaptive_prox", num_layers=8, s_layer=4)
     with pytest.raises(ValueError, match="layer 30 but num_layers=28"):
         make_objective("adaptive_prox", num_layers=28).begin(
-            {PEFT_LM.format(30, "q", "A"): torch.zeros(1)}, {}, 0
+            {PEFT_LM.format(30, "q", "A"): torch.zeros(1)}, {}, {}
         )
 
 
@@ -156,8 +157,8 @@ def test_make_objective_errors():
     with pytest.raises(ValueError, match="unknown parameter 'mu_w' for client objective 'prox'"):
         make_objective("prox", mu_w=0.1)
     ce = make_objective("ce")
-    ce.begin({"a": torch.zeros(1)}, {}, 0)
-    assert ce.penalty({"a": torch.zeros(1)}) is None and ce.end({}, 1, 0.1) == {}
+    ce.begin({"a": torch.zeros(1)}, {}, {})
+    assert ce.penalty({"a": torch.zeros(1)}) is None and ce.end({}, 0.1) == ObjectiveResult()
 
 
 # ----------------------------------------------------------------------------- SCAFFOLD
@@ -165,10 +166,11 @@ def test_make_objective_errors():
 
 def test_scaffold_correction_and_option_two_by_hand():
     obj = make_objective("scaffold")
-    obj.load_state_dict({"0/w": torch.tensor([0.2, 0.3], dtype=torch.float64)})  # c_0
+    ci = {"w": torch.tensor([0.2, 0.3], dtype=torch.float64)}
+    snapshot = ci["w"].clone()
     x = {"w": torch.tensor([1.0, 2.0], dtype=torch.float64)}
     c = {"w": torch.tensor([0.5, -1.0], dtype=torch.float64)}
-    obj.begin(x, {"control": c}, client_id=0)
+    obj.begin(x, {"control": c}, ci)
     y = _leaf([1.0, 2.0])
     y.grad = torch.tensor([1.0, 1.0], dtype=torch.float64)
     obj.correct_gradients({"w": y})
@@ -176,18 +178,26 @@ def test_scaffold_correction_and_option_two_by_hand():
     torch.testing.assert_close(y.grad, torch.tensor([1.3, -0.3], dtype=torch.float64))
     with torch.no_grad():
         y.copy_(torch.tensor([0.6, 2.4], dtype=torch.float64))
-    extras = obj.end({"w": y}, num_steps=4, lr=0.1)
-    # c_i+ = c_i - c + (x - y)/(K lr) = (0.2, 0.3) - (0.5, -1) + (0.4, -0.4)/0.4 = (0.7, 0.3)
-    torch.testing.assert_close(obj.client_control(0)["w"],
+    result = obj.end({"w": y}, lr_sum=0.4)  # e.g. K = 4 steps of 0.1
+    # c_i+ = c_i - c + (x - y)/lr_sum = (0.2, 0.3) - (0.5, -1) + (0.4, -0.4)/0.4 = (0.7, 0.3)
+    torch.testing.assert_close(result.client_state["w"],
                                torch.tensor([0.7, 0.3], dtype=torch.float64))
-    torch.testing.assert_close(extras["control_delta"]["w"],
+    torch.testing.assert_close(result.extras["control_delta"]["w"],
                                torch.tensor([0.5, 0.0], dtype=torch.float64))
-    assert set(obj.state_dict()) == {"0/w"}
-    # a new client starts from c_i = 0: its correction is c itself
-    obj.begin(x, {"control": c}, client_id=1)
+    assert set(result.extras) == {"control_delta"} and set(result.client_state) == {"w"}
+    assert torch.equal(ci["w"], snapshot)  # the stored c_i is the driver's: never changed here
+    # a new client starts from c_i = 0 (empty client state): its correction is c itself
+    obj.begin(x, {"control": c}, {})
     y.grad = torch.zeros(2, dtype=torch.float64)
     obj.correct_gradients({"w": y})
     torch.testing.assert_close(y.grad, c["w"])
+    # keys the client did not train keep their c_i in the returned client state
+    x2 = {"w": x["w"], "u": torch.zeros(1, dtype=torch.float64)}
+    obj.begin(x2, {}, {"u": torch.tensor([7.0], dtype=torch.float64)})
+    result = obj.end({"w": x["w"].clone()}, 1.0)
+    torch.testing.assert_close(result.client_state["u"], torch.tensor([7.0], dtype=torch.float64))
+    torch.testing.assert_close(result.client_state["w"], torch.zeros(2, dtype=torch.float64))
+    assert set(result.extras["control_delta"]) == {"w"}
 
 
 def test_scaffold_server_by_hand():
@@ -224,11 +234,12 @@ def _federate(strategy_name, objective_name, rounds, per_round, steps=10, lr=0.0
     strategy = make_strategy(strategy_name, **kwargs)
     objective = make_objective(objective_name)
     x = {"t": torch.zeros(2, dtype=torch.float64)}
+    client_states: dict[int, dict] = {}  # what a driver stores per client (SCAFFOLD's c_i)
     for rnd in range(1, rounds + 1):
         extras = strategy.server_extras(x)
         updates = []
         for i in sample_clients(n, per_round, rnd, seed=0):
-            objective.begin(x, extras, i)
+            objective.begin(x, extras, client_states.get(i, {}))
             t = x["t"].clone().requires_grad_(True)
             opt = torch.optim.SGD([t], lr=lr)
             for _ in range(steps):
@@ -238,8 +249,9 @@ def _federate(strategy_name, objective_name, rounds, per_round, steps=10, lr=0.0
                 (loss if pen is None else loss + pen).backward()
                 objective.correct_gradients({"t": t})
                 opt.step()
-            out = objective.end({"t": t}, steps, lr)
-            updates.append(ClientUpdate({"t": t.detach()}, 1, i, extras=out))
+            out = objective.end({"t": t}, steps * lr)
+            client_states[i] = out.client_state
+            updates.append(ClientUpdate({"t": t.detach()}, 1, i, extras=out.extras))
         x = strategy.aggregate(x, updates, rnd)
     return float((x["t"] - optimum).norm())
 
@@ -265,12 +277,12 @@ def test_prox_objective_with_any_strategy():
     for rnd in (1, 2):
         ups = []
         for i in range(3):
-            obj.begin(x, strategy.server_extras(x), i)
+            obj.begin(x, strategy.server_extras(x), {})
             t = (x["t"] + 1.0).requires_grad_(True)
             obj.penalty({"t": t}).backward()
             torch.testing.assert_close(t.grad, torch.full((2,), 0.5))  # 0.5 * (t - x), t - x = 1
             obj.correct_gradients({"t": t})
-            assert obj.end({"t": t}, 1, 0.1) == {}
+            assert obj.end({"t": t}, 0.1) == ObjectiveResult()
             ups.append(ClientUpdate({"t": t.detach()}, 1, i))
         x = strategy.aggregate(x, ups, rnd)
     assert torch.all(x["t"] > 0)
@@ -278,17 +290,26 @@ def test_prox_objective_with_any_strategy():
 
 def test_scaffold_objective_errors():
     obj = make_objective("scaffold")
-    with pytest.raises(ValueError, match="client_id"):
-        obj.begin({"w": torch.zeros(1)}, {}, -1)
+    with pytest.raises(ValueError, match="client state 'v' does not match"):
+        obj.begin({"w": torch.zeros(1)}, {}, {"v": torch.zeros(1)})
+    with pytest.raises(ValueError, match="client state 'w' does not match"):
+        obj.begin({"w": torch.zeros(1)}, {}, {"w": torch.zeros(2)})
     with pytest.raises(RuntimeError, match="before begin"):
-        obj.end({"w": torch.zeros(1)}, 1, 0.1)
-    obj.begin({"w": torch.zeros(1)}, {}, 0)
-    with pytest.raises(ValueError, match="num_steps"):
-        obj.end({"w": torch.zeros(1)}, 0, 0.1)
+        obj.end({"w": torch.zeros(1)}, 0.1)
+    obj.begin({"w": torch.zeros(1)}, {}, {})
+    with pytest.raises(ValueError, match="lr_sum > 0"):
+        obj.end({"w": torch.zeros(1)}, 0.0)
 
 
 def test_prox_rejects_parameters_missing_from_the_global_state():
     obj = make_objective("prox", prox_mu=0.1)
-    obj.begin({"a": torch.zeros(2)}, {}, 0)
+    obj.begin({"a": torch.zeros(2)}, {}, {})
     with pytest.raises(ValueError, match="'a.default' is not in the global state"):
         obj.penalty({"a.default": torch.zeros(2, requires_grad=True)})
+
+
+def test_unknown_objective_gets_a_suggestion():
+    with pytest.raises(ValueError) as e:
+        make_objective("scafold")
+    assert str(e.value) == ("unknown client objective 'scafold'; did you mean 'scaffold'? "
+                            "choices: ce, prox, adaptive_prox, scaffold, yoco")

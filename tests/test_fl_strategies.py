@@ -395,3 +395,38 @@ def test_aggregate_rejects_unfiltered_bad_updates():
         make_strategy("fedavg").aggregate(x, [ClientUpdate({"w": torch.zeros(1, 2)}, 1)], 1)
     with pytest.raises(ValueError, match="control_delta"):
         make_strategy("scaffold", num_clients=2).aggregate(x, [ClientUpdate(dict(x), 1, 0)], 1)
+
+
+def test_client_side_attributes_of_every_strategy():
+    expected = {  # name: (default_objective, allowed_objectives, min_updates)
+        "fedavg": ("ce", None, 1),
+        "fedavgm": ("ce", None, 1),
+        "fedadagrad": ("ce", None, 1),
+        "fedadam": ("ce", None, 1),
+        "fedyogi": ("ce", None, 1),
+        "fedprox": ("prox", ("prox", "adaptive_prox"), 1),
+        "scaffold": ("scaffold", ("scaffold",), 1),
+        "local": ("ce", None, 1),
+        "zeroshot": ("ce", ("ce",), 1),
+        "median": ("ce", None, 3),
+        "trimmed_mean": ("ce", None, 5),  # default beta 0.2: floor(0.2 n) >= 1 from n = 5
+    }
+    assert set(expected) == set(ALGORITHMS)
+    for name, (default, allowed, need) in expected.items():
+        s = make_strategy(name, **({"num_clients": 3} if name == "scaffold" else {}))
+        assert (s.default_objective, s.allowed_objectives, s.min_updates) == (default, allowed, need)
+    # floor(beta * n) >= 1 first at n = ceil(1 / beta), also where 1 / beta is not exact
+    for beta, need in ((0.1, 10), (0.25, 4), (0.3, 4), (1 / 3, 3), (0.4, 3), (0.49, 3)):
+        assert make_strategy("trimmed_mean", beta=beta).min_updates == need
+
+
+def test_unknown_names_get_a_suggestion():
+    with pytest.raises(ValueError) as e:
+        make_strategy("fedadm")
+    assert str(e.value) == ("unknown strategy 'fedadm'; did you mean 'fedadam'? choices: "
+                            + ", ".join(ALGORITHMS))
+    with pytest.raises(ValueError, match=r"^unknown strategy 'zzz'; choices: fedavg, "):
+        make_strategy("zzz")
+    with pytest.raises(ValueError, match="unknown parameter 'server_lrr' for strategy 'fedavgm'; "
+                                         "did you mean 'server_lr'"):
+        make_strategy("fedavgm", server_lrr=1.0)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fedmllm.fl import (
+    ObjectiveResult,
     YocoObjective,
     code_init,
     conflict_matrix,
@@ -207,7 +208,7 @@ def _params(state, shift=0.1):
 def test_yoco_objective_full_l1_matches_pieces_and_advances_gamma():
     init = _yoco_state()
     obj = YocoObjective(variant="init_ba", lam=0.01, gamma_min=1, gamma_max=9, total_steps=4)
-    obj.begin(init, {}, 0)
+    obj.begin(init, {}, {})
     init[KB].mul_(-1)  # the recorded sign target must not follow later changes
     params = _params(_yoco_state())
     signs = torch.sign(_yoco_state()[KB])
@@ -225,33 +226,33 @@ def test_yoco_objective_full_l1_matches_pieces_and_advances_gamma():
     assert params[KO].grad is None
     obj.set_step(4)
     assert obj.gamma() == pytest.approx(9.0)
-    assert obj.end(params, 4, 1e-3) == {}
+    assert obj.end(params, 4e-3) == ObjectiveResult()
 
 
 def test_yoco_objective_variants_calls_per_step_and_errors():
     init = _yoco_state()
     params = _params(init)
     obj = YocoObjective(variant="init", total_steps=3)
-    obj.begin(init, {}, 0)
+    obj.begin(init, {}, {})
     assert obj.penalty(params) is None
 
     obj = YocoObjective(variant="init_b", lam=0.5, total_steps=3, gamma_max=5)
-    obj.begin(init, {}, 0)
+    obj.begin(init, {}, {})
     want = sign_penalty(params[KB], torch.sign(init[KB]), 1.0)  # no A term for init_b
     assert float(obj.penalty(params).detach()) == pytest.approx(float(want.detach()), rel=1e-12)
 
     obj = YocoObjective(variant="full", total_steps=3, gamma_max=5, calls_per_step=2)
-    obj.begin(init, {}, 0)
+    obj.begin(init, {}, {})
     gammas = []
     for _ in range(5):
         obj.penalty(params)
         gammas.append(obj.last_terms["gamma"])
     assert gammas == pytest.approx([gamma_schedule(t, 3, 1, 5) for t in (0, 0, 1, 1, 2)])
-    obj.begin(init, {}, 1)  # a new client starts from t = 0
+    obj.begin(init, {}, {})  # a new client starts from t = 0
     assert obj.step == 0
 
     obj = YocoObjective(variant="full", a_penalty="orthogonal", total_steps=10, gamma_max=200)
-    obj.begin(init, {}, 0)
+    obj.begin(init, {}, {})
     obj.set_step(6)
     val = obj.penalty(params)
     lam_o = orthogonal_lambda(6, 10)
@@ -263,7 +264,7 @@ def test_yoco_objective_variants_calls_per_step_and_errors():
     with pytest.raises(RuntimeError, match="before begin"):
         YocoObjective(total_steps=2).penalty(params)
     obj = YocoObjective()
-    obj.begin(init, {}, 0)
+    obj.begin(init, {}, {})
     with pytest.raises(RuntimeError, match="total_steps"):
         obj.penalty(params)
     obj.set_total_steps(2)

@@ -64,7 +64,7 @@ from .strategies import (
     make_strategy,
     strategy_params,
 )
-from .types import ClientObjective, ClientUpdate, Extras, StateDict, Strategy
+from .types import ClientObjective, ClientUpdate, Extras, ObjectiveResult, StateDict, Strategy
 from .validation import filter_updates, validate_update
 from .yoco import (
     A_PENALTIES,
@@ -109,6 +109,7 @@ __all__ = [
     "FedYogi",
     "Local",
     "Median",
+    "ObjectiveResult",
     "Prox",
     "Scaffold",
     "ScaffoldObjective",

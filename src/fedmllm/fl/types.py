@@ -59,12 +59,26 @@ class Strategy(ABC):
     - ``trains_clients``: ``False`` (``zeroshot``) means no client is trained at all.
     - ``personalized``: ``True`` (``local``) means each client keeps and evaluates its own
       adapter state across rounds; the driver must store per-client states itself.
+
+    Attributes a driver reads to pair the strategy with its client side:
+
+    - ``default_objective``: the client objective that completes the algorithm (``"prox"`` for
+      FedProx, ``"scaffold"`` for SCAFFOLD, ``"ce"`` otherwise).
+    - ``allowed_objectives``: the client objectives the algorithm may run with; ``None`` means
+      any except ``"scaffold"`` (its server and client sides come together) and ``"yoco"``
+      (one-shot).
+    - ``min_updates``: the fewest accepted updates the rule needs to be what it says (the
+      median of two values is their mean). In :meth:`aggregate`, a key that fewer than
+      ``min_updates`` clients returned keeps its global value.
     """
 
     name: str = ""
     aggregates: bool = True
     trains_clients: bool = True
     personalized: bool = False
+    default_objective: str = "ce"
+    allowed_objectives: tuple[str, ...] | None = None
+    min_updates: int = 1
 
     @abstractmethod
     def aggregate(
@@ -92,21 +106,43 @@ class Strategy(ABC):
         return {}
 
 
+@dataclass
+class ObjectiveResult:
+    """What a client objective hands back at the end of a client's local run.
+
+    Attributes:
+        extras: sent to the server with the update (``ClientUpdate.extras``), e.g. SCAFFOLD's
+            ``{"control_delta": c_i+ - c_i}``.
+        client_state: this client's state for its next round (SCAFFOLD's ``c_i+``). The driver
+            stores it per client and keeps it only if the server accepts the update; the
+            objective itself keeps nothing across rounds.
+    """
+
+    extras: Extras = field(default_factory=dict)
+    client_state: StateDict = field(default_factory=dict)
+
+
 class ClientObjective(ABC):
     """A change to what each client optimises locally; the driver calls, per client per round::
 
-        obj.begin(global_state, server_extras, client_id)
-        for each step:
+        obj.begin(global_state, server_extras, client_state)
+        for each optimizer step (step size lr_k):
             loss = task_loss + (obj.penalty(params) or 0)
-            loss.backward(); obj.correct_gradients(params); optimizer.step()
-        extras = obj.end(params, num_steps, lr)   # -> ClientUpdate.extras
+            loss.backward(); clip the gradients (optional); obj.correct_gradients(params)
+            optimizer.step()
+        result = obj.end(params, lr_sum)   # lr_sum = sum_k lr_k over the local run
+        # result.extras -> ClientUpdate.extras; result.client_state -> kept by the driver
 
     ``params`` maps the same keys as the adapter state to the *live* trainable tensors.
+    ``client_state`` is what :meth:`end` returned as ``client_state`` in this client's last
+    accepted round (``{}`` at first). Objectives keep no per-client state across rounds.
     """
 
     name: str = ""
 
-    def begin(self, global_state: StateDict, server_extras: Extras, client_id: int) -> None:
+    def begin(
+        self, global_state: StateDict, server_extras: Extras, client_state: StateDict
+    ) -> None:
         """Remember what this client's round starts from (default: nothing)."""
 
     def penalty(self, params: StateDict) -> Tensor | None:
@@ -114,22 +150,14 @@ class ClientObjective(ABC):
         return None
 
     def correct_gradients(self, params: StateDict) -> None:
-        """Modify ``param.grad`` in place after ``backward()`` (default: nothing)."""
+        """Modify ``param.grad`` in place; called after ``backward()`` and after gradient
+        clipping, right before ``optimizer.step()`` (default: nothing)."""
 
-    def end(self, params: StateDict, num_steps: int, lr: float) -> Extras:
-        """Finish the client's round; return extras to send to the server (default: none)."""
-        return {}
-
-    def state_dict(self) -> StateDict:
-        """Per-client state that must survive across rounds (default: none)."""
-        return {}
-
-    def load_state_dict(self, state: StateDict) -> None:
-        """Restore :meth:`state_dict`."""
-        if state:
-            raise ValueError(
-                f"objective {self.name!r} keeps no state, got keys {sorted(state)[:3]}..."
-            )
+    def end(self, params: StateDict, lr_sum: float) -> ObjectiveResult:
+        """Finish the client's round. ``lr_sum`` is the sum of the step sizes of all optimizer
+        steps of the local run (``K * lr`` for a constant rate). Returns the extras to send and
+        the client's state for its next round (default: neither)."""
+        return ObjectiveResult()
 
     def config(self) -> dict[str, Any]:
         """The resolved parameters, for printing and saving with a run."""

@@ -116,6 +116,7 @@ class Simulator:
         self.global_state = self.bundle.adapter.get()
         self.initial_state = {k: v.clone() for k, v in self.global_state.items()}
         self.client_states: dict[int, dict[str, torch.Tensor]] = {}
+        self.client_objective_states: dict[int, dict[str, torch.Tensor]] = {}
         self.last_eval: tuple[int, dict] | None = None
         self.eval_cache: dict = {}  # encoded test prompts, reused by every evaluation
 
@@ -138,7 +139,7 @@ class Simulator:
         b.adapter.set(start)
         params = b.adapter.params
         opt = torch.optim.AdamW(list(params.values()), lr=lr, weight_decay=tr.weight_decay)
-        self.objective.begin(start, server_extras, k)
+        self.objective.begin(start, server_extras, self.client_objective_states.get(k, {}))
         model.train()
         stream = self.clients[k].batches(round_, tr.batch_size)
         steps = self.local_steps(k)
@@ -156,7 +157,9 @@ class Simulator:
             if tr.grad_clip:
                 torch.nn.utils.clip_grad_norm_(list(params.values()), tr.grad_clip)
             opt.step()
-        extras = self.objective.end(params, steps, lr)
+        result = self.objective.end(params, steps * lr)
+        self.client_objective_states[k] = result.client_state
+        extras = result.extras
         state = b.adapter.get()
         return ClientUpdate(state=state, num_examples=len(self.clients[k]), client_id=k,
                             extras=extras, metrics={"train_loss": float(loss_sum) / steps,

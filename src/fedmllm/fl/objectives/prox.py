@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..aggregation import in_compute_dtype
 from ..layers import lm_layer_index
-from ..types import ClientObjective, Extras, StateDict
+from ..types import ClientObjective, Extras, ObjectiveResult, StateDict
 
 
 def _sq_dist(p: Tensor, ref: Tensor) -> Tensor:
@@ -44,7 +44,9 @@ class Prox(ClientObjective):
     def _selected(self, key: str) -> bool:
         return True
 
-    def begin(self, global_state: StateDict, server_extras: Extras, client_id: int) -> None:
+    def begin(
+        self, global_state: StateDict, server_extras: Extras, client_state: StateDict
+    ) -> None:
         # Detached copies: the reference must not follow the live weights during training.
         self._ref = {
             k: t.detach().clone()
@@ -78,10 +80,10 @@ class Prox(ClientObjective):
             total = sq if total is None else total + sq
         return None if total is None else total * coef
 
-    def end(self, params: StateDict, num_steps: int, lr: float) -> Extras:
+    def end(self, params: StateDict, lr_sum: float) -> ObjectiveResult:
         self._ref = {}
         self._started = False
-        return {}
+        return ObjectiveResult()
 
     def config(self) -> dict[str, Any]:
         return {"prox_mu": self.prox_mu}

@@ -10,8 +10,10 @@ class FedProx(FedAvg):
     server side: identical to :class:`~fedmllm.fl.strategies.fedavg.FedAvg`, ``x <- x + D_w``.
 
     The proximal term ``(mu/2) ||theta - x||^2`` is the client objective ``prox`` (or
-    FedMLLM's layer-restricted ``adaptive_prox``). Flower: ``FedProx``. Config keys:
-    ``clip_norm``.
+    FedMLLM's layer-restricted ``adaptive_prox``); with plain ``ce`` it would be FedAvg, so
+    that pairing is refused. Flower: ``FedProx``. Config keys: ``clip_norm``.
     """
 
     name = "fedprox"
+    default_objective = "prox"
+    allowed_objectives = ("prox", "adaptive_prox")

@@ -31,4 +31,5 @@ class ZeroShot(Local):
 
     name = "zeroshot"
     trains_clients = False
+    allowed_objectives = ("ce",)
     personalized = False

@@ -19,6 +19,7 @@ class Median(CoordinateWise):
     """
 
     name = "median"
+    min_updates = 3  # the median of two values is their mean
 
     def _reduce_key(self, global_t: Tensor, tensors: list[Tensor], scales: list[float]) -> Tensor:
         return median_delta(global_t, tensors, scales)

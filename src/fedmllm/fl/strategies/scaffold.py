@@ -33,6 +33,8 @@ class Scaffold(StatefulMixin, DeltaStrategy):
 
     name = "scaffold"
     weighted = False
+    default_objective = "scaffold"
+    allowed_objectives = ("scaffold",)
 
     def __init__(
         self, *, num_clients: int, server_lr: float = 1.0, clip_norm: float | None = None

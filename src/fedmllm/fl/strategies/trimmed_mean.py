@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch import Tensor
 
 from ..aggregation import trimmed_mean_delta
 from .base import CoordinateWise
+
+
+def _fewest_trimmed(beta: float) -> int:
+    """The smallest ``n`` with ``floor(beta * n) >= 1`` (the fewest clients that get trimmed)."""
+    if beta <= 0:
+        return 1
+    n = max(1, math.ceil(1.0 / beta))
+    while int(beta * n) < 1:  # floating point: 1 / beta may round down
+        n += 1
+    while n > 1 and int(beta * (n - 1)) >= 1:
+        n -= 1
+    return n
 
 
 class TrimmedMean(CoordinateWise):
@@ -31,6 +44,7 @@ class TrimmedMean(CoordinateWise):
         if not 0.0 <= beta < 0.5:
             raise ValueError(f"beta must lie in [0, 0.5), got {beta!r}")
         self.beta = beta
+        self.min_updates = _fewest_trimmed(beta)
 
     def _reduce_key(self, global_t: Tensor, tensors: list[Tensor], scales: list[float]) -> Tensor:
         return trimmed_mean_delta(global_t, tensors, scales, self.beta)

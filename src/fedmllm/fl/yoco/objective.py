@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..oneshot.keys import lora_role
-from ..types import ClientObjective, Extras, StateDict
+from ..types import ClientObjective, Extras, ObjectiveResult, StateDict
 from .penalties import l1_penalty, orthogonal_penalty, sign_penalty
 from .schedules import check_total, gamma_schedule, orthogonal_lambda
 
@@ -144,7 +144,9 @@ class YocoObjective(ClientObjective):
             )
         return self.total_steps
 
-    def begin(self, global_state: StateDict, server_extras: Extras, client_id: int) -> None:
+    def begin(
+        self, global_state: StateDict, server_extras: Extras, client_state: StateDict
+    ) -> None:
         self._signs = {
             k: torch.sign(t.detach())
             for k, t in global_state.items()
@@ -203,9 +205,9 @@ class YocoObjective(ClientObjective):
         self.last_terms = terms
         return result
 
-    def end(self, params: StateDict, num_steps: int, lr: float) -> Extras:
+    def end(self, params: StateDict, lr_sum: float) -> ObjectiveResult:
         self._signs, self._started = {}, False
-        return {}
+        return ObjectiveResult()
 
     def config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {
