@@ -135,3 +135,67 @@ def test_round_lr_errors():
         round_lr(6, 5, 1.0)
     with pytest.raises(ValueError, match="warmup_rounds"):
         round_lr(1, 5, 1.0, warmup_rounds=6)
+
+
+# ----------------------------------------------------------------------------- local step sizes
+
+
+def test_local_lr_values_by_hand():
+    from fedmllm.fl import LOCAL_SCHEDULES, local_lr
+
+    assert LOCAL_SCHEDULES == ("constant", "cosine")
+    # 10 steps, warm-up ratio 0.2 -> W = 2: 0.5, 1.0, then the cosine over the 8 remaining steps
+    got = [local_lr(k, 10, 2.0, "cosine", 0.2) for k in range(10)]
+    want = [1.0, 2.0] + [2.0 * (1 + math.cos(math.pi * j / 8)) / 2 for j in range(8)]
+    assert got == pytest.approx(want, rel=1e-15)
+    assert got[2] == 2.0 and min(got) == pytest.approx(2.0 * (1 + math.cos(7 * math.pi / 8)) / 2)
+    # constant: the warm-up, then base_lr
+    assert [local_lr(k, 10, 2.0, "constant", 0.2) for k in range(4)] == [1.0, 2.0, 2.0, 2.0]
+    assert [local_lr(k, 3, 0.1) for k in range(3)] == [0.1, 0.1, 0.1]
+    # W = ceil(0.01 * 250) = 3: 1/3, 2/3, 1, then cosine from base_lr
+    assert [local_lr(k, 250, 3.0, "cosine", 0.01) for k in range(4)] == pytest.approx(
+        [1.0, 2.0, 3.0, 3.0])
+    # W = ceil(0.01 * 20) = 1: the first step already uses base_lr (HF's would use 0)
+    assert local_lr(0, 20, 1.0, "cosine", 0.01) == 1.0
+    assert local_lr(1, 20, 1.0, "cosine", 0.01) == 1.0
+    assert local_lr(19, 20, 1.0, "cosine", 0.01) == pytest.approx(
+        (1 + math.cos(math.pi * 18 / 19)) / 2)
+    # a single step, and warm-up over every step
+    assert local_lr(0, 1, 0.5, "cosine") == 0.5
+    assert [local_lr(k, 4, 1.0, "cosine", 1.0) for k in range(4)] == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_local_lr_is_hf_cosine_shifted_by_one_warmup_step():
+    """After warm-up it is HF's get_cosine_schedule_with_warmup; during warm-up step k uses
+    HF's rate of step k + 1 (HF's step 0 has rate 0)."""
+    from transformers.optimization import get_cosine_schedule_with_warmup
+
+    from fedmllm.fl import local_lr
+
+    total, ratio = 37, 0.1
+    warm = math.ceil(ratio * total)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    hf = get_cosine_schedule_with_warmup(opt, warm, total).lr_lambdas[0]
+    for k in range(total):
+        ref = hf(k + 1) if k < warm else hf(k)
+        assert local_lr(k, total, 1.0, "cosine", ratio) == pytest.approx(ref, rel=1e-12, abs=0)
+    assert hf(0) == 0.0 and local_lr(0, total, 1.0, "cosine", ratio) > 0
+
+
+def test_local_lr_errors():
+    from fedmllm.fl import local_lr
+
+    for args, kwargs, fragment in [
+        ((10, 10, 1.0), {}, "step must be an integer in \\[0, 10\\)"),
+        ((-1, 10, 1.0), {}, "step must be"),
+        ((0.5, 10, 1.0), {}, "step must be"),
+        ((0, 0, 1.0), {}, "total_steps must be an integer >= 1"),
+        ((0, 10, -1.0), {}, "base_lr must be"),
+        ((0, 10, math.inf), {}, "base_lr must be"),
+        ((0, 10, 1.0, "linear"), {}, "unknown local lr schedule 'linear'"),
+        ((0, 10, 1.0), {"warmup_ratio": 1.5}, "warmup_ratio must lie in \\[0, 1\\]"),
+        ((0, 10, 1.0), {"warmup_ratio": -0.1}, "warmup_ratio must lie"),
+    ]:
+        with pytest.raises(ValueError, match=fragment):
+            local_lr(*args, **kwargs)
+    assert local_lr(np.int64(2), np.int64(5), 1.0) == 1.0  # numpy integers are integers

@@ -12,7 +12,8 @@ it is written so that Flower server and client apps can drive the very same code
   :data:`OBJECTIVES`), each with ``begin``/``penalty``/``correct_gradients``/``end``.
 - :mod:`.aggregation`: the reduction kernels the strategies share.
 - :mod:`.validation`: :func:`validate_update`, :func:`filter_updates`.
-- :mod:`.sampling`: :func:`sample_clients`; :mod:`.schedule`: :func:`round_lr`.
+- :mod:`.sampling`: :func:`sample_clients`; :mod:`.schedule`: :func:`round_lr` (per round),
+  :func:`local_lr` (per optimizer step of a local run).
 - :mod:`.yoco`: YOCO one-shot LoRA (NeurIPS 2025): :func:`svd_init`, :class:`YocoObjective`,
   :func:`pca_weighted_merge`, conflict diagnostics, :func:`upload_units`.
 - :mod:`.oneshot`: one-shot merges of single uploads, factor by factor
@@ -46,7 +47,7 @@ from .oneshot import (
     refactorize,
 )
 from .sampling import sample_clients
-from .schedule import SCHEDULES, round_lr
+from .schedule import LOCAL_SCHEDULES, SCHEDULES, local_lr, round_lr
 from .strategies import (
     ALGORITHMS,
     VARIANTS,
@@ -89,6 +90,7 @@ from .yoco import (
 __all__ = [
     "ALGORITHMS",
     "A_PENALTIES",
+    "LOCAL_SCHEDULES",
     "OBJECTIVES",
     "PCA_WEIGHTINGS",
     "PRODUCT_METHODS",
@@ -128,6 +130,7 @@ __all__ = [
     "gamma_schedule",
     "l1_penalty",
     "lm_layer_index",
+    "local_lr",
     "lora_module",
     "lora_pairs",
     "lora_role",
