@@ -17,7 +17,9 @@ class ScaffoldObjective(ClientObjective):
     keys = 0), ``x`` = the global state the round starts from. Then:
 
     - every local step uses ``grad <- grad + c - c_i`` (:meth:`correct_gradients`, after
-      clipping), i.e. ``y <- y - lr_k * (g(y) - c_i + c)``;
+      clipping), i.e. ``y <- y - lr_k * (g(y) - c_i + c)``, for *every* trainable tensor: one
+      the loss did not reach (``grad is None``) has a zero gradient and gets ``c - c_i``
+      (tensors whose ``c - c_i`` is exactly zero are left alone);
     - after the local run, with ``lr_sum = sum_k lr_k`` (``K * lr`` for a constant rate)::
 
           c_i+ = c_i - c + (x - y_i) / lr_sum
@@ -78,7 +80,11 @@ class ScaffoldObjective(ClientObjective):
         with torch.no_grad():
             for key, corr in self._correction.items():
                 p = params.get(key)
-                if p is not None and p.grad is not None:
+                if p is None or not p.requires_grad:
+                    continue
+                if p.grad is None:  # not reached by the loss: a zero gradient, corrected
+                    p.grad = corr.to(device=p.device, dtype=p.dtype, copy=True)
+                else:
                     p.grad.add_(corr.to(device=p.grad.device, dtype=p.grad.dtype))
 
     def end(self, params: StateDict, lr_sum: float) -> ObjectiveResult:
