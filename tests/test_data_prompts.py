@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from fedmllm.data.prompts import build_prompt, mc_answer, to_conversation
-from fedmllm.data.records import Sample
+from fedmllm.data.types import Sample
 
 S = ("Answer with the option's letter from the given choices directly and only give the best "
      "option. The best answer is: ")

@@ -7,7 +7,6 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from fedmllm.data.records import Sample
 from fedmllm.data.scenarios import (
     apply_scenario,
     cross,
@@ -16,6 +15,7 @@ from fedmllm.data.scenarios import (
     medical_hybrid,
     missing,
 )
+from fedmllm.data.types import Sample
 
 
 def _clients(k=10, n=200):

@@ -11,7 +11,7 @@ import torch
 
 from fedmllm.cli import main
 from fedmllm.data.prompts import SYNTH_BINARY_OPTIONS, build_prompt, mc_answer
-from fedmllm.data.records import Sample
+from fedmllm.data.types import Sample
 from fedmllm.eval.evaluate import evaluate, predict, view
 from fedmllm.eval.parsing import parse_option
 from fedmllm.eval.scoring import decode_answers, generate, stop_token_ids

@@ -4,11 +4,11 @@ point. Imports no torch/transformers (numpy, PIL, scikit-learn; matplotlib only 
 """
 
 from .errors import DataError
-from .federated import FederatedData, TaskInfo, build_federated_data, federated_data
+from .federated import build_federated_data, federated_data
 from .prepared import DataStats, data_stats, load_prepared, prepare, write_prepared
 from .prompts import build_prompt, to_conversation
-from .records import MODALITIES, Sample, load_image
 from .synth import ceilings, corpus_text, make_pretrain_corpus, make_synth
+from .types import MODALITIES, FederatedData, Sample, TaskInfo, load_image
 
 __all__ = [
     "MODALITIES",

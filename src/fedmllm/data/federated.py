@@ -16,7 +16,6 @@ result in a JSON-able manifest.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +31,6 @@ from .readers import (
     read_slake,
     read_vqa_rad,
 )
-from .records import MODALITIES, Sample
 from .scenarios import (
     SCENARIOS,
     apply_scenario,
@@ -41,11 +39,11 @@ from .scenarios import (
     medical_hybrid,
 )
 from .synth import TASK_NAMES, make_synth
+from .types import DATASETS, MODALITIES, FederatedData, Sample, TaskInfo
 
 if TYPE_CHECKING:  # the config module is only needed for the annotation
     from ..config import DataConfig
 
-DATASETS = ("synth", "hateful_memes", "crisismmd", "medical")
 MANIFEST_FORMAT = "fedmllm-data/1"
 
 __all__ = [
@@ -57,45 +55,6 @@ __all__ = [
     "federated_data",
     "make_manifest",
 ]
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    """What the model is asked to do.
-
-    ``name``: ``synth_binary``, ``synth_multiclass``, ``synth_vqa``, ``hateful_memes``,
-    ``crisismmd`` or ``medical``; ``kind``: ``"mc"`` (multiple choice, scored on ``options``)
-    or ``"vqa"`` (free-form answers); ``prompt_strategy``: ``plain`` or ``agnostic``.
-    """
-
-    name: str
-    kind: str
-    options: tuple[str, ...] | None = None
-    prompt_strategy: str = "plain"
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind,
-                "options": list(self.options) if self.options is not None else None,
-                "prompt_strategy": self.prompt_strategy}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TaskInfo:
-        opts = d.get("options")
-        return cls(d["name"], d["kind"], tuple(opts) if opts is not None else None,
-                   d.get("prompt_strategy", "plain"))
-
-
-@dataclass
-class FederatedData:
-    """``clients[k]``: client k's training samples; ``test``: the held-out set (full image and
-    text); ``extra_tests``: further evaluation sets by name (``{"slake": [...]}`` for
-    ``medical`` when SLAKE is present)."""
-
-    clients: list[list[Sample]]
-    test: list[Sample]
-    task: TaskInfo
-    manifest: dict
-    extra_tests: dict[str, list[Sample]] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- manifest

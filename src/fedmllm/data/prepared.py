@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError
-from .federated import FederatedData, TaskInfo, count_summary, federated_data
+from .federated import count_summary, federated_data
 from .prompts import IMAGE_TOKEN, MC_TEMPLATES, to_conversation
 from .readers import load_json
-from .records import MODALITIES, Sample
+from .types import MODALITIES, FederatedData, Sample, TaskInfo
 
 __all__ = ["DataStats", "data_stats", "load_prepared", "prepare", "write_prepared"]
 

@@ -28,7 +28,7 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from .records import Sample
+from .types import Sample
 
 STRATEGIES = ("plain", "agnostic")
 

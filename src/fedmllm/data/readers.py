@@ -37,7 +37,7 @@ from typing import Any
 
 from .errors import DataError
 from .prompts import CRISISMMD_OPTIONS, HATEFUL_OPTIONS, mc_answer
-from .records import Sample
+from .types import Sample
 
 HATEFUL_SPLITS = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen")
 CRISISMMD_SPLITS = ("train", "dev", "test")

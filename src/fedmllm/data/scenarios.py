@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .records import Sample
+from .types import Sample
 
 SCENARIOS = ("aligned", "missing", "cross", "hybrid")
 

@@ -52,7 +52,7 @@ from .prompts import (
     mc_answer,
     mc_prompt,
 )
-from .records import Sample
+from .types import Sample
 
 SIZE = 32
 #: bumped whenever make_pretrain_corpus / corpus_text change (part of the tiny model's cache key)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..data.errors import DataError
-from ..data.records import Sample
+from ..data.types import Sample
 from ..model.loading import ModelError
 from .evaluate import VIEWS, evaluate
 from .parsing import LETTERS

@@ -34,7 +34,7 @@ import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
 from ..data.prompts import build_prompt
-from ..data.records import Sample
+from ..data.types import Sample
 from ..model.collate import Encoded, encode_sample
 from .metrics import classification_metrics
 from .parsing import parse_option, research_parse

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..data.records import load_image
+from ..data.types import load_image
 from .loading import ModelError
 
 IGNORE_INDEX = -100

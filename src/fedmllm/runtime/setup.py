@@ -15,7 +15,7 @@ import torch
 
 from ..config import Config, LoraConfig
 from ..data.prompts import build_prompt
-from ..data.records import Sample
+from ..data.types import Sample
 from ..model.collate import Encoded, encode_sample
 from ..model.loading import load_vlm, num_lm_layers, resolve_device, resolve_dtype
 from ..model.lora import AdapterState, wrap_lora
