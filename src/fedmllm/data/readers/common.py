@@ -1,0 +1,206 @@
+"""What every dataset reader shares: the result type, the bad-item collector, JSON and image
+helpers, and the image check.
+
+Images become absolute path strings, resolved inside the dataset root: a path that escapes it
+(``..``, absolute) is an error (:func:`resolve_image`). :func:`check_images` verifies existence
+and a decodable header.
+
+Every problem with the input raises :class:`~fedmllm.data.errors.DataError` with one line
+naming the file and the line, row or sample id. With ``skip_bad=True`` per-item problems (bad
+row, unknown label, wrong type, malformed line, bad image path) are skipped instead and
+reported in :attr:`ReadResult.skipped` (through :class:`RowCollector`); file-level problems
+(missing file or column, empty split) always raise. Text is UTF-8: a file or line that is not
+is an error naming the line (:func:`load_json`, :func:`not_utf8`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from ..types import Sample
+
+# the split a plain "test" means, where the dataset has no split of that name
+TEST_SPLITS = {"hateful_memes": "test_seen", "crisismmd": "test"}
+
+__all__ = [
+    "TEST_SPLITS",
+    "ReadResult",
+    "RowCollector",
+    "RowError",
+    "check_images",
+    "json_objects",
+    "load_json",
+    "not_utf8",
+    "require_file",
+    "require_rows",
+    "resolve_image",
+    "typed_field",
+    "vqa_row",
+]
+
+
+@dataclass
+class ReadResult:
+    """Samples read from one split, and the items skipped (``{"file", "where", "reason"}``)."""
+
+    samples: list[Sample]
+    skipped: list[dict] = field(default_factory=list)
+
+    def __iter__(self):  # so ``samples, skipped = read_...(...)`` works
+        return iter((self.samples, self.skipped))
+
+
+class RowError(Exception):
+    """A problem with one item (caught and turned into a DataError or a skip)."""
+
+
+class RowCollector:
+    """Turns a bad item into a :class:`DataError` naming ``path`` and the item, or, with
+    ``skip_bad``, records it in :attr:`skipped` (``kind`` is ``"line"`` or ``"item"``)."""
+
+    def __init__(self, path: Path, skip_bad: bool, kind: str):
+        self.path, self.skip_bad, self.kind = path, skip_bad, kind
+        self.skipped: list[dict] = []
+
+    def bad(self, where: Any, reason: str) -> None:
+        if not self.skip_bad:
+            raise DataError(f"{self.path}, {self.kind} {where}: {reason}")
+        self.skipped.append({"file": str(self.path), "where": f"{self.kind} {where}",
+                             "reason": reason})
+
+
+def resolve_image(root: Path, rel: str) -> str:
+    """``root/rel`` as an absolute, normalised path string; ``rel`` must stay inside ``root``.
+
+    The check is lexical (``..`` and absolute paths are refused); symbolic links inside the
+    root are followed when the image is opened, so an ``img/`` link to another disk works.
+    """
+    if not isinstance(rel, str) or not rel.strip():
+        raise RowError(f"image path must be a non-empty string, got {rel!r}")
+    if os.path.isabs(rel) or rel.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", rel):
+        raise RowError(f"image path {rel!r} is absolute (must be relative to {root})")
+    root_abs = os.path.abspath(root)
+    full = os.path.normpath(os.path.join(root_abs, rel))
+    if not full.startswith(root_abs.rstrip(os.sep) + os.sep):
+        raise RowError(f"image path {rel!r} escapes the dataset root {root}")
+    return full
+
+
+def require_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+
+
+def load_json(path: Path) -> Any:
+    """The JSON document in ``path`` (UTF-8); a missing file, bytes that are not UTF-8 or
+    malformed JSON raise a :class:`DataError` naming the file and the line."""
+    require_file(path, "file")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}, line {line}: not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}, line {e.lineno}: malformed JSON ({e.msg})") from None
+
+
+def typed_field(obj: dict, key: str, types: tuple) -> Any:
+    """``obj[key]``, which must be one of ``types`` (never a ``bool``), else a :class:`RowError`."""
+    if key not in obj:
+        raise RowError(f"missing field '{key}'")
+    v = obj[key]
+    if isinstance(v, bool) or not isinstance(v, types):
+        names = "/".join(t.__name__ for t in types)
+        raise RowError(f"field '{key}' must be {names}, got {type(v).__name__} {v!r}")
+    return v
+
+
+def require_rows(samples: list, path: Path, what: str) -> None:
+    """An empty split is a file-level error."""
+    if not samples:
+        raise DataError(f"{path}: empty split (no usable {what})")
+
+
+def not_utf8(line: str) -> bool:
+    """Whether ``line``, read with ``errors="surrogateescape"``, held bytes that are not UTF-8."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def json_objects(path: Path, what: str, col: RowCollector, id_key: str | None = "qid"):
+    """``(index, where, object)`` for each item of the JSON list in ``path`` (a list of
+    ``what``); ``where`` names the index and, when present, the item's ``id_key``. Items that
+    are not objects are bad items."""
+    data = load_json(path)
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of {what}")
+    for i, obj in enumerate(data):
+        if not isinstance(obj, dict):
+            col.bad(i, "expected a JSON object")
+            continue
+        yield i, (f"{i} ({id_key} {obj[id_key]})" if id_key and id_key in obj else i), obj
+
+
+def _answer_string(obj: dict) -> str:
+    v = typed_field(obj, "answer", (str, int, float))
+    return str(v).strip()
+
+
+def vqa_row(obj: dict, images: Path, image_key: str) -> tuple:
+    """The fields VQA-RAD and SLAKE share: qid, question, answer, answer_type, image path."""
+    qid = typed_field(obj, "qid", (int, str))
+    question = typed_field(obj, "question", (str,))
+    answer = _answer_string(obj)
+    atype = typed_field(obj, "answer_type", (str,)).strip().upper()
+    if atype not in ("OPEN", "CLOSED"):
+        raise RowError(f"unknown answer_type {atype!r} (expected OPEN or CLOSED)")
+    image = resolve_image(images, typed_field(obj, image_key, (str,)))
+    return qid, question, answer, atype, image
+
+
+def check_images(samples: list[Sample], skip_bad: bool = False, source: str = ""
+                 ) -> tuple[list[Sample], list[dict]]:
+    """Check that every path image exists and has a decodable header (cheap: no full decode).
+
+    Returns ``(kept, skipped)``; without ``skip_bad`` the first bad image raises a
+    :class:`DataError` naming the file and the sample id. In-memory images pass.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    kept, skipped = [], []
+    for s in samples:
+        if s.image is None or not isinstance(s.image, (str, Path)):
+            kept.append(s)
+            continue
+        reason = None
+        p = Path(s.image)
+        if not p.is_file():
+            reason = "image not found"
+        else:
+            try:
+                with Image.open(p) as im:
+                    w, h = im.size
+                    if w <= 0 or h <= 0:
+                        reason = "image has no pixels"
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+                reason = f"image cannot be decoded ({type(e).__name__})"
+        if reason is None:
+            kept.append(s)
+        elif skip_bad:
+            skipped.append({"file": str(p), "where": f"sample {s.id}", "reason": reason,
+                            "source": source})
+        else:
+            raise DataError(f"{p}, sample {s.id}: {reason}")
+    return kept, skipped
