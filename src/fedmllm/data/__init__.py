@@ -1,12 +1,34 @@
 """The data layer: sample records, readers of the real formats, the synthetic benchmark,
 partitions, modality scenarios, prompt templates, prepared folders and the federated-data entry
-point. Imports no torch/transformers (numpy, PIL, scikit-learn; matplotlib only for stats).
+point. Imports no torch/transformers and nothing from :mod:`fedmllm.model` (numpy, PIL,
+scikit-learn; matplotlib only for stats).
+
+One module per concept:
+
+- :mod:`.types`: :class:`Sample`, :class:`TaskInfo`, :class:`FederatedData`, :data:`DATASETS`;
+- :mod:`.errors`: :class:`DataError`, the one-line user-facing error;
+- :mod:`.readers`: one reader per public dataset (Hateful Memes, CrisisMMD, VQA-RAD, SLAKE,
+  MedAlpaca);
+- :mod:`.synth`: the offline synthetic benchmark;
+- :mod:`.partition`: Dirichlet / IID client partitions;
+- :mod:`.scenarios`: the modality-heterogeneity scenarios;
+- :mod:`.prompts`: the prompt templates;
+- :mod:`.manifest`: the JSON description of a federated dataset;
+- :mod:`.build`: the one dataset switch (:func:`federated_data`, :func:`build_federated_data`,
+  :func:`prepare`);
+- :mod:`.prepared`: prepared folders on disk (:func:`write_prepared`, :func:`load_prepared`);
+- :mod:`.stats`: ``fedmllm data stats``.
+
+"The FedMLLM code" in these docstrings is the public code of the FedMLLM paper
+("FedMLLM: Federated Fine-tuning MLLM on Multimodal Heterogeneity Data", arXiv 2411.14717),
+whose data formats, prompts and scenarios this layer reproduces.
 """
 
+from .build import build_federated_data, federated_data, prepare
 from .errors import DataError
-from .federated import build_federated_data, federated_data
-from .prepared import DataStats, data_stats, load_prepared, prepare, write_prepared
+from .prepared import load_prepared, write_prepared
 from .prompts import build_prompt, to_conversation
+from .stats import DataStats, data_stats
 from .synth import ceilings, corpus_text, make_pretrain_corpus, make_synth
 from .types import MODALITIES, FederatedData, Sample, TaskInfo, load_image
 

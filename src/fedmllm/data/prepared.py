@@ -1,9 +1,9 @@
-"""``fedmllm prepare`` and ``fedmllm data stats``: prepared folders on disk.
+"""Prepared folders on disk: ``fedmllm prepare`` writes one, ``data.prepared`` loads it.
 
 A prepared folder holds::
 
-    client_0.json ... client_{K-1}.json   one JSON array per client (research-code conversation
-                                          format, indent 4, UTF-8)
+    client_0.json ... client_{K-1}.json   one JSON array per client (the FedMLLM code's
+                                          conversation format, indent 4, UTF-8)
     test.json                             the test set, image and text kept
     test_<name>.json                      extra evaluation sets (``test_slake.json``)
     images/<id>.png                       synthetic images (real datasets keep their own paths)
@@ -11,32 +11,30 @@ A prepared folder holds::
 
 Each record is ``{"id", "image": absolute path | null, "conversations": [{"role": "user",
 "content": "<image>\\n..." | "..."}, {"role": "assistant", "content": answer}], "fedmllm":
-{...}}``; the extra ``fedmllm`` key (ignored by the research code's loader) keeps the sample's
-fields so :func:`load_prepared` rebuilds the exact :class:`Sample` records.
+{...}}``; the extra ``fedmllm`` key (ignored by the loader of the FedMLLM code, arXiv
+2411.14717) keeps the sample's fields so :func:`load_prepared` rebuilds the exact
+:class:`~fedmllm.data.types.Sample` records.
 
-The folder is written to a temporary sibling and renamed into place at the end, so a failed
-or interrupted run never leaves a folder that looks complete. Same arguments and seed give
-byte-identical files.
+:func:`write_prepared` builds the folder in a temporary sibling and renames it into place at
+the end (:func:`fedmllm.files.atomic_dir`), so a failed or interrupted run never leaves a
+folder that looks complete. Same data gives byte-identical files. Building the data and
+writing it in one call is :func:`fedmllm.data.build.prepare`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..files import atomic_dir
 from .errors import DataError
-from .federated import count_summary, federated_data
 from .prompts import IMAGE_TOKEN, MC_TEMPLATES, to_conversation
-from .readers import load_json
-from .types import MODALITIES, FederatedData, Sample, TaskInfo
+from .readers.common import load_json
+from .types import FederatedData, Sample, TaskInfo
 
-__all__ = ["DataStats", "data_stats", "load_prepared", "prepare", "write_prepared"]
+__all__ = ["load_prepared", "write_prepared"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -80,9 +78,7 @@ def write_prepared(data: FederatedData, out: str | Path, overwrite: bool = False
     final = out.absolute()
     if final.exists() and not overwrite and (not final.is_dir() or any(final.iterdir())):
         raise DataError(f"{out}: already exists (pass --overwrite to replace it)")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
+    with atomic_dir(final) as tmp:
         strategy = data.task.prompt_strategy
         for k, c in enumerate(data.clients):
             _write_split(c, tmp / f"client_{k}.json", strategy, tmp, final)
@@ -91,39 +87,7 @@ def write_prepared(data: FederatedData, out: str | Path, overwrite: bool = False
             _write_split(samples, tmp / f"test_{name}.json", strategy, tmp, final)
         # the manifest last: a folder with a manifest is complete
         (tmp / "manifest.json").write_text(_dump(data.manifest), encoding="utf-8")
-        os.chmod(tmp, 0o755)
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-            old.rmdir()
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
-
-
-def prepare(
-    out: str | Path,
-    dataset: str = "synth",
-    data_dir: str | Path | None = None,
-    *,
-    num_clients: int = 10,
-    seed: int = 0,
-    overwrite: bool = False,
-    **options: Any,
-) -> dict:
-    """Build the federated data (same options as :func:`~fedmllm.data.federated.federated_data`:
-    ``task``, ``scenario``, ``missing_rate``, ``image_clients``, ``presence``,
-    ``prompt_strategy``, ``partition``, ``alpha``, ``min_per_client``, ``train_size``,
-    ``test_size``, ``verify_images``, ``skip_bad``, ``vqa_rad_dir``, ``medalpaca_dir``,
-    ``slake_dir``) and write it to ``out``. Returns the manifest."""
-    data = federated_data(dataset, num_clients, seed, data_dir=data_dir, **options)
-    write_prepared(data, out, overwrite=overwrite)
-    return data.manifest
 
 
 # ----------------------------------------------------------------------------- loading
@@ -174,7 +138,7 @@ def _parse_record(rec: Any, path: Path, i: int, options_by_task: dict) -> Sample
             image=image, text=fm.get("text"), label=label, options=options,
             answer_type=fm.get("answer_type"), meta=meta or {},
         )
-    # A plain conversation record (e.g. written by the research code): the user text is kept
+    # A plain conversation record (e.g. written by the FedMLLM code): the user text is kept
     # verbatim as the question, so the rebuilt prompt equals the original one.
     question = user
     if question.startswith(IMAGE_TOKEN + "\n"):
@@ -227,10 +191,10 @@ def _read_manifest(path: Path) -> tuple[dict, TaskInfo, int, list[str]]:
 
 
 def load_prepared(folder: str | Path) -> FederatedData:
-    """Load a prepared folder into :class:`FederatedData` (the inverse of :func:`prepare`).
+    """Load a prepared folder into :class:`FederatedData` (the inverse of :func:`write_prepared`).
 
     A folder without ``manifest.json`` but with ``client_*.json`` files (e.g. generated by the
-    research code) loads as free-form conversations (task ``conversation``).
+    FedMLLM code) loads as free-form conversations (task ``conversation``).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -263,88 +227,3 @@ def load_prepared(folder: str | Path) -> FederatedData:
     test = load(test_path) if test_path.is_file() else []
     extra = {name: load(folder / f"test_{name}.json") for name in extra_names}
     return FederatedData(clients, test, task, manifest, extra)
-
-
-# ----------------------------------------------------------------------------- stats
-
-
-@dataclass
-class DataStats:
-    """Per-client rows (``client``, ``samples``, ``labels``, one count per modality), the
-    printable table and the path of the saved stacked-bar PNG (or ``None``)."""
-
-    rows: list[dict]
-    table: str
-    png: Path | None
-
-
-_MOD_HEAD = {"image_text": "image+text", "image_only": "image", "text_only": "text",
-             "none": "none"}
-
-
-def _format_table(rows: list[dict]) -> str:
-    head = ["client", "samples"] + [_MOD_HEAD[m] for m in MODALITIES] + ["labels"]
-    body = []
-    for r in rows:
-        labels = " ".join(f"{k}:{v}" for k, v in r["labels"].items())
-        body.append([str(r["client"]), str(r["samples"])]
-                    + [str(r["modalities"][m]) for m in MODALITIES] + [labels])
-    widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head) - 1)]
-
-    def line(cells):
-        return "  ".join(c.rjust(w) if i else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells[:-1], widths))) + "  " + cells[-1]
-
-    return "\n".join([line(head)] + [line(b) for b in body])
-
-
-def data_stats(folder: str | Path, png: str | Path | None = None, plot: bool = True
-               ) -> DataStats:
-    """Counts per client of a prepared folder: a table (returned, for printing) and a
-    stacked-bar PNG of modalities and labels per client (``png``, default
-    ``FOLDER/data_stats.png``)."""
-    folder = Path(folder)
-    data = load_prepared(folder)
-    rows = [dict(client=k, **count_summary(c)) for k, c in enumerate(data.clients)]
-    if data.test:
-        rows.append(dict(client="test", **count_summary(data.test)))
-    for name, samples in data.extra_tests.items():
-        rows.append(dict(client=f"test_{name}", **count_summary(samples)))
-    table = _format_table(rows)
-    out_png = None
-    if plot:
-        out_png = Path(png) if png is not None else folder / "data_stats.png"
-        _plot(rows[: len(data.clients)], out_png)
-    return DataStats(rows, table, out_png)
-
-
-def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    clients = [str(r["client"]) for r in rows]
-    x = np.arange(len(rows))
-    labels = sorted({k for r in rows for k in r["labels"]})
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for ax, keys, get, title in (
-        (axes[0], list(MODALITIES), lambda r, k: r["modalities"][k], "modality per client"),
-        (axes[1], labels, lambda r, k: r["labels"].get(k, 0), "label per client"),
-    ):
-        bottom = np.zeros(len(rows))
-        cmap = plt.get_cmap("tab10" if len(keys) <= 10 else "tab20")
-        for j, k in enumerate(keys):
-            vals = np.array([get(r, k) for r in rows], dtype=float)
-            ax.bar(x, vals, bottom=bottom, label=_MOD_HEAD.get(k, k), color=cmap(j % cmap.N))
-            bottom += vals
-        ax.set_xticks(x, clients)
-        ax.set_xlabel("client")
-        ax.set_ylabel("samples")
-        ax.set_title(title)
-        ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -1,26 +1,30 @@
-"""The entry point the runtime calls: clients' training data, the test set, task info, manifest.
+"""The data layer's one dataset switch: clients' training data, the test set, task info, manifest.
 
-:func:`build_federated_data` (from the typed config) and :func:`federated_data` (plain
-arguments) read or generate the dataset, partition the training set over the clients, apply
-the modality scenario to the clients (the test set keeps image and text), and describe the
-result in a JSON-able manifest.
+:func:`build_federated_data` (from the typed config; loads ``cfg.prepared`` when set) and
+:func:`federated_data` (plain arguments) read or generate the dataset, partition the training
+set over the clients, apply the modality scenario to the clients (the test set keeps image and
+text), and describe the result in a JSON-able manifest (:mod:`fedmllm.data.manifest`).
+:func:`prepare` builds the data and writes it as a prepared folder
+(:mod:`fedmllm.data.prepared`).
 
 - Multiple-choice datasets (``synth`` binary/multiclass, ``hateful_memes``, ``crisismmd``):
   Dirichlet label skew or IID split, then ``aligned`` / ``missing`` / ``cross`` / ``hybrid``.
 - Question-answer datasets (``synth`` vqa, ``medical``): the image VQA samples and the
-  text-only QA samples are two *datasets*; ``aligned`` gives every client an equal share of
-  both, ``cross``/``hybrid`` decide per client which dataset(s) it holds (research-code.md
-  §3.7-3.8), ``missing`` is not defined (a VQA question without its image is ill-posed).
+  text-only QA samples are two *datasets*, as in FedMLLM's medical setting (VQA-RAD +
+  MedAlpaca, arXiv 2411.14717); ``aligned`` gives every client an equal share of both,
+  ``cross``/``hybrid`` decide per client which dataset(s) it holds, ``missing`` is not defined
+  (a VQA question without its image is ill-posed).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import DataError
+from .manifest import make_manifest
 from .partition import dirichlet_partition, iid_partition
+from .prepared import load_prepared, write_prepared
 from .prompts import MC_TEMPLATES
 from .readers import (
     TEST_SPLITS,
@@ -39,61 +43,16 @@ from .scenarios import (
     medical_hybrid,
 )
 from .synth import TASK_NAMES, make_synth
-from .types import DATASETS, MODALITIES, FederatedData, Sample, TaskInfo
+from .types import DATASETS, FederatedData, Sample, TaskInfo
 
 if TYPE_CHECKING:  # the config module is only needed for the annotation
     from ..config import DataConfig
 
-MANIFEST_FORMAT = "fedmllm-data/1"
-
 __all__ = [
-    "DATASETS",
-    "FederatedData",
-    "TaskInfo",
     "build_federated_data",
-    "count_summary",
     "federated_data",
-    "make_manifest",
+    "prepare",
 ]
-
-
-# ----------------------------------------------------------------------------- manifest
-
-
-def _label_key(s: Sample) -> str:
-    if s.options is not None and s.label is not None:
-        return s.options[s.label]
-    if s.options is not None:
-        return "unlabelled"
-    return str(s.meta.get("source", s.task))
-
-
-def count_summary(samples: list[Sample]) -> dict:
-    """``{"samples", "labels": {name: n}, "modalities": {image_text, image_only, text_only,
-    none}}``; labels are option names (multiple choice) or the source dataset (QA); modality
-    is :attr:`Sample.input_modality`."""
-    labels = Counter(_label_key(s) for s in samples)
-    mods = Counter(s.input_modality for s in samples)
-    return {
-        "samples": len(samples),
-        "labels": dict(sorted(labels.items())),
-        "modalities": {m: mods.get(m, 0) for m in MODALITIES},
-    }
-
-
-def make_manifest(data: FederatedData, params: dict, scenario_info: dict,
-                  skipped: list[dict]) -> dict:
-    return {
-        "format": MANIFEST_FORMAT,
-        "task": data.task.to_dict(),
-        "params": params,
-        "num_clients": len(data.clients),
-        "scenario": scenario_info,
-        "clients": [dict(client=k, **count_summary(c)) for k, c in enumerate(data.clients)],
-        "test": count_summary(data.test),
-        "extra_tests": {name: count_summary(v) for name, v in data.extra_tests.items()},
-        "skipped": {"count": len(skipped), "items": skipped},
-    }
 
 
 # ----------------------------------------------------------------------------- building
@@ -274,12 +233,10 @@ def build_federated_data(cfg: DataConfig, num_clients: int, seed: int, *, verify
                          skip_bad: bool = False) -> FederatedData:
     """The runtime's entry point: ``cfg`` is the config's ``DataConfig``.
 
-    ``cfg.prepared`` set: load that folder (written by :func:`fedmllm.data.prepared.prepare`;
+    ``cfg.prepared`` set: load that folder (written by :func:`prepare`;
     its client count must equal ``num_clients``). Otherwise build from ``cfg.dataset``.
     """
     if cfg.prepared:
-        from .prepared import load_prepared
-
         data = load_prepared(cfg.prepared)
         if len(data.clients) != num_clients:
             raise DataError(
@@ -295,3 +252,24 @@ def build_federated_data(cfg: DataConfig, num_clients: int, seed: int, *, verify
         test_size=cfg.test_size, verify_images=verify_images, skip_bad=skip_bad,
     )
 
+
+
+def prepare(
+    out: str | Path,
+    dataset: str = "synth",
+    data_dir: str | Path | None = None,
+    *,
+    num_clients: int = 10,
+    seed: int = 0,
+    overwrite: bool = False,
+    **options: Any,
+) -> dict:
+    """Build the federated data (same options as :func:`federated_data`: ``task``,
+    ``scenario``, ``missing_rate``, ``image_clients``, ``presence``, ``prompt_strategy``,
+    ``partition``, ``alpha``, ``min_per_client``, ``train_size``, ``test_size``,
+    ``verify_images``, ``skip_bad``, ``vqa_rad_dir``, ``medalpaca_dir``, ``slake_dir``) and
+    write it to ``out`` (:func:`~fedmllm.data.prepared.write_prepared`). Returns the
+    manifest."""
+    data = federated_data(dataset, num_clients, seed, data_dir=data_dir, **options)
+    write_prepared(data, out, overwrite=overwrite)
+    return data.manifest
