@@ -12,9 +12,7 @@ from PIL import Image
 from fedmllm.data.prompts import build_prompt
 from fedmllm.data.synth import (
     ceilings,
-    corpus_text,
     fact_table,
-    make_pretrain_corpus,
     make_synth,
 )
 
@@ -143,6 +141,7 @@ def test_speed():
 
 
 def test_pretrain_corpus_and_tokenizer_text():
+    from fedmllm.model.tiny.corpus import corpus_text, make_pretrain_corpus
     corpus = make_pretrain_corpus(300, seed=0)
     assert corpus == make_pretrain_corpus(300, seed=0)
     kinds = collections.Counter(s.meta["kind"] for s in corpus)

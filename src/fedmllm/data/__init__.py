@@ -29,7 +29,7 @@ from .errors import DataError
 from .prepared import load_prepared, write_prepared
 from .prompts import build_prompt, to_conversation
 from .stats import DataStats, data_stats
-from .synth import ceilings, corpus_text, make_pretrain_corpus, make_synth
+from .synth import ceilings, make_synth
 from .types import MODALITIES, FederatedData, Sample, TaskInfo, load_image
 
 __all__ = [
@@ -42,12 +42,10 @@ __all__ = [
     "build_federated_data",
     "build_prompt",
     "ceilings",
-    "corpus_text",
     "data_stats",
     "federated_data",
     "load_image",
     "load_prepared",
-    "make_pretrain_corpus",
     "make_synth",
     "prepare",
     "to_conversation",

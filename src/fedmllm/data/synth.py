@@ -1,4 +1,4 @@
-"""The offline synthetic multimodal benchmark (``synth``) and the pre-training corpus.
+"""The offline synthetic multimodal benchmark (``synth``).
 
 Images are 32x32 RGB ``PIL.Image`` objects built in memory from scikit-learn's digits (real 8x8
 handwritten digits, upscaled and thickened) and PIL drawings; texts are short generated captions.
@@ -33,6 +33,10 @@ Tasks
 ``label_noise`` (default 0) replaces a classification label by a uniformly drawn class with
 that probability. :func:`ceilings` gives the exact Bayes-optimal accuracies of each task from
 its generative process.
+
+The image helpers (:func:`digit_image`, :func:`shapes_image`, :func:`jitter`,
+:func:`draw_shape`) and the word lists are public: the built-in model's pre-training corpus
+(:mod:`fedmllm.model.tiny.corpus`) draws its images and words with them.
 """
 
 from __future__ import annotations
@@ -44,19 +48,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .prompts import (
-    LETTERS,
-    MC_TEMPLATES,
     SYNTH_BINARY_OPTIONS,
     SYNTH_MULTICLASS_OPTIONS,
-    build_prompt,
     mc_answer,
-    mc_prompt,
 )
 from .types import Sample
 
 SIZE = 32
-#: bumped whenever make_pretrain_corpus / corpus_text change (part of the tiny model's cache key)
-PRETRAIN_CORPUS_VERSION = 3
 TASKS = ("binary", "multiclass", "vqa")
 TASK_NAMES = {"binary": "synth_binary", "multiclass": "synth_multiclass", "vqa": "synth_vqa"}
 
@@ -72,7 +70,7 @@ COOL = {
     "green": (35, 160, 60),
     "teal": (30, 165, 175),
 }
-# Named colours for VQA and the pre-training corpus (answers are these names).
+# Named colours for VQA and the built-in model's pre-training corpus (answers are these names).
 COLOURS = {
     "red": (215, 40, 40),
     "orange": (235, 130, 25),
@@ -84,7 +82,6 @@ COLOURS = {
     "black": (20, 20, 20),
 }
 SHAPES = ("circle", "square", "triangle")
-NUMBER_WORDS = ("zero", "one", "two", "three", "four")
 
 # ----------------------------------------------------------------------------- word lists
 
@@ -133,7 +130,8 @@ def _digit_mask(index: int, size: int) -> Image.Image:
     return big.point(lambda v: 255 if v > 45 else 0)
 
 
-def _jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: int = 18):
+def jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: int = 18):
+    """``rgb`` with each channel moved by a uniform integer in ``[-amount, amount]`` (clipped)."""
     j = rng.integers(-amount, amount + 1, size=3)
     return tuple(int(min(255, max(0, c + int(d)))) for c, d in zip(rgb, j))
 
@@ -146,7 +144,8 @@ def _ink_for(bg) -> tuple[int, int, int]:
     return (15, 15, 15) if _luminance(bg) > 140 else (245, 245, 245)
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box, fill=None, outline=None, width=1):
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box, fill=None, outline=None, width=1):
+    """Draw a ``circle``, ``square`` or ``triangle`` inside ``box`` (filled and/or outlined)."""
     x0, y0, x1, y1 = box
     if shape == "circle":
         draw.ellipse(box, fill=fill, outline=outline, width=width)
@@ -162,18 +161,18 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box, fill=None, outline=N
         raise ValueError(shape)
 
 
-def _digit_image(rng: np.random.Generator, bg, frame: str | None = None) -> tuple[Image.Image, int]:
+def digit_image(rng: np.random.Generator, bg, frame: str | None = None) -> tuple[Image.Image, int]:
     """A background colour with a random real digit drawn large (optionally inside a frame)."""
     images, targets = _digits()
     idx = int(rng.integers(len(images)))
-    bg = _jitter(rng, bg)
+    bg = jitter(rng, bg)
     ink = _ink_for(bg)
     im = Image.new("RGB", (SIZE, SIZE), bg)
     if frame is None:
         size, off = 26, 3
     else:
         draw = ImageDraw.Draw(im)
-        _draw_shape(draw, frame, (1, 1, SIZE - 2, SIZE - 2), outline=ink, width=3)
+        draw_shape(draw, frame, (1, 1, SIZE - 2, SIZE - 2), outline=ink, width=3)
         size, off = 16, 8
     im.paste(ink, (off, off), _digit_mask(idx, size))
     return im, int(targets[idx])
@@ -190,12 +189,13 @@ def _slots(count: int) -> list[tuple[int, int, int, int]]:
     return [(2, 2, 14, 14), (17, 2, 29, 14), (2, 17, 14, 29), (17, 17, 29, 29)]
 
 
-def _shapes_image(rng, bg_rgb, fg_rgb, shape: str, count: int) -> Image.Image:
-    im = Image.new("RGB", (SIZE, SIZE), _jitter(rng, bg_rgb, 10))
+def shapes_image(rng, bg_rgb, fg_rgb, shape: str, count: int) -> Image.Image:
+    """``count`` (1-4) identical shapes of one colour on a background of another."""
+    im = Image.new("RGB", (SIZE, SIZE), jitter(rng, bg_rgb, 10))
     draw = ImageDraw.Draw(im)
-    fg = _jitter(rng, fg_rgb, 10)
+    fg = jitter(rng, fg_rgb, 10)
     for box in _slots(count):
-        _draw_shape(draw, shape, box, fill=fg)
+        draw_shape(draw, shape, box, fill=fg)
     return im
 
 
@@ -286,7 +286,7 @@ def _gen_binary(rng, n: int, prefix: str, params: dict) -> list[Sample]:
         ci, ct = divmod(cell, 2)
         family = WARM if ci else COOL
         cname = list(family)[int(rng.integers(len(family)))]
-        image, digit = _digit_image(rng, family[cname])
+        image, digit = digit_image(rng, family[cname])
         text, word = _caption(rng, BINARY_WORDS[ct], BINARY_SENTENCES)
         y = _noisy(rng, _binary_label(ci, ct, rule), 2, noise)
         out.append(
@@ -317,7 +317,7 @@ def _gen_multiclass(rng, n: int, prefix: str, params: dict) -> list[Sample]:
         family = COOL if cool else WARM
         cname = list(family)[int(rng.integers(len(family)))]
         frame = "square" if square else "circle"
-        image, digit = _digit_image(rng, family[cname], frame=frame)
+        image, digit = digit_image(rng, family[cname], frame=frame)
         text, word = _caption(rng, MULTICLASS_WORDS[ct], MULTICLASS_SENTENCES)
         y = _noisy(rng, 2 * ci + ct, 8, noise)
         out.append(
@@ -406,7 +406,7 @@ def _gen_vqa(rng, n: int, prefix: str, params: dict, text_fraction: float) -> li
         bg, fg = names[int(bg)], names[int(fg)]
         shape = SHAPES[int(rng.integers(len(SHAPES)))]
         count = int(rng.integers(1, 4))
-        image = _shapes_image(rng, COLOURS[bg], COLOURS[fg], shape, count)
+        image = shapes_image(rng, COLOURS[bg], COLOURS[fg], shape, count)
         q, a, atype, qtype = _vqa_question(rng, bg, fg, shape, count)
         out.append(Sample(id=f"{prefix}{i}", task=task, answer=a, question=q, image=image,
                           answer_type=atype,
@@ -463,244 +463,16 @@ def make_synth(
     )
 
 
-# ----------------------------------------------------------------------------- pre-training corpus
-
-_POSITIONS = {"left": (1, 8, 15, 23), "right": (16, 8, 30, 23),
-              "top": (8, 1, 23, 15), "bottom": (8, 16, 23, 30)}
-_GENERIC_QA = (
-    ("What colour is the sky on a clear day?", "blue"),
-    ("What colour is grass?", "green"),
-    ("What colour is snow?", "white"),
-    ("How many sides does a square have?", "4"),
-    ("How many sides does a triangle have?", "3"),
-    ("Which shape has no corners?", "circle"),
-    ("What is the opposite of yes?", "no"),
-    ("What is the opposite of hot?", "cold"),
-    ("What is the opposite of left?", "right"),
-    ("What is the opposite of top?", "bottom"),
-)
-_TEXT_SENTENCES = (
-    "the cat sat on the mat",
-    "a bright morning by the river",
-    "we walked home after the game",
-    "the train arrives at noon",
-    "fresh bread from the market",
-    "a quiet evening with friends",
-    "the old bridge crosses the valley",
-    "children play in the park",
-)
-
-
-_MC_INSTRUCTIONS = (
-    "Choose the correct option.",
-    "Pick the right answer from the list.",
-    "Which option is correct?",
-)
-
-
-def _pretrain_choice(rng: np.random.Generator, sid: str, question: str, correct: str,
-                     pool: list[str], image=None, kind: str = "choice") -> Sample:
-    """Generic multiple-choice instruction following: ``(C) green`` answers.
-
-    Real VLMs are instruction-tuned and know this answer format; the wording and concepts
-    differ from the benchmark tasks (no safe/unsafe, no scene categories).
-    """
-    wrong = [w for w in pool if w != correct]
-    k = int(rng.integers(2, min(6, len(wrong) + 1) + 1))
-    picks = [wrong[int(j)] for j in rng.choice(len(wrong), size=k - 1, replace=False)]
-    pos = int(rng.integers(k))
-    options = picks[:pos] + [correct] + picks[pos:]
-    block = "".join(f"\n({LETTERS[j]}) {o}" for j, o in enumerate(options))
-    instruction = _MC_INSTRUCTIONS[int(rng.integers(len(_MC_INSTRUCTIONS)))]
-    prompt = f"{instruction}\n{question}\nOptions:{block}\nAnswer with the letter."
-    return Sample(id=sid, task="pretrain", answer=f"({LETTERS[pos]}) {correct}", question=prompt,
-                  image=image, meta={"kind": kind})
-
-
-def _pretrain_sample(rng: np.random.Generator, i: int) -> Sample:
-    kind = int(rng.integers(14))
-    names = list(COLOURS)
-    sid = f"pretrain-{i}"
-    task = "pretrain"
-    if kind in (0, 1, 2):  # shapes image: caption / colour / shape question
-        bg, fg = (names[int(j)] for j in rng.choice(len(names), size=2, replace=False))
-        shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        count = int(rng.integers(1, 5))
-        im = _shapes_image(rng, COLOURS[bg], COLOURS[fg], shape, count)
-        plural = shape if count == 1 else shape + "s"
-        if kind == 0:
-            q = ("Describe the image.", "What do you see?", "Write a caption.")[
-                int(rng.integers(3))]
-            a = f"{NUMBER_WORDS[count]} {fg} {plural} on a {bg} background"
-            if count == 1:
-                a = f"a {fg} {shape} on a {bg} background"
-        elif kind == 1:
-            q, a = "Which colour is the background of this picture?", bg
-        else:
-            q, a = "Name the shape in the picture.", shape
-        return Sample(id=sid, task=task, answer=a, question=q, image=im,
-                      meta={"kind": "shapes"})
-    if kind == 3:  # position of a single shape
-        bg, fg = (names[int(j)] for j in rng.choice(len(names), size=2, replace=False))
-        shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        pos = list(_POSITIONS)[int(rng.integers(4))]
-        im = Image.new("RGB", (SIZE, SIZE), _jitter(rng, COLOURS[bg], 10))
-        _draw_shape(ImageDraw.Draw(im), shape, _POSITIONS[pos], fill=_jitter(rng, COLOURS[fg], 10))
-        return Sample(id=sid, task=task, answer=pos, question=f"Where is the {shape}?", image=im,
-                      meta={"kind": "position"})
-    if kind == 4:  # a digit in a colour
-        bgname = names[int(rng.integers(len(names)))]
-        im, digit = _digit_image(rng, COLOURS[bgname])
-        q = ("What is written in the image?", "Describe the image.")[int(rng.integers(2))]
-        a = (str(digit) if q.startswith("What is written")
-             else f"the digit {digit} on a {bgname} background")
-        return Sample(id=sid, task=task, answer=a, question=q, image=im, meta={"kind": "digit"})
-    if kind == 5:  # caption / image agreement (image + text)
-        bg, fg = (names[int(j)] for j in rng.choice(len(names), size=2, replace=False))
-        shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        im = _shapes_image(rng, COLOURS[bg], COLOURS[fg], shape, 1)
-        match = bool(rng.integers(2))
-        if match:
-            cap_bg = bg
-        else:
-            cap_bg = [c for c in names if c not in (bg, fg)][int(rng.integers(len(names) - 2))]
-        caption = f"caption: a {shape} on a {cap_bg} background"
-        return Sample(id=sid, task=task, answer="yes" if match else "no",
-                      question=f"{caption}\nDoes the caption describe the picture?", image=im,
-                      meta={"kind": "match", "text": caption})
-    if kind == 6:  # reading the text
-        sent = _TEXT_SENTENCES[int(rng.integers(len(_TEXT_SENTENCES)))]
-        words = sent.split()
-        which = int(rng.integers(3))
-        if which == 0:
-            q, a = "What is the last word of the text?", words[-1]
-        elif which == 1:
-            q, a = "What is the first word of the text?", words[0]
-        else:
-            q, a = "How many words does the text have?", str(len(words))
-        return Sample(id=sid, task=task, answer=a, question=f"{sent}\n{q}",
-                      meta={"kind": "reading", "text": sent})
-    if kind in (8, 9):  # multiple choice about an image
-        bg, fg = (names[int(j)] for j in rng.choice(len(names), size=2, replace=False))
-        shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        im = _shapes_image(rng, COLOURS[bg], COLOURS[fg], shape, 1)
-        if kind == 8:
-            return _pretrain_choice(rng, sid, "What colour is the background?", bg, names, im)
-        return _pretrain_choice(rng, sid, "Which shape is shown?", shape, list(SHAPES), im)
-    if kind == 10:  # multiple choice about a text
-        sent = _TEXT_SENTENCES[int(rng.integers(len(_TEXT_SENTENCES)))]
-        words = sent.split()
-        pool = sorted({w for t in _TEXT_SENTENCES for w in t.split()} - set(words[1:]))
-        return _pretrain_choice(rng, sid, f"{sent}\nWhich word starts the text?", words[0], pool)
-    if kind == 11:  # world knowledge about words (what a language model knows of them)
-        table = (BINARY_WORDS, ("pleasant", "alarming")) if rng.integers(2) else \
-            (MULTICLASS_WORDS, ("urgent", "routine"))
-        words, names_ = table
-        group = int(rng.integers(2))
-        w = words[group][int(rng.integers(len(words[group])))]
-        question = f"Is the word {w} {names_[0]} or {names_[1]}?"
-        return Sample(id=sid, task=task, answer=names_[group], question=question,
-                      meta={"kind": "word_knowledge"})
-    if kind == 12:  # colour temperature of a background
-        warm = bool(rng.integers(2))
-        family = WARM if warm else COOL
-        cname = list(family)[int(rng.integers(len(family)))]
-        fg = "white" if warm else "black"
-        shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        im = _shapes_image(rng, family[cname], COLOURS[fg], shape, int(rng.integers(1, 4)))
-        return Sample(id=sid, task=task, answer="warm" if warm else "cool",
-                      question="Is the background colour warm or cool?", image=im,
-                      meta={"kind": "colour_knowledge"})
-    if kind == 13:  # copying: every word of the lexicon gets trained input/output embeddings
-        lexicon = _lexicon()
-        words = [lexicon[int(j)] for j in rng.choice(len(lexicon), size=int(rng.integers(2, 6)))]
-        phrase = " ".join(words)
-        return Sample(id=sid, task=task, answer=phrase, question=f"Repeat after me: {phrase}",
-                      meta={"kind": "repeat"})
-    q, a = _GENERIC_QA[int(rng.integers(len(_GENERIC_QA)))]
-    return Sample(id=sid, task=task, answer=a, question=q, meta={"kind": "generic_qa"})
-
-
-_LEXICON: tuple[str, ...] | None = None
-
-
-def _lexicon() -> tuple[str, ...]:
-    """Every word the tokenizer corpus uses in instructions, options and captions.
-
-    A language model has seen its whole vocabulary in pre-training; copying random words
-    gives the tiny base the same property (no untrained output embeddings), without any
-    of the benchmark's label rules.
-    """
-    global _LEXICON
-    if _LEXICON is None:
-        import re
-
-        parts: list[str] = []
-        for name, tpl in MC_TEMPLATES.items():
-            parts.append(mc_prompt(name, "x", True, "plain"))
-            parts.extend([tpl.question, *tpl.options])
-        parts.extend(w for group in BINARY_WORDS.values() for w in group)
-        parts.extend(w for group in MULTICLASS_WORDS.values() for w in group)
-        parts.extend(BINARY_SENTENCES + MULTICLASS_SENTENCES + _TEXT_SENTENCES)
-        parts.extend(list(COLOURS) + list(SHAPES) + list(NUMBER_WORDS))
-        words = {w for p in parts for w in re.findall(r"[a-z][a-z_\-']*", p.lower())}
-        _LEXICON = tuple(sorted(words))
-    return _LEXICON
-
-
-def make_pretrain_corpus(n: int, seed: int) -> list[Sample]:
-    """A generic multimodal corpus for the tiny base model's centralized pre-training.
-
-    Captions and colour/shape/position/digit questions about generated images, caption-image
-    agreement (image + text), reading questions about a short text, and generic text-only QA.
-    Deliberately *not* the benchmark tasks: no options, different wording and concepts.
-    Samples have ``task = "pretrain"`` and ``text = None``: a sample's ``question`` is its whole
-    user prompt (a caption or sentence to read is its first line, also kept in ``meta["text"]``),
-    so ``s.question`` and ``build_prompt(s)`` are the same string.
-    """
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
-    return [_pretrain_sample(rng, i) for i in range(n)]
-
-
-def corpus_text(n: int, seed: int) -> list[str]:
-    """Plain strings for training the byte-level BPE tokenizer.
-
-    Contains the prompts and answers of ``n`` pre-training samples and ``n`` samples of each
-    synth task (under every modality case and both prompt strategies), all option names, and
-    the multiple-choice template wording of every task (Hateful-Memes and CrisisMMD included).
-    """
-    from .prompts import STRATEGIES
-
-    out: list[str] = []
-    for s in make_pretrain_corpus(n, seed):
-        out.extend([build_prompt(s), s.answer])
-    cases = [(True, True), (True, False), (False, True), (False, False)]
-    for task in TASKS:
-        train, _ = make_synth(task, n, 0, seed)
-        for j, s in enumerate(train):
-            img, txt = cases[j % 4] if task != "vqa" else (True, True)
-            strat = STRATEGIES[(j // 4) % 2]
-            out.extend([build_prompt(s.with_modality(img, txt), strat), s.answer])
-    example = {"hateful_memes": "when you see the meme and laugh",
-               "crisismmd": "flood waters rising near the bridge, volunteers needed"}
-    for task, tpl in MC_TEMPLATES.items():
-        text = example.get(task, "a short caption")
-        for strat in STRATEGIES:
-            for img, txt in cases:
-                out.append(mc_prompt(task, text if txt else None, img, strat))
-        out.extend(mc_answer(tpl.options, k) for k in range(len(tpl.options)))
-    out.extend(q + " " + a for q, a, _ in fact_table())
-    return out
-
-
 __all__ = [
     "COLOURS",
     "SHAPES",
     "TASKS",
     "TASK_NAMES",
     "ceilings",
-    "corpus_text",
+    "digit_image",
+    "draw_shape",
     "fact_table",
-    "make_pretrain_corpus",
+    "jitter",
     "make_synth",
+    "shapes_image",
 ]

@@ -1,9 +1,12 @@
-"""The built-in offline vision-language model: a small LLaVA built from config, pre-trained here.
+"""Building the built-in model: tokenizer, processor, model from config, and the cached folder.
 
-Nothing is downloaded. A recipe (preset sizes, tokenizer corpus, pre-training schedule) is built
-deterministically into a folder with ``save_pretrained`` and cached under
-``$FEDMLLM_CACHE`` (default ``~/.cache/fedmllm``), keyed by a hash of the recipe. The folder is then
-loaded by the same :func:`fedmllm.model.loading.load_vlm` as any hub model.
+Nothing is downloaded. :func:`ensure_tiny` builds the recipe of a preset
+(:mod:`fedmllm.model.tiny.presets`) deterministically -- tokenizer trained on
+:func:`~fedmllm.model.tiny.corpus.corpus_text`, randomly initialised model, optionally
+pre-trained (:mod:`fedmllm.model.tiny.pretrain`) -- and saves it with ``save_pretrained`` into
+its cache folder, written atomically (:func:`fedmllm.files.atomic_dir`); a second process that
+builds the same recipe at the same time keeps the folder of whichever finishes first. The
+folder is then loaded by :func:`fedmllm.model.loading.load_vlm` like any hub model.
 
 Pieces (all real ``transformers`` classes):
 - vision: ``CLIPVisionModel`` config (32x32 images, 8x8 patches -> 16 image tokens);
@@ -12,31 +15,32 @@ Pieces (all real ``transformers`` classes):
 - tokenizer: byte-level BPE trained with ``tokenizers`` on generated text, wrapped as a
   ``PreTrainedTokenizerFast`` with a chat template;
 - processor: ``LlavaProcessor`` with the PIL ``CLIPImageProcessorPil`` (no torchvision).
-
-Pre-training is a short, full-parameter, centralized run on a generic caption/QA corpus
-(:func:`fedmllm.data.synth.make_pretrain_corpus`) that is *not* the downstream benchmark, so that
-federated LoRA fine-tuning starts from a base that reads images and text.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import os
-import shutil
-import tempfile
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-RECIPE_VERSION = 3
-TOKENIZER_CORPUS = 2000  # corpus_text(n): n samples per generator
-SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<image>", "<|user|>", "<|assistant|>", "<|end|>"]
-IMAGE_SIZE = 32
-PATCH_SIZE = 8
+from ...files import atomic_dir
+from .corpus import corpus_text
+from .presets import (
+    IMAGE_SIZE,
+    PATCH_SIZE,
+    PRESETS,
+    SPECIAL_TOKENS,
+    TOKENIZER_CORPUS,
+    Preset,
+    recipe,
+    recipe_dir,
+)
+from .pretrain import pretrain
+
+__all__ = ["CHAT_TEMPLATE", "build_model", "build_processor", "build_tokenizer", "ensure_tiny"]
+
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -48,52 +52,6 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
-
-
-@dataclass(frozen=True)
-class Preset:
-    vocab_size: int
-    hidden: int
-    layers: int
-    heads: int
-    intermediate: int
-    vision_hidden: int
-    vision_layers: int
-    vision_heads: int
-    pretrain_steps: int
-    pretrain_batch: int
-    pretrain_lr: float
-    pretrain_samples: int
-
-
-PRESETS: dict[str, Preset] = {
-    "tiny": Preset(vocab_size=1024, hidden=128, layers=2, heads=4, intermediate=256,
-                   vision_hidden=64, vision_layers=2, vision_heads=2,
-                   pretrain_steps=300, pretrain_batch=16, pretrain_lr=2e-3, pretrain_samples=4000),
-    "small": Preset(vocab_size=2048, hidden=256, layers=4, heads=4, intermediate=512,
-                    vision_hidden=128, vision_layers=3, vision_heads=4,
-                    pretrain_steps=400, pretrain_batch=16, pretrain_lr=1.5e-3, pretrain_samples=6000),
-}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("FEDMLLM_CACHE", Path.home() / ".cache" / "fedmllm"))
-
-
-def recipe(preset: str, pretrain: bool, seed: int = 0) -> dict:
-    if preset not in PRESETS:
-        raise ValueError(f"model.preset: unknown preset '{preset}' (choices: {', '.join(PRESETS)})")
-    from ..data.synth import PRETRAIN_CORPUS_VERSION
-
-    return {"version": RECIPE_VERSION, "corpus": PRETRAIN_CORPUS_VERSION, "preset": preset, "sizes": asdict(PRESETS[preset]),
-            "image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE, "tokenizer_corpus": TOKENIZER_CORPUS, "pretrain": pretrain, "seed": seed}
-
-
-def recipe_dir(preset: str, pretrain: bool = True, seed: int = 0) -> Path:
-    r = recipe(preset, pretrain, seed)
-    digest = hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest()[:12]
-    tag = "pt" if pretrain else "init"
-    return cache_root() / f"{preset}-{tag}-{digest}"
 
 
 def build_tokenizer(texts: list[str], vocab_size: int):
@@ -158,45 +116,9 @@ def build_model(p: Preset, tokenizer, seed: int):
     return model
 
 
-def pretrain(model, processor, p: Preset, seed: int) -> dict:
-    """Short deterministic full-parameter pre-training on the generic corpus; returns stats."""
-    from ..data.synth import make_pretrain_corpus
-    from .collate import collate, encode_sample
-
-    corpus = make_pretrain_corpus(p.pretrain_samples, seed=seed + 1)
-    encoded = [encode_sample(processor, s.question or "", s.image, s.answer, sample_id=s.id)
-               for s in corpus]
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=p.pretrain_lr, weight_decay=0.01)
-    model.train()
-    pad = processor.tokenizer.pad_token_id
-    losses = []
-    t0 = time.perf_counter()
-    warm = max(1, p.pretrain_steps // 20)
-    for step in range(p.pretrain_steps):
-        lr = p.pretrain_lr * min(1.0, (step + 1) / warm) * \
-            0.5 * (1 + math.cos(math.pi * step / p.pretrain_steps))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        idx = torch.randint(len(encoded), (p.pretrain_batch,), generator=g).tolist()
-        batch = collate([encoded[i] for i in idx], pad)
-        loss = model(**batch).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-    model.eval()
-    k = max(1, len(losses) // 10)
-    return {"steps": p.pretrain_steps, "seconds": round(time.perf_counter() - t0, 2),
-            "loss_first": round(sum(losses[:k]) / k, 4), "loss_last": round(sum(losses[-k:]) / k, 4)}
-
-
 def ensure_tiny(preset: str = "small", pretrain_base: bool = True, seed: int = 0,
                 quiet: bool = False) -> Path:
     """Return the folder of the built-in model, building (and pre-training) it if not cached."""
-    from ..data.synth import corpus_text
-
     target = recipe_dir(preset, pretrain_base, seed)
     if (target / "recipe.json").is_file():
         return target
@@ -215,20 +137,16 @@ def ensure_tiny(preset: str = "small", pretrain_base: bool = True, seed: int = 0
         stats["pretrain"] = pretrain(model, processor, p, seed)
     stats["build_seconds"] = round(time.perf_counter() - t0, 2)
     stats["parameters"] = sum(t.numel() for t in model.parameters())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        (tmp / "recipe.json").write_text(json.dumps({"recipe": recipe(preset, pretrain_base, seed),
-                                                     "stats": stats}, indent=2))
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_dir(target, replace=False) as tmp:
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+            (tmp / "recipe.json").write_text(json.dumps(
+                {"recipe": recipe(preset, pretrain_base, seed), "stats": stats}, indent=2))
+    except OSError:
+        # another process finished the same recipe first: its folder is as good as ours
+        if not (target / "recipe.json").is_file():
+            raise
     if not quiet:
         print(f"[fedmllm] built-in model ready: {stats}", flush=True)
     return target

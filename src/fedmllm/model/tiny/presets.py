@@ -1,0 +1,73 @@
+"""The built-in model's recipe: preset sizes, fixed constants, and the cache folder it keys.
+
+A recipe (:func:`recipe`) is everything that determines the built model: the preset's sizes
+and pre-training schedule, the image and patch size, the tokenizer corpus size, the corpus
+version (:data:`~fedmllm.model.tiny.corpus.PRETRAIN_CORPUS_VERSION`), whether the base is
+pre-trained, and the seed. :func:`recipe_dir` is the cache folder named by a hash of it, under
+``$FEDMLLM_CACHE`` (default ``~/.cache/fedmllm``); changing any recipe value gives a new
+folder. torch-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .corpus import PRETRAIN_CORPUS_VERSION
+
+RECIPE_VERSION = 3
+TOKENIZER_CORPUS = 2000  # corpus_text(n): n samples per generator
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<image>", "<|user|>", "<|assistant|>", "<|end|>"]
+IMAGE_SIZE = 32
+PATCH_SIZE = 8
+
+__all__ = ["IMAGE_SIZE", "PATCH_SIZE", "PRESETS", "RECIPE_VERSION", "SPECIAL_TOKENS",
+           "TOKENIZER_CORPUS", "Preset", "cache_root", "recipe", "recipe_dir"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    vocab_size: int
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    vision_hidden: int
+    vision_layers: int
+    vision_heads: int
+    pretrain_steps: int
+    pretrain_batch: int
+    pretrain_lr: float
+    pretrain_samples: int
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(vocab_size=1024, hidden=128, layers=2, heads=4, intermediate=256,
+                   vision_hidden=64, vision_layers=2, vision_heads=2,
+                   pretrain_steps=300, pretrain_batch=16, pretrain_lr=2e-3, pretrain_samples=4000),
+    "small": Preset(vocab_size=2048, hidden=256, layers=4, heads=4, intermediate=512,
+                    vision_hidden=128, vision_layers=3, vision_heads=4,
+                    pretrain_steps=400, pretrain_batch=16, pretrain_lr=1.5e-3, pretrain_samples=6000),
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("FEDMLLM_CACHE", Path.home() / ".cache" / "fedmllm"))
+
+
+def recipe(preset: str, pretrain: bool, seed: int = 0) -> dict:
+    if preset not in PRESETS:
+        raise ValueError(f"model.preset: unknown preset '{preset}' (choices: {', '.join(PRESETS)})")
+    return {"version": RECIPE_VERSION, "corpus": PRETRAIN_CORPUS_VERSION, "preset": preset,
+            "sizes": asdict(PRESETS[preset]), "image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE,
+            "tokenizer_corpus": TOKENIZER_CORPUS, "pretrain": pretrain, "seed": seed}
+
+
+def recipe_dir(preset: str, pretrain: bool = True, seed: int = 0) -> Path:
+    r = recipe(preset, pretrain, seed)
+    digest = hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest()[:12]
+    tag = "pt" if pretrain else "init"
+    return cache_root() / f"{preset}-{tag}-{digest}"
