@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from ..data.errors import DataError
 from ..data.types import Sample
+from ..files import atomic_write_text
 from ..model.loading import ModelError
 from .evaluate import VIEWS, evaluate
 from .parsing import LETTERS
@@ -90,12 +90,6 @@ def prediction_rows(result: dict) -> list[dict]:
     return rows
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run_eval(args, console) -> int:
     import torch
 
@@ -132,8 +126,8 @@ def run_eval(args, console) -> int:
                        "mode": args.mode if samples and samples[0].options else "generate"}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    _write_atomic(out / "eval.json", json.dumps(metrics, indent=2))
+    atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(out / "eval.json", json.dumps(metrics, indent=2))
     console.print(format_table(metrics), markup=False, soft_wrap=True)
     console.print(f"wrote {out / 'eval.json'} and {out / 'predictions.jsonl'}", markup=False)
     return 0
