@@ -1,12 +1,14 @@
 """Client partitions: Dirichlet label skew, IID and equal random splits.
 
 Every function returns ``list[list[int]]`` -- per client, indices into the caller's sample
-list -- and draws all randomness from a local ``numpy.random.Generator`` built from ``seed``.
+list -- and draws all randomness from a local ``numpy.random.Generator`` built from ``seed``
+(:func:`fedmllm.seeding.numpy_rng`).
 Passing ``keys`` (e.g. the sample ids) makes the result independent of the order in which the
 samples were listed: the samples are first put in canonical (sorted-key) order, so the same set
 of samples always gets the same assignment, whatever file or directory order produced it.
 
-Dirichlet label skew (Hsu et al. 2019, as in FedMLLM §2.1, with the research code's bugs fixed)::
+Dirichlet label skew (Hsu et al. 2019, arXiv 1909.06335, as in FedMLLM, arXiv 2411.14717, with
+the FedMLLM code's bugs fixed)::
 
     for each label l (in sorted label order):  p_l ~ Dir(alpha * 1_K)
     n_{l,k} = largest-remainder rounding of p_l * n_l            (sums exactly to n_l)
@@ -25,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 
 import numpy as np
+
+from ..seeding import numpy_rng
 
 __all__ = ["dirichlet_partition", "equal_split", "iid_partition", "partition_counts"]
 
@@ -79,7 +83,7 @@ def dirichlet_partition(
     labels = list(labels)
     n = len(labels)
     m = _check(n, num_clients, min_per_client)
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
+    rng = numpy_rng(int(seed), 1)
     order = _canonical_order(n, keys)
     uniq = sorted(set(labels))
     K = num_clients
@@ -132,7 +136,7 @@ def iid_partition(
     the largest.
     """
     m = _check(n, num_clients, min_per_client)
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
+    rng = numpy_rng(int(seed), 2)
     order = _canonical_order(n, keys)[rng.permutation(n)]
     if equal_sizes:
         return [[int(i) for i in part] for part in np.array_split(order, num_clients)]
@@ -150,13 +154,13 @@ def iid_partition(
 
 def equal_split(n: int, num_parts: int, seed: int, keys: Sequence[Hashable] | None = None):
     """Shuffle ``n`` items and cut them into ``num_parts`` near-equal parts (sizes differ by at
-    most one; the research code gives the whole remainder to the last part). Parts may be empty
+    most one; the FedMLLM code gives the whole remainder to the last part). Parts may be empty
     when ``n < num_parts``; ``num_parts == 0`` gives ``[]``."""
     if num_parts < 0:
         raise ValueError(f"num_parts must be >= 0, got {num_parts}")
     if num_parts == 0:
         return []
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 3]))
+    rng = numpy_rng(int(seed), 3)
     order = _canonical_order(n, keys)[rng.permutation(n)]
     return [[int(i) for i in part] for part in np.array_split(order, num_parts)]
 

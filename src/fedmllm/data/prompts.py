@@ -1,7 +1,7 @@
 """Prompt templates, kept as data in one place so the exact wording is visible and testable.
 
 Multiple-choice tasks (Hateful-Memes, CrisisMMD, the synthetic ``binary``/``multiclass`` tasks)
-use the research code's template (research-code.md §1.6): an instruction sentence, the content
+use the template of the FedMLLM code (arXiv 2411.14717): an instruction sentence, the content
 text (when present), the task question, the options block and a fixed suffix, one per line::
 
     Select the best answer to the following multiple-choice question based on the text and image.
@@ -13,12 +13,12 @@ text (when present), the task question, the options block and a fixed suffix, on
     Answer with the option's letter from the given choices directly and only give the best option. The best answer is:␠
 
 The wording names the modalities present (``the text and image`` / ``the text`` / ``the image`` /
-nothing). The *modality-agnostic* strategy (§3.6, ``prompt_strategy = "agnostic"``) uses
+nothing). The *modality-agnostic* strategy of FedMLLM (``prompt_strategy = "agnostic"``) uses
 ``, without considering the modality`` in both the instruction and the question, for every
 modality case. VQA and QA tasks use the raw question (preceded by the content text, if any).
 
 :func:`build_prompt` returns the user text **without** the ``<image>`` marker (the model layer
-inserts the image itself); :func:`to_conversation` produces the research code's conversation
+inserts the image itself); :func:`to_conversation` produces the FedMLLM code's conversation
 record, with ``<image>\\n`` in front of the user text when an image is given.
 """
 
@@ -104,7 +104,7 @@ def is_multiple_choice(task: str) -> bool:
 
 
 def options_block(options: tuple[str, ...]) -> str:
-    """``"\\n(A) first\\n(B) second"`` (begins with a newline, as in the research code)."""
+    """``"\\n(A) first\\n(B) second"`` (begins with a newline, as in the FedMLLM code)."""
     if len(options) > len(LETTERS):
         raise ValueError(f"too many options ({len(options)})")
     return "".join(f"\n({LETTERS[i]}) {o}" for i, o in enumerate(options))
@@ -177,7 +177,7 @@ def image_ref_string(image) -> str | None:
 
 
 def to_conversation(sample: Sample, strategy: str = "plain", image_path: str | None = None) -> dict:
-    """The research code's conversation record for ``sample``.
+    """The FedMLLM code's conversation record for ``sample``.
 
     ``{"id", "image": absolute path | None, "conversations": [user, assistant]}`` with
     ``<image>\\n`` in front of the user text when an image is given. ``image_path`` overrides

@@ -3,8 +3,9 @@
 Each function takes the clients' sample lists (``list[list[Sample]]``) and returns a
 :class:`ScenarioResult`: the new client lists and an ``info`` dict for the manifest (which
 clients hold which modality, the seed, ...). Every random choice comes from a local
-``numpy.random.Generator`` built from ``seed``, consumed in client-index order, so results do
-not depend on any file-system listing order (research-code.md §7 item 16).
+``numpy.random.Generator`` built from ``seed`` (:func:`fedmllm.seeding.numpy_rng`), consumed
+in client-index order, so results do not depend on any file-system listing order.
+The four scenarios are those of FedMLLM (arXiv 2411.14717).
 
 - ``aligned``: every sample keeps image and text.
 - ``missing`` (rate β): per sample, the text and the image are each dropped independently with
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..seeding import numpy_rng
 from .types import Sample
 
 SCENARIOS = ("aligned", "missing", "cross", "hybrid")
@@ -50,7 +52,7 @@ class ScenarioResult:
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), 100 + stream]))
+    return numpy_rng(int(seed), 100 + stream)
 
 
 def _check_rate(name: str, value: float) -> float:
@@ -68,7 +70,7 @@ def aligned(clients: list[list[Sample]]) -> ScenarioResult:
 def missing(clients: list[list[Sample]], rate: float, seed: int) -> ScenarioResult:
     """Per sample: keep the text w.p. ``1 - rate`` and, independently, the image w.p. ``1 - rate``.
 
-    Two uniform draws per sample, text first (as the research code), in client then sample
+    Two uniform draws per sample, text first (as the FedMLLM code), in client then sample
     order.
     """
     rate = _check_rate("missing_rate", rate)
