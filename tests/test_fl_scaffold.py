@@ -96,3 +96,34 @@ def test_a_missing_gradient_gets_the_correction_by_hand():
     a.grad.zero_()  # an optimizer's zero_grad(set_to_none=False) must not reach the correction
     obj.correct_gradients({"a": a, "b": b})
     torch.testing.assert_close(a.grad, torch.tensor([0.25, -1.0], dtype=F64))
+
+
+def test_option_two_with_a_local_cosine_schedule_uses_the_summed_step_sizes():
+    """Option II divides by lr_sum = sum_k lr_k: with a warm-up and cosine inside every local
+    run (step sizes from 0.0125 to 0.05 and back down) SGD clients still reach the optimum."""
+    lrs = [local_lr(k, 8, 0.05, "cosine", 0.25) for k in range(8)]
+    assert lrs[:3] == [0.025, 0.05, 0.05] and min(lrs) < 0.01  # really not constant
+    z = run_scaffold(rounds=300, steps=8, base_lr=0.05, schedule="cosine", warmup_ratio=0.25)
+    torch.testing.assert_close(z, optimum(), rtol=0, atol=1e-6)
+
+
+def test_option_two_control_is_the_step_size_weighted_mean_gradient():
+    """From c = c_i = 0, SGD gives x - y = sum_k lr_k g_k, so c_i+ = (x - y) / lr_sum is the
+    lr-weighted mean of the gradients along the local path (replayed here by hand)."""
+    steps = 6
+    lrs = [local_lr(k, steps, 0.08, "cosine", 0.3) for k in range(steps)]
+    obj = make_objective("scaffold")
+    x = {"w": torch.tensor([0.5, -0.5], dtype=F64), "u": torch.tensor([0.25], dtype=F64)}
+    obj.begin(x, {}, {})
+    z = torch.cat([x["w"], x["u"]])
+    weighted = torch.zeros(3, dtype=F64)
+    for lr in lrs:  # by hand: g = J^T (J z - b), z <- z - lr g
+        g = J[0].T @ (J[0] @ z - B[0])
+        weighted += lr * g
+        z = z - lr * g
+    result = obj.end({"w": z[:2].clone(), "u": z[2:].clone()}, sum(lrs))
+    mean_grad = weighted / sum(lrs)
+    torch.testing.assert_close(result.client_state["w"], mean_grad[:2], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(result.client_state["u"], mean_grad[2:], rtol=1e-12, atol=1e-14)
+    # the step sizes really vary: K * base_lr would have scaled c_i+ by 1/0.63
+    assert sum(lrs) / (steps * 0.08) < 0.7
