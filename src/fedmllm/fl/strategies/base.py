@@ -11,8 +11,10 @@ update). Two mean deltas appear in the strategies::
     D_u = (1 / |S|) sum_{i in S} s_i d_i                   (unweighted)
 
 Heterogeneous clients: every rule is applied key by key over the clients that returned the key,
-with the weights renormalised among them. A key that no client returned keeps its global value
-and its optimizer state is left untouched (no decay of momentum for keys nobody trained).
+with the weights renormalised among them. A key that no client returned, or fewer than the
+strategy's ``min_updates`` (3 for the median, ``ceil(1/beta)`` for the trimmed mean), keeps its
+global value and its optimizer state is left untouched (no decay of momentum for keys nobody
+trained; no robust rule silently turned into the mean).
 
 ``variant="textbook"`` follows the papers exactly as Flower 1.42's built-in strategies
 (``flwr.serverapp.strategy``) compute them; ``variant="fedmllm"`` reproduces the server
@@ -65,10 +67,11 @@ class DeltaStrategy(Strategy):
         check_updates(global_state, updates)
         self._check_extras(global_state, updates)
         new = dict(global_state)
+        need = self.min_updates  # fewer holders: the key keeps its value (and its state)
         keys = [
             k
             for k, x in global_state.items()
-            if x.is_floating_point() and any(k in u.state for u in updates)
+            if x.is_floating_point() and sum(k in u.state for u in updates) >= need
         ]
         if not keys:
             return new

@@ -15,6 +15,8 @@ class Median(CoordinateWise):
         x <- x + median_i(s_i d_i)      (per coordinate, over the clients that sent the key)
 
     Unweighted; for an even number of clients the two middle values are averaged.
+    ``min_updates = 3``: a key fewer than 3 clients returned keeps its global value (the median
+    of two values is their mean).
     Flower: ``FedMedian``. Config keys: ``clip_norm``.
     """
 

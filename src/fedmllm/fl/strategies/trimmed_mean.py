@@ -13,8 +13,6 @@ from .base import CoordinateWise
 
 def _fewest_trimmed(beta: float) -> int:
     """The smallest ``n`` with ``floor(beta * n) >= 1`` (the fewest clients that get trimmed)."""
-    if beta <= 0:
-        return 1
     n = max(1, math.ceil(1.0 / beta))
     while int(beta * n) < 1:  # floating point: 1 / beta may round down
         n += 1
@@ -32,8 +30,10 @@ class TrimmedMean(CoordinateWise):
 
         x <- x + mean(sorted(s_i d_i)[k : |S| - k])
 
-    Unweighted. Config keys: ``beta`` (fraction cut from each end, in [0, 0.5), default 0.2),
-    ``clip_norm``.
+    Unweighted. ``min_updates`` is the smallest ``n`` with ``floor(beta * n) >= 1`` (5 for
+    ``beta = 0.2``): a key fewer clients returned keeps its global value, since nothing would be
+    trimmed. Config keys: ``beta`` (fraction cut from each end, in (0, 0.5), default 0.2;
+    ``beta = 0`` is refused: it is the plain mean), ``clip_norm``.
     """
 
     name = "trimmed_mean"
@@ -41,8 +41,11 @@ class TrimmedMean(CoordinateWise):
     def __init__(self, *, beta: float = 0.2, clip_norm: float | None = None) -> None:
         super().__init__(clip_norm=clip_norm)
         beta = float(beta)
-        if not 0.0 <= beta < 0.5:
-            raise ValueError(f"beta must lie in [0, 0.5), got {beta!r}")
+        if not 0.0 < beta < 0.5:
+            raise ValueError(
+                f"beta must lie in (0, 0.5), got {beta!r} (beta = 0 trims nothing: the plain "
+                "mean, use fedavg)"
+            )
         self.beta = beta
         self.min_updates = _fewest_trimmed(beta)
 
