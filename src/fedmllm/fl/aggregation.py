@@ -1,9 +1,14 @@
-"""Key-wise reduction kernels shared by the server strategies.
+"""The reduction kernels shared by the server strategies.
 
-Mean-type reductions stream over the clients, one fused ``torch._foreach`` kernel per client
-over all its keys, into one accumulator per key: beyond the inputs that already exist the memory
-is O(adapter) (O(clients x tensor) for the coordinate-wise median / trimmed mean, one key at a
-time). No per-client copy of a state is ever made (except bf16/fp16 upcasts).
+Keys are grouped by the set of clients that returned them (:func:`contributor_groups`); within a
+group the weights are normalised to sum to 1 *before* anything is summed, so huge values times
+huge example counts cannot overflow, and every group is laid out end to end in one flat buffer
+(:class:`Layout`). Mean-type reductions stream over the clients into that buffer: one kernel per
+client when the client's tensors are themselves laid end to end in one storage (as
+:func:`pack_state` leaves them, and as the states this module returns are), one fused
+``torch._foreach`` kernel over its keys otherwise. Beyond the inputs the memory is O(adapter)
+(O(clients x tensor) for the coordinate-wise median / trimmed mean, one key at a time); no
+per-client copy of a state is ever made.
 
 Notation: ``g`` global tensor, ``t_i`` client ``i``'s tensor, ``d_i = t_i - g`` its delta,
 ``s_i`` its clip scale (1 without clipping), ``a_i`` its aggregation weight.
@@ -12,7 +17,7 @@ Notation: ``g`` global tensor, ``t_i`` client ``i``'s tensor, ``d_i = t_i - g`` 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -90,31 +95,202 @@ def in_compute_dtype(t: Tensor) -> Tensor:
     return t.to(compute_dtype(t.dtype))
 
 
+CHUNK = 1 << 16
+"""Elements per chunk of the chunked optimizer steps: a few such buffers stay in a core's L2."""
+
+
+class Layout:
+    """Keys of one dtype and device laid end to end in one flat buffer (in the given order).
+
+    ``dtype`` is the compute dtype (float32, or float64 for float64 keys); ``like_dtype`` the
+    keys' own dtype. :meth:`views` cuts a flat buffer into per-key tensors of the keys' shapes;
+    :meth:`span` finds a state's tensors already laid out like this.
+    """
+
+    __slots__ = ("device", "dtype", "keys", "like_dtype", "numels", "offsets", "shapes", "total")
+
+    def __init__(self, keys: Sequence[str], like: Mapping[str, Tensor]) -> None:
+        self.keys = tuple(keys)
+        first = like[self.keys[0]]
+        self.like_dtype, self.device = first.dtype, first.device
+        self.dtype = compute_dtype(first.dtype)
+        self.shapes = [like[k].shape for k in self.keys]
+        self.numels = [like[k].numel() for k in self.keys]
+        self.offsets = [0] * len(self.keys)
+        total = 0
+        for i, n in enumerate(self.numels):
+            self.offsets[i] = total
+            total += n
+        self.total = total
+
+    def empty(self) -> Tensor:
+        """An uninitialised flat buffer in the compute dtype."""
+        return torch.empty(self.total, dtype=self.dtype, device=self.device)
+
+    def views(self, flat: Tensor) -> list[Tensor]:
+        """Per-key views of ``flat`` (in key order, with the keys' shapes)."""
+        return [
+            flat[o : o + n].view(shape)
+            for o, n, shape in zip(self.offsets, self.numels, self.shapes, strict=True)
+        ]
+
+    def span(self, state: Mapping[str, Tensor]) -> Tensor | None:
+        """The 1-D view over ``state[k]`` for every key when they are contiguous, of one dtype,
+        on this device and laid end to end in this order in one storage; else ``None``."""
+        try:
+            tensors = [state[k] for k in self.keys]
+        except KeyError:
+            return None
+        first = tensors[0]
+        dtype, item = first.dtype, first.element_size()
+        if first.device != self.device:
+            return None
+        base = first.data_ptr()
+        for t, off in zip(tensors, self.offsets, strict=True):
+            if t.dtype != dtype or t.data_ptr() != base + off * item or not t.is_contiguous():
+                return None
+        start = first.storage_offset()
+        if (start + self.total) * item > first.untyped_storage().nbytes():
+            return None  # adjacent in memory but not one storage
+        return first.as_strided((self.total,), (1,), start)
+
+    def read(self, state: Mapping[str, Tensor]) -> Tensor:
+        """``state``'s tensors as one flat buffer in the compute dtype: the span itself when
+        the state is laid out like this (read-only!), else a copy."""
+        span = self.span(state)
+        if span is not None and span.dtype == self.dtype:
+            return span
+        flat = self.empty()
+        torch._foreach_copy_(self.views(flat), [state[k] for k in self.keys])
+        return flat
+
+    def chunks(self) -> list[slice]:
+        """Consecutive slices of at most :data:`CHUNK` elements covering the buffer."""
+        return [slice(i, min(i + CHUNK, self.total)) for i in range(0, self.total, CHUNK)]
+
+
+def pack_state(state: StateDict) -> StateDict:
+    """A copy of ``state`` whose floating tensors of each dtype lie end to end in one buffer
+    (key order kept), as a deserialised upload does; aggregation reads such a state with one
+    kernel per client instead of one per tensor. Non-floating tensors are copied as they are."""
+    out: StateDict = {}
+    by_kind: dict[tuple[torch.dtype, torch.device], list[str]] = {}
+    for key, t in state.items():
+        if t.is_floating_point():
+            by_kind.setdefault((t.dtype, t.device), []).append(key)
+        else:
+            out[key] = t.clone()
+    for (dtype, device), keys in by_kind.items():
+        flat = torch.empty(sum(state[k].numel() for k in keys), dtype=dtype, device=device)
+        layout = Layout(keys, state)
+        views = layout.views(flat)
+        torch._foreach_copy_(views, [state[k] for k in keys])
+        out.update(zip(keys, views, strict=True))
+    return {k: out[k] for k in state}
+
+
+def contributor_groups(
+    global_state: StateDict, sources: Sequence[Mapping[str, Tensor]], min_count: int = 1
+) -> list[tuple[list[str], list[int]]]:
+    """The floating keys of ``global_state`` grouped by the sources that hold them.
+
+    Returns ``(keys, holders)`` pairs (keys in global order, groups in the order of their first
+    key); keys of one group also share dtype and device. Keys held by fewer than ``min_count``
+    sources (none, at least) are left out.
+    """
+    need = max(1, min_count)
+    key_sets = [src.keys() for src in sources]
+    floating = [k for k, x in global_state.items() if x.is_floating_point()]
+    if key_sets and all(ks == key_sets[0] for ks in key_sets):  # the common case: one set
+        everyone = tuple(range(len(key_sets)))
+        holders_of = {k: (everyone if k in key_sets[0] else ()) for k in floating}
+    else:
+        holders_of = {k: tuple(i for i, ks in enumerate(key_sets) if k in ks) for k in floating}
+    groups: dict[tuple, list[str]] = {}
+    for k in floating:
+        holders = holders_of[k]
+        if len(holders) >= need:
+            x = global_state[k]
+            groups.setdefault((holders, x.dtype, x.device), []).append(k)
+    return [(keys, list(holders)) for (holders, _, _), keys in groups.items()]
+
+
+def weighted_sum(
+    layout: Layout, sources: Sequence[Mapping[str, Tensor]], alphas: Sequence[float]
+) -> Tensor:
+    """``sum_i alphas_i * sources_i`` over ``layout``'s keys as one flat compute-dtype buffer.
+
+    Every source must hold every key. A source laid out like ``layout`` (:meth:`Layout.span`)
+    costs one kernel; any other one fused ``torch._foreach`` kernel over its tensors.
+    """
+    acc = layout.empty()
+    views: list[Tensor] | None = None
+    for n, (src, a) in enumerate(zip(sources, alphas, strict=True)):
+        span = layout.span(src)
+        if span is not None:
+            if n > 0:
+                acc.add_(span, alpha=a)
+            elif span.dtype == acc.dtype:
+                torch.mul(span, a, out=acc)
+            else:  # upcast first: a bf16 product would round
+                acc.copy_(span).mul_(a)
+            continue
+        if views is None:
+            views = layout.views(acc)
+        if n == 0:
+            acc.zero_()
+        torch._foreach_add_(views, [src[k].to(acc.device) for k in layout.keys], alpha=a)
+    return acc
+
+
+def mean_delta(
+    layout: Layout,
+    global_state: StateDict,
+    states: Sequence[Mapping[str, Tensor]],
+    weights: Sequence[float],
+    scales: Sequence[float],
+    plus_global: bool = False,
+) -> Tensor:
+    """``D = sum_i w_i s_i (t_i - g) / sum_i w_i`` over one group of keys, as a flat buffer.
+
+    The weights are normalised (``w_i / W``, ``W = sum_i w_i``) before anything is summed.
+    Computed as ``sum_i (w_i s_i / W) t_i - (A / W) g`` with ``A = sum_i w_i s_i`` (``A = W``
+    without clipping), one pass over each client state. With ``plus_global`` the result is
+    ``g + D`` instead (the FedAvg state), which without clipping is the weighted mean of the
+    client tensors and never reads ``g``.
+    """
+    total = float(sum(weights))
+    if not total > 0:
+        raise ValueError(
+            f"{layout.keys[0]!r}: the clients that returned it report 0 examples in total"
+        )
+    scaled = [w * s for w, s in zip(weights, scales, strict=True)]
+    acc = weighted_sum(layout, states, [a / total for a in scaled])
+    kept = sum(scaled)  # == total exactly without clipping (same terms, same order)
+    coef = (total - kept) / total if plus_global else -kept / total
+    if coef != 0.0:
+        acc.add_(layout.read(global_state), alpha=coef)
+    return acc
+
+
 def weighted_sums(
     keys: Sequence[str],
-    sources: Sequence[StateDict],
+    sources: Sequence[Mapping[str, Tensor]],
     alphas: Sequence[float],
     global_state: StateDict,
 ) -> dict[str, Tensor]:
-    """``acc_k = sum_{i : k in sources_i} alphas_i * sources_i[k]`` in the compute dtype.
-
-    Streams client by client with one fused ``torch._foreach`` kernel per client over all of
-    its keys (the per-tensor Python overhead of 224 small LoRA tensors otherwise dominates).
-    Every key in ``keys`` must occur in at least one source.
-    """
-    acc: dict[str, Tensor] = {}
-    for src, a in zip(sources, alphas, strict=True):
-        present = [k for k in keys if k in src]
-        fresh = [k for k in present if k not in acc]
-        seen = [k for k in present if k in acc]
-        if fresh:
-            tensors = [cast_like(src[k], in_compute_dtype(global_state[k])) for k in fresh]
-            acc.update(zip(fresh, torch._foreach_mul(tensors, a), strict=True))
-        if seen:
-            torch._foreach_add_(
-                [acc[k] for k in seen], [src[k].to(acc[k].device) for k in seen], alpha=a
-            )
-    return acc
+    """``acc_k = sum_{i : k in sources_i} alphas_i * sources_i[k]`` in the compute dtype, with
+    the coefficients as given (no normalisation). Every key must occur in some source."""
+    out: dict[str, Tensor] = {}
+    wanted = set(keys)
+    for group, holders in contributor_groups(global_state, sources):
+        group = [k for k in group if k in wanted]
+        if not group:
+            continue
+        layout = Layout(group, global_state)
+        flat = weighted_sum(layout, [sources[i] for i in holders], [alphas[i] for i in holders])
+        out.update(zip(layout.keys, layout.views(flat), strict=True))
+    return {k: out[k] for k in keys}
 
 
 def mean_deltas(
@@ -125,42 +301,25 @@ def mean_deltas(
     scales: Sequence[float],
     plus_global: bool = False,
 ) -> dict[str, Tensor]:
-    """Per key ``D_k = sum_{i in S_k} w_i s_i (t_ik - g_k) / sum_{i in S_k} w_i``.
+    """Per key ``D_k = sum_{i in S_k} w_i s_i (t_ik - g_k) / sum_{i in S_k} w_i`` (or
+    ``g_k + D_k`` with ``plus_global``), ``S_k`` = the updates holding key ``k``.
 
-    ``S_k`` = the updates holding key ``k`` (weights renormalised among them). Computed as
-    ``(sum_i w_i s_i t_ik) / W_k - (A_k / W_k) g_k`` with ``W_k = sum w_i``, ``A_k = sum w_i s_i``
-    (``A_k = W_k`` without clipping), which needs one pass over each client state.
-    With ``plus_global`` the result is ``g_k + D_k`` instead (the FedAvg state), which without
-    clipping is just the weighted mean of the client tensors (no pass over ``g``).
+    Keys are grouped by ``S_k`` (:func:`contributor_groups`) and each group is reduced by
+    :func:`mean_delta` with its weights normalised to sum to 1 before summing.
     """
-    wsum = dict.fromkeys(keys, 0.0)
-    asum = dict.fromkeys(keys, 0.0)
-    for u, w, s in zip(updates, weights, scales, strict=True):
-        for k in keys:
-            if k in u.state:
-                wsum[k] += w
-                asum[k] += w * s
-    for k in keys:
-        if wsum[k] <= 0:
-            raise ValueError(f"{k!r}: the clients that returned it report 0 examples in total")
-    alphas = [w * s for w, s in zip(weights, scales, strict=True)]
-    totals = set(wsum.values())
-    if len(totals) == 1:  # every key has the same contributors' total: normalise up front
-        (total,) = totals
-        alphas = [a / total for a in alphas]
-    acc = weighted_sums(keys, [u.state for u in updates], alphas, global_state)
-    if len(totals) > 1:
-        torch._foreach_mul_([acc[k] for k in keys], [1.0 / wsum[k] for k in keys])
-    groups: dict[float, list[str]] = {}
-    for k in keys:
-        ratio = asum[k] / wsum[k]
-        groups.setdefault(1.0 - ratio if plus_global else -ratio, []).append(k)
-    for coef, ks in groups.items():
-        if coef != 0.0:
-            torch._foreach_add_(
-                [acc[k] for k in ks], [cast_like(global_state[k], acc[k]) for k in ks], alpha=coef
-            )
-    return acc
+    out: dict[str, Tensor] = {}
+    wanted = set(keys)
+    states = [u.state for u in updates]
+    for group, holders in contributor_groups(global_state, states):
+        group = [k for k in group if k in wanted]
+        if not group:
+            continue
+        layout = Layout(group, global_state)
+        flat = mean_delta(layout, global_state, [states[i] for i in holders],
+                          [weights[i] for i in holders], [scales[i] for i in holders],
+                          plus_global)
+        out.update(zip(layout.keys, layout.views(flat), strict=True))
+    return {k: out[k] for k in keys}
 
 
 def _stacked_deltas(g: Tensor, tensors: Sequence[Tensor], scales: Sequence[float]) -> Tensor:
