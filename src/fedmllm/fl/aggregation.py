@@ -273,55 +273,6 @@ def mean_delta(
     return acc
 
 
-def weighted_sums(
-    keys: Sequence[str],
-    sources: Sequence[Mapping[str, Tensor]],
-    alphas: Sequence[float],
-    global_state: StateDict,
-) -> dict[str, Tensor]:
-    """``acc_k = sum_{i : k in sources_i} alphas_i * sources_i[k]`` in the compute dtype, with
-    the coefficients as given (no normalisation). Every key must occur in some source."""
-    out: dict[str, Tensor] = {}
-    wanted = set(keys)
-    for group, holders in contributor_groups(global_state, sources):
-        group = [k for k in group if k in wanted]
-        if not group:
-            continue
-        layout = Layout(group, global_state)
-        flat = weighted_sum(layout, [sources[i] for i in holders], [alphas[i] for i in holders])
-        out.update(zip(layout.keys, layout.views(flat), strict=True))
-    return {k: out[k] for k in keys}
-
-
-def mean_deltas(
-    global_state: StateDict,
-    updates: Sequence[ClientUpdate],
-    keys: Sequence[str],
-    weights: Sequence[float],
-    scales: Sequence[float],
-    plus_global: bool = False,
-) -> dict[str, Tensor]:
-    """Per key ``D_k = sum_{i in S_k} w_i s_i (t_ik - g_k) / sum_{i in S_k} w_i`` (or
-    ``g_k + D_k`` with ``plus_global``), ``S_k`` = the updates holding key ``k``.
-
-    Keys are grouped by ``S_k`` (:func:`contributor_groups`) and each group is reduced by
-    :func:`mean_delta` with its weights normalised to sum to 1 before summing.
-    """
-    out: dict[str, Tensor] = {}
-    wanted = set(keys)
-    states = [u.state for u in updates]
-    for group, holders in contributor_groups(global_state, states):
-        group = [k for k in group if k in wanted]
-        if not group:
-            continue
-        layout = Layout(group, global_state)
-        flat = mean_delta(layout, global_state, [states[i] for i in holders],
-                          [weights[i] for i in holders], [scales[i] for i in holders],
-                          plus_global)
-        out.update(zip(layout.keys, layout.views(flat), strict=True))
-    return {k: out[k] for k in keys}
-
-
 def _stacked_deltas(g: Tensor, tensors: Sequence[Tensor], scales: Sequence[float]) -> Tensor:
     """``[s_i * (t_i - g)]`` stacked on a new *last* axis (contiguous per coordinate)."""
     gc = in_compute_dtype(g)

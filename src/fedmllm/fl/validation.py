@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import torch
 
 from .aggregation import delta_norm
+from .checks import is_integer
 from .types import ClientUpdate, StateDict
 
 
@@ -15,14 +16,14 @@ def validate_update(
 ) -> list[str]:
     """Reasons to reject ``update`` (an empty list means it is acceptable).
 
-    Checks: ``num_examples`` is a positive integer; every state key is a global key (a subset is
+    Checks: ``num_examples`` is a positive integer (Python or numpy); every state key is a global key (a subset is
     fine: heterogeneous clients); shapes and dtypes equal the global ones; floating values are
     finite; extras (e.g. SCAFFOLD ``control_delta``) use global keys and shapes and are finite;
     and, when ``max_norm`` is given, ``||state - global||_2 <= max_norm`` (over all returned keys).
     """
     reasons: list[str] = []
     n = update.num_examples
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+    if not is_integer(n) or n <= 0:  # numpy integers are integers too
         reasons.append(f"num_examples must be a positive integer, got {n!r}")
     for key, t in update.state.items():
         g = global_state.get(key)

@@ -24,16 +24,18 @@ unweighted mean deltas, ``v`` starting at ``tau^2``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..aggregation import (
+    Layout,
     check_updates,
     clip_scales,
-    in_compute_dtype,
-    mean_deltas,
+    contributor_groups,
+    mean_delta,
 )
 from ..checks import check_round, one_of, optional_positive, split_state_key
 from ..types import ClientUpdate, StateDict, Strategy
@@ -47,10 +49,12 @@ def check_variant(value: Any) -> str:
 
 
 class DeltaStrategy(Strategy):
-    """``x_new = step(x, reduce(deltas))`` over the keys some client returned.
+    """``x_new = step(x, reduce(deltas))`` over the keys enough clients returned.
 
-    Subclasses define ``_step`` (and ``_reduce`` for non-mean reductions). Both work on lists of
-    keys at once so that the arithmetic runs as fused ``torch._foreach`` kernels.
+    The keys are grouped by the clients that returned them (and by dtype), each group laid out
+    in one flat buffer (:class:`~fedmllm.fl.aggregation.Layout`); subclasses define ``_step``
+    (and ``_reduce`` for non-mean reductions) on those flat buffers, so the arithmetic runs as
+    a few large kernels instead of one per tensor.
     """
 
     weighted: bool = True
@@ -67,46 +71,45 @@ class DeltaStrategy(Strategy):
         check_updates(global_state, updates)
         self._check_extras(global_state, updates)
         new = dict(global_state)
-        need = self.min_updates  # fewer holders: the key keeps its value (and its state)
-        keys = [
-            k
-            for k, x in global_state.items()
-            if x.is_floating_point() and sum(k in u.state for u in updates) >= need
-        ]
-        if not keys:
-            return new
+        # a key fewer than min_updates clients returned keeps its value (and its state)
+        groups = contributor_groups(global_state, [u.state for u in updates], self.min_updates)
         with torch.no_grad():
-            scales = clip_scales(global_state, updates, self.clip_norm)
-            deltas = self._reduce(global_state, updates, keys, scales)
-            xs = [in_compute_dtype(global_state[k]) for k in keys]  # read-only (may alias input)
-            stepped = self._step(keys, xs, [deltas[k] for k in keys], round)
-            for k, t in zip(keys, stepped, strict=True):
-                new[k] = t.to(global_state[k].dtype)
+            scales = clip_scales(global_state, updates, self.clip_norm) if groups else []
+            for keys, holders in groups:
+                layout = Layout(keys, global_state)
+                members = [updates[i] for i in holders]
+                flat = self._reduce(layout, global_state, members, [scales[i] for i in holders])
+                flat = self._step(layout, global_state, flat, round)
+                if flat.dtype != layout.like_dtype:
+                    flat = flat.to(layout.like_dtype)
+                new.update(zip(layout.keys, layout.views(flat), strict=True))
             self._finish_round(global_state, updates)
         return new
 
     def _check_extras(self, global_state: StateDict, updates: list[ClientUpdate]) -> None:
         """Hook: validate strategy-specific extras before anything changes."""
 
+    def _weights(self, updates: list[ClientUpdate]) -> list[float]:
+        if self.weighted:
+            return [float(u.num_examples) for u in updates]
+        return [1.0] * len(updates)
+
     def _reduce(
         self,
+        layout: Layout,
         global_state: StateDict,
         updates: list[ClientUpdate],
-        keys: list[str],
         scales: list[float],
-    ) -> dict[str, Tensor]:
-        """Mean delta per key, ``D_w`` (``weighted``) or ``D_u``, in the compute dtype."""
-        if self.weighted:
-            weights = [float(u.num_examples) for u in updates]
-        else:
-            weights = [1.0] * len(updates)
-        return mean_deltas(global_state, updates, keys, weights, scales)
+    ) -> Tensor:
+        """Mean delta of one key group, ``D_w`` (``weighted``) or ``D_u``: a fresh flat buffer
+        in the compute dtype that ``_step`` may overwrite."""
+        states = [u.state for u in updates]
+        return mean_delta(layout, global_state, states, self._weights(updates), scales)
 
-    def _step(
-        self, keys: list[str], xs: list[Tensor], deltas: list[Tensor], round: int
-    ) -> list[Tensor]:
-        """New values for ``keys`` (default ``x + delta``); must not modify ``xs`` in place."""
-        return torch._foreach_add(xs, deltas)
+    def _step(self, layout: Layout, global_state: StateDict, delta: Tensor, round: int) -> Tensor:
+        """The new flat values of one key group (default ``x + delta``, written into
+        ``delta``); must not modify the global state."""
+        return delta.add_(layout.read(global_state))
 
     def _finish_round(self, global_state: StateDict, updates: list[ClientUpdate]) -> None:
         """Hook: update state that does not follow the model keys (SCAFFOLD's ``c``)."""
@@ -116,13 +119,22 @@ class DeltaStrategy(Strategy):
 
 
 class StatefulMixin:
-    """``state_dict``/``load_state_dict`` for per-key optimizer slots ``self._slots[slot][key]``."""
+    """Per-key optimizer slots ``self._slots[slot][key]`` with ``state_dict`` /
+    ``load_state_dict`` (copies both ways).
+
+    :meth:`_slot_flat` keeps the tensors of one key group as views of one flat buffer, updated
+    in place by later rounds; that is safe because nothing outside the strategy ever holds them.
+    After the key groups change (heterogeneous clients), a buffer may stay alive through the
+    views of keys outside the new group: at most one adapter's worth per distinct grouping.
+    """
 
     _slots: dict[str, StateDict]
     name: str
 
     def state_dict(self) -> StateDict:
-        return {f"{slot}/{k}": t for slot, d in self._slots.items() for k, t in d.items()}
+        """Server optimizer state as ``"<slot>/<param name>" -> tensor``: copies, which no later
+        round changes."""
+        return {f"{slot}/{k}": t.clone() for slot, d in self._slots.items() for k, t in d.items()}
 
     def load_state_dict(self, state: StateDict) -> None:
         slots: dict[str, StateDict] = {slot: {} for slot in self._slots}
@@ -130,6 +142,28 @@ class StatefulMixin:
             slot, key = split_state_key(full, tuple(self._slots), f"strategy {self.name!r}")
             slots[slot][key] = t.detach().clone()
         self._slots = slots
+
+    def _slot_flat(
+        self, slot: str, layout: Layout, init: Callable[[int, Tensor], None]
+    ) -> Tensor:
+        """Slot ``slot`` of ``layout``'s keys as one flat compute-dtype buffer whose views are
+        the slot's tensors (so in-place updates of the buffer update the slot). Keys without a
+        value yet are set by ``init(index, view)``."""
+        d = self._slots[slot]
+        if all(k in d for k in layout.keys):
+            span = layout.span(d)
+            if span is not None and span.dtype == layout.dtype:
+                return span
+        flat = layout.empty()
+        views = layout.views(flat)
+        for i, (k, view) in enumerate(zip(layout.keys, views, strict=True)):
+            old = d.get(k)
+            if old is None:
+                init(i, view)
+            else:
+                view.copy_(old)
+        d.update(zip(layout.keys, views, strict=True))
+        return flat
 
 
 class CoordinateWise(DeltaStrategy):
@@ -143,13 +177,12 @@ class CoordinateWise(DeltaStrategy):
 
     def _reduce(
         self,
+        layout: Layout,
         global_state: StateDict,
         updates: list[ClientUpdate],
-        keys: list[str],
         scales: list[float],
-    ) -> dict[str, Tensor]:
-        out = {}
-        for k in keys:
-            sent = [(u.state[k], s) for u, s in zip(updates, scales, strict=True) if k in u.state]
-            out[k] = self._reduce_key(global_state[k], [t for t, _ in sent], [s for _, s in sent])
-        return out
+    ) -> Tensor:
+        flat = layout.empty()
+        for k, view in zip(layout.keys, layout.views(flat), strict=True):
+            view.copy_(self._reduce_key(global_state[k], [u.state[k] for u in updates], scales))
+        return flat

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor
 
 from .fedopt import FedOpt
@@ -45,14 +44,14 @@ class FedAdagrad(FedOpt):
             eta=eta, tau=tau, beta1=beta1, beta2=None, variant=variant, clip_norm=clip_norm
         )
 
-    def _first_moments(self, keys: list[str], deltas: list[Tensor]) -> list[Tensor]:
+    def _first_moment(self, m: Tensor, d: Tensor) -> None:
         if self.variant == "fedmllm":  # m = D_u every round
-            self._slots["m"].update(zip(keys, deltas, strict=True))
-            return deltas
-        return super()._first_moments(keys, deltas)
+            m.copy_(d)
+        else:
+            super()._first_moment(m, d)
 
-    def _second_moment(self, vs: list[Tensor], qs: list[Tensor]) -> None:
-        torch._foreach_addcmul_(vs, qs, qs)
+    def _second_moment(self, v: Tensor, q: Tensor, scratch: list[Tensor]) -> None:
+        v.addcmul_(q, q)
 
     def config(self) -> dict[str, Any]:
         cfg = super().config()

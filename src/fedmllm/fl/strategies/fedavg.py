@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..aggregation import mean_deltas
+from ..aggregation import Layout, mean_delta
 from ..types import ClientUpdate, StateDict
 from .base import DeltaStrategy
 
@@ -23,16 +23,16 @@ class FedAvg(DeltaStrategy):
 
     def _reduce(
         self,
+        layout: Layout,
         global_state: StateDict,
         updates: list[ClientUpdate],
-        keys: list[str],
         scales: list[float],
-    ) -> dict[str, Tensor]:
-        """``x + D_w`` directly: without clipping, ``sum_i n_i y_i / sum_i n_i`` (one pass)."""
-        weights = [float(u.num_examples) for u in updates]
-        return mean_deltas(global_state, updates, keys, weights, scales, plus_global=True)
+    ) -> Tensor:
+        """``x + D_w`` directly: without clipping, ``sum_i n_i y_i / sum_i n_i`` (one pass over
+        the client states, none over ``x``)."""
+        states = [u.state for u in updates]
+        return mean_delta(layout, global_state, states, self._weights(updates), scales,
+                          plus_global=True)
 
-    def _step(
-        self, keys: list[str], xs: list[Tensor], deltas: list[Tensor], round: int
-    ) -> list[Tensor]:
-        return deltas  # already x + D_w (see _reduce)
+    def _step(self, layout: Layout, global_state: StateDict, delta: Tensor, round: int) -> Tensor:
+        return delta  # already x + D_w (see _reduce)

@@ -7,7 +7,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..aggregation import Layout
 from ..checks import in_unit, positive
+from ..types import StateDict
 from .base import DeltaStrategy, StatefulMixin, check_variant
 
 
@@ -46,24 +48,22 @@ class FedAvgM(StatefulMixin, DeltaStrategy):
         self.variant = check_variant(variant)
         self._slots = {"momentum": {}}
 
-    def _step(
-        self, keys: list[str], xs: list[Tensor], deltas: list[Tensor], round: int
-    ) -> list[Tensor]:
-        slot = self._slots["momentum"]
-        seen = [i for i, k in enumerate(keys) if k in slot]
-        if seen:
-            bufs = [slot[keys[i]].to(deltas[i]) for i in seen]
-            ds = [deltas[i] for i in seen]
-            if self.variant == "textbook":
-                torch._foreach_mul_(bufs, self.momentum)
-                torch._foreach_add_(bufs, ds)
-            else:  # beta m + (1 - beta) D
-                torch._foreach_lerp_(bufs, ds, 1.0 - self.momentum)
-            for i, b in zip(seen, bufs, strict=True):
-                slot[keys[i]] = b
-        for k, d in zip(keys, deltas, strict=True):
-            slot.setdefault(k, d)  # first round a key is seen: v = m = D_w
-        return torch._foreach_add(xs, [slot[k] for k in keys], alpha=self.server_lr)
+    def _step(self, layout: Layout, global_state: StateDict, delta: Tensor, round: int) -> Tensor:
+        deltas = layout.views(delta)
+        textbook = self.variant == "textbook"
+
+        def init(i: int, view: Tensor) -> None:  # textbook: 0 (so v = D); fedmllm: m = D
+            if textbook:
+                view.zero_()
+            else:
+                view.copy_(deltas[i])
+
+        v = self._slot_flat("momentum", layout, init)
+        if textbook:
+            v.mul_(self.momentum).add_(delta)
+        else:  # beta m + (1 - beta) D
+            v.lerp_(delta, 1.0 - self.momentum)
+        return torch.add(layout.read(global_state), v, alpha=self.server_lr, out=delta)
 
     def config(self) -> dict[str, Any]:
         return {

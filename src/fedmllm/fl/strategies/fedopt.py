@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ..aggregation import CHUNK, Layout
 from ..checks import in_unit, positive
 from ..types import StateDict
 from .base import DeltaStrategy, StatefulMixin, check_variant
@@ -27,9 +28,15 @@ class FedOpt(StatefulMixin, DeltaStrategy):
         m <- beta1 * m + (1 - beta1) * D_u           (m = D_u the first time; Adagrad: m = D_u)
         v <- rule(v, m^2)                            (v starts at tau^2)
         x <- x + eta * m / (sqrt(v) + tau)           (no bias correction)
+
+    The step runs over the flat buffers of a key group in chunks of
+    :data:`~fedmllm.fl.aggregation.CHUNK` elements, so that ``m``, ``v``, ``x`` and the mean
+    delta are each read and written once per round (the delta buffer becomes the new state).
     """
 
     _DEFAULTS: ClassVar[dict[str, dict[str, float]]] = {}
+    _SCRATCH: ClassVar[int] = 0
+    """Chunk-sized scratch buffers :meth:`_second_moment` needs."""
     _slots: dict[str, StateDict]
 
     def __init__(
@@ -50,53 +57,56 @@ class FedOpt(StatefulMixin, DeltaStrategy):
         self.beta1 = in_unit("beta1", defaults.get("beta1", 0.0) if beta1 is None else beta1)
         self.beta2 = in_unit("beta2", defaults.get("beta2", 0.0) if beta2 is None else beta2)
         self.weighted = self.variant == "textbook"
-        self._slots = {"m": {}, "v": {}}
-        self._scratch: StateDict = {}  # not state: reused buffers for sqrt(v) + tau
+        self._reset_state()
 
-    def _second_moment(self, vs: list[Tensor], qs: list[Tensor]) -> None:
-        """Update the second moments ``vs`` in place from ``q^2`` (``q`` = ``D`` or ``m``)."""
+    def _reset_state(self) -> None:
+        """Empty optimizer state (``m`` and ``v`` slots)."""
+        self._slots = {"m": {}, "v": {}}
+
+    def _second_moment(self, v: Tensor, q: Tensor, scratch: list[Tensor]) -> None:
+        """Update the second moments ``v`` in place from ``q^2`` (``q`` = ``D`` or ``m``)."""
         raise NotImplementedError
 
-    def _server_lr(self, round: int) -> float:
-        return self.eta
+    def _first_moment(self, m: Tensor, d: Tensor) -> None:
+        """``m <- beta1 m + (1 - beta1) D`` in place (``lerp(m, D, 1 - beta1)``)."""
+        m.lerp_(d, 1.0 - self.beta1)
 
-    def _first_moments(self, keys: list[str], deltas: list[Tensor]) -> list[Tensor]:
-        """``m`` for every key (stored in the ``m`` slot); may reuse ``deltas`` as storage."""
-        slot = self._slots["m"]
-        seen = [i for i, k in enumerate(keys) if k in slot]
-        fresh = [i for i, k in enumerate(keys) if k not in slot]
-        if seen:  # m <- beta1 m + (1 - beta1) D  ==  lerp(m, D, 1 - beta1)
-            ms = [slot[keys[i]].to(deltas[i]) for i in seen]
-            torch._foreach_lerp_(ms, [deltas[i] for i in seen], 1.0 - self.beta1)
-            slot.update((keys[i], m) for i, m in zip(seen, ms, strict=True))
-        if fresh:
-            ds = [deltas[i] for i in fresh]
-            if self.variant == "textbook":  # m starts at 0: m = (1 - beta1) D
-                ds = torch._foreach_mul(ds, 1.0 - self.beta1)
-            slot.update((keys[i], d) for i, d in zip(fresh, ds, strict=True))
-        return [slot[k] for k in keys]
+    def _lr_runs(self, layout: Layout) -> list[tuple[int, int, float]]:
+        """``(start, end, eta_t)`` runs over the flat buffer of ``layout`` (default: one run
+        with ``eta``); called once per round and key group, before the step."""
+        return [(0, layout.total, self.eta)]
 
-    def _step(
-        self, keys: list[str], xs: list[Tensor], deltas: list[Tensor], round: int
-    ) -> list[Tensor]:
-        ms = self._first_moments(keys, deltas)
-        v_slot = self._slots["v"]
-        v_init = self.tau**2 if self.variant == "fedmllm" else 0.0
-        vs = [
-            v_slot[k].to(m) if k in v_slot else torch.full_like(m, v_init)
-            for k, m in zip(keys, ms, strict=True)
-        ]
-        self._second_moment(vs, deltas if self.variant == "textbook" else ms)
-        v_slot.update(zip(keys, vs, strict=True))
-        # sqrt(v) + tau in reused scratch buffers: fresh allocations page-fault on every round
-        denom = []
-        for k, v in zip(keys, vs, strict=True):
-            buf = self._scratch.get(k)
-            if buf is None or buf.shape != v.shape or buf.dtype != v.dtype:
-                buf = self._scratch[k] = torch.empty_like(v)
-            denom.append(torch.sqrt(v, out=buf))
-        torch._foreach_add_(denom, self.tau)
-        return torch._foreach_addcdiv(xs, ms, denom, value=self._server_lr(round))
+    def _step(self, layout: Layout, global_state: StateDict, delta: Tensor, round: int) -> Tensor:
+        deltas = layout.views(delta)
+        textbook = self.variant == "textbook"
+
+        def init_m(i: int, view: Tensor) -> None:  # textbook: m starts at 0; fedmllm: m = D
+            if textbook:
+                view.zero_()
+            else:
+                view.copy_(deltas[i])
+
+        def init_v(i: int, view: Tensor) -> None:  # textbook: 0; fedmllm: tau^2
+            view.fill_(0.0 if textbook else self.tau**2)
+
+        m = self._slot_flat("m", layout, init_m)
+        v = self._slot_flat("v", layout, init_v)
+        x = layout.read(global_state)
+        runs = self._lr_runs(layout)
+        scratch = [delta.new_empty(min(CHUNK, layout.total)) for _ in range(self._SCRATCH)]
+        for sl in layout.chunks():
+            d, mm, vv = delta[sl], m[sl], v[sl]
+            self._first_moment(mm, d)
+            n = d.numel()
+            self._second_moment(vv, d if textbook else mm, [s[:n] for s in scratch])
+            torch.sqrt(vv, out=d).add_(self.tau)  # the delta is used up: reuse it
+            if len(runs) == 1:
+                torch.addcdiv(x[sl], mm, d, value=runs[0][2], out=d)
+        if len(runs) > 1:
+            for start, end, lr in runs:
+                out = delta[start:end]
+                torch.addcdiv(x[start:end], m[start:end], out, value=lr, out=out)
+        return delta
 
     def config(self) -> dict[str, Any]:
         return {

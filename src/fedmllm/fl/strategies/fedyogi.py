@@ -29,8 +29,9 @@ class FedYogi(FedOpt):
         "fedmllm": {"eta": 1e-3, "tau": 1e-3, "beta1": 0.9, "beta2": 0.99},
     }
 
-    def _second_moment(self, vs: list[Tensor], qs: list[Tensor]) -> None:
-        sqs = torch._foreach_mul(qs, qs)
-        signs = torch._foreach_sub(vs, sqs)
-        torch._foreach_sign_(signs)
-        torch._foreach_addcmul_(vs, sqs, signs, value=-(1.0 - self.beta2))
+    _SCRATCH: ClassVar[int] = 2
+
+    def _second_moment(self, v: Tensor, q: Tensor, scratch: list[Tensor]) -> None:
+        sq = torch.mul(q, q, out=scratch[0])
+        sign = torch.sub(v, sq, out=scratch[1]).sign_()
+        v.addcmul_(sq, sign, value=-(1.0 - self.beta2))

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..aggregation import cast_like, compute_dtype, weighted_sums
+from ..aggregation import Layout, compute_dtype, contributor_groups, weighted_sum
 from ..checks import positive, positive_int
 from ..types import ClientUpdate, Extras, StateDict
 from .base import DeltaStrategy, StatefulMixin
@@ -64,38 +64,36 @@ class Scaffold(StatefulMixin, DeltaStrategy):
                         "the global state (unknown key or wrong shape)"
                     )
 
-    def _step(
-        self, keys: list[str], xs: list[Tensor], deltas: list[Tensor], round: int
-    ) -> list[Tensor]:
-        return torch._foreach_add(xs, deltas, alpha=self.server_lr)
+    def _step(self, layout: Layout, global_state: StateDict, delta: Tensor, round: int) -> Tensor:
+        return torch.add(layout.read(global_state), delta, alpha=self.server_lr, out=delta)
 
     def _finish_round(self, global_state: StateDict, updates: list[ClientUpdate]) -> None:
+        """``c <- c + (1/N) sum_i dc_i`` per key over the clients that sent it."""
         sources = [u.extras["control_delta"] for u in updates]
-        keys = [
-            k
-            for k, x in global_state.items()
-            if x.is_floating_point() and any(k in src for src in sources)
-        ]
-        if not keys:
-            return
-        sums = weighted_sums(keys, sources, [1.0 / self.num_clients] * len(sources), global_state)
         control = self._slots["control"]
-        for k in keys:
-            old = control.get(k)
-            # a new tensor, never in place: ``c`` may still be held by clients of this round
-            control[k] = sums[k] if old is None else cast_like(old, sums[k]) + sums[k]
+        alpha = 1.0 / self.num_clients
+        for keys, holders in contributor_groups(global_state, sources):
+            layout = Layout(keys, global_state)
+            flat = weighted_sum(layout, [sources[i] for i in holders], [alpha] * len(holders))
+            old = [control.get(k) for k in layout.keys]
+            if any(t is not None for t in old):
+                keep = [(v, t) for v, t in zip(layout.views(flat), old, strict=True)
+                        if t is not None]
+                torch._foreach_add_([v for v, _ in keep], [t.to(v) for v, t in keep])
+            # new tensors, never in place: clients of this round may still hold the old ``c``
+            control.update(zip(layout.keys, layout.views(flat), strict=True))
 
     def server_extras(self, global_state: StateDict | None = None) -> Extras:
-        """``{"control": c}``. Pass ``global_state`` to materialise zeros for unseen keys;
-        without it, keys never updated are absent and clients treat them as zero."""
+        """``{"control": c}`` (copies). With ``global_state``, every floating key is present,
+        zeros (in the compute dtype) for keys ``c`` has never had; without it, only the keys
+        ``c`` has (clients treat absent keys as zero). Changes nothing in the strategy."""
         control = self._slots["control"]
+        out = {k: t.clone() for k, t in control.items()}
         if global_state is not None:
             for key, x in global_state.items():
-                if x.is_floating_point() and key not in control:
-                    control[key] = torch.zeros(
-                        x.shape, dtype=compute_dtype(x.dtype), device=x.device
-                    )
-        return {"control": dict(control)}
+                if x.is_floating_point() and key not in out:
+                    out[key] = torch.zeros(x.shape, dtype=compute_dtype(x.dtype), device=x.device)
+        return {"control": out}
 
     def config(self) -> dict[str, Any]:
         return {"num_clients": self.num_clients, "server_lr": self.server_lr, **super().config()}
