@@ -384,7 +384,8 @@ def test_exact_at_client_rank_equals_task_arithmetic(product_runs):
 
 def _ties_by_hand(taus, weights, density):
     """TIES (Yadav et al.): magnitude-trim each tau_i, elect the sign of the summed trimmed
-    values, then the mean of the agreeing v_i tau_i with v_i = N w_i."""
+    values, then the disjoint mean weighted by the example weights,
+    sum_{i agrees} w_i tau_i / sum_{i agrees} w_i."""
     trimmed = []
     for t in taus:
         k = int(density * t.numel())
@@ -394,8 +395,9 @@ def _ties_by_hand(taus, weights, density):
     stack = torch.stack(trimmed)
     elected = torch.where(stack.sum(0) >= 0, 1.0, -1.0).to(stack)
     agree = (torch.sign(stack) == elected).to(stack)
-    v = (len(taus) * weights).to(stack)[:, None, None]
-    return (agree * v * stack).sum(0) / agree.sum(0).clamp(min=1.0)
+    wa = agree * weights.to(stack)[:, None, None]
+    den = wa.sum(0)
+    return torch.where(den > 0, (wa * stack).sum(0) / den.clamp(min=1e-300), 0.0)
 
 
 def _direct(sim, method, density, seed):

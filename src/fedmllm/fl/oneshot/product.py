@@ -28,17 +28,20 @@ Rules (``method``):
   ``tau_i``, then ``sum_i w_i tau_i``.
 - ``ties`` (Yadav et al., 2023): magnitude-trim each ``tau_i`` to ``density``, elect the sign
   per entry (``majority_sign_method``: ``total`` = sign of the summed trimmed values,
-  ``frequency`` = sign of the summed signs), then the disjoint mean
-  ``sum_{i agrees} v_i tau_i / #{i agrees}`` with ``v_i = N w_i`` (mean 1, so equal weights
-  give the plain mean of the agreeing entries).
+  ``frequency`` = sign of the summed signs; both unweighted, as in the paper), then the
+  weighted disjoint mean ``sum_{i agrees} w_i tau_i / sum_{i agrees} w_i`` (0 where nobody
+  agrees): equal weights give the paper's plain mean of the agreeing entries, and a client's
+  share never exceeds its weight's share among the agreeing clients.
 - ``dare_linear`` (Yu et al., 2024): drop each entry of ``tau_i`` with probability
   ``1 - density`` and rescale the kept ones by ``1/density`` (unbiased), then
   ``sum_i w_i tau_i``.
-- ``dare_ties``: DARE drop-and-rescale, then TIES sign election and disjoint mean (``v_i``).
+- ``dare_ties``: DARE drop-and-rescale, then TIES sign election and the weighted disjoint mean.
 
-The pruning / election / disjoint-merge kernels are peft's (``peft.utils.merge_utils``, pure
-torch, imported lazily). DARE draws from torch's RNG: pass ``seed`` for a reproducible draw
-that leaves the global RNG state untouched.
+The pruning and sign-election kernels are peft's (``peft.utils.merge_utils``, pure torch,
+imported lazily); the disjoint mean is written here, because peft's ``disjoint_merge`` divides
+by the *number* of agreeing clients, which with unequal weights scales a lone agreeing client's
+entry by ``N w_i`` instead of keeping it. DARE draws from torch's RNG: pass ``seed`` for a
+reproducible draw (one per module) that leaves the global RNG state untouched.
 """
 
 from __future__ import annotations
@@ -107,6 +110,21 @@ def refactorize(a: Tensor, b: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     return a_new.to(a.dtype), b_new.to(b.dtype)
 
 
+def _module_seed(seed: int, index: int) -> int:
+    """DARE's seed for the ``index``-th LoRA module: ``(seed * 1_000_003 + index) mod 2^63``, so
+    every module draws its own mask and any 63-bit ``seed`` stays a valid torch seed."""
+    return (int(seed) * 1_000_003 + index) % (1 << 63)
+
+
+def _weighted_disjoint_mean(stack: Tensor, agree: Tensor, weights: Tensor) -> Tensor:
+    """``sum_{i agrees} w_i tau_i / sum_{i agrees} w_i`` per entry (0 where nobody agrees);
+    ``stack``: N x ..., ``agree``: boolean mask of the same shape, ``weights``: N."""
+    w = weights.view(-1, *([1] * (stack.dim() - 1))) * agree.to(stack.dtype)
+    den = w.sum(0)
+    num = (w * stack).sum(0)
+    return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), 0.0)
+
+
 def _peft_merge(
     method: str,
     taus: list[Tensor],
@@ -117,10 +135,8 @@ def _peft_merge(
 ) -> Tensor:
     from peft.utils import merge_utils  # lazy: keeps ``import fedmllm.fl`` light
 
-    n = len(taus)
     dtype, device = taus[0].dtype, taus[0].device
     linear = torch.tensor(weights, dtype=dtype, device=device)
-    disjoint = linear * n  # v_i = N w_i: mean 1, so the disjoint merge is a mean
     with warnings.catch_warnings():
         # peft warns that density >= 1 prunes nothing: that is what was asked for
         warnings.filterwarnings("ignore", message=r"The density .* no pruning")
@@ -128,15 +144,22 @@ def _peft_merge(
             return merge_utils.task_arithmetic(taus, linear)
         if method == "magnitude_prune":
             return merge_utils.magnitude_prune(taus, linear, density)
-        if method == "ties":
-            return merge_utils.ties(taus, disjoint, density, majority_sign_method)
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices, enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
             if method == "dare_linear":
                 return merge_utils.dare_linear(taus, linear, density)
-            return merge_utils.dare_ties(taus, disjoint, density, majority_sign_method)
+            # ties / dare_ties: peft's pruning and sign election, then our weighted disjoint
+            # mean (peft's disjoint_merge divides by the *count* of agreeing clients)
+            if method == "ties":
+                pruned = [merge_utils.prune(t, density, method="magnitude") for t in taus]
+            else:
+                pruned = [merge_utils.prune(t, density, method="random", rescale=True)
+                          for t in taus]
+        stack = torch.stack(pruned)
+        agree = merge_utils.calculate_majority_sign_mask(stack, method=majority_sign_method)
+        return _weighted_disjoint_mean(stack, agree, linear)
 
 
 def merge_lora_products(
@@ -242,7 +265,7 @@ def merge_lora_products(
                 taus = prods if base is None else [p - base for p in prods]
                 # DARE: one draw per module (the same seed everywhere would repeat the mask)
                 merged = _peft_merge(method, taus, w, density, majority_sign_method,
-                                     None if seed is None else seed * 1_000_003 + index)
+                                     None if seed is None else _module_seed(seed, index))
                 if lam != 1.0:
                     merged = merged * lam
                 if base is not None:
