@@ -23,8 +23,8 @@ def main() -> None:
     import torch
 
     from fedmllm.config import load_config
-    from fedmllm.fl.merge import lora_pairs
-    from fedmllm.runtime.oneshot import OneShot
+    from fedmllm.fl import lora_pairs
+    from fedmllm.runtime import build_driver
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--alpha", type=float, default=0.5)
@@ -37,7 +37,7 @@ def main() -> None:
             "fl.yoco.local_epochs=5", "data.train_size=2000", "data.test_size=200",
             f"data.alpha={args.alpha}", f"output.dir={out}", "output.progress=false",
             "output.plot=false"])
-        sim = OneShot(cfg)
+        sim = build_driver(cfg)
         final = sim.run().final["final"]
     n = torch.tensor([float(u.num_examples) for u in sim.updates], dtype=torch.float64)
     w = n / n.sum()

@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from fedmllm.config import load_config
 from fedmllm.model.tiny import ensure_tiny
-from fedmllm.runtime import Simulator
+from fedmllm.runtime import run_experiment
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
                 f"fl.rounds={args.rounds}", f"fl.num_clients={args.clients}",
                 f"fl.clients_per_round={args.per_round or args.clients}", f"fl.local_steps={args.steps}",
                 f"output.dir={out}", "output.progress=false", "output.plot=false"])
-            final = Simulator(cfg).run().final["final"]
+            final = run_experiment(cfg).final["final"]
         results[pretrain] = (final, stats)
     print(f"preset={args.preset}: LoRA fine-tuning on synth/binary, {args.rounds} round(s) x "
           f"{args.per_round or args.clients} of {args.clients} client(s) x {args.steps} steps")

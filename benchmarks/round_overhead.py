@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
+import tempfile
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,9 +23,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from fedmllm.config import load_config
+from fedmllm.engine.client import batch_stream
 from fedmllm.fl import sample_clients
 from fedmllm.model.collate import collate
-from fedmllm.runtime.simulator import Simulator
+from fedmllm.runtime import build_driver
+from fedmllm.seeding import torch_generator
 
 
 def main() -> None:
@@ -33,12 +37,13 @@ def main() -> None:
     ap.add_argument("--local-steps", type=int, default=12)
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
+    out = tempfile.mkdtemp(prefix="fedmllm-bench-")
     cfg = load_config(None, [f"model.preset={args.preset}", f"fl.local_steps={args.local_steps}",
-                             "fl.clients_per_round=3", "output.dir=/tmp/fedmllm-bench",
-                             "train.grad_clip=null"])
-    sim = Simulator(cfg)
-    sim.setup()
+                             "fl.clients_per_round=3", f"output.dir={out}",
+                             "train.grad_clip=null", "output.progress=false"])
+    sim = build_driver(cfg)
     b = sim.bundle
+    lr = sim.session.plan.lr
     pad = b.processor.tokenizer.pad_token_id
     steps = cfg.fl.local_steps
     r = 1
@@ -46,7 +51,7 @@ def main() -> None:
 
     def fed_round() -> float:
         t0 = time.perf_counter()
-        updates = [sim.train_client(k, sim.global_state, r, cfg.train.lr, {}) for k in chosen]
+        updates = [sim.train_client(k, r, lr, {}).update for k in chosen]
         sim.strategy.aggregate(sim.global_state, updates, r)
         return time.perf_counter() - t0
 
@@ -56,8 +61,9 @@ def main() -> None:
         t0 = time.perf_counter()
         b.model.train()
         for k in chosen:
-            opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-            stream = sim.clients[k].batches(r, cfg.train.batch_size)
+            opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.train.weight_decay)
+            stream = batch_stream(sim.session.clients[k], cfg.train.batch_size,
+                                  torch_generator(cfg.seed, "batches", r, k))
             for _ in range(steps):
                 batch = collate(next(stream), pad)
                 loss = b.model(**batch).loss
@@ -77,6 +83,7 @@ def main() -> None:
           f"optimizer steps/round={n} threads={torch.get_num_threads()}")
     print(f"federated round: {f:.3f} s   plain peft loop: {p:.3f} s   (medians of {args.repeats})")
     print(f"ratio round/plain = {f / p:.3f}   (target <= 1.03)")
+    shutil.rmtree(out, ignore_errors=True)
 
 
 if __name__ == "__main__":

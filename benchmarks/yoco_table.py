@@ -82,14 +82,14 @@ def _run(job: tuple[list[str], int]) -> dict:
     import torch
 
     from fedmllm.config import load_config
-    from fedmllm.runtime import Simulator
+    from fedmllm.runtime import run_experiment
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as out:
         cfg = load_config(None, [*overrides, f"output.dir={out}", "output.progress=false",
                                  "output.plot=false"])
         t0 = time.perf_counter()
-        result = Simulator(cfg).run()
+        result = run_experiment(cfg)
         final, totals = result.final["final"], result.final.get("totals", {})
         up = totals.get("bytes_uploaded")
         if up is None:

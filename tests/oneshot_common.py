@@ -5,7 +5,9 @@ resets the bundle's adapter before every run."""
 import torch
 
 from fedmllm.config import load_config
-from fedmllm.runtime.oneshot import OneShot, load_oneshot_bundle
+from fedmllm.engine.factory import plan_run
+from fedmllm.runtime import build_driver
+from fedmllm.runtime.session import encode_samples, load_bundle
 
 N_CLIENTS = 3
 
@@ -24,21 +26,20 @@ def shared_bundle(tmp_path_factory, *extra):
     from fedmllm.data import build_federated_data
 
     cfg = base_cfg(tmp_path_factory.mktemp("o"), *extra)
-    bundle = load_oneshot_bundle(cfg)
+    bundle = load_bundle(cfg, plan_run(cfg))
     return bundle, bundle.adapter.get(), build_federated_data(cfg.data, N_CLIENTS, cfg.seed)
 
 
 def run(shared, out, *extra):
     bundle, pristine, data = shared
     bundle.adapter.set(pristine)
-    sim = OneShot(base_cfg(out, *extra), bundle=bundle, data=data)
+    sim = build_driver(base_cfg(out, *extra), bundle=bundle, data=data)
     return sim, sim.run()
 
 
 def sample_batch(bundle, data):
     """Four test samples of ``data``, collated on the bundle's device."""
     from fedmllm.model.collate import collate
-    from fedmllm.runtime.setup import encode_samples
 
     enc = encode_samples(bundle.processor, data.test[:4], "plain", 256)
     batch = collate(enc, bundle.processor.tokenizer.pad_token_id)

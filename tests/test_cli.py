@@ -162,3 +162,60 @@ def test_run_model_flag_loads_a_local_folder(tmp_path, tiny_dir, capsys):
     assert f"name: {tiny_dir}" in capsys.readouterr().out
     assert main(["run", "--model", str(tmp_path), f"output.dir={out}"]) == 2
     assert "not a model folder" in capsys.readouterr().err
+
+
+def test_misspelt_algorithm_fails_before_anything_loads(tmp_path):
+    """One line with a suggestion, exit 2, no output folder, and no model library imported."""
+    code = ("import sys; from fedmllm.cli import main; "
+            f"rc = main(['run', 'fl.algorithm=fedadm', 'output.dir={tmp_path / 'out'}']); "
+            "print(rc, 'transformers' in sys.modules, 'peft' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert r.stdout.split() == ["2", "False", "False"]
+    assert r.stderr.count("\n") == 1 and "did you mean 'fedadam'" in r.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
+def test_config_show_runs_the_checks_and_prints_what_auto_resolved(capsys):
+    assert main(["config", "show", "fl.algorithm=fedprox"]) == 0
+    out = capsys.readouterr().out
+    assert "objective: auto" in out and "# resolved: fl.client.objective = prox" in out
+    assert main(["config", "show", "fl.algorithm=fedprox", "fl.client.objective=ce"]) == 2
+    assert "fl.client.objective" in capsys.readouterr().err
+
+
+def test_run_help_shows_resume_and_overwrite():
+    text = subprocess.run([sys.executable, "-m", "fedmllm.cli", "run", "--help"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "--resume DIR" in text and "--overwrite" in text
+
+
+def test_resume_and_output_folder_errors_are_one_line(tmp_path, capsys):
+    assert main(["run", "--resume", str(tmp_path / "nope")]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    assert main(["run", f"output.dir={a_file}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(a_file) in err and "not a folder" in err
+    assert main(["run", "--resume", str(tmp_path), "--overwrite"]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_disk_full_while_writing_is_one_line_and_resumable(tmp_path, tiny_dir, capsys,
+                                                             monkeypatch):
+    import errno
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "x"))
+
+    monkeypatch.setattr("safetensors.torch.save_file", full)  # the checkpoint's tensors
+    out = tmp_path / "out"
+    rc = main(["run", "model.preset=tiny", "fl.rounds=1", "fl.num_clients=2", "fl.local_steps=1",
+               "data.train_size=16", "data.test_size=4", "eval.views=[image_text]",
+               "output.progress=false", f"output.dir={out}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "No space left on device" in err and "Traceback" not in err
+    assert f"fedmllm run --resume {out}" in err
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"
+    assert not (out / "summary.json").exists()

@@ -15,8 +15,8 @@ from oneshot_common import (
     tol,
 )
 
-from fedmllm.runtime import Simulator
-from fedmllm.runtime.simulator import state_bytes
+from fedmllm.engine.server import state_bytes
+from fedmllm.runtime import run_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +122,7 @@ def test_ensemble_through_simulator_dispatch(plain, tmp_path):
     bundle, pristine, data = plain
     bundle.adapter.set(pristine)
     cfg = base_cfg(tmp_path, "fl.algorithm=oneshot", "fl.yoco.method=ensemble")
-    result = Simulator(cfg, bundle=bundle, data=data).run()
+    result = run_experiment(cfg, bundle=bundle, data=data)
     assert result.final["method"] == "ensemble" and result.final["totals"]["rounds"] == 1
     row = result.rows[0]
     assert row["ensemble_cost"]["forward_passes_per_sample"] == N_CLIENTS
@@ -133,7 +133,7 @@ def test_ensemble_through_simulator_dispatch(plain, tmp_path):
 def test_ensemble_averages_probabilities_and_votes(plain, tmp_path):
     sim, result = run(plain, tmp_path, "fl.yoco.method=ensemble")
     final = result.final["final"]
-    preds = [sim.evaluate(u.state, return_predictions=True)["_predictions"]["image_text"]
+    preds = [sim.session.evaluate(u.state, return_predictions=True)["_predictions"]["image_text"]
              for u in sim.updates]
     samples = preds[0][0]
     y = torch.tensor([s.label for s in samples])
@@ -151,7 +151,7 @@ def _dense_merged_logits(bundle, sim, batch, pissa_init: bool):
     from fedmllm.fl.merge import lora_module, lora_role
 
     model = base_model(bundle)
-    lora = sim.cfg.lora
+    lora = sim.session.plan.lora
     scale = lora.alpha / lora.r
     n = torch.tensor([float(u.num_examples) for u in sim.updates], dtype=torch.float64)
     w = n / n.sum()
@@ -178,11 +178,11 @@ def test_exact_full_rank_merge_is_lossless_and_loads_on_original_base(which, pla
     shared = {"plain": plain, "pissa": pissa}[which]
     extra = ["fl.yoco.method=exact"] + (["fl.yoco.init=pissa"] if which == "pissa" else [])
     sim, result = run(shared, tmp_path, *extra)
-    r = sim.cfg.lora.r
+    r = sim.session.plan.lora.r
     rank = N_CLIENTS * r + (r if which == "pissa" else 0)
     assert {t.shape[0] for k, t in sim.global_state.items() if "lora_A" in k} == {rank}
     cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
-    assert cfg["r"] == rank and cfg["lora_alpha"] == pytest.approx(sim.cfg.lora.alpha * rank / r)
+    assert cfg["r"] == rank and cfg["lora_alpha"] == pytest.approx(sim.session.plan.lora.alpha * rank / r)
     bundle = shared[0]
     batch = sample_batch(bundle, shared[2])
     reference = _dense_merged_logits(bundle, sim, batch, which == "pissa")
@@ -201,7 +201,7 @@ def test_product_rank_full_only_for_exact(plain, tmp_path):
     with pytest.raises(ConfigError, match="fl.yoco.product_rank"):
         run(plain, tmp_path, "fl.yoco.method=ties", "fl.yoco.product_rank=full")
     sim, _ = run(plain, tmp_path, "fl.yoco.method=exact", "fl.yoco.product_rank=client")
-    assert {t.shape[0] for k, t in sim.global_state.items() if "lora_A" in k} == {sim.cfg.lora.r}
+    assert {t.shape[0] for k, t in sim.global_state.items() if "lora_A" in k} == {sim.session.plan.lora.r}
 
 
 def test_select_epochs_on_a_client_held_out_split(plain, tmp_path):
@@ -213,8 +213,8 @@ def test_select_epochs_on_a_client_held_out_split(plain, tmp_path):
         n = len(data.clients[k])
         held = max(1, round(0.25 * n))
         assert row["held_out"][str(k)] == held
-        assert u.num_examples == len(sim.clients[k]) == n - held
-        train_ids = {id(e) for e in sim.clients[k].encoded}
+        assert u.num_examples == len(sim.train_sets[k]) == n - held
+        train_ids = {id(e) for e in sim.train_sets[k]}
         assert not train_ids & {id(e) for e in sim.val_sets[k]}
         losses = {float(e): v for e, v in row["val_loss"][str(k)].items()}
         assert set(losses) == {0.5, 2.0}

@@ -1,4 +1,4 @@
-"""The one-shot driver (:class:`OneShot`) for the methods ``test_oneshot.py`` leaves out.
+"""The one-shot driver (:class:`OneShotRun`) for the methods ``test_oneshot.py`` leaves out.
 
 The released code's init, the orthogonal A penalty, ``combine``, one application of the server
 optimisers, the product merges and ``local``. Expectations are computed here from the
@@ -26,10 +26,10 @@ from oneshot_common import (
 )
 
 from fedmllm.config import ConfigError
-from fedmllm.fl import merge_lora_products
-from fedmllm.fl.merge import lora_pairs
-from fedmllm.runtime.oneshot import OneShot
-from fedmllm.runtime.simulator import state_bytes
+from fedmllm.fl import lora_pairs, merge_lora_products
+from fedmllm.engine.factory import plan_run
+from fedmllm.engine.server import state_bytes
+from fedmllm.seeding import torch_generator, torch_seed
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +136,7 @@ def code_run(code, tmp_path_factory):
 def test_code_init_b_from_svd_a_random_base_unchanged(code, pissa, code_run):
     bundle, pristine, data = code
     out, sim, result = code_run
-    assert sim.init == "code" and result.rows[0]["init"] == "code"
+    assert sim.bundle.init == "code" and result.rows[0]["init"] == "code"
     ka, kb = _pair(sim.initial_state)
     for key in (ka, kb):
         assert torch.equal(sim.initial_state[key], pristine[key])
@@ -168,7 +168,7 @@ def test_code_init_b_from_svd_a_random_base_unchanged(code, pissa, code_run):
     assert float(a0.std()) == pytest.approx(bound / math.sqrt(3), rel=0.1)
     drawn = torch.empty(R, w.shape[1])
     torch.nn.init.kaiming_uniform_(drawn, a=math.sqrt(5),
-                                   generator=torch.Generator().manual_seed(sim.cfg.seed))
+                                   generator=torch_generator(sim.cfg.seed, "code_init"))
     assert torch.equal(sim.initial_state[ka].cpu(), drawn.to(sim.initial_state[ka].dtype))
 
     # so the initial model is the base model perturbed by s B0 A0 (s = alpha / r = 1)
@@ -234,14 +234,12 @@ def test_a_penalty_has_no_effect_without_the_a_term(penalty_runs):
 def test_invalid_a_penalty_is_a_config_error(tmp_path, plain):
     with pytest.raises(ConfigError, match=r"fl\.yoco\.a_penalty"):
         base_cfg(tmp_path, "fl.yoco.a_penalty=l2")
-    # a value that bypassed load_config is caught by the driver's set-up, naming fl.yoco
+    # a value that bypassed load_config is caught by the checks before anything loads
     cfg = base_cfg(tmp_path)
     cfg = dataclasses.replace(cfg, fl=dataclasses.replace(
         cfg.fl, yoco=dataclasses.replace(cfg.fl.yoco, a_penalty="l2")))
-    bundle, pristine, data = plain
-    bundle.adapter.set(pristine)
     with pytest.raises(ConfigError, match=r"fl\.yoco.*a_penalty"):
-        OneShot(cfg, bundle=bundle, data=data).setup()
+        plan_run(cfg)
 
 
 # ----------------------------------------------------------------------------- 3. combine
@@ -401,11 +399,12 @@ def _ties_by_hand(taus, weights, density):
 
 
 def _direct(sim, method, density, seed):
-    """merge_lora_products on the run's uploads, with the arguments the driver uses."""
+    """merge_lora_products on the run's uploads, with the arguments the driver uses for run
+    seed ``seed``."""
     return merge_lora_products([u.state for u in sim.updates],
                                [u.num_examples for u in sim.updates], method=method,
                                rank="client", initial=sim.initial_state, density=density,
-                               seed=seed)
+                               seed=torch_seed(seed, "dare"))
 
 
 def test_ties_merge(product_runs):
@@ -470,7 +469,7 @@ def test_local_reports_the_client_models(plain, tmp_path):
         assert final["auroc"] == pytest.approx(sum(aurocs) / len(aurocs), abs=1e-12)
     # each entry is that client's own adapter on the test set
     for k in range(N_CLIENTS):
-        assert sim.evaluate(sim.updates[k].state)["accuracy"] == accs[k]
+        assert sim.session.evaluate(sim.updates[k].state)["accuracy"] == accs[k]
     # nothing is communicated and nothing is merged or saved
     row, totals = result.rows[0], result.final["totals"]
     assert totals["bytes_uploaded"] == 0 and row["bytes_uploaded"] == 0

@@ -10,7 +10,9 @@ from PIL import Image
 
 from fedmllm.config import load_config
 from fedmllm.report.metrics import read_metrics
-from fedmllm.runtime import Simulator
+from fedmllm.engine.factory import plan_run
+from fedmllm.runtime import build_driver
+from fedmllm.runtime.session import load_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +27,7 @@ def tiny_cfg(out, *extra):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_dir):
     out = tmp_path_factory.mktemp("run")
-    sim = Simulator(tiny_cfg(out))
+    sim = build_driver(tiny_cfg(out))
     result = sim.run()
     return sim, result, out
 
@@ -91,15 +93,15 @@ def test_saved_adapter_loads_in_peft_with_identicallogits(run):
 def test_model_name_path_for_a_local_folder(tmp_path, tiny_dir):
     """`model.name` with a local folder goes through the same loading code as the hub."""
     cfg = tiny_cfg(tmp_path / "out", f"model.name={tiny_dir}", "fl.rounds=1", "eval.views=[image_text]")
-    result = Simulator(cfg).run()
+    result = build_driver(cfg).run()
     assert result.rows[0]["eval"]["per_modality"].keys() == {"image_text"}
     meta = json.loads((tmp_path / "out" / "adapter" / "fedmllm.json").read_text())
     assert meta["base_model"] == str(tiny_dir)
 
 
 def test_same_seed_same_result(tmp_path, tiny_dir):
-    r1 = Simulator(tiny_cfg(tmp_path / "a", "fl.rounds=1", "eval.views=[image_text]")).run()
-    r2 = Simulator(tiny_cfg(tmp_path / "b", "fl.rounds=1", "eval.views=[image_text]")).run()
+    r1 = build_driver(tiny_cfg(tmp_path / "a", "fl.rounds=1", "eval.views=[image_text]")).run()
+    r2 = build_driver(tiny_cfg(tmp_path / "b", "fl.rounds=1", "eval.views=[image_text]")).run()
     assert r1.rows[0]["train_loss"] == r2.rows[0]["train_loss"]
     assert r1.rows[0]["eval"]["accuracy"] == r2.rows[0]["eval"]["accuracy"]
 
@@ -114,20 +116,19 @@ def test_multi_round_pissa_init_starts_at_base_and_saves_for_the_original_base(t
 
     cfg = tiny_cfg(tmp_path, "lora.init=pissa", "fl.rounds=2", "eval.every=2",
                    "eval.views=[image_text]", "lora.modules=[q_proj,v_proj]")
-    sim = Simulator(cfg)
-    sim.setup()
-    b = sim.bundle
-    assert all(float(t.abs().sum()) > 0 for t in sim.initial_state.values())  # not zero-B
+    b = load_bundle(cfg, plan_run(cfg))
+    initial = b.adapter.get()
+    assert all(float(t.abs().sum()) > 0 for t in initial.values())  # not zero-B
     base, proc = load_vlm(b.source, device=b.device, dtype=b.dtype)
     img = Image.new("RGB", (32, 32), (220, 30, 30))
     batch = collate([encode_sample(proc, "What colour is the background?", img, "red"),
                      encode_sample(proc, "Name a shape.", None, "square")],
                     proc.tokenizer.pad_token_id)
     batch = {k: v.to(b.device) for k, v in batch.items()}
-    b.adapter.set(sim.initial_state)
+    b.adapter.set(initial)
     torch.testing.assert_close(logits(b.model, batch), logits(base, batch), **tol(b))
 
-    trained = Simulator(cfg, bundle=b)
+    trained = build_driver(cfg, bundle=b)
     result = trained.run()
     assert math.isfinite(result.final["final"]["accuracy"])
     saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
@@ -139,3 +140,17 @@ def test_multi_round_pissa_init_starts_at_base_and_saves_for_the_original_base(t
     torch.testing.assert_close(logits(loaded, batch), logits(b.model, batch), **tol(b))
     with loaded.disable_adapter():
         assert not torch.allclose(logits(loaded, batch), logits(b.model, batch), atol=1e-5)
+
+
+def test_a_clients_update_does_not_depend_on_who_trained_before(tmp_path, tiny_dir):
+    """Client 3 in round 2 trains the same, bit for bit, alone or after clients 1 and 2 (LoRA
+    dropout on: its draws come from the client's own seed, not from a shared generator)."""
+    run = build_driver(tiny_cfg(tmp_path, "lora.dropout=0.3", "fl.local_steps=3"))
+    alone = run.train_client(3, 2, 5e-3, {}).update.state
+    run.train_client(1, 2, 5e-3, {})
+    run.train_client(2, 2, 5e-3, {})
+    after = run.train_client(3, 2, 5e-3, {}).update.state
+    assert alone.keys() == after.keys()
+    assert all(torch.equal(alone[k], after[k]) for k in alone)
+    moved = [k for k in alone if not torch.equal(alone[k], run.global_state[k])]
+    assert moved  # it did train

@@ -79,6 +79,10 @@ def cmd_run(args) -> int:
         return 130
     except (ConfigError, ModelError, DataError, OutputError, CheckpointError) as e:
         raise RunStopped(str(e), folder.path) from None
+    except OSError as e:
+        if e.filename is None:
+            raise
+        raise RunStopped(f"{e.filename}: {e.strerror}", folder.path) from None
     final = result.final["final"]
     totals = result.final["totals"]
     acc = final.get("accuracy")

@@ -355,7 +355,8 @@ class OneShotRun:
             "adapter_bytes": state_bytes(merged),
             "resumed_after_clients": self.resumes,
         }
-        summary = {"algorithm": cfg.fl.algorithm, "method": y.method, "final": final,
+        summary = {"algorithm": cfg.fl.algorithm, "method": y.method,
+                   "resolved": s.resolved(), "final": final,
                    "conflict": row["conflict"], "totals": totals}
         failpoint("before_summary", len(updates))
         s.finish(summary)

@@ -7,6 +7,7 @@ adapter state on the test set, and writes the run's last files (adapter, plot, s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -94,6 +95,13 @@ class Session:
     @property
     def out(self) -> Path:
         return self.folder.path
+
+    def resolved(self) -> dict:
+        """What the configuration's ``auto`` values became, for ``summary.json``."""
+        p = self.plan
+        return {"objective": p.objective, "optimizer": p.optimizer, "lr": p.lr,
+                "max_update_norm": p.max_update_norm, "init": p.init,
+                "lora": dataclasses.asdict(p.lora)}
 
     def save_data_manifest(self) -> None:
         """What data each client holds, beside the outputs."""

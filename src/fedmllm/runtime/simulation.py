@@ -205,8 +205,8 @@ class MultiRoundRun:
             "skipped_rounds": [r["round"] for r in rows if r.get("skipped")],
             "resumed_after_rounds": self.resumes,
         }
-        summary = {"algorithm": cfg.fl.algorithm, "objective": s.plan.objective,
-                   "final": final, "totals": totals}
+        summary = {"algorithm": cfg.fl.algorithm, "resolved": s.resolved(), "final": final,
+                   "totals": totals}
         s.plot(rows)
         s.finish(summary)
         return RunResult(s.out, rows, summary)
