@@ -1,12 +1,16 @@
 """Cross-check the textbook strategies against Flower's built-in Message-API strategies.
 
-Identical inputs (three clients, two rounds, two arrays) go through ``flwr.serverapp.strategy``
-(``configure_train`` then ``aggregate_train`` on constructed reply Messages) and through ours.
+Every strategy Flower 1.42 has a counterpart for (``flwr.serverapp.strategy``: FedAvg, FedProx,
+FedAvgM, FedAdagrad, FedAdam, FedYogi, FedMedian, FedTrimmedAvg) runs five rounds on identical
+inputs: eight nodes with unequal example counts, a different subset of five sampled by Flower in
+every round (``configure_train``; we read the sampled node ids from its messages and feed the
+same clients to ours), replies built from known deltas and aggregated by ``aggregate_train``.
 """
 
 from __future__ import annotations
 
 import os
+import random
 
 # Before flwr is imported (tests/conftest.py sets the same): no telemetry, no network.
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -32,14 +36,17 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedmllm.fl import ClientUpdate, make_strategy
 
-NUM_EXAMPLES = [5, 17, 8]
+NODE_IDS = [101, 102, 103, 104, 105, 106, 107, 108]
+NUM_EXAMPLES = {101: 5, 102: 17, 103: 8, 104: 40, 105: 3, 106: 11, 107: 26, 108: 9}
+ROUNDS = 5
+FRACTION = 0.625  # 5 of 8 nodes per round (the trimmed mean with beta 0.2 cuts one per side)
 
 
 class _Grid:
     """The part of ``flwr.serverapp.Grid`` that ``configure_train`` uses."""
 
     def get_node_ids(self):
-        return [11, 12, 13]
+        return list(NODE_IDS)
 
 
 @pytest.fixture(autouse=True)
@@ -51,16 +58,17 @@ def _task_identity(monkeypatch):
 
 
 def _deltas(dtype):
+    """``deltas[round][node]``: every node's update in every round (used when it is sampled)."""
     rng = np.random.default_rng(1234)
     return [
-        [
-            {
+        {
+            node: {
                 "w": rng.normal(0, 0.5, (4, 3)).astype(dtype),
                 "b": rng.normal(0, 0.5, 5).astype(dtype),
             }
-            for _ in NUM_EXAMPLES
-        ]
-        for _ in range(2)
+            for node in NODE_IDS
+        }
+        for _ in range(ROUNDS)
     ]
 
 
@@ -70,76 +78,101 @@ def _init(dtype):
 
 
 def run_flower(strategy, dtype):
+    """Flower's rounds; returns the states after each round and the nodes it sampled."""
     current = _init(dtype)
-    history = []
+    history, sampled = [], []
     for rnd, deltas in enumerate(_deltas(dtype), start=1):
         arrays = ArrayRecord({k: Array(v) for k, v in current.items()})
+        random.seed(1000 + rnd)  # Flower samples nodes with the random module
         instructions = list(strategy.configure_train(rnd, arrays, ConfigRecord(), _Grid()))
+        nodes = [msg.metadata.dst_node_id for msg in instructions]
+        sampled.append(nodes)
         replies = []
-        for msg, d, n in zip(instructions, deltas, NUM_EXAMPLES, strict=True):
+        for msg, node in zip(instructions, nodes, strict=True):
+            d = deltas[node]
             content = RecordDict(
                 {
                     "arrays": ArrayRecord({k: Array(current[k] + d[k]) for k in current}),
-                    "metrics": MetricRecord({"num-examples": n}),
+                    "metrics": MetricRecord({"num-examples": NUM_EXAMPLES[node]}),
                 }
             )
             replies.append(Message(content, reply_to=msg))
         out, _ = strategy.aggregate_train(rnd, replies)
         current = {k: out[k].numpy() for k in current}
         history.append({k: np.asarray(v, dtype=np.float64) for k, v in current.items()})
-    return history
+    return history, sampled
 
 
-def run_ours(strategy, dtype):
+def run_ours(strategy, dtype, sampled):
     current = {k: torch.from_numpy(v) for k, v in _init(dtype).items()}
     history = []
-    for rnd, deltas in enumerate(_deltas(dtype), start=1):
+    for rnd, (deltas, nodes) in enumerate(zip(_deltas(dtype), sampled, strict=True), start=1):
         updates = [
-            ClientUpdate({k: current[k] + torch.from_numpy(d[k]) for k in current}, n, i)
-            for i, (d, n) in enumerate(zip(deltas, NUM_EXAMPLES, strict=True))
+            ClientUpdate({k: current[k] + torch.from_numpy(deltas[node][k]) for k in current},
+                         NUM_EXAMPLES[node], NODE_IDS.index(node))
+            for node in nodes
         ]
         current = strategy.aggregate(current, updates, rnd)
         history.append({k: t.numpy().astype(np.float64) for k, t in current.items()})
     return history
 
 
+def _flower(cls, **kw):
+    return lambda: cls(fraction_train=FRACTION, **kw)
+
+
 CASES = [
-    ("fedavg", lambda: fs.FedAvg(), {}),
-    ("fedprox", lambda: fs.FedProx(proximal_mu=0.1), {}),
-    ("fedavgm", lambda: fs.FedAvgM(server_learning_rate=1.0, server_momentum=0.9), {}),
+    ("fedavg", _flower(fs.FedAvg), {}),
+    ("fedprox", _flower(fs.FedProx, proximal_mu=0.1), {}),
+    ("fedavgm", _flower(fs.FedAvgM, server_learning_rate=1.0, server_momentum=0.9), {}),
     (
         "fedavgm",
-        lambda: fs.FedAvgM(server_learning_rate=0.6, server_momentum=0.5),
+        _flower(fs.FedAvgM, server_learning_rate=0.6, server_momentum=0.5),
         {"server_lr": 0.6, "momentum": 0.5},
     ),
     # library defaults on both sides: also checks that our textbook defaults are Flower's
-    ("fedadagrad", lambda: fs.FedAdagrad(), {}),
-    ("fedadam", lambda: fs.FedAdam(), {}),
-    ("fedyogi", lambda: fs.FedYogi(), {}),
-    ("fedadagrad", lambda: fs.FedAdagrad(eta=0.3, tau=1e-2), {"eta": 0.3, "tau": 1e-2}),
+    ("fedadagrad", _flower(fs.FedAdagrad), {}),
+    ("fedadam", _flower(fs.FedAdam), {}),
+    ("fedyogi", _flower(fs.FedYogi), {}),
+    ("fedadagrad", _flower(fs.FedAdagrad, eta=0.3, tau=1e-2), {"eta": 0.3, "tau": 1e-2}),
     (
         "fedadam",
-        lambda: fs.FedAdam(eta=0.02, beta_1=0.8, beta_2=0.95, tau=1e-4),
+        _flower(fs.FedAdam, eta=0.02, beta_1=0.8, beta_2=0.95, tau=1e-4),
         {"eta": 0.02, "beta1": 0.8, "beta2": 0.95, "tau": 1e-4},
     ),
     (
         "fedyogi",
-        lambda: fs.FedYogi(eta=0.05, beta_1=0.5, beta_2=0.9, tau=1e-2),
+        _flower(fs.FedYogi, eta=0.05, beta_1=0.5, beta_2=0.9, tau=1e-2),
         {"eta": 0.05, "beta1": 0.5, "beta2": 0.9, "tau": 1e-2},
     ),
+    ("median", _flower(fs.FedMedian), {}),
+    ("trimmed_mean", _flower(fs.FedTrimmedAvg, beta=0.2), {"beta": 0.2}),
+    ("trimmed_mean", _flower(fs.FedTrimmedAvg, beta=0.45), {"beta": 0.45}),
 ]
+
+
+def test_every_flower_counterpart_is_covered():
+    """Flower's strategies that share our update rule all appear in CASES."""
+    counterparts = {"FedAvg", "FedProx", "FedAvgM", "FedAdagrad", "FedAdam", "FedYogi",
+                    "FedMedian", "FedTrimmedAvg"}
+    assert counterparts <= set(dir(fs))
+    covered = {factory().__class__.__name__ for _, factory, _ in CASES}
+    assert covered == counterparts
 
 
 @pytest.mark.parametrize("name,flower_factory,params", CASES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_matches_flower(name, flower_factory, params, dtype):
-    flower = run_flower(flower_factory(), dtype)
-    ours = run_ours(make_strategy(name, **params), dtype)
+    flower, sampled = run_flower(flower_factory(), dtype)
+    # partial participation: Flower drew 5 of 8 nodes, a different subset in every round
+    assert all(len(nodes) == 5 for nodes in sampled)
+    assert len({frozenset(nodes) for nodes in sampled}) == ROUNDS
+    ours = run_ours(make_strategy(name, **params), dtype, sampled)
     tol = 1e-6 if dtype == np.float64 else 2e-5  # float32 only by its own rounding
     for rnd, (f, o) in enumerate(zip(flower, ours, strict=True), start=1):
         for k in f:
             np.testing.assert_allclose(o[k], f[k], rtol=tol, atol=tol, err_msg=f"round {rnd}, {k}")
-        if rnd == 2 and name not in ("fedavg", "fedprox"):
-            # the server optimizer really moved the model differently from plain FedAvg
-            plain = run_ours(make_strategy("fedavg"), dtype)[1]
-            assert max(np.abs(o[k] - plain[k]).max() for k in o) > 1e-3
+    if name not in ("fedavg", "fedprox"):
+        # the rule really moved the model differently from plain FedAvg
+        plain = run_ours(make_strategy("fedavg"), dtype, sampled)[-1]
+        assert max(np.abs(ours[-1][k] - plain[k]).max() for k in plain) > 1e-3

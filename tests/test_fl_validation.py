@@ -82,6 +82,10 @@ def test_sampling_is_deterministic_and_independent_of_global_rng():
     for s in first:
         assert s == sorted(s) and len(set(s)) == 3 and all(0 <= c < 10 for c in s)
     assert len({tuple(s) for s in first}) > 5  # rounds differ
+    # exactly numpy's draw without replacement from a generator seeded with (seed, round)
+    for r, chosen in enumerate(first, start=1):
+        rng = np.random.default_rng([42, r])
+        assert chosen == sorted(int(c) for c in rng.choice(10, size=3, replace=False))
     assert first != [sample_clients(10, 3, r, seed=43) for r in range(1, 21)]  # seeds differ
     # every client is drawn eventually, roughly uniformly
     counts = np.bincount(np.concatenate([sample_clients(10, 3, r, 1) for r in range(1, 1001)]))

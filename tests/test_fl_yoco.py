@@ -94,14 +94,16 @@ def test_svd_init_matches_peft_pissa():
 
 def test_code_init_svd_b_random_a():
     W = torch.randn(7, 9, generator=torch.Generator().manual_seed(1))
-    A_svd, B_svd = svd_init(W, 3)
+    _, B_svd = svd_init(W, 3)
     A1, B1 = code_init(W, 3, generator=torch.Generator().manual_seed(5))
     A2, _ = code_init(W, 3, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(B1, B_svd)
     torch.testing.assert_close(A1, A2)  # reproducible
     assert A1.shape == (3, 9)
-    assert float(A1.abs().max()) <= 1 / math.sqrt(9)  # kaiming_uniform(a=sqrt 5) bound
-    assert not torch.allclose(A1, A_svd)
+    # peft's LoRA-A init, kaiming_uniform_(a=sqrt 5): U(-b, b) with
+    # b = sqrt(2 / (1 + 5)) * sqrt(3 / fan_in) = 1 / sqrt(9)
+    drawn = torch.empty(3, 9).uniform_(-1 / 3, 1 / 3, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(A1, drawn)
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -467,6 +469,24 @@ def test_ties_sign_election_by_hand():
     torch.testing.assert_close(out["m.layers.0.q_proj"], t64([[1.0, 1.0]]))
 
 
+def _dare_by_hand(taus, counts, density, seed, module_index, ties=False):
+    """DARE (Yu et al.): with torch seeded (seed * 1_000_003 + module index) mod 2^63, each
+    client in turn keeps each entry with probability ``density`` (a Bernoulli draw, as peft's
+    random_pruning) and rescales by 1/density; then the weighted sum, or with ``ties`` the
+    sign election and the example-weighted mean of the agreeing entries."""
+    w = torch.tensor(counts, dtype=F64) / sum(counts)
+    with torch.random.fork_rng():
+        torch.manual_seed((seed * 1_000_003 + module_index) % (1 << 63))
+        kept = [t * torch.bernoulli(torch.full_like(t, density)) / density for t in taus]
+    stack = torch.stack(kept)
+    if not ties:
+        return (w[:, None, None] * stack).sum(0)
+    elected = torch.where(stack.sum(0) >= 0, 1.0, -1.0).to(F64)
+    wa = (torch.sign(stack) == elected).to(F64) * w[:, None, None]
+    den = wa.sum(0)
+    return torch.where(den > 0, (wa * stack).sum(0) / den.clamp_min(1e-300), 0.0)
+
+
 def test_dare_is_seeded_and_leaves_global_rng_alone():
     states = _factor_states(seed=5, out=12, inn=10)
     torch.manual_seed(123)
@@ -480,7 +500,12 @@ def test_dare_is_seeded_and_leaves_global_rng_alone():
     c = merge_lora_products(states, N_EX, method="dare_ties", density=0.5, seed=10,
                             output="delta")
     key = "m.layers.0.q_proj"
-    assert torch.equal(a[key], b[key]) and not torch.equal(a[key], c[key])
+    taus = [s[KB2] @ s[KA2] for s in states]
+    torch.testing.assert_close(a[key], _dare_by_hand(taus, N_EX, 0.5, 9, 0, ties=True),
+                               rtol=1e-14, atol=1e-14)
+    assert torch.equal(a[key], b[key])
+    torch.testing.assert_close(c[key], _dare_by_hand(taus, N_EX, 0.5, 10, 0, ties=True),
+                               rtol=1e-14, atol=1e-14)
     # density 1 keeps everything: dare_linear is the weighted mean of the products
     full = merge_lora_products(states, N_EX, method="dare_linear", density=1.0, seed=1,
                                output="delta")
@@ -577,4 +602,8 @@ def test_dare_draws_a_fresh_mask_for_every_module():
     merged = merge_lora_products(states, N_EX, method="dare_linear", density=0.5, seed=3,
                                  output="delta")
     assert set(merged) == {"m.layers.0.q_proj", "m.layers.1.q_proj"}
+    taus = [s[KB2] @ s[KA2] for s in one]
+    for index, module in enumerate(("m.layers.0.q_proj", "m.layers.1.q_proj")):
+        torch.testing.assert_close(merged[module], _dare_by_hand(taus, N_EX, 0.5, 3, index),
+                                   rtol=1e-14, atol=1e-14)
     assert not torch.equal(merged["m.layers.0.q_proj"], merged["m.layers.1.q_proj"])
