@@ -1,20 +1,36 @@
-"""Server aggregation throughput of every fedmllm.fl strategy on LoRA-sized adapters.
+"""Server aggregation throughput on LoRA-sized adapters, against ``torch.clone`` bandwidth.
 
 The adapter is rank-8 LoRA on q/k/v/o of a 7B-class language model (Qwen2-7B shapes: hidden
 3584, grouped-query k/v width 512, 28 layers -> 224 tensors, 5.05 M parameters, 20 MB in
-float32). For N clients, one round reads N client adapters (plus SCAFFOLD's N control deltas).
+float32). For N clients a round of each rule must move, at the least (S = one adapter):
 
-Reported per strategy and N: best-of-``--repeats`` seconds per round and the achieved client
-bytes read per second as a fraction of ``torch.clone`` bandwidth on the very same tensors,
-measured in the same run (clone reads every byte once and writes it once).
+    fedavg        reads the N client states, writes the new global            (N + 1) S
+    fedavgm       + reads the global, reads and writes the momentum            (N + 4) S
+    fedadam/...   + reads the global, reads and writes m and v                 (N + 6) S
+    scaffold      + reads the global and N control deltas, reads/writes c      (2N + 4) S
+    median/trim   reads the N client states and the global, writes the global (N + 2) S
 
-    python benchmarks/aggregate.py            # N = 10 and 100, full 7B shape (~1 min, 2 cores)
+Reported per rule and N: best-of-``--repeats`` seconds per round (round 1, which allocates the
+optimizer state, is not timed), those bytes per second, and their ratio to two baselines over
+the same client tensors, measured in the same run before and after the rules (the better of
+the two measurements counts): ``/clone``, ``torch.clone`` of every tensor with the result
+discarded (2 bytes moved per byte; the allocator hands back the same cache-warm memory, so its
+writes are cheap: a demanding baseline), and ``/copy``, ``copy_`` into preallocated buffers
+(every byte read from and written to memory once). One pass over the client states is the
+physical limit of a mean.
+
+Client states come in two layouts (``--layout``): ``packed`` (each client's tensors end to end in
+one buffer, as a deserialised upload is, see ``fedmllm.fl.aggregation.pack_state``) and
+``tensors`` (one allocation per tensor, as ``model.adapter.get()`` returns them). The global
+state is packed (after round 1 it is the strategy's own output, which is).
+
+    python benchmarks/aggregate.py            # fedavg and fedadam, N = 10 and 100 (~1 min)
     python benchmarks/aggregate.py --quick    # 4 layers, N = 10 and 20 (seconds)
+    python benchmarks/aggregate.py --strategies fedavg fedavgm fedadam scaffold median
 
 One intra-op thread by default: every LoRA tensor is below PyTorch's 32K-element parallel grain,
-so only a few transcendental kernels (sqrt) would use a second thread, and on a shared, busy
-machine their OpenMP barriers can cost 100x (``--threads 0`` shows it). The clone baseline runs
-under the same setting.
+and on a shared, busy machine OpenMP barriers can cost far more than they save (``--threads 0``
+shows it). The clone baseline runs under the same setting.
 """
 
 from __future__ import annotations
@@ -26,11 +42,15 @@ import time
 import torch
 
 from fedmllm.fl import ClientUpdate, make_strategy
+from fedmllm.fl.aggregation import pack_state
 
 HIDDEN, KV, RANK = 3584, 512, 8
-DEFAULT_STRATEGIES = (
-    "fedavg", "fedavgm", "fedadagrad", "fedadam", "fedyogi", "scaffold", "median", "trimmed_mean",
-)
+DEFAULT_STRATEGIES = ("fedavg", "fedadam")
+MOVED = {  # bytes moved per round in units of S: (per client, fixed)
+    "fedavg": (1, 1), "fedprox": (1, 1), "fedavgm": (1, 4), "fedadagrad": (1, 6),
+    "fedadam": (1, 6), "fedyogi": (1, 6), "scaffold": (2, 4), "median": (1, 2),
+    "trimmed_mean": (1, 2),
+}
 
 
 def adapter_shapes(layers: int) -> dict[str, tuple[int, int]]:
@@ -44,7 +64,7 @@ def adapter_shapes(layers: int) -> dict[str, tuple[int, int]]:
 
 
 def make_states(shapes, n: int, dtype: torch.dtype, seed: int):
-    """Global state and ``n`` client states, each its own memory (no shared storage)."""
+    """Global state and ``n`` client states, each tensor its own allocation."""
     gen = torch.Generator().manual_seed(seed)
     glob = {
         k: torch.empty(s, dtype=dtype).uniform_(-1, 1, generator=gen) for k, s in shapes.items()
@@ -60,17 +80,44 @@ def nbytes(state) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())
 
 
-def clone_bandwidth(clients, repeats: int) -> float:
-    """Bytes read per second by ``torch.clone`` over every client tensor (best of repeats)."""
-    total = sum(nbytes(c) for c in clients)
+def best_of(fn, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        for c in clients:
-            for t in c.values():
-                t.clone()
+        fn()
         best = min(best, time.perf_counter() - t0)
-    return total / best
+    return best
+
+
+def clone_bandwidth(clients, repeats: int) -> float:
+    """Bytes moved (read + written) per second by ``torch.clone`` of every client tensor, the
+    results discarded (so the allocator hands the same, cache-warm memory back): best of
+    ``repeats`` runs after one warm-up run."""
+    tensors = [t for c in clients for t in c.values()]
+    moved = 2 * sum(t.numel() * t.element_size() for t in tensors)
+
+    def run():
+        for t in tensors:
+            t.clone()
+
+    run()
+    return moved / best_of(run, repeats)
+
+
+def copy_bandwidth(clients, repeats: int) -> float:
+    """Bytes moved per second by ``Tensor.copy_`` of every client tensor into its own
+    preallocated (already touched) buffer: each byte read once from memory and written once
+    to memory, without the allocator in the way. Best of ``repeats`` runs."""
+    tensors = [t for c in clients for t in c.values()]
+    out = [torch.empty_like(t) for t in tensors]
+    moved = 2 * sum(t.numel() * t.element_size() for t in tensors)
+
+    def run():
+        for o, t in zip(out, tensors, strict=True):
+            o.copy_(t)
+
+    run()
+    return moved / best_of(run, repeats)
 
 
 def time_strategy(name, glob, clients, controls, repeats: int) -> float:
@@ -80,13 +127,14 @@ def time_strategy(name, glob, clients, controls, repeats: int) -> float:
         ClientUpdate(c, 10 + i, i, extras={"control_delta": controls[i]} if controls else {})
         for i, c in enumerate(clients)
     ]
+    strategy.aggregate(glob, updates, 1)  # round 1 allocates the optimizer state: not timed
     best, spent = float("inf"), 0.0
-    for rnd in range(1, repeats + 1):  # round 1 also allocates optimizer state
+    for rnd in range(2, repeats + 2):
         t0 = time.perf_counter()
         strategy.aggregate(glob, updates, rnd)
         elapsed = time.perf_counter() - t0
         best, spent = min(best, elapsed), spent + elapsed
-        if spent > 3.0:  # slow robust reductions: one timing is enough
+        if spent > 5.0:  # slow robust reductions: a few timings are enough
             break
     return best
 
@@ -95,8 +143,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, nargs="+", default=None)
     ap.add_argument("--layers", type=int, default=None)
-    ap.add_argument("--strategies", nargs="+", default=list(DEFAULT_STRATEGIES))
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--strategies", nargs="+", default=list(DEFAULT_STRATEGIES),
+                    choices=sorted(MOVED))
+    ap.add_argument("--layout", choices=["packed", "tensors", "both"], default="both")
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--dtype", choices=["float32", "bfloat16", "float64"], default="float32")
     ap.add_argument("--quick", action="store_true", help="4 layers, N = 10 and 20")
     ap.add_argument("--threads", type=int, default=1,
@@ -106,6 +156,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     layers = args.layers or (4 if args.quick else 28)
     client_counts = args.clients or ([10, 20] if args.quick else [10, 100])
+    layouts = ["packed", "tensors"] if args.layout == "both" else [args.layout]
     dtype = getattr(torch, args.dtype)
     shapes = adapter_shapes(layers)
     params = sum(a * b for a, b in shapes.values())
@@ -113,29 +164,38 @@ def main() -> None:
           f"{params * dtype.itemsize / 2**20:.1f} MiB ({args.dtype}); "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    header = f"{'strategy':<14}{'N':>5}{'seconds':>10}{'GB/s read':>11}{'of clone':>10}"
+    header = (f"{'strategy':<14}{'layout':<9}{'N':>5}{'seconds':>10}{'GB/s moved':>12}"
+              f"{'/clone':>9}{'/copy':>9}")
     for n in client_counts:
-        glob, clients = make_states(shapes, n, dtype, seed=n)
+        glob, per_tensor = make_states(shapes, n, dtype, seed=n)
+        glob = pack_state(glob)  # rounds after the first: the strategy's own (packed) output
+        size = nbytes(glob)
+        packed = [pack_state(c) for c in per_tensor] if "packed" in layouts else None
         controls = None
         if "scaffold" in args.strategies:
-            controls = [{k: torch.full_like(g, 1e-3 * i) for k, g in glob.items()}
+            controls = [pack_state({k: torch.full_like(g, 1e-3 * i) for k, g in glob.items()})
                         for i in range(n)]
-        client_bytes = sum(nbytes(c) for c in clients)
+        states = {"packed": packed, "tensors": per_tensor}
+        # baselines before and after the rules, the best of both: a busy moment cannot favour us
+        clone_bw = clone_bandwidth(per_tensor, 5)
+        copy_bw = copy_bandwidth(per_tensor, 3)
         rows = []
         for name in args.strategies:
-            read = client_bytes + nbytes(glob)
-            if name == "scaffold":
-                read += sum(nbytes(c) for c in controls)
-            secs = time_strategy(name, glob, clients, controls if name == "scaffold" else None,
-                                 args.repeats)
-            rows.append((name, secs, read / secs))
-        # the baseline: best of clone runs before and after, so a busy moment cannot favour us
-        clone_bw = max(clone_bandwidth(clients, 5), clone_bandwidth(clients, 5))
-        print(f"\nN = {n}: clone bandwidth {clone_bw / 1e9:.2f} GB/s (bytes read)")
+            per_client, fixed = MOVED[name]
+            moved = (per_client * n + fixed) * size
+            for layout in layouts:
+                secs = time_strategy(name, glob, states[layout],
+                                     controls if name == "scaffold" else None, args.repeats)
+                rows.append((name, layout, secs, moved / secs))
+        clone_bw = max(clone_bw, clone_bandwidth(per_tensor, 5))
+        copy_bw = max(copy_bw, copy_bandwidth(per_tensor, 3))
+        print(f"\nN = {n}: torch.clone {clone_bw / 1e9:.2f} GB/s moved (read + write; the "
+              f"output discarded), copy_ into preallocated memory {copy_bw / 1e9:.2f} GB/s")
         print(header)
-        for name, secs, bw in rows:
-            print(f"{name:<14}{n:>5}{secs:>10.3f}{bw / 1e9:>11.2f}{bw / clone_bw:>9.0%}")
-        del glob, clients, controls
+        for name, layout, secs, bw in rows:
+            print(f"{name:<14}{layout:<9}{n:>5}{secs:>10.4f}{bw / 1e9:>12.2f}"
+                  f"{bw / clone_bw:>9.0%}{bw / copy_bw:>9.0%}")
+        del glob, per_tensor, packed, controls, states
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ it is written so that Flower server and client apps can drive the very same code
   ``server_extras()``, ``state_dict()``/``load_state_dict()``.
 - :mod:`.objectives`: client objectives, one per module; :func:`make_objective` (names in
   :data:`OBJECTIVES`), each with ``begin``/``penalty``/``correct_gradients``/``end``.
-- :mod:`.aggregation`: the reduction kernels the strategies share.
+- :mod:`.aggregation`: the reduction kernels the strategies share; :func:`pack_state` lays a
+  client upload out in one buffer (what the kernels read fastest).
 - :mod:`.validation`: :func:`validate_update`, :func:`filter_updates`.
 - :mod:`.sampling`: :func:`sample_clients`; :mod:`.schedule`: :func:`round_lr` (per round),
   :func:`local_lr` (per optimizer step of a local run).
@@ -23,7 +24,7 @@ it is written so that Flower server and client apps can drive the very same code
   :func:`lm_layer_index`.
 """
 
-from .aggregation import delta_norm
+from .aggregation import delta_norm, pack_state
 from .layers import lm_layer_index
 from .objectives import (
     OBJECTIVES,
@@ -141,6 +142,7 @@ __all__ = [
     "objective_params",
     "orthogonal_lambda",
     "orthogonal_penalty",
+    "pack_state",
     "pca_weighted_merge",
     "refactorize",
     "round_lr",

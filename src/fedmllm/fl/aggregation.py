@@ -16,11 +16,14 @@ Notation: ``g`` global tensor, ``t_i`` client ``i``'s tensor, ``d_i = t_i - g`` 
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
+from torch._utils import _unflatten_dense_tensors
 
 from .types import ClientUpdate, StateDict
 
@@ -51,9 +54,12 @@ def check_updates(global_state: StateDict, updates: Sequence[ClientUpdate]) -> N
     negative example counts. Finer checks (dtype, NaN, norm) live in
     :func:`fedmllm.fl.validation.validate_update`; run :func:`filter_updates` first.
     """
+    shapes = {k: g.shape for k, g in global_state.items()}
     for u in updates:
         if u.num_examples < 0:
             raise ValueError(f"client {u.client_id}: num_examples {u.num_examples} < 0")
+        if [t.shape for t in u.state.values()] == [shapes.get(k) for k in u.state]:
+            continue  # every key known, every shape right (the common case, checked at once)
         for key, t in u.state.items():
             g = global_state.get(key)
             if g is None:
@@ -95,6 +101,8 @@ def in_compute_dtype(t: Tensor) -> Tensor:
     return t.to(compute_dtype(t.dtype))
 
 
+_DTYPE = operator.attrgetter("dtype")
+
 CHUNK = 1 << 16
 """Elements per chunk of the chunked optimizer steps: a few such buffers stay in a core's L2."""
 
@@ -107,21 +115,27 @@ class Layout:
     :meth:`span` finds a state's tensors already laid out like this.
     """
 
-    __slots__ = ("device", "dtype", "keys", "like_dtype", "numels", "offsets", "shapes", "total")
+    __slots__ = ("_byte_offsets", "_get", "_like", "device", "dtype", "keys", "like_dtype",
+                 "numels", "offsets", "shapes", "total")
 
     def __init__(self, keys: Sequence[str], like: Mapping[str, Tensor]) -> None:
         self.keys = tuple(keys)
-        first = like[self.keys[0]]
+        tensors = [like[k] for k in self.keys]
+        first = tensors[0]
         self.like_dtype, self.device = first.dtype, first.device
         self.dtype = compute_dtype(first.dtype)
-        self.shapes = [like[k].shape for k in self.keys]
-        self.numels = [like[k].numel() for k in self.keys]
+        self.shapes = [t.shape for t in tensors]
+        self.numels = [t.numel() for t in tensors]
         self.offsets = [0] * len(self.keys)
         total = 0
         for i, n in enumerate(self.numels):
             self.offsets[i] = total
             total += n
         self.total = total
+        self._like = tensors  # shapes for _unflatten_dense_tensors (never read or written)
+        self._byte_offsets: dict[int, list[int]] = {}
+        getter = operator.itemgetter(*self.keys)
+        self._get = getter if len(self.keys) > 1 else (lambda state: (getter(state),))
 
     def empty(self) -> Tensor:
         """An uninitialised flat buffer in the compute dtype."""
@@ -129,26 +143,30 @@ class Layout:
 
     def views(self, flat: Tensor) -> list[Tensor]:
         """Per-key views of ``flat`` (in key order, with the keys' shapes)."""
-        return [
-            flat[o : o + n].view(shape)
-            for o, n, shape in zip(self.offsets, self.numels, self.shapes, strict=True)
-        ]
+        return list(_unflatten_dense_tensors(flat, self._like))
 
     def span(self, state: Mapping[str, Tensor]) -> Tensor | None:
         """The 1-D view over ``state[k]`` for every key when they are contiguous, of one dtype,
         on this device and laid end to end in this order in one storage; else ``None``."""
         try:
-            tensors = [state[k] for k in self.keys]
+            tensors = self._get(state)
         except KeyError:
             return None
         first = tensors[0]
         dtype, item = first.dtype, first.element_size()
         if first.device != self.device:
             return None
-        base = first.data_ptr()
-        for t, off in zip(tensors, self.offsets, strict=True):
-            if t.dtype != dtype or t.data_ptr() != base + off * item or not t.is_contiguous():
-                return None
+        offsets = self._byte_offsets.get(item)
+        if offsets is None:
+            offsets = self._byte_offsets[item] = [o * item for o in self.offsets]
+        # C-level loops (map) over the tensors: this runs for every client in every round
+        ptrs = list(map(Tensor.data_ptr, tensors))
+        if list(map(operator.sub, ptrs, itertools.repeat(ptrs[0], len(ptrs)))) != offsets:
+            return None
+        if not all(map(Tensor.is_contiguous, tensors)):
+            return None
+        if any(map(dtype.__ne__, map(_DTYPE, tensors))):
+            return None
         start = first.storage_offset()
         if (start + self.total) * item > first.untyped_storage().nbytes():
             return None  # adjacent in memory but not one storage

@@ -49,14 +49,14 @@ class FedAvgM(StatefulMixin, DeltaStrategy):
         self._slots = {"momentum": {}}
 
     def _step(self, layout: Layout, global_state: StateDict, delta: Tensor, round: int) -> Tensor:
-        deltas = layout.views(delta)
         textbook = self.variant == "textbook"
 
         def init(i: int, view: Tensor) -> None:  # textbook: 0 (so v = D); fedmllm: m = D
             if textbook:
                 view.zero_()
             else:
-                view.copy_(deltas[i])
+                start = layout.offsets[i]
+                view.copy_(delta[start : start + layout.numels[i]].view(view.shape))
 
         v = self._slot_flat("momentum", layout, init)
         if textbook:

@@ -77,14 +77,14 @@ class FedOpt(StatefulMixin, DeltaStrategy):
         return [(0, layout.total, self.eta)]
 
     def _step(self, layout: Layout, global_state: StateDict, delta: Tensor, round: int) -> Tensor:
-        deltas = layout.views(delta)
         textbook = self.variant == "textbook"
 
         def init_m(i: int, view: Tensor) -> None:  # textbook: m starts at 0; fedmllm: m = D
             if textbook:
                 view.zero_()
             else:
-                view.copy_(deltas[i])
+                start = layout.offsets[i]
+                view.copy_(delta[start : start + layout.numels[i]].view(view.shape))
 
         def init_v(i: int, view: Tensor) -> None:  # textbook: 0; fedmllm: tau^2
             view.fill_(0.0 if textbook else self.tau**2)
