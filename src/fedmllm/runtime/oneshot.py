@@ -92,7 +92,6 @@ class OneShotRun:
         self.uploads: dict[int, ClientUpdate] = {}  # client id -> its one upload
         self.updates: list[ClientUpdate] = []  # the uploads in client order, once all are in
         self.global_state = s.initial_state  # the merged adapter, once merged
-        self.resumes: list[int] = []
 
     @property
     def bundle(self):
@@ -255,7 +254,7 @@ class OneShotRun:
             config_sha256=config_digest(self.cfg), tensors={"uploads": uploads},
             state={"clients": {str(k): {"num_examples": u.num_examples} for k, u in
                                self.uploads.items()},
-                   "metrics": metrics, "resumes": self.resumes}))
+                   "metrics": metrics}))
 
     def restore(self) -> None:
         ckpt = load_checkpoint(self.session.out)
@@ -275,7 +274,6 @@ class OneShotRun:
             self.uploads[k] = ClientUpdate(state=states.get(k, {}),
                                            num_examples=info["num_examples"], client_id=k,
                                            metrics=metrics)
-        self.resumes = [*ckpt.state.get("resumes", []), ckpt.step]
 
     # ------------------------------------------------------------------ the run
     def run(self, resume: bool = False) -> RunResult:
@@ -283,6 +281,7 @@ class OneShotRun:
         t_setup = time.perf_counter()
         if resume:
             self.restore()
+            s.folder.record_resume(len(self.uploads))
         writer = MetricsWriter(s.out / "metrics.jsonl")
         setup_seconds = time.perf_counter() - t_setup
         t0 = time.perf_counter()
@@ -353,7 +352,7 @@ class OneShotRun:
             "upload_units": row["upload_units"], "upload_unit": units["unit"],
             "train_seconds": row["train_seconds"], "setup_seconds": round(setup_seconds, 3),
             "adapter_bytes": state_bytes(merged),
-            "resumed_after_clients": self.resumes,
+            "resumed_after_clients": s.folder.resumes(),
         }
         summary = {"algorithm": cfg.fl.algorithm, "method": y.method,
                    "resolved": s.resolved(), "final": final,

@@ -97,6 +97,14 @@ class RunFolder:
         except OSError as e:
             raise OutputError(f"{self.path / STATUS}: cannot write ({e.strerror})") from None
 
+    def record_resume(self, step: int) -> None:
+        """Add ``step`` (rounds or clients already done) to the ``resumes`` list of ``run.json``."""
+        self.mark("running", resumes=[*self.status().get("resumes", []), step])
+
+    def resumes(self) -> list[int]:
+        """The steps this run was resumed from, in order."""
+        return list(self.status().get("resumes", []))
+
     # ------------------------------------------------------------------ opening
     @classmethod
     def new(cls, cfg: Config, overwrite: bool = False) -> RunFolder:

@@ -61,7 +61,6 @@ class MultiRoundRun:
         self.client_states = ClientStateStore()  # e.g. SCAFFOLD's c_i
         self.adapters = ClientStateStore()  # local-only clients' own adapters
         self.done = 0  # rounds completed
-        self.resumes: list[int] = []
 
     @property
     def bundle(self):
@@ -141,7 +140,7 @@ class MultiRoundRun:
             tensors={"global": self.global_state, "strategy": self.strategy.state_dict(),
                      "client_state": self.client_states.state_dict(),
                      "adapters": self.adapters.state_dict()},
-            state={"resumes": self.resumes}))
+            state={}))
 
     def restore(self) -> int:
         """Continue from the newest checkpoint; return the metrics rows that belong to it."""
@@ -155,7 +154,6 @@ class MultiRoundRun:
         self.client_states.load_state_dict(t.get("client_state", {}))
         self.adapters.load_state_dict(t.get("adapters", {}))
         self.done = ckpt.step
-        self.resumes = [*ckpt.state.get("resumes", []), ckpt.step]
         device = self.session.bundle.device
         self.global_state = {k: v.to(device) for k, v in self.global_state.items()}
         return ckpt.metrics_rows
@@ -164,7 +162,10 @@ class MultiRoundRun:
     def run(self, resume: bool = False) -> RunResult:
         cfg, s = self.cfg, self.session
         t_setup = time.perf_counter()
-        keep = self.restore() if resume else 0
+        keep = 0
+        if resume:
+            keep = self.restore()
+            s.folder.record_resume(self.done)
         writer = MetricsWriter(s.out / "metrics.jsonl", keep_rows=keep)
         setup_seconds = time.perf_counter() - t_setup
         every = cfg.fl.checkpoint_every
@@ -203,7 +204,7 @@ class MultiRoundRun:
             # the YOCO paper's unit: client uploads x layers x LoRA modules
             "upload_units": uploads * upload_units(self.global_state)["units"],
             "skipped_rounds": [r["round"] for r in rows if r.get("skipped")],
-            "resumed_after_rounds": self.resumes,
+            "resumed_after_rounds": s.folder.resumes(),
         }
         summary = {"algorithm": cfg.fl.algorithm, "resolved": s.resolved(), "final": final,
                    "totals": totals}
