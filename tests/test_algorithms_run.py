@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from fedmllm.config import load_config
-from fedmllm.fl import ALGORITHMS
 from fedmllm.engine.factory import plan_run
+from fedmllm.fl import ALGORITHMS
 from fedmllm.runtime import build_driver
 from fedmllm.runtime.session import load_bundle
 
@@ -64,8 +64,8 @@ def test_each_algorithm_completes(algorithm, shared, tmp_path):
     assert not any(r["skipped"] for r in result.rows)
     assert all(math.isfinite(v) for r in result.rows for v in r["train_loss"].values())
     if algorithm == "local":
-        assert "accuracy_std" in final and set(final["per_client"]) == set(
-            int(k) for r in result.rows for k in r["train_loss"])
+        assert "accuracy_std" in final and set(final["per_client"]) == {
+            int(k) for r in result.rows for k in r["train_loss"]}
         assert result.final["totals"]["bytes_uploaded"] == 0
         assert all(torch.equal(driver.global_state[k], pristine[k]) for k in pristine)
         for k, state in driver.adapters.items():  # every client's own adapter is saved

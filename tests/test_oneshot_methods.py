@@ -26,9 +26,9 @@ from oneshot_common import (
 )
 
 from fedmllm.config import ConfigError
-from fedmllm.fl import lora_pairs, merge_lora_products
 from fedmllm.engine.factory import plan_run
 from fedmllm.engine.server import state_bytes
+from fedmllm.fl import lora_pairs, merge_lora_products
 from fedmllm.seeding import torch_generator, torch_seed
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ from oneshot_common import logits, tol
 from PIL import Image
 
 from fedmllm.config import load_config
-from fedmllm.report.metrics import read_metrics
 from fedmllm.engine.factory import plan_run
+from fedmllm.report.metrics import read_metrics
 from fedmllm.runtime import build_driver
 from fedmllm.runtime.session import load_bundle
 

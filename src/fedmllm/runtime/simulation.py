@@ -28,9 +28,9 @@ from ..engine.checkpoint import Checkpoint, config_digest, load_checkpoint, save
 from ..engine.client import ClientTrainer, batch_stream, local_lrs, local_steps
 from ..engine.factory import build_objective, build_strategy
 from ..engine.failpoints import failpoint
-from ..errors import CheckpointError
 from ..engine.server import RoundResult, ServerRound, state_bytes
 from ..engine.state import ClientStateStore
+from ..errors import CheckpointError
 from ..fl import round_lr, sample_clients, upload_units
 from ..report.console import RoundProgress
 from ..report.metrics import MetricsWriter
