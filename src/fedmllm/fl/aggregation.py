@@ -103,7 +103,7 @@ def in_compute_dtype(t: Tensor) -> Tensor:
 
 _DTYPE = operator.attrgetter("dtype")
 
-CHUNK = 1 << 16
+CHUNK = 1 << 20
 """Elements per chunk of the chunked optimizer steps: a few such buffers stay in a core's L2."""
 
 

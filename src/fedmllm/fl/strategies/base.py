@@ -60,6 +60,10 @@ class DeltaStrategy(Strategy):
     weighted: bool = True
     """Weight deltas by ``num_examples`` (``D_w``) or not (``D_u``)."""
 
+    reduce_plus_global: bool = False
+    """``_reduce`` hands ``_step`` ``x + D`` instead of ``D`` (FedAvg's state as it is; the
+    optimisers subtract ``x`` chunk by chunk while it is in cache, saving a pass)."""
+
     def __init__(self, *, clip_norm: float | None = None) -> None:
         self.clip_norm = optional_positive("clip_norm", clip_norm)
 
@@ -101,10 +105,11 @@ class DeltaStrategy(Strategy):
         updates: list[ClientUpdate],
         scales: list[float],
     ) -> Tensor:
-        """Mean delta of one key group, ``D_w`` (``weighted``) or ``D_u``: a fresh flat buffer
-        in the compute dtype that ``_step`` may overwrite."""
+        """Mean delta of one key group, ``D_w`` (``weighted``) or ``D_u`` (``x + D`` with
+        :attr:`reduce_plus_global`): a fresh flat compute-dtype buffer ``_step`` may overwrite."""
         states = [u.state for u in updates]
-        return mean_delta(layout, global_state, states, self._weights(updates), scales)
+        return mean_delta(layout, global_state, states, self._weights(updates), scales,
+                          plus_global=self.reduce_plus_global)
 
     def _step(self, layout: Layout, global_state: StateDict, delta: Tensor, round: int) -> Tensor:
         """The new flat values of one key group (default ``x + delta``, written into

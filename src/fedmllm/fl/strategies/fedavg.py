@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..aggregation import Layout, mean_delta
-from ..types import ClientUpdate, StateDict
+from ..aggregation import Layout
+from ..types import StateDict
 from .base import DeltaStrategy
 
 
@@ -20,19 +20,7 @@ class FedAvg(DeltaStrategy):
     """
 
     name = "fedavg"
-
-    def _reduce(
-        self,
-        layout: Layout,
-        global_state: StateDict,
-        updates: list[ClientUpdate],
-        scales: list[float],
-    ) -> Tensor:
-        """``x + D_w`` directly: without clipping, ``sum_i n_i y_i / sum_i n_i`` (one pass over
-        the client states, none over ``x``)."""
-        states = [u.state for u in updates]
-        return mean_delta(layout, global_state, states, self._weights(updates), scales,
-                          plus_global=True)
+    reduce_plus_global = True  # x + D_w: without clipping sum_i n_i y_i / sum_i n_i, one pass
 
     def _step(self, layout: Layout, global_state: StateDict, delta: Tensor, round: int) -> Tensor:
         return delta  # already x + D_w (see _reduce)

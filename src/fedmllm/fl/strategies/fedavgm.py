@@ -48,22 +48,34 @@ class FedAvgM(StatefulMixin, DeltaStrategy):
         self.variant = check_variant(variant)
         self._slots = {"momentum": {}}
 
-    def _step(self, layout: Layout, global_state: StateDict, delta: Tensor, round: int) -> Tensor:
+    reduce_plus_global = True
+
+    def _step(self, layout: Layout, global_state: StateDict, summed: Tensor, round: int) -> Tensor:
+        """``summed`` is ``x + D_w``; ``D_w = summed - x`` is formed chunk by chunk."""
         textbook = self.variant == "textbook"
+        x = layout.read(global_state)
+        is_delta = not textbook and any(k not in self._slots["momentum"] for k in layout.keys)
+        if is_delta:  # fedmllm starts a fresh key's m at D: form D first
+            summed.sub_(x)
 
         def init(i: int, view: Tensor) -> None:  # textbook: 0 (so v = D); fedmllm: m = D
             if textbook:
                 view.zero_()
             else:
                 start = layout.offsets[i]
-                view.copy_(delta[start : start + layout.numels[i]].view(view.shape))
+                view.copy_(summed[start : start + layout.numels[i]].view(view.shape))
 
         v = self._slot_flat("momentum", layout, init)
-        if textbook:
-            v.mul_(self.momentum).add_(delta)
-        else:  # beta m + (1 - beta) D
-            v.lerp_(delta, 1.0 - self.momentum)
-        return torch.add(layout.read(global_state), v, alpha=self.server_lr, out=delta)
+        for sl in layout.chunks():
+            d, vv, xx = summed[sl], v[sl], x[sl]
+            if not is_delta:
+                d.sub_(xx)
+            if textbook:
+                vv.mul_(self.momentum).add_(d)
+            else:  # beta m + (1 - beta) D
+                vv.lerp_(d, 1.0 - self.momentum)
+            torch.add(xx, vv, alpha=self.server_lr, out=d)
+        return summed
 
     def config(self) -> dict[str, Any]:
         return {

@@ -31,9 +31,11 @@ class FedOpt(StatefulMixin, DeltaStrategy):
 
     The step runs over the flat buffers of a key group in chunks of
     :data:`~fedmllm.fl.aggregation.CHUNK` elements, so that ``m``, ``v``, ``x`` and the mean
-    delta are each read and written once per round (the delta buffer becomes the new state).
+    state ``x + D`` are each read and written once per round (``D`` is formed per chunk and its
+    buffer becomes the new state).
     """
 
+    reduce_plus_global = True
     _DEFAULTS: ClassVar[dict[str, dict[str, float]]] = {}
     _SCRATCH: ClassVar[int] = 0
     """Chunk-sized scratch buffers :meth:`_second_moment` needs."""
@@ -76,37 +78,45 @@ class FedOpt(StatefulMixin, DeltaStrategy):
         with ``eta``); called once per round and key group, before the step."""
         return [(0, layout.total, self.eta)]
 
-    def _step(self, layout: Layout, global_state: StateDict, delta: Tensor, round: int) -> Tensor:
+    def _step(self, layout: Layout, global_state: StateDict, summed: Tensor, round: int) -> Tensor:
+        """``summed`` is ``x + D`` (:attr:`reduce_plus_global`); ``D = summed - x`` is formed
+        chunk by chunk, then ``m``, ``v`` and the new state, which overwrites ``summed``."""
         textbook = self.variant == "textbook"
+        x = layout.read(global_state)
+        fresh = any(k not in self._slots["m"] for k in layout.keys)
+        is_delta = fresh and not textbook  # fedmllm starts a fresh key's m at D: form D first
+        if is_delta:
+            summed.sub_(x)
 
         def init_m(i: int, view: Tensor) -> None:  # textbook: m starts at 0; fedmllm: m = D
             if textbook:
                 view.zero_()
             else:
                 start = layout.offsets[i]
-                view.copy_(delta[start : start + layout.numels[i]].view(view.shape))
+                view.copy_(summed[start : start + layout.numels[i]].view(view.shape))
 
         def init_v(i: int, view: Tensor) -> None:  # textbook: 0; fedmllm: tau^2
             view.fill_(0.0 if textbook else self.tau**2)
 
         m = self._slot_flat("m", layout, init_m)
         v = self._slot_flat("v", layout, init_v)
-        x = layout.read(global_state)
         runs = self._lr_runs(layout)
-        scratch = [delta.new_empty(min(CHUNK, layout.total)) for _ in range(self._SCRATCH)]
+        scratch = [summed.new_empty(min(CHUNK, layout.total)) for _ in range(self._SCRATCH)]
         for sl in layout.chunks():
-            d, mm, vv = delta[sl], m[sl], v[sl]
+            d, mm, vv = summed[sl], m[sl], v[sl]
+            if not is_delta:
+                d.sub_(x[sl])  # D = (x + D) - x, while x is in cache
             self._first_moment(mm, d)
             n = d.numel()
             self._second_moment(vv, d if textbook else mm, [s[:n] for s in scratch])
-            torch.sqrt(vv, out=d).add_(self.tau)  # the delta is used up: reuse it
+            torch.sqrt(vv, out=d).add_(self.tau)  # D is used up: reuse its memory
             if len(runs) == 1:
                 torch.addcdiv(x[sl], mm, d, value=runs[0][2], out=d)
         if len(runs) > 1:
             for start, end, lr in runs:
-                out = delta[start:end]
+                out = summed[start:end]
                 torch.addcdiv(x[start:end], m[start:end], out, value=lr, out=out)
-        return delta
+        return summed
 
     def config(self) -> dict[str, Any]:
         return {
