@@ -57,6 +57,16 @@ def test_adapter_state_checks_keys(tiny_dir):
     assert state and all(".lora_A." in k or ".lora_B." in k for k in state)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert len(trainable) == len(state)
+    # a copy, packed end to end in one buffer in key order (one kernel per client to aggregate)
+    params = dict(model.named_parameters())
+    first = next(iter(state.values()))
+    assert all(t.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+               for t in state.values())
+    offsets = [t.storage_offset() for t in state.values()]
+    sizes = [t.numel() for t in state.values()]
+    assert offsets == [sum(sizes[:i]) for i in range(len(sizes))]
+    assert not any(t.data_ptr() == p.data_ptr() for t in state.values()
+                   for p in params.values())
     changed = {k: v + 1.0 for k, v in state.items()}
     set_adapter_state(model, changed)
     assert all(torch.equal(adapter.get()[k], changed[k]) for k in state)

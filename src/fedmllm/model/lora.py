@@ -102,7 +102,24 @@ class AdapterState:
         return list(self.params)
 
     def get(self) -> dict[str, torch.Tensor]:
-        return {k: p.detach().clone() for k, p in self.params.items()}
+        """Copies of the adapter tensors, laid end to end in one buffer per dtype and device
+        (key order kept): the layout a server reads with one kernel per client."""
+        groups: dict[tuple[torch.dtype, torch.device], list[str]] = {}
+        for k, p in self.params.items():
+            groups.setdefault((p.dtype, p.device), []).append(k)
+        out: dict[str, torch.Tensor] = {}
+        for (dtype, device), keys in groups.items():
+            flat = torch.empty(sum(self.params[k].numel() for k in keys), dtype=dtype,
+                               device=device)
+            views, offset = [], 0
+            for k in keys:
+                p = self.params[k]
+                views.append(flat[offset:offset + p.numel()].view(p.shape))
+                offset += p.numel()
+            with torch.no_grad():
+                torch._foreach_copy_(views, [self.params[k].detach() for k in keys])
+            out.update(zip(keys, views, strict=True))
+        return {k: out[k] for k in self.params}
 
     def set(self, state: Mapping[str, torch.Tensor]) -> None:
         check_state_keys(state, {k: p.shape for k, p in self.params.items()})
