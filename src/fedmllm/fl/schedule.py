@@ -32,8 +32,8 @@ def round_lr(
         cosine:      lr_min + (base_lr - lr_min) * (1 + cos(pi * (round - r0) / (R - r0))) / 2
 
     so the cosine starts at ``base_lr`` (at round ``W``, or round 1 without warm-up) and ends at
-    ``lr_min`` in the last round ``R``. The rate never exceeds ``base_lr`` (the research code's
-    half-round warm-up gave round 0 twice the base rate).
+    ``lr_min`` in the last round ``R``. The rate never exceeds ``base_lr`` (the FedMLLM research
+    code's half-round warm-up gave round 0 twice the base rate).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown lr schedule {schedule!r}; choices: {', '.join(SCHEDULES)}")

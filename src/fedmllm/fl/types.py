@@ -87,11 +87,13 @@ class Strategy(ABC):
         """Return the next global state (``round`` counts from 1). Inputs are not modified."""
 
     def server_extras(self, global_state: StateDict | None = None) -> Extras:
-        """Side channels sent to clients together with the global state (default: none)."""
+        """Side channels sent to clients together with the global state (default: none).
+        Has no side effects: calling it changes neither the state nor later results."""
         return {}
 
     def state_dict(self) -> StateDict:
-        """Server optimizer state as ``"<slot>/<param name>" -> tensor`` (references)."""
+        """Server optimizer state as ``"<slot>/<param name>" -> tensor``: copies, which no later
+        :meth:`aggregate` changes (and changing them changes nothing here)."""
         return {}
 
     def load_state_dict(self, state: StateDict) -> None:

@@ -57,8 +57,9 @@ def merge_lora_uploads(
     - any other server strategy in :data:`UPLOAD_RULES` (``fedavgm``, ``fedadam``,
       ``fedadagrad``, ``fedyogi``, ``median``, ``trimmed_mean``, ``fedprox``): one application,
       ``make_strategy(rule, **params_X).aggregate(initial, updates, round=1)``; the global state
-      is ``initial`` (required), the adapter every client started from (the research code
-      used a fresh zero-B adapter instead: its bug 9). E.g. textbook ``fedavgm`` one-shot is
+      is ``initial`` (required), the adapter every client started from (the YOCO research code
+      stepped from a fresh zero-B adapter instead, which drops the shared initialisation every
+      client trained from). E.g. textbook ``fedavgm`` one-shot is
       ``x0 + D_w`` = fedavg; ``fedadam`` moves ``x0`` by ``eta_t m / (sqrt(v) + tau)``.
 
     ``rule_A != rule_B`` is the paper's "combine" baseline (e.g. ``rule_B="mean"``,

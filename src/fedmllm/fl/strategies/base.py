@@ -18,8 +18,8 @@ trained; no robust rule silently turned into the mean).
 
 ``variant="textbook"`` follows the papers exactly as Flower 1.42's built-in strategies
 (``flwr.serverapp.strategy``) compute them; ``variant="fedmllm"`` reproduces the server
-optimisers of the FedMLLM research code (arXiv 2411.14717, OpenFedLLM-style: no bias correction,
-unweighted mean deltas, ``v`` starting at ``tau^2``).
+optimisers of the FedMLLM research code (arXiv 2411.14717, https://github.com/1xbq1/FedMLLM;
+OpenFedLLM-style: no bias correction, unweighted mean deltas, ``v`` starting at ``tau^2``).
 """
 
 from __future__ import annotations

@@ -26,8 +26,9 @@ class Local(Strategy):
 
 
 class ZeroShot(Local):
-    """Zero-shot baseline: no client trains (``trains_clients = False``); the initial model is
-    evaluated. ``aggregate`` returns the global state unchanged. No config keys."""
+    """Zero-shot baseline of the FedMLLM benchmark (arXiv 2411.14717): no client trains
+    (``trains_clients = False``), the initial model is evaluated; only the plain task loss
+    ``ce`` is allowed. ``aggregate`` returns the global state unchanged. No config keys."""
 
     name = "zeroshot"
     trains_clients = False

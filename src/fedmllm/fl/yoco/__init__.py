@@ -1,5 +1,7 @@
 """YOCO ("You Only Communicate Once", NeurIPS 2025): one-shot federated LoRA, as tensor math.
 
+"The paper" below is the YOCO paper; "the released code" its public research code.
+
 Every client starts from the same SVD factors of the frozen weight, trains once with a soft-sign
 penalty pulling ``lora_B`` to the shared sign pattern and a sparsity (paper) or orthogonality
 (released code) penalty on ``lora_A``, and uploads once; the server merges ``B`` with a plain

@@ -21,7 +21,8 @@ A_PENALTIES: tuple[str, ...] = ("l1", "orthogonal")
 
 
 class YocoObjective(ClientObjective):
-    """``yoco`` client objective: ``L = L_task + R_sign + R_A``.
+    """``yoco`` client objective (YOCO, "You Only Communicate Once", NeurIPS 2025, Algorithm 1):
+    ``L = L_task + R_sign + R_A``.
 
     - ``R_sign = sign_weight * sum_{B keys} sign_penalty(B, sign(B0), gamma(t))`` with
       ``B0`` = the ``lora_B`` tensors of the state passed to :meth:`begin` (the shared initial
