@@ -38,7 +38,7 @@ def _quiet_libraries() -> None:
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, soft_wrap=True)
 
 
 def cmd_run(args) -> int:
