@@ -20,9 +20,15 @@ writes are cheap: a demanding baseline), and ``/copy``, ``copy_`` into prealloca
 physical limit of a mean.
 
 Client states come in two layouts (``--layout``): ``packed`` (each client's tensors end to end in
-one buffer, as a deserialised upload is, see ``fedmllm.fl.aggregation.pack_state``) and
-``tensors`` (one allocation per tensor, as ``model.adapter.get()`` returns them). The global
-state is packed (after round 1 it is the strategy's own output, which is).
+one buffer, as ``fedmllm.model`` hands adapter copies out and as a deserialised upload is, see
+``fedmllm.fl.pack_state``) and ``tensors`` (one allocation per tensor). The global state is
+packed (after round 1 it is the strategy's own output, which is).
+
+Seen on the 2-core development machine (1 thread, other jobs running; ratios vary by about
++-5 points between runs): fedavg packed 64-71 % of clone and 80-90 % of copy at N = 10 and
+100; fedadam packed 42-54 % (N = 10) and 60-66 % (N = 100) of clone, 54-69 % / 79-84 % of copy.
+The per-tensor layout pays one kernel per tensor: about 40-50 % of clone. With ``--threads 2``
+on the busy machine every rule ran about 10x slower (OpenMP barriers).
 
     python benchmarks/aggregate.py            # fedavg and fedadam, N = 10 and 100 (~1 min)
     python benchmarks/aggregate.py --quick    # 4 layers, N = 10 and 20 (seconds)
