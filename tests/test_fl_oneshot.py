@@ -85,7 +85,7 @@ def test_ties_with_trimming_and_unequal_weights_matches_a_by_hand_reference():
 
 def test_dare_takes_any_63_bit_seed():
     """Seeds from SeedSequence-style derivations are 63-bit: each module's derived seed must
-    still fit torch.manual_seed (it overflowed: seed * 1_000_003 + index)."""
+    still fit torch.manual_seed (``seed * 1_000_003 + index`` overflowed)."""
     g = torch.Generator().manual_seed(0)
     states = [{KA: torch.randn(2, 8, generator=g, dtype=F64),
                KB: torch.randn(6, 2, generator=g, dtype=F64)} for _ in range(3)]

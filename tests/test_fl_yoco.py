@@ -7,6 +7,7 @@ import itertools
 import math
 
 import pytest
+import numpy as np
 import torch
 
 from fedmllm.fl import (
@@ -470,13 +471,14 @@ def test_ties_sign_election_by_hand():
 
 
 def _dare_by_hand(taus, counts, density, seed, module_index, ties=False):
-    """DARE (Yu et al.): with torch seeded (seed * 1_000_003 + module index) mod 2^63, each
+    """DARE (Yu et al.): with torch seeded by SeedSequence([seed, module index]) (63 bits), each
     client in turn keeps each entry with probability ``density`` (a Bernoulli draw, as peft's
     random_pruning) and rescales by 1/density; then the weighted sum, or with ``ties`` the
     sign election and the example-weighted mean of the agreeing entries."""
     w = torch.tensor(counts, dtype=F64) / sum(counts)
     with torch.random.fork_rng():
-        torch.manual_seed((seed * 1_000_003 + module_index) % (1 << 63))
+        word = np.random.SeedSequence([seed, module_index]).generate_state(1, np.uint64)[0]
+        torch.manual_seed(int(word >> np.uint64(1)))
         kept = [t * torch.bernoulli(torch.full_like(t, density)) / density for t in taus]
     stack = torch.stack(kept)
     if not ties:

@@ -148,7 +148,7 @@ def test_ensemble_averages_probabilities_and_votes(plain, tmp_path):
 def _dense_merged_logits(bundle, sim, batch, pissa_init: bool):
     """Independent reference: the original base with ``s (sum_i w_i B_i A_i - [pissa] B0 A0)``
     added to every target weight, computed densely."""
-    from fedmllm.fl.merge import lora_module, lora_role
+    from fedmllm.fl import lora_module, lora_role
 
     model = base_model(bundle)
     lora = sim.session.plan.lora

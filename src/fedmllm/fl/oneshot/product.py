@@ -49,6 +49,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -110,10 +111,12 @@ def refactorize(a: Tensor, b: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     return a_new.to(a.dtype), b_new.to(b.dtype)
 
 
-def _module_seed(seed: int, index: int) -> int:
-    """DARE's seed for the ``index``-th LoRA module: ``(seed * 1_000_003 + index) mod 2^63``, so
-    every module draws its own mask and any 63-bit ``seed`` stays a valid torch seed."""
-    return (int(seed) * 1_000_003 + index) % (1 << 63)
+def module_seed(seed: int, index: int) -> int:
+    """DARE's torch seed for the ``index``-th LoRA module, derived through
+    ``numpy.random.SeedSequence([seed, index])`` (63 bits): every module draws its own mask,
+    independent of the others, from any seed ``>= 0``."""
+    word = np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint64)[0]
+    return int(word >> np.uint64(1))
 
 
 def _weighted_disjoint_mean(stack: Tensor, agree: Tensor, weights: Tensor) -> Tensor:
@@ -265,7 +268,7 @@ def merge_lora_products(
                 taus = prods if base is None else [p - base for p in prods]
                 # DARE: one draw per module (the same seed everywhere would repeat the mask)
                 merged = _peft_merge(method, taus, w, density, majority_sign_method,
-                                     None if seed is None else _module_seed(seed, index))
+                                     None if seed is None else module_seed(seed, index))
                 if lam != 1.0:
                     merged = merged * lam
                 if base is not None:
