@@ -6,8 +6,8 @@ from __future__ import annotations
 import itertools
 import math
 
-import pytest
 import numpy as np
+import pytest
 import torch
 
 from fedmllm.fl import (
