@@ -20,12 +20,7 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SCENARIOS = {
-    "aligned": [],
-    "missing": ["data.scenario=missing", "data.missing_rate=0.5"],
-    "cross": ["data.scenario=cross", "data.image_clients=3"],
-    "hybrid": ["data.scenario=hybrid", "data.presence=0.7"],
-}
+from yoco_table import SCENARIOS  # the tables' four scenarios (this script's own folder)
 
 
 def count_rule_ties(driver, density: float):

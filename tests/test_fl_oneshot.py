@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from merge_references import ties_by_hand
 
 from fedmllm.fl import merge_lora_products
 
@@ -40,25 +41,6 @@ def test_equal_weights_give_the_plain_mean_of_the_agreeing_entries():
     torch.testing.assert_close(out[MOD], expected, rtol=1e-15, atol=1e-15)
 
 
-def _weighted_ties_by_hand(taus, counts, density):
-    """Independent reference: magnitude-trim each tau_i to ``density`` (top-k by |value|),
-    elect the sign of the summed trimmed values (0 counts as +), then the disjoint mean of the
-    agreeing clients weighted by their example counts."""
-    w = torch.tensor(counts, dtype=F64) / sum(counts)
-    trimmed = []
-    for t in taus:
-        k = int(density * t.numel())
-        keep = torch.zeros(t.numel(), dtype=torch.bool)
-        keep[t.abs().reshape(-1).topk(k).indices] = True
-        trimmed.append(t * keep.reshape(t.shape))
-    stack = torch.stack(trimmed)
-    elected = torch.where(stack.sum(0) >= 0, 1.0, -1.0).to(F64)
-    agree = (torch.sign(stack) == elected).to(F64)
-    wa = agree * w[:, None, None]
-    den = wa.sum(0)
-    return torch.where(den > 0, (wa * stack).sum(0) / den.clamp_min(1e-300), 0.0)
-
-
 def test_ties_with_trimming_and_unequal_weights_matches_a_by_hand_reference():
     g = torch.Generator().manual_seed(3)
     counts = [50, 3, 20, 7]
@@ -70,7 +52,7 @@ def test_ties_with_trimming_and_unequal_weights_matches_a_by_hand_reference():
     taus = [s[KB] @ s[KA] - p0 for s in states]
     out = merge_lora_products(states, counts, method="ties", density=0.4, initial=init,
                               output="delta")
-    want = p0 + _weighted_ties_by_hand(taus, counts, 0.4)
+    want = p0 + ties_by_hand(taus, torch.tensor(counts, dtype=F64) / sum(counts), 0.4)
     torch.testing.assert_close(out[MOD], want, rtol=1e-12, atol=1e-12)
     # the count rule (peft's disjoint_merge of N w_i tau_i) differs here
     n = len(counts)

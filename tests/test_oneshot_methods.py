@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from merge_references import ties_by_hand
 from oneshot_common import (
     N_CLIENTS,
     base_cfg,
@@ -380,24 +381,6 @@ def test_exact_at_client_rank_equals_task_arithmetic(product_runs):
     assert _rel(_product(ta.global_state, ka, kb), _product(ex.global_state, ka, kb)) < _peps(ex)
 
 
-def _ties_by_hand(taus, weights, density):
-    """TIES (Yadav et al.): magnitude-trim each tau_i, elect the sign of the summed trimmed
-    values, then the disjoint mean weighted by the example weights,
-    sum_{i agrees} w_i tau_i / sum_{i agrees} w_i."""
-    trimmed = []
-    for t in taus:
-        k = int(density * t.numel())
-        keep = torch.zeros(t.numel(), dtype=torch.bool)
-        keep[t.abs().reshape(-1).topk(k).indices] = True
-        trimmed.append(t * keep.reshape(t.shape))
-    stack = torch.stack(trimmed)
-    elected = torch.where(stack.sum(0) >= 0, 1.0, -1.0).to(stack)
-    agree = (torch.sign(stack) == elected).to(stack)
-    wa = agree * weights.to(stack)[:, None, None]
-    den = wa.sum(0)
-    return torch.where(den > 0, (wa * stack).sum(0) / den.clamp(min=1e-300), 0.0)
-
-
 def _direct(sim, method, density, seed):
     """merge_lora_products on the run's uploads, with the arguments the driver uses for run
     seed ``seed``."""
@@ -419,7 +402,7 @@ def test_ties_merge(product_runs):
 
     p0 = f32(sim.initial_state[kb]) @ f32(sim.initial_state[ka])
     taus = [(f32(u.state[kb]) @ f32(u.state[ka]) - p0).double() for u in sim.updates]
-    dense = p0.double() + _ties_by_hand(taus, _weights(sim), 0.3)
+    dense = p0.double() + ties_by_hand(taus, _weights(sim), 0.3)
     best, _ = _truncate(dense, R)
     eps = _peps(sim)
     assert _rel(_product(sim.global_state, ka, kb), best) < eps
