@@ -340,3 +340,16 @@ def test_atomic_dir_leaves_the_old_folder_on_failure(tmp_path):
     assert (target / "a").read_text() == "1" and os.listdir(tmp_path) == ["out"]
     atomic_write_text(tmp_path / "f.txt", "x")
     assert (tmp_path / "f.txt").read_text() == "x" and len(os.listdir(tmp_path)) == 2
+
+
+def test_a_checkpoint_of_another_configuration_or_kind_is_refused():
+    from fedmllm.engine.checkpoint import check_compatible
+
+    cfg = load_config(None, ["fl.rounds=3"])
+    ck = _ckpt(1, 1.0, digest=config_digest(cfg))
+    check_compatible(ck, "multiround", cfg)  # the same configuration, any output.* keys
+    check_compatible(ck, "multiround", load_config(None, ["fl.rounds=3", "output.plot=false"]))
+    with pytest.raises(CheckpointError, match="another configuration"):
+        check_compatible(ck, "multiround", load_config(None, ["fl.rounds=4"]))
+    with pytest.raises(CheckpointError, match="oneshot"):
+        check_compatible(ck, "oneshot", cfg)

@@ -60,6 +60,15 @@ class Checkpoint:
     """The driver's JSON-able state."""
 
 
+def check_compatible(ckpt: Checkpoint, kind: str, cfg: Config) -> None:
+    """Raise :class:`CheckpointError` unless ``ckpt`` was written by a ``kind`` run of ``cfg``."""
+    if ckpt.kind != kind:
+        raise CheckpointError(f"checkpoint is of a {ckpt.kind} run, this run is {kind}")
+    if ckpt.config_sha256 != config_digest(cfg):
+        raise CheckpointError("checkpoint was written with another configuration than "
+                              "config.yaml holds now")
+
+
 def _flatten(groups: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     flat: dict[str, torch.Tensor] = {}
     for group, tensors in groups.items():

@@ -45,7 +45,13 @@ import torch
 
 from ..config import ConfigError
 from ..engine.bundle import build_bundle
-from ..engine.checkpoint import Checkpoint, config_digest, load_checkpoint, save_checkpoint
+from ..engine.checkpoint import (
+    Checkpoint,
+    check_compatible,
+    config_digest,
+    load_checkpoint,
+    save_checkpoint,
+)
 from ..engine.client import ClientTrainer, batch_stream, local_lrs, local_steps
 from ..engine.factory import build_objective, factor_rules
 from ..engine.failpoints import failpoint
@@ -63,7 +69,6 @@ from ..model.collate import collate, to_device
 from ..report.metrics import MetricsWriter
 from ..seeding import torch_generator, torch_seed
 from .session import RunResult, Session
-from .simulation import _check_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +265,7 @@ class OneShotRun:
         ckpt = load_checkpoint(self.session.out)
         if ckpt is None:
             return
-        _check_checkpoint(ckpt, "oneshot", self.cfg)
+        check_compatible(ckpt, "oneshot", self.cfg)
         states: dict[int, dict[str, torch.Tensor]] = {}
         for full, t in ckpt.tensors.get("uploads", {}).items():
             k, _, key = full.partition("/")

@@ -24,13 +24,18 @@ import logging
 import statistics
 import time
 
-from ..engine.checkpoint import Checkpoint, config_digest, load_checkpoint, save_checkpoint
+from ..engine.checkpoint import (
+    Checkpoint,
+    check_compatible,
+    config_digest,
+    load_checkpoint,
+    save_checkpoint,
+)
 from ..engine.client import ClientTrainer, batch_stream, local_lrs, local_steps
 from ..engine.factory import build_objective, build_strategy
 from ..engine.failpoints import failpoint
 from ..engine.server import RoundResult, ServerRound, state_bytes
 from ..engine.state import ClientStateStore
-from ..errors import CheckpointError
 from ..fl import round_lr, sample_clients, upload_units
 from ..report.console import RoundProgress
 from ..report.metrics import MetricsWriter
@@ -147,15 +152,15 @@ class MultiRoundRun:
         ckpt = load_checkpoint(self.session.out)
         if ckpt is None:
             return 0
-        _check_checkpoint(ckpt, "multiround", self.cfg)
-        t = ckpt.tensors
+        check_compatible(ckpt, "multiround", self.cfg)
+        device = self.session.bundle.device
+        t = {group: {k: v.to(device) for k, v in tensors.items()}
+             for group, tensors in ckpt.tensors.items()}
         self.global_state = t.get("global", {})
         self.strategy.load_state_dict(t.get("strategy", {}))
         self.client_states.load_state_dict(t.get("client_state", {}))
         self.adapters.load_state_dict(t.get("adapters", {}))
         self.done = ckpt.step
-        device = self.session.bundle.device
-        self.global_state = {k: v.to(device) for k, v in self.global_state.items()}
         return ckpt.metrics_rows
 
     # ------------------------------------------------------------------ the run
@@ -222,11 +227,3 @@ class MultiRoundRun:
         if rows and rows[-1]["round"] == self.rounds and "eval" in rows[-1]:
             return rows[-1]["eval"]  # the last round was just evaluated; do not repeat it
         return s.evaluate(self.global_state)
-
-
-def _check_checkpoint(ckpt: Checkpoint, kind: str, cfg) -> None:
-    if ckpt.kind != kind:
-        raise CheckpointError(f"checkpoint is of a {ckpt.kind} run, this run is {kind}")
-    if ckpt.config_sha256 != config_digest(cfg):
-        raise CheckpointError("checkpoint was written with another configuration than "
-                              "config.yaml holds now")
