@@ -288,7 +288,7 @@ class OneShotRun:
             self.restore()
             s.folder.record_resume(len(self.uploads))
         writer = MetricsWriter(s.out / "metrics.jsonl")
-        setup_seconds = time.perf_counter() - t_setup
+        setup_seconds = s.setup_seconds + time.perf_counter() - t_setup
         t0 = time.perf_counter()
         every = cfg.fl.checkpoint_every
         for k in range(len(s.clients)):  # every client takes part, once

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,7 @@ class Session:
 
     def __init__(self, cfg: Config, plan: RunPlan, folder: RunFolder, console=None,
                  bundle: ModelBundle | None = None, data=None):
+        t0 = time.perf_counter()
         self.cfg, self.plan, self.folder, self.console = cfg, plan, folder, console
         self.bundle = bundle if bundle is not None else load_bundle(cfg, plan)
         if data is None:
@@ -91,6 +93,7 @@ class Session:
                 raise DataError(f"client {k} has no training samples")
         self.initial_state = self.bundle.adapter.get()
         self._eval_cache: dict = {}  # encoded test prompts, reused by every evaluation
+        self.setup_seconds = time.perf_counter() - t0  # model loading, data building, encoding
 
     @property
     def out(self) -> Path:

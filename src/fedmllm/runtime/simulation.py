@@ -172,7 +172,7 @@ class MultiRoundRun:
             keep = self.restore()
             s.folder.record_resume(self.done)
         writer = MetricsWriter(s.out / "metrics.jsonl", keep_rows=keep)
-        setup_seconds = time.perf_counter() - t_setup
+        setup_seconds = s.setup_seconds + time.perf_counter() - t_setup
         every = cfg.fl.checkpoint_every
         total = self.rounds * min(cfg.fl.clients_per_round, cfg.fl.num_clients)
         done_updates = self.done * min(cfg.fl.clients_per_round, cfg.fl.num_clients)
