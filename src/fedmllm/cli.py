@@ -60,7 +60,7 @@ def cmd_run(args) -> int:
         if RunFolder(args.resume).finished:
             print(f"{args.resume}: this run has finished (summary.json); nothing to resume")
             return 0
-    # Everything is checked and the folder opened before torch or a model is loaded.
+    # The whole configuration is checked, and the folder opened, before a model or data loads.
     plan, folder = start_run(cfg, resume=bool(args.resume), overwrite=args.overwrite)
     _quiet_libraries()
     console = _console()
