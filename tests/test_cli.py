@@ -219,3 +219,14 @@ def test_disk_full_while_writing_is_one_line_and_resumable(tmp_path, tiny_dir, c
     assert f"fedmllm run --resume {out}" in err
     assert json.loads((out / "run.json").read_text())["status"] == "failed"
     assert not (out / "summary.json").exists()
+
+
+def test_overrides_may_follow_options(tmp_path, capsys):
+    exp = tmp_path / "exp.toml"
+    exp.write_text("[fl]\nrounds = 7\n")
+    assert main(["config", "show", "seed=3", "--config", str(exp), "fl.local_steps=5"]) == 0
+    out = capsys.readouterr().out
+    assert "seed: 3" in out and "local_steps: 5" in out and "rounds: 7" in out
+    with pytest.raises(SystemExit) as e:
+        main(["config", "show", "--bogus"])
+    assert e.value.code == 2
