@@ -230,3 +230,19 @@ def test_overrides_may_follow_options(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["config", "show", "--bogus"])
     assert e.value.code == 2
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_says_how_to_resume(tmp_path, tiny_dir, capsys,
+                                                                 monkeypatch):
+    from fedmllm.runtime.simulation import MultiRoundRun
+
+    def interrupted(self, resume=False):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MultiRoundRun, "run", interrupted)
+    out = tmp_path / "out"
+    rc = main(["run", "model.preset=tiny", "fl.num_clients=2", "data.train_size=16",
+               "data.test_size=4", "output.progress=false", f"output.dir={out}"])
+    assert rc == 130
+    assert f"continue with: fedmllm run --resume {out}" in capsys.readouterr().err
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -353,3 +354,12 @@ def test_a_checkpoint_of_another_configuration_or_kind_is_refused():
         check_compatible(ck, "multiround", load_config(None, ["fl.rounds=4"]))
     with pytest.raises(CheckpointError, match="oneshot"):
         check_compatible(ck, "oneshot", cfg)
+
+
+def test_a_folder_that_cannot_be_created_or_written_is_one_line(tmp_path, monkeypatch):
+    if Path("/proc/self").is_dir():  # a file system nobody may create folders in, root included
+        with pytest.raises(OutputError, match="cannot create the output folder"):
+            RunFolder.new(load_config(None, ["output.dir=/proc/fedmllm-test/run"]))
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    with pytest.raises(OutputError, match="not writable"):
+        RunFolder.new(load_config(None, [f"output.dir={tmp_path / 'run'}"]))
