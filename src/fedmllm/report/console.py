@@ -47,8 +47,8 @@ def header() -> str:
             f"{'acc_txt':>7} {'sec':>6}")
 
 
-def _fmt(v) -> str:
-    return f"{v:.3f}" if isinstance(v, float) else "-"
+def _fmt(v, digits: int = 3) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, float) else "-"
 
 
 def row_line(row: dict) -> str:
@@ -56,9 +56,11 @@ def row_line(row: dict) -> str:
     ev = row.get("eval") or {}
     pm = ev.get("per_modality", {})
     line = (f"{row['round']:>5} {','.join(map(str, row['clients'])):<14} {row['lr']:>9.2e} "
-            f"{row['train_loss_mean']:>8.4f} {_fmt(ev.get('accuracy')):>7} "
+            f"{_fmt(row['train_loss_mean'], 4):>8} {_fmt(ev.get('accuracy')):>7} "
             f"{_fmt(pm.get('image_only', {}).get('accuracy')):>7} "
             f"{_fmt(pm.get('text_only', {}).get('accuracy')):>7} {row['seconds']:>6.1f}")
+    if row.get("dropped"):
+        line += f"  no reply: {','.join(map(str, row['dropped']))}"
     if row.get("skipped"):
         line += f"  skipped: {row['skipped']}"
     return line

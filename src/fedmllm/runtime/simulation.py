@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from dataclasses import dataclass, field
 
 from ..engine.checkpoint import (
     Checkpoint,
@@ -31,7 +32,7 @@ from ..engine.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ..engine.client import ClientTrainer, batch_stream, local_lrs, local_steps
+from ..engine.client import ClientTrainer, FitResult, batch_stream, local_lrs, local_steps
 from ..engine.factory import build_objective, build_strategy
 from ..engine.failpoints import failpoint
 from ..engine.server import RoundResult, ServerRound, state_bytes
@@ -45,10 +46,50 @@ from .session import RunResult, Session
 log = logging.getLogger(__name__)
 
 
-class MultiRoundRun:
-    """One multi-round experiment over a :class:`~fedmllm.runtime.session.Session`."""
+@dataclass
+class RoundFits:
+    """What a round's clients sent back."""
 
-    def __init__(self, session: Session):
+    fits: list[FitResult]
+    """The clients that replied, in the order they were asked."""
+    dropped: list[int] = field(default_factory=list)
+    """Clients that were asked but did not reply in time (or replied with an error)."""
+    bytes_uploaded: int | None = None
+    """Bytes measured on the wire; ``None``: the server round counts the tensors."""
+    bytes_downloaded: int | None = None
+
+
+class InProcessClients:
+    """The simulation's clients: trained one after another on this process's model."""
+
+    def __init__(self, run: MultiRoundRun):
+        self.run = run
+
+    def fit(self, round_: int, chosen: list[int], lr: float, server_extras: dict,
+            progress: RoundProgress) -> RoundFits:
+        fits = []
+        for k in chosen:
+            fits.append(self.run.train_client(k, round_, lr, server_extras))
+            progress.client_done()
+        return RoundFits(fits)
+
+    def state_dict(self) -> dict:
+        """JSON state for checkpoints (none: everything lives in the run)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class MultiRoundRun:
+    """One multi-round experiment over a :class:`~fedmllm.runtime.session.Session`.
+
+    ``clients`` trains the sampled clients of a round: :class:`InProcessClients` (default, the
+    simulation) or a Flower grid (:mod:`fedmllm.runtime.flower`); everything else — sampling,
+    the server round, evaluation, checkpoints, outputs — is the same for both.
+    """
+
+    def __init__(self, session: Session, clients=None):
         s = self.session = session
         cfg, plan = s.cfg, s.plan
         self.cfg = cfg
@@ -66,6 +107,7 @@ class MultiRoundRun:
         self.client_states = ClientStateStore()  # e.g. SCAFFOLD's c_i
         self.adapters = ClientStateStore()  # local-only clients' own adapters
         self.done = 0  # rounds completed
+        self.clients = clients if clients is not None else InProcessClients(self)
 
     @property
     def bundle(self):
@@ -76,15 +118,19 @@ class MultiRoundRun:
         return self.session.initial_state
 
     # ------------------------------------------------------------------ one client
+    def start_state(self, k: int) -> dict:
+        """What client ``k`` starts its round from: the global adapter, or for local-only
+        training its own (the initial adapter before its first round)."""
+        if self.personal:
+            return self.adapters.get(k) or self.session.initial_state
+        return self.global_state
+
     def train_client(self, k: int, round_: int, lr: float, server_extras: dict):
         cfg, s = self.cfg, self.session
         data = s.clients[k]
         steps = local_steps(len(data), cfg.train.batch_size, cfg.train.grad_accum,
                             steps=cfg.fl.local_steps, epochs=cfg.fl.local_epochs)
-        if self.personal:
-            start = self.adapters.get(k) or s.initial_state
-        else:
-            start = self.global_state
+        start = self.start_state(k)
         batches = batch_stream(data, cfg.train.batch_size,
                                torch_generator(cfg.seed, "batches", round_, k))
         lrs = local_lrs(lr, steps, cfg.train.local_lr_schedule, cfg.train.local_warmup_ratio)
@@ -101,12 +147,12 @@ class MultiRoundRun:
                       cfg.train.warmup_rounds, cfg.train.min_lr_ratio)
         chosen = sample_clients(cfg.fl.num_clients, cfg.fl.clients_per_round, r, cfg.seed)
         server_extras = {} if self.personal else self.strategy.server_extras()
-        fits = []
-        for k in chosen:
-            fits.append(self.train_client(k, r, lr, server_extras))
-            progress.client_done()
+        got = self.clients.fit(r, chosen, lr, server_extras, progress)
+        fits = got.fits
         updates = [f.update for f in fits]
-        if self.personal:  # no communication; every client keeps what it trained
+        for cid in got.dropped:
+            log.warning("round %d: no reply from client %d", r, cid)
+        if self.personal:  # no aggregation; every client keeps what it trained
             outcome = RoundResult(self.global_state)
             for f in fits:
                 self.adapters.put(f.update.client_id, f.update.state)
@@ -123,13 +169,18 @@ class MultiRoundRun:
         row = {
             "round": r, "clients": chosen, "lr": lr,
             "train_loss": {str(u.client_id): round(u.metrics["train_loss"], 6) for u in updates},
-            "train_loss_mean": statistics.fmean(u.metrics["train_loss"] for u in updates),
+            "train_loss_mean": statistics.fmean(u.metrics["train_loss"] for u in updates)
+            if updates else None,
             "local_steps": {str(u.client_id): u.metrics["steps"] for u in updates},
-            "bytes_uploaded": outcome.bytes_uploaded,
-            "bytes_downloaded": outcome.bytes_downloaded,
+            "bytes_uploaded": outcome.bytes_uploaded if got.bytes_uploaded is None
+            else got.bytes_uploaded,
+            "bytes_downloaded": outcome.bytes_downloaded if got.bytes_downloaded is None
+            else got.bytes_downloaded,
             "rejected": [{"client": c, "reason": why} for c, why in outcome.rejected],
             "skipped": outcome.skipped,
         }
+        if got.dropped:
+            row["dropped"] = got.dropped
         train_seconds = time.perf_counter() - t0
         if not self.personal and (r % cfg.eval.every == 0 or r == self.rounds):
             row["eval"] = self.session.evaluate(self.global_state)
@@ -145,7 +196,7 @@ class MultiRoundRun:
             tensors={"global": self.global_state, "strategy": self.strategy.state_dict(),
                      "client_state": self.client_states.state_dict(),
                      "adapters": self.adapters.state_dict()},
-            state={}))
+            state={"clients": self.clients.state_dict()}))
 
     def restore(self) -> int:
         """Continue from the newest checkpoint; return the metrics rows that belong to it."""
@@ -160,6 +211,7 @@ class MultiRoundRun:
         self.strategy.load_state_dict(t.get("strategy", {}))
         self.client_states.load_state_dict(t.get("client_state", {}))
         self.adapters.load_state_dict(t.get("adapters", {}))
+        self.clients.load_state_dict(ckpt.state.get("clients", {}))
         self.done = ckpt.step
         return ckpt.metrics_rows
 
