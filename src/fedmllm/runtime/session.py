@@ -84,16 +84,24 @@ class Session:
 
             data = build_federated_data(cfg.data, cfg.fl.num_clients, cfg.seed)
         self.data = data
-        proc = self.bundle.processor
-        self.clients: list[list[Encoded]] = [
-            encode_samples(proc, samples, cfg.data.prompt_strategy, cfg.train.max_seq_len)
-            for samples in data.clients]
-        for k, c in enumerate(self.clients):
-            if not c:
+        for k, samples in enumerate(data.clients):
+            if not samples:
                 raise DataError(f"client {k} has no training samples")
+        self._clients: list[list[Encoded]] | None = None
         self.initial_state = self.bundle.adapter.get()
         self._eval_cache: dict = {}  # encoded test prompts, reused by every evaluation
-        self.setup_seconds = time.perf_counter() - t0  # model loading, data building, encoding
+        self.setup_seconds = time.perf_counter() - t0  # model loading, data building
+
+    @property
+    def clients(self) -> list[list[Encoded]]:
+        """Every client's encoded training samples (encoded on first use: a Flower server,
+        whose clients hold their own data, never needs them)."""
+        if self._clients is None:
+            cfg = self.cfg
+            self._clients = [encode_samples(self.bundle.processor, samples,
+                                            cfg.data.prompt_strategy, cfg.train.max_seq_len)
+                             for samples in self.data.clients]
+        return self._clients
 
     @property
     def out(self) -> Path:

@@ -64,6 +64,7 @@ class InProcessClients:
 
     def __init__(self, run: MultiRoundRun):
         self.run = run
+        _ = run.session.clients  # encode every client's samples now, with the set-up
 
     def fit(self, round_: int, chosen: list[int], lr: float, server_extras: dict,
             progress: RoundProgress) -> RoundFits:
@@ -90,6 +91,7 @@ class MultiRoundRun:
     """
 
     def __init__(self, session: Session, clients=None):
+        t0 = time.perf_counter()
         s = self.session = session
         cfg, plan = s.cfg, s.plan
         self.cfg = cfg
@@ -108,6 +110,7 @@ class MultiRoundRun:
         self.adapters = ClientStateStore()  # local-only clients' own adapters
         self.done = 0  # rounds completed
         self.clients = clients if clients is not None else InProcessClients(self)
+        s.setup_seconds += time.perf_counter() - t0
 
     @property
     def bundle(self):
