@@ -241,3 +241,23 @@ def test_data_stats_table_and_png(tmp_path):
     assert len(lines) == 1 + 3 + 1  # header, 3 clients, test
     assert sum(r["samples"] for r in stats.rows[:3]) == 90
     assert stats.png is not None and stats.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_clients_file_loads_alone(tmp_path):
+    """A federation site reads only its own client file (the rest of the folder may be absent)."""
+    import shutil
+
+    from fedmllm.data import federated_data, load_prepared, load_prepared_client, write_prepared
+    from fedmllm.data.errors import DataError
+
+    data = federated_data("synth", 3, 0, train_size=60, test_size=10)
+    full = write_prepared(data, tmp_path / "all")
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(full / "manifest.json", site)
+    shutil.copy(full / "client_1.json", site)
+    mine = load_prepared_client(site, 1)
+    assert [s.id for s in mine] == [s.id for s in load_prepared(full).clients[1]]
+    assert [s.label for s in mine] == [s.label for s in data.clients[1]]
+    with pytest.raises(DataError, match="client_2.json"):
+        load_prepared_client(site, 2)

@@ -26,7 +26,7 @@ whose data formats, prompts and scenarios this layer reproduces.
 
 from .build import build_federated_data, federated_data, prepare
 from .errors import DataError
-from .prepared import load_prepared, write_prepared
+from .prepared import load_prepared, load_prepared_client, write_prepared
 from .prompts import build_prompt, to_conversation
 from .stats import DataStats, data_stats
 from .synth import ceilings, make_synth
@@ -46,6 +46,7 @@ __all__ = [
     "federated_data",
     "load_image",
     "load_prepared",
+    "load_prepared_client",
     "make_synth",
     "prepare",
     "to_conversation",
