@@ -213,15 +213,16 @@ def test_select_epochs_on_a_client_held_out_split(plain, tmp_path):
         n = len(data.clients[k])
         held = max(1, round(0.25 * n))
         assert row["held_out"][str(k)] == held
-        assert u.num_examples == len(sim.train_sets[k]) == n - held
-        train_ids = {id(e) for e in sim.train_sets[k]}
-        assert not train_ids & {id(e) for e in sim.val_sets[k]}
+        client = sim.client(k)
+        assert u.num_examples == len(client.train_items) == n - held
+        train_ids = {id(e) for e in client.train_items}
+        assert not train_ids & {id(e) for e in client.val_items}
         losses = {float(e): v for e, v in row["val_loss"][str(k)].items()}
         assert set(losses) == {0.5, 2.0}
         assert row["local_epochs"][str(k)] == min(losses, key=losses.get)
         # the upload is the chosen candidate: its held-out loss, recomputed, is the minimum
         sim.bundle.adapter.set(u.state)
-        assert sim.validation_loss(k) == pytest.approx(min(losses.values()), rel=1e-4)
+        assert client.validation_loss() == pytest.approx(min(losses.values()), rel=1e-4)
     # validation_loss against a per-sample cross-entropy over the answer tokens
     from fedmllm.model.collate import collate
 
@@ -230,7 +231,7 @@ def test_select_epochs_on_a_client_held_out_split(plain, tmp_path):
     b.model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for e in sim.val_sets[k]:
+        for e in sim.client(k).val_items:
             batch = {n: v.to(b.device) for n, v in
                      collate([e], b.processor.tokenizer.pad_token_id).items()}
             lg = b.model(**batch).logits[0, :-1].float()
@@ -239,7 +240,7 @@ def test_select_epochs_on_a_client_held_out_split(plain, tmp_path):
             total += float(torch.nn.functional.cross_entropy(lg[keep], labels[keep],
                                                              reduction="sum"))
             count += int(keep.sum())
-    assert sim.validation_loss(k) == pytest.approx(total / count, rel=1e-3)
+    assert sim.client(k).validation_loss() == pytest.approx(total / count, rel=1e-3)
 
 
 def test_select_epochs_rejects_bad_values(plain, tmp_path):

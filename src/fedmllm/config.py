@@ -168,6 +168,9 @@ class FLConfig:
     overflow of the server optimizers; ``none`` (or null) checks nothing."""
     min_clients: int = 1
     """Skip the round (global unchanged) when fewer valid updates than this arrive."""
+    round_timeout: float = 600.0
+    """Flower runs: seconds the server waits for a round's replies; clients that have not
+    replied by then are recorded as ``dropped`` and the round goes on without them."""
     checkpoint_every: int = 1
     """Write ``<output.dir>/checkpoint/`` every N rounds (one-shot runs: after every client);
     0 = never. ``fedmllm run --resume DIR`` continues from the last complete checkpoint."""
@@ -409,6 +412,7 @@ def validate(cfg: Config) -> None:
         (0.0 <= cfg.train.local_warmup_ratio < 1.0, "train.local_warmup_ratio",
          "must be in [0, 1)"),
         (cfg.fl.checkpoint_every >= 0, "fl.checkpoint_every", "must be >= 0"),
+        (cfg.fl.round_timeout > 0, "fl.round_timeout", "must be > 0"),
         (cfg.fl.min_clients >= 1, "fl.min_clients", "must be >= 1"),
         (cfg.lora.r >= 1, "lora.r", "must be >= 1"),
         (0.0 <= cfg.lora.dropout < 1.0, "lora.dropout", "must be in [0, 1)"),

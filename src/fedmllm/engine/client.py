@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..config import Config
 from ..fl import ClientObjective, ClientUpdate, StateDict, local_lr
 from ..model.collate import Encoded, collate, to_device
+from ..seeding import torch_generator, torch_seed
 from .bundle import ModelBundle
 
 
@@ -60,6 +62,27 @@ def batch_stream(items: Sequence[Encoded], batch_size: int,
         order = torch.randperm(len(items), generator=generator).tolist()
         for i in range(0, len(order), batch_size):
             yield [items[j] for j in order[i:i + batch_size]]
+
+
+def train_round(trainer: ClientTrainer, cfg: Config, items: Sequence[Encoded], client_id: int,
+                round_: int, lr: float, start_state: StateDict, server_extras: dict,
+                client_state: StateDict | None = None) -> FitResult:
+    """Client ``client_id``'s local run in round ``round_``, as every driver runs it.
+
+    Steps: ``fl.local_steps``, or ``fl.local_epochs`` passes over ``items``. Batches and LoRA
+    dropout are drawn from ``(seed, "batches" / "dropout", round, client)``; the step sizes
+    follow ``train.local_lr_schedule`` from the round's rate ``lr``. The same arguments give
+    the same update, bit for bit, in any process.
+    """
+    tr = cfg.train
+    steps = local_steps(len(items), tr.batch_size, tr.grad_accum, steps=cfg.fl.local_steps,
+                        epochs=cfg.fl.local_epochs)
+    batches = batch_stream(items, tr.batch_size,
+                           torch_generator(cfg.seed, "batches", round_, client_id))
+    lrs = local_lrs(lr, steps, tr.local_lr_schedule, tr.local_warmup_ratio)
+    return trainer.fit(start_state, server_extras, batches, lrs,
+                       torch_seed(cfg.seed, "dropout", round_, client_id),
+                       num_examples=len(items), client_id=client_id, client_state=client_state)
 
 
 class ClientTrainer:

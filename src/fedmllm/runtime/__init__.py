@@ -60,12 +60,14 @@ def start_run(cfg: Config, *, resume: bool = False, overwrite: bool = False
 
 
 def build_driver(cfg: Config, console=None, *, resume: bool = False, overwrite: bool = False,
-                 bundle=None, data=None, started: tuple[RunPlan, RunFolder] | None = None):
+                 bundle=None, data=None, started: tuple[RunPlan, RunFolder] | None = None,
+                 clients=None):
     """The driver of ``cfg`` (a multi-round or one-shot run) with its session set up, not run.
 
     ``bundle``/``data`` reuse a model and data a caller already built (tests, benchmarks; the
     bundle's adapter must hold the run's initial state); ``started`` is :func:`start_run`'s
-    result when the caller opened the folder itself.
+    result when the caller opened the folder itself; ``clients`` trains the clients somewhere
+    else than in this process (the Flower server passes its grid's).
     """
     plan, folder = started or start_run(cfg, resume=resume, overwrite=overwrite)
     session = Session(cfg, plan, folder, console=console, bundle=bundle, data=data)
@@ -74,22 +76,22 @@ def build_driver(cfg: Config, console=None, *, resume: bool = False, overwrite: 
     if plan.oneshot:
         from .oneshot import OneShotRun
 
-        return OneShotRun(session)
+        return OneShotRun(session, clients=clients)
     from .simulation import MultiRoundRun
 
-    return MultiRoundRun(session)
+    return MultiRoundRun(session, clients=clients)
 
 
 def run_experiment(cfg: Config, console=None, *, resume: bool = False, overwrite: bool = False,
-                   bundle=None, data=None, started: tuple[RunPlan, RunFolder] | None = None
-                   ) -> RunResult:
+                   bundle=None, data=None, started: tuple[RunPlan, RunFolder] | None = None,
+                   clients=None) -> RunResult:
     """Run ``cfg`` to the end (from its last checkpoint with ``resume``); see
     :func:`build_driver` for the arguments. An exception or Ctrl-C leaves the folder marked
     ``failed``/``interrupted`` (resumable)."""
     plan, folder = started or start_run(cfg, resume=resume, overwrite=overwrite)
     try:
         driver = build_driver(cfg, console, resume=resume, bundle=bundle, data=data,
-                              started=(plan, folder))
+                              started=(plan, folder), clients=clients)
         return driver.run(resume=resume)
     except KeyboardInterrupt:
         _mark_quietly(folder, "interrupted")

@@ -43,7 +43,7 @@ import time
 
 import torch
 
-from ..config import ConfigError
+from ..config import Config, ConfigError
 from ..engine.bundle import build_bundle
 from ..engine.checkpoint import (
     Checkpoint,
@@ -53,7 +53,7 @@ from ..engine.checkpoint import (
     save_checkpoint,
 )
 from ..engine.client import ClientTrainer, batch_stream, local_lrs, local_steps
-from ..engine.factory import build_objective, factor_rules
+from ..engine.factory import RunPlan, build_objective, factor_rules
 from ..engine.failpoints import failpoint
 from ..engine.server import state_bytes
 from ..fl import (
@@ -79,21 +79,91 @@ def _pca_k(k: float | None) -> float | int | None:
     return k
 
 
-class OneShotRun:
-    """One one-shot experiment over a :class:`~fedmllm.runtime.session.Session`."""
+class OneShotClient:
+    """One client's part of a one-shot run, knowing no other client: its hold-out split (with
+    ``fl.yoco.select_epochs``), its training from the shared initial adapter, its epoch choice.
+    The in-process run makes one per client; a Flower ClientApp makes its own."""
 
-    def __init__(self, session: Session):
+    def __init__(self, cfg: Config, plan: RunPlan, trainer: ClientTrainer, items: list,
+                 client_id: int, initial_state: dict[str, torch.Tensor]):
+        self.cfg, self.y, self.plan = cfg, cfg.fl.yoco, plan
+        self.trainer, self.k, self.initial_state = trainer, client_id, initial_state
+        self.train_items, self.val_items = list(items), []
+        n = len(items)
+        if self.y.select_epochs and n >= 2:  # a client with one sample keeps it for training
+            order = torch.randperm(n, generator=torch_generator(cfg.seed, "holdout", client_id))
+            order = order.tolist()
+            n_val = min(n - 1, max(1, round(self.y.val_fraction * n)))
+            self.val_items = [items[i] for i in order[:n_val]]
+            self.train_items = [items[i] for i in sorted(order[n_val:])]
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """Mean token cross-entropy of the model's current adapter on the held-out samples
+        (answer tokens only, as in training)."""
+        b = self.trainer.bundle
+        b.model.eval()
+        total, tokens = 0.0, 0
+        items, size = self.val_items, self.cfg.eval.batch_size
+        for i in range(0, len(items), size):
+            batch = to_device(collate(items[i:i + size], b.processor.tokenizer.pad_token_id),
+                              b.device, b.dtype)
+            n = int((batch["labels"][:, 1:] != -100).sum())
+            total += float(b.model(**batch).loss) * n
+            tokens += n
+        return total / max(tokens, 1)
+
+    def train_for(self, epochs: float) -> ClientUpdate:
+        """Trained from the shared initial adapter for ``epochs`` epochs."""
+        cfg, k, data = self.cfg, self.k, self.train_items
+        steps = local_steps(len(data), cfg.train.batch_size, cfg.train.grad_accum, epochs=epochs)
+        if self.y.method == "yoco":
+            self.trainer.objective.set_total_steps(steps)
+        batches = batch_stream(data, cfg.train.batch_size,
+                               torch_generator(cfg.seed, "batches", 1, k))
+        lrs = local_lrs(self.plan.lr, steps, cfg.train.local_lr_schedule,
+                        cfg.train.local_warmup_ratio)
+        fit = self.trainer.fit(self.initial_state, {}, batches, lrs,
+                               torch_seed(cfg.seed, "dropout", 1, k),
+                               num_examples=len(data), client_id=k)
+        fit.update.metrics["epochs"] = epochs
+        return fit.update
+
+    def upload(self) -> ClientUpdate:
+        """The client's one upload: one fixed-epoch run, or the best of ``select_epochs`` on
+        its held-out split (``metrics["val_loss"]`` per candidate)."""
+        if not self.val_items:
+            return self.train_for(self.y.local_epochs)
+        candidates, losses = {}, {}
+        for epochs in sorted(set(self.y.select_epochs)):
+            candidates[epochs] = self.train_for(epochs)
+            losses[epochs] = self.validation_loss()
+        chosen = min(losses, key=losses.__getitem__)  # a tie keeps the fewer epochs
+        candidates[chosen].metrics["val_loss"] = losses
+        return candidates[chosen]
+
+
+def make_trainer(cfg: Config, plan: RunPlan, bundle) -> ClientTrainer:
+    """The client trainer of ``plan`` on ``bundle`` (its objective included)."""
+    tr = cfg.train
+    return ClientTrainer(bundle, build_objective(plan, bundle.num_layers),
+                         optimizer=plan.optimizer, weight_decay=tr.weight_decay,
+                         grad_accum=tr.grad_accum, grad_clip=tr.grad_clip)
+
+
+class OneShotRun:
+    """One one-shot experiment over a :class:`~fedmllm.runtime.session.Session`.
+
+    ``clients`` trains the clients elsewhere (a Flower grid: ``fit_oneshot(client_ids)``
+    returns the uploads that arrived); by default they train here, one after another.
+    """
+
+    def __init__(self, session: Session, clients=None):
         s = self.session = session
         self.cfg, self.y = s.cfg, s.cfg.fl.yoco
-        tr = self.cfg.train
-        self.objective = build_objective(s.plan, s.bundle.num_layers)
-        self.trainer = ClientTrainer(s.bundle, self.objective, optimizer=s.plan.optimizer,
-                                     weight_decay=tr.weight_decay, grad_accum=tr.grad_accum,
-                                     grad_clip=tr.grad_clip)
-        self.train_sets = list(s.clients)
-        self.val_sets: dict[int, list] = {}
-        if self.y.select_epochs:
-            self._hold_out()
+        self.trainer = make_trainer(self.cfg, s.plan, s.bundle)
+        self.clients = clients
+        self._local: dict[int, OneShotClient] = {}
         self.uploads: dict[int, ClientUpdate] = {}  # client id -> its one upload
         self.updates: list[ClientUpdate] = []  # the uploads in client order, once all are in
         self.global_state = s.initial_state  # the merged adapter, once merged
@@ -107,65 +177,16 @@ class OneShotRun:
         return self.session.initial_state
 
     # ------------------------------------------------------------------ clients
-    def _hold_out(self) -> None:
-        """Split every client's samples into training and a held-out part (key ``"holdout"``;
-        a client with one sample keeps it for training)."""
-        frac = self.y.val_fraction
-        for k, items in enumerate(self.session.clients):
-            n = len(items)
-            if n < 2:
-                continue
-            order = torch.randperm(n, generator=torch_generator(self.cfg.seed, "holdout", k))
-            order = order.tolist()
-            n_val = min(n - 1, max(1, round(frac * n)))
-            self.val_sets[k] = [items[i] for i in order[:n_val]]
-            self.train_sets[k] = [items[i] for i in sorted(order[n_val:])]
-
-    @torch.no_grad()
-    def validation_loss(self, k: int) -> float:
-        """Mean token cross-entropy of the current adapter on client ``k``'s held-out samples
-        (answer tokens only, as in training)."""
-        b = self.session.bundle
-        b.model.eval()
-        total, tokens = 0.0, 0
-        items, size = self.val_sets[k], self.cfg.eval.batch_size
-        for i in range(0, len(items), size):
-            batch = to_device(collate(items[i:i + size], b.processor.tokenizer.pad_token_id),
-                              b.device, b.dtype)
-            n = int((batch["labels"][:, 1:] != -100).sum())
-            total += float(b.model(**batch).loss) * n
-            tokens += n
-        return total / max(tokens, 1)
-
-    def train_for(self, k: int, epochs: float) -> ClientUpdate:
-        """Client ``k`` trained from the shared initial adapter for ``epochs`` epochs."""
-        cfg, s = self.cfg, self.session
-        data = self.train_sets[k]
-        steps = local_steps(len(data), cfg.train.batch_size, cfg.train.grad_accum, epochs=epochs)
-        if self.y.method == "yoco":
-            self.objective.set_total_steps(steps)
-        batches = batch_stream(data, cfg.train.batch_size,
-                               torch_generator(cfg.seed, "batches", 1, k))
-        lrs = local_lrs(s.plan.lr, steps, cfg.train.local_lr_schedule,
-                        cfg.train.local_warmup_ratio)
-        fit = self.trainer.fit(s.initial_state, {}, batches, lrs,
-                               torch_seed(cfg.seed, "dropout", 1, k),
-                               num_examples=len(data), client_id=k)
-        fit.update.metrics["epochs"] = epochs
-        return fit.update
+    def client(self, k: int) -> OneShotClient:
+        """Client ``k`` of the in-process run."""
+        if k not in self._local:
+            self._local[k] = OneShotClient(self.cfg, self.session.plan, self.trainer,
+                                           self.session.clients[k], k, self.initial_state)
+        return self._local[k]
 
     def train_client(self, k: int) -> ClientUpdate:
-        """Client ``k``'s upload: one fixed-epoch run, or the best of ``select_epochs`` on its
-        held-out split (``metrics["val_loss"]`` per candidate)."""
-        if k not in self.val_sets:
-            return self.train_for(k, self.y.local_epochs)
-        candidates, losses = {}, {}
-        for epochs in sorted(set(self.y.select_epochs)):
-            candidates[epochs] = self.train_for(k, epochs)
-            losses[epochs] = self.validation_loss(k)
-        chosen = min(losses, key=losses.__getitem__)  # a tie keeps the fewer epochs
-        candidates[chosen].metrics["val_loss"] = losses
-        return candidates[chosen]
+        """Client ``k``'s upload, trained in this process."""
+        return self.client(k).upload()
 
     # ------------------------------------------------------------------ merge
     def full_rank(self) -> bool:
@@ -291,14 +312,21 @@ class OneShotRun:
         setup_seconds = s.setup_seconds + time.perf_counter() - t_setup
         t0 = time.perf_counter()
         every = cfg.fl.checkpoint_every
-        for k in range(len(s.clients)):  # every client takes part, once
-            if k in self.uploads:
-                continue
+        n = cfg.fl.num_clients
+        pending = [k for k in range(n) if k not in self.uploads]  # every client, once
+        if self.clients is not None:  # trained elsewhere, all at once
+            self.uploads.update(self.clients.fit_oneshot(pending))
+            if every:
+                self.checkpoint()
+        for k in pending if self.clients is None else []:
             self.uploads[k] = self.train_client(k)
             failpoint("client_trained", len(self.uploads))
-            if every and (len(self.uploads) % every == 0 or len(self.uploads) == len(s.clients)):
+            if every and (len(self.uploads) % every == 0 or len(self.uploads) == n):
                 self.checkpoint()
                 failpoint("client_checkpointed", len(self.uploads))
+        if not self.uploads:
+            raise RuntimeError("no client upload arrived")
+        dropped = [k for k in range(n) if k not in self.uploads]
         train_seconds = time.perf_counter() - t0
         updates = self.updates = [self.uploads[k] for k in sorted(self.uploads)]
         units = upload_units(updates[0].state)
@@ -318,7 +346,8 @@ class OneShotRun:
             "upload_units": 0 if personal else len(updates) * units["units"],
             "upload_unit": units["unit"],
             "lora_params_per_client": units["lora_params"],
-            "held_out": {str(k): len(v) for k, v in self.val_sets.items()},
+            "held_out": {str(k): len(c.val_items) for k, c in self._local.items()
+                         if c.val_items},
             "val_loss": {str(u.client_id): {f"{e:g}": round(v, 6)
                                             for e, v in u.metrics["val_loss"].items()}
                          for u in updates if "val_loss" in u.metrics},
@@ -347,6 +376,8 @@ class OneShotRun:
                                                  if lora_role(k) == "A")},
                            pissa_initial=s.initial_state if pissa and not exported else None)
         self.global_state = merged
+        if dropped:
+            row["dropped"] = dropped
         row["eval"] = final
         row["eval_seconds"] = round(time.perf_counter() - t1, 4)
         row["train_seconds"] = round(train_seconds, 4)

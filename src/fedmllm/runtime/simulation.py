@@ -32,7 +32,7 @@ from ..engine.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ..engine.client import ClientTrainer, FitResult, batch_stream, local_lrs, local_steps
+from ..engine.client import ClientTrainer, FitResult, train_round
 from ..engine.factory import build_objective, build_strategy
 from ..engine.failpoints import failpoint
 from ..engine.server import RoundResult, ServerRound, state_bytes
@@ -40,7 +40,6 @@ from ..engine.state import ClientStateStore
 from ..fl import round_lr, sample_clients, upload_units
 from ..report.console import RoundProgress
 from ..report.metrics import MetricsWriter
-from ..seeding import torch_generator, torch_seed
 from .session import RunResult, Session
 
 log = logging.getLogger(__name__)
@@ -60,9 +59,14 @@ class RoundFits:
 
 
 class InProcessClients:
-    """The simulation's clients: trained one after another on this process's model."""
+    """The simulation's clients: trained one after another on this process's model.
 
-    def __init__(self, run: MultiRoundRun):
+    An executor of a round's clients (this one, or a Flower grid) has :meth:`attach` (called
+    once by the run), :meth:`fit` (train the chosen clients), :meth:`accepted` (which updates
+    the server kept) and JSON :meth:`state_dict` / :meth:`load_state_dict` for checkpoints.
+    """
+
+    def attach(self, run: MultiRoundRun) -> None:
         self.run = run
         _ = run.session.clients  # encode every client's samples now, with the set-up
 
@@ -73,6 +77,9 @@ class InProcessClients:
             fits.append(self.run.train_client(k, round_, lr, server_extras))
             progress.client_done()
         return RoundFits(fits)
+
+    def accepted(self, round_: int, client_ids: list[int]) -> None:
+        """The server kept these clients' updates of ``round_`` (nothing to tell them here)."""
 
     def state_dict(self) -> dict:
         """JSON state for checkpoints (none: everything lives in the run)."""
@@ -109,7 +116,8 @@ class MultiRoundRun:
         self.client_states = ClientStateStore()  # e.g. SCAFFOLD's c_i
         self.adapters = ClientStateStore()  # local-only clients' own adapters
         self.done = 0  # rounds completed
-        self.clients = clients if clients is not None else InProcessClients(self)
+        self.clients = clients if clients is not None else InProcessClients()
+        self.clients.attach(self)
         s.setup_seconds += time.perf_counter() - t0
 
     @property
@@ -128,19 +136,10 @@ class MultiRoundRun:
             return self.adapters.get(k) or self.session.initial_state
         return self.global_state
 
-    def train_client(self, k: int, round_: int, lr: float, server_extras: dict):
-        cfg, s = self.cfg, self.session
-        data = s.clients[k]
-        steps = local_steps(len(data), cfg.train.batch_size, cfg.train.grad_accum,
-                            steps=cfg.fl.local_steps, epochs=cfg.fl.local_epochs)
-        start = self.start_state(k)
-        batches = batch_stream(data, cfg.train.batch_size,
-                               torch_generator(cfg.seed, "batches", round_, k))
-        lrs = local_lrs(lr, steps, cfg.train.local_lr_schedule, cfg.train.local_warmup_ratio)
-        return self.trainer.fit(start, server_extras, batches, lrs,
-                                torch_seed(cfg.seed, "dropout", round_, k),
-                                num_examples=len(data), client_id=k,
-                                client_state=self.client_states.get(k))
+    def train_client(self, k: int, round_: int, lr: float, server_extras: dict) -> FitResult:
+        """Client ``k``'s local run in round ``round_``, on this process's model."""
+        return train_round(self.trainer, self.cfg, self.session.clients[k], k, round_, lr,
+                           self.start_state(k), server_extras, self.client_states.get(k))
 
     # ------------------------------------------------------------------ one round
     def run_round(self, r: int, progress: RoundProgress) -> dict:
@@ -165,6 +164,7 @@ class MultiRoundRun:
             for f in fits:
                 if f.update.client_id in outcome.accepted:
                     self.client_states.put(f.update.client_id, f.client_state)
+            self.clients.accepted(r, outcome.accepted)
             for cid, reason in outcome.rejected:
                 log.warning("round %d: rejected update of client %d: %s", r, cid, reason)
             if outcome.skipped:
