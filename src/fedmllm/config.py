@@ -399,6 +399,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
     return cfg
 
 
+def config_from_yaml(text: str, source: str = "configuration") -> Config:
+    """A configuration from YAML text (e.g. ``Config.to_yaml()`` sent to a Flower client)."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: cannot parse: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping")
+    cfg = _build(Config, _merge(Config().to_dict(), data))
+    validate(cfg)
+    return cfg
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that types alone cannot express."""
     checks = [

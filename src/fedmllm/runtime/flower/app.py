@@ -1,0 +1,35 @@
+"""The Flower App of fedmllm: ``server_app`` and ``client_app``, as ``pyproject.toml`` names them
+(``[tool.flwr.app.components]``). Thin: the ServerApp is :func:`.server.serve`, the ClientApp's
+handlers are in :mod:`.client`."""
+
+from __future__ import annotations
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from .client import handle_oneshot, handle_query, handle_train
+from .server import serve
+
+server_app = ServerApp()
+client_app = ClientApp()
+
+
+@server_app.main()
+def main(grid: Grid, context: Context) -> None:
+    serve(grid, dict(context.run_config))
+
+
+@client_app.train()
+def train(msg: Message, context: Context) -> Message:
+    return handle_train(msg, context)
+
+
+@client_app.train("oneshot")
+def oneshot(msg: Message, context: Context) -> Message:
+    return handle_oneshot(msg, context)
+
+
+@client_app.query()
+def query(msg: Message, context: Context) -> Message:
+    return handle_query(msg, context)

@@ -1,0 +1,191 @@
+"""The ClientApp side of a Flower run: one federation site's training, with the engine.
+
+A site is a SuperNode started with ``--node-config "partition-id=K num-partitions=N"`` (and
+optionally ``data-dir="<prepared folder>"``). Its data is client ``K`` of the configured dataset
+(built from the run's seed, as every other node builds it) or, with ``data-dir``, the file
+``client_K.json`` of a folder written by ``fedmllm prepare`` (the folder may hold only that
+file and ``manifest.json``). The run's configuration arrives with every message (the server's
+resolved ``config.yaml``), so every node trains with exactly the server's settings.
+
+What a node keeps between messages (:class:`ClientWorker`: the model, loaded once; its encoded
+samples; the trainer) lives for as long as the ClientApp process does. Its client state
+(SCAFFOLD's ``c_i``) lives in the Flower context of the run, in two parts: the state of the
+last round whose update the server *accepted*, and the state its last update would give. The
+server says with each message which round it last accepted from this node
+(``accepted-round``); the node then keeps the pending state only if that is its round. A node
+that lost its state (a restarted SuperNode, a resumed run) gets it back from the server
+(``restore``), which mirrors every accepted control delta; a node that cannot tell replies
+with an error and the server sends the state with its next message.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+
+from ...config import Config, ConfigError, config_from_yaml
+from ...engine.client import train_round
+from ...engine.factory import plan_run
+from ..oneshot import OneShotClient, make_trainer
+from ..session import encode_samples, load_bundle
+from .wire import from_record, to_record
+
+log = logging.getLogger(__name__)
+
+STATE, PENDING, META = "fedmllm.client_state", "fedmllm.pending_state", "fedmllm.state_rounds"
+#: Client objectives that keep a state between rounds.
+STATEFUL = ("scaffold",)
+
+
+def node_partition(node_config: dict) -> tuple[int, int | None, str | None]:
+    """``(partition id, number of partitions or None, data folder or None)`` of a node."""
+    try:
+        k = int(node_config["partition-id"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError("node config: 'partition-id' (an integer) is required, e.g. "
+                          "--node-config \"partition-id=0 num-partitions=2\"") from None
+    n = node_config.get("num-partitions")
+    data_dir = node_config.get("data-dir") or None
+    return k, None if n is None else int(n), None if data_dir is None else str(data_dir)
+
+
+class ClientWorker:
+    """One node's model, data and trainer for one configuration (built once per process)."""
+
+    def __init__(self, cfg: Config, node_config: dict):
+        self.cfg = cfg
+        self.plan = plan_run(cfg)
+        k, n, data_dir = node_partition(node_config)
+        if not 0 <= k < cfg.fl.num_clients:
+            raise ConfigError(f"node config: partition-id {k} is outside the run's "
+                              f"fl.num_clients = {cfg.fl.num_clients}")
+        if n is not None and n != cfg.fl.num_clients:
+            raise ConfigError(f"node config: num-partitions {n} differs from the run's "
+                              f"fl.num_clients = {cfg.fl.num_clients}")
+        self.k = k
+        if data_dir is not None:
+            from ...data import load_prepared_client
+
+            samples = load_prepared_client(data_dir, k)
+        else:
+            from ...data import build_federated_data
+
+            samples = build_federated_data(cfg.data, cfg.fl.num_clients, cfg.seed).clients[k]
+        self.bundle = load_bundle(cfg, self.plan)
+        self.initial_state = self.bundle.adapter.get()
+        self.items = encode_samples(self.bundle.processor, samples, cfg.data.prompt_strategy,
+                                    cfg.train.max_seq_len)
+        self.trainer = make_trainer(cfg, self.plan, self.bundle)
+
+
+_WORKERS: dict[tuple, ClientWorker] = {}
+
+
+def get_worker(cfg_text: str, node_config: dict) -> ClientWorker:
+    """The worker for this configuration and node (kept for the life of the process)."""
+    key = (cfg_text, tuple(sorted((str(k), str(v)) for k, v in node_config.items())))
+    if key not in _WORKERS:
+        for old in [k for k in _WORKERS if k[0] != cfg_text]:  # another run's: let it go
+            del _WORKERS[old]
+        _WORKERS[key] = ClientWorker(config_from_yaml(cfg_text, "the server's configuration"),
+                                     node_config)
+    return _WORKERS[key]
+
+
+# ----------------------------------------------------------------------------- client state
+
+def _rounds(context: Context) -> dict[str, int]:
+    meta = context.state.config_records.get(META)
+    if meta is None:
+        return {"committed": -1, "pending": -1}
+    return {"committed": int(meta["committed"]), "pending": int(meta["pending"])}
+
+
+def client_state(context: Context, msg: Message, worker: ClientWorker) -> dict:
+    """This node's kept state for the message's round (see the module docstring)."""
+    if worker.plan.objective not in STATEFUL:
+        return {}
+    accepted = int(msg.content["config"]["accepted-round"])
+    rounds = _rounds(context)
+    device = worker.bundle.device
+    if "restore" in msg.content:
+        state = from_record(msg.content["restore"], worker.initial_state, device)
+        rounds["committed"] = accepted
+    elif rounds["pending"] == accepted and accepted >= 0 and PENDING in context.state:
+        state = from_record(context.state[PENDING], worker.initial_state, device)
+        rounds["committed"] = accepted
+    elif rounds["committed"] == accepted:
+        state = from_record(context.state[STATE], worker.initial_state, device) \
+            if STATE in context.state else {}
+    else:
+        raise RuntimeError(f"client state lost: the server accepted round {accepted}, this "
+                           f"node holds round {rounds['committed']}")
+    if state:
+        context.state[STATE] = to_record(state)
+    context.state[META] = ConfigRecord({"committed": rounds["committed"], "pending": -1})
+    return state
+
+
+def keep_pending(context: Context, round_: int, state: dict) -> None:
+    """Remember the state this round's update gives, until the server accepts it."""
+    context.state[PENDING] = to_record(state)
+    rounds = _rounds(context)
+    context.state[META] = ConfigRecord({"committed": rounds["committed"], "pending": round_})
+
+
+# ----------------------------------------------------------------------------- handlers
+
+def handle_query(msg: Message, context: Context) -> Message:
+    """Who this node is: its partition id (and number of partitions, if configured)."""
+    k, n, _ = node_partition(context.node_config)
+    info = {"partition-id": k}
+    if n is not None:
+        info["num-partitions"] = n
+    return Message(RecordDict({"node": ConfigRecord(info)}), reply_to=msg)
+
+
+def _metrics(update, extra: dict | None = None) -> MetricRecord:
+    m = {"num-examples": int(update.num_examples),
+         "train_loss": float(update.metrics["train_loss"]),
+         "steps": int(update.metrics["steps"]), "partition-id": int(update.client_id)}
+    return MetricRecord({**m, **(extra or {})})
+
+
+def handle_train(msg: Message, context: Context) -> Message:
+    """One round of local training from the server's start state."""
+    conf = msg.content["config"]
+    worker = get_worker(str(conf["config"]), context.node_config)
+    device = worker.bundle.device
+    r, lr = int(conf["round"]), float(conf["lr"])
+    start = from_record(msg.content["arrays"], worker.initial_state, device)
+    extras = {}
+    if "control" in msg.content:
+        extras["control"] = {k: v.float() for k, v in from_record(
+            msg.content["control"], worker.initial_state, device).items()}
+    state = client_state(context, msg, worker)
+    fit = train_round(worker.trainer, worker.cfg, worker.items, worker.k, r, lr, start, extras,
+                      state)
+    if worker.plan.objective in STATEFUL:
+        keep_pending(context, r, fit.client_state)
+    content = RecordDict({"arrays": to_record(fit.update.state),
+                          "metrics": _metrics(fit.update)})
+    delta = fit.update.extras.get("control_delta")
+    if delta is not None:
+        content["control_delta"] = to_record(delta)
+    return Message(content, reply_to=msg)
+
+
+def handle_oneshot(msg: Message, context: Context) -> Message:
+    """A one-shot run's single local training and upload (from the shared initial adapter)."""
+    conf = msg.content["config"]
+    worker = get_worker(str(conf["config"]), context.node_config)
+    client = OneShotClient(worker.cfg, worker.plan, worker.trainer, worker.items, worker.k,
+                           worker.initial_state)
+    upload = client.upload()
+    extra = {"epochs": float(upload.metrics["epochs"]), "held-out": len(client.val_items)}
+    for epochs, loss in upload.metrics.get("val_loss", {}).items():
+        extra[f"val_loss/{epochs:g}"] = float(loss)
+    content = RecordDict({"arrays": to_record(upload.state),
+                          "metrics": _metrics(upload, extra)})
+    return Message(content, reply_to=msg)

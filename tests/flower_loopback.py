@@ -1,0 +1,70 @@
+"""A Flower grid in this process: the ServerApp's messages go straight to a ClientApp, one
+Context per node. For testing the App's logic and protocol without starting processes (the
+deployment itself is tested in test_flower_local.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+# Messages take their run, node and task from the process's identity, which a real ServerApp
+# process gets from its SuperLink; here the test process is the ServerApp.
+TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
+
+
+class LoopbackGrid(Grid):
+    """Nodes ``1..N`` with ``node_configs[i]``; ``dead`` nodes never reply."""
+
+    def __init__(self, client_app, node_configs: list[dict], run_config: dict | None = None):
+        self.client_app = client_app
+        self.contexts = {i + 1: Context(run_id=1, node_id=i + 1, node_config=dict(nc),
+                                        state=RecordDict(), run_config=dict(run_config or {}))
+                         for i, nc in enumerate(node_configs)}
+        self.dead: set[int] = set()
+        self.sent: list[Message] = []
+        self._run = None
+
+    def set_run(self, run) -> None:  # pragma: no cover - not used here
+        self._run = run
+
+    @property
+    def run(self):  # pragma: no cover
+        return self._run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
+                       group_id: str, ttl: float | None = None) -> Message:
+        return Message(content=content, dst_node_id=dst_node_id, message_type=message_type,
+                       group_id=group_id, ttl=ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return [n for n in self.contexts if n not in self.dead]
+
+    def push_messages(self, messages):  # pragma: no cover
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids):  # pragma: no cover
+        raise NotImplementedError
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for msg in messages:
+            self.sent.append(msg)
+            node = msg.metadata.dst_node_id
+            if node in self.dead:
+                continue
+            try:
+                replies.append(self.client_app(msg, self.contexts[node]))
+            except Exception as e:  # a ClientApp that raises: the SuperNode sends an error
+                replies.append(Message(Error(code=1, reason=f"{type(e).__name__}: {e}"),
+                                       reply_to=msg))
+        return replies
+
+    def restart(self, node: int) -> None:
+        """The node's process restarted: its context state is gone."""
+        ctx = self.contexts[node]
+        self.contexts[node] = Context(run_id=ctx.run_id, node_id=node,
+                                      node_config=ctx.node_config, state=RecordDict(),
+                                      run_config=ctx.run_config)
