@@ -55,9 +55,9 @@ class LoopbackGrid(Grid):
             node = msg.metadata.dst_node_id
             if node in self.dead:
                 continue
-            try:
+            try:  # a ClientApp that raises: the SuperNode replies with an error
                 replies.append(self.client_app(msg, self.contexts[node]))
-            except Exception as e:  # a ClientApp that raises: the SuperNode sends an error
+            except Exception as e:  # noqa: BLE001
                 replies.append(Message(Error(code=1, reason=f"{type(e).__name__}: {e}"),
                                        reply_to=msg))
         return replies

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 pytest.importorskip("flwr")
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
-from fedmllm.config import load_config  # noqa: E402
-from fedmllm.runtime import run_experiment  # noqa: E402
+from fedmllm.config import load_config
+from fedmllm.runtime import run_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,7 @@ def test_a_client_that_does_not_reply_is_dropped_and_the_round_goes_on(tmp_path,
     def kill_node_of_partition_1(grid):
         grid.dead.add(2)  # node 2 holds partition 1
 
-    grid, _ = flower_run(tmp_path, "fl.clients_per_round=4",
+    flower_run(tmp_path, "fl.clients_per_round=4",
                          grid_hook=kill_node_of_partition_1)
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     for r in rows:
