@@ -163,6 +163,8 @@ class OneShotRun:
         self.cfg, self.y = s.cfg, s.cfg.fl.yoco
         self.trainer = make_trainer(self.cfg, s.plan, s.bundle)
         self.clients = clients
+        if clients is not None:
+            clients.attach(self)
         self._local: dict[int, OneShotClient] = {}
         self.uploads: dict[int, ClientUpdate] = {}  # client id -> its one upload
         self.updates: list[ClientUpdate] = []  # the uploads in client order, once all are in
