@@ -1,0 +1,1 @@
+"""Echo app for the deployment tests (see ../pyproject.toml)."""
