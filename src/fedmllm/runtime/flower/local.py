@@ -21,6 +21,12 @@ How flwr 1.42 is driven (read from its source, checked on this machine):
   SuperNode in a fresh ``flwr-clientapp`` process (one per message, it exits after replying),
   both started by a ``flower-superexec`` that the SuperLink/SuperNode spawn through ``PATH``:
   we put this interpreter's ``bin/`` first on ``PATH`` so they run in this virtualenv.
+* ``clientapp="warm"`` keeps one ClientApp process per SuperNode for the whole federation
+  instead: the SuperNode runs with ``--isolation process`` and we start, next to it, a
+  worker (``python -m fedmllm.runtime.flower.local clientapp-worker``) that takes the node's
+  tasks one after the other from its Runtime API and calls the ClientApp in-process, so
+  whatever the app keeps in module state (a loaded model) survives from round to round.
+  It reuses flwr 1.42's own task helpers (``flwr.supernode.runtime.run_clientapp``).
 * The ServerApp's stdout/stderr do not reach any file: its SuperExec starts it with
   ``stdout=DEVNULL`` and it uploads its output to the SuperLink, from where ``flwr run --stream``
   / ``flwr log`` print it; ``run_app`` keeps that text in ``logs/run-<k>.log``. ClientApp output
@@ -130,6 +136,7 @@ class _Node:
     node_id: int | None = None
     port: int = 0
     proc: _Proc | None = None
+    worker: _Proc | None = None  # clientapp="warm": the long-lived ClientApp process
     restarts: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -381,7 +388,10 @@ class LocalFederation:
         node_configs: list[dict] | None = None,
         env: dict | None = None,
         start_timeout: float = START_TIMEOUT,
+        clientapp: str = "subprocess",
     ) -> None:
+        if clientapp not in ("subprocess", "warm"):
+            raise ValueError(f"clientapp must be 'subprocess' or 'warm', not {clientapp!r}")
         if num_supernodes < 1:
             raise ValueError("num_supernodes must be at least 1")
         if node_configs is not None and len(node_configs) != num_supernodes:
@@ -399,6 +409,7 @@ class LocalFederation:
         if self.supernode_auth and insecure:
             raise ValueError("SuperNode authentication needs TLS (flwr refuses it with --insecure)")
         self.start_timeout = start_timeout
+        self.clientapp = clientapp
         self.connection = CONNECTION
         self.tls: TlsFiles | None = None
         self.superlink: _Proc | None = None
@@ -603,6 +614,22 @@ class LocalFederation:
             ]
         if node.keys is not None:
             argv += ["--auth-supernode-private-key", str(node.keys.private_key)]
+        if self.clientapp == "warm":
+            argv += ["--isolation", "process"]
+        return argv
+
+    def _worker_argv(self, node: _Node) -> list[str]:
+        assert node.proc is not None and node.proc.pid is not None
+        argv = [
+            sys.executable, "-m", "fedmllm.runtime.flower.local", "clientapp-worker",
+            "--runtime-api-address", f"{HOST}:{node.port}",
+            "--parent-pid", str(node.proc.pid),
+        ]
+        if self.insecure:
+            argv.append("--insecure")
+        else:
+            assert self.tls is not None
+            argv += ["--root-certificates", str(self.tls.ca_cert)]
         return argv
 
     def _node_log(self, node: _Node) -> Path:
@@ -615,6 +642,14 @@ class LocalFederation:
         node.proc = _Proc(f"supernode-{node.partition_id}", self._node_argv(node),
                           self._proc_env(node.home), log)
         _spawn(node.proc, self.dir)
+        if self.clientapp == "warm":
+            # Polls the node's Runtime API (retrying until it is up); exits with the node.
+            node.worker = _Proc(
+                f"clientapp-{node.partition_id}", self._worker_argv(node),
+                self._proc_env(node.home),
+                self.logs_dir / f"clientapp-{node.partition_id}.log",
+            )
+            _spawn(node.worker, self.dir)
         if wait:
             self._wait_nodes([node])
 
@@ -639,6 +674,14 @@ class LocalFederation:
                         f"{node.proc.popen.returncode} during start: {_last_line(text)} "
                         f"(log: {node.proc.log_path})"
                     )
+            for node in nodes:
+                if node.worker is not None and not node.worker.alive():
+                    raise FederationError(
+                        f"ClientApp worker {node.partition_id} exited with code "
+                        f"{node.worker.popen.returncode}: "
+                        f"{_last_line(_log_tail(node.worker.log_path))} "
+                        f"(log: {node.worker.log_path})"
+                    )
             if not pending:
                 break
             if self.superlink is None or not self.superlink.alive():
@@ -662,6 +705,7 @@ class LocalFederation:
                 {
                     "partition_id": n.partition_id,
                     "pid": n.proc.pid if n.proc else None,
+                    "clientapp_worker_pid": n.worker.pid if n.worker else None,
                     "node_id": n.node_id,
                     "runtime_api_port": n.port,
                     "node_config": n.node_config,
@@ -677,6 +721,7 @@ class LocalFederation:
             "flwr_home": str(self.cli_home),
             "ca_cert": str(self.tls.ca_cert) if self.tls else None,
             "superlink_log": str(self.logs_dir / "superlink.log"),
+            "clientapp": self.clientapp,
             "python": sys.executable,
         }
 
@@ -691,7 +736,11 @@ class LocalFederation:
         return proc.pid if proc and proc.alive() else None
 
     def clientapp_pids(self, i: int) -> list[int]:
-        """PIDs of the ``flwr-clientapp`` processes running under SuperNode ``i`` now."""
+        """PIDs of SuperNode ``i``'s ClientApp processes now: the ``flwr-clientapp`` ones
+        working on a message, or the warm worker (always there)."""
+        node = self.nodes[i]
+        if self.clientapp == "warm":
+            return [node.worker.pid] if node.worker and node.worker.alive() else []
         pid = self.supernode_pid(i)
         if pid is None:
             return []
@@ -701,17 +750,17 @@ class LocalFederation:
     def kill_supernode(self, i: int) -> None:
         """SIGKILL SuperNode ``i`` with its SuperExec and ClientApp processes (a crash)."""
         with self._lock:
-            proc = self.nodes[i].proc
-            if proc is None or proc.popen is None:
-                return
-            root = proc.popen.pid
-            tree = _tree(root)
-            _signal_tree(root, tree, signal.SIGKILL,
-                         root_group=proc.popen.poll() is None or bool(tree))
-            try:
-                proc.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                pass
+            for proc in (self.nodes[i].proc, self.nodes[i].worker):
+                if proc is None or proc.popen is None:
+                    continue
+                root = proc.popen.pid
+                tree = _tree(root)
+                _signal_tree(root, tree, signal.SIGKILL,
+                             root_group=proc.popen.poll() is None or bool(tree))
+                try:
+                    proc.popen.wait(timeout=10)
+                except subprocess.TimeoutExpired:  # pragma: no cover
+                    pass
 
     def restart_supernode(self, i: int, timeout: float | None = None) -> None:
         """Stop SuperNode ``i`` if it still runs and start it again (same config and key).
@@ -724,8 +773,9 @@ class LocalFederation:
         """
         with self._lock:
             node = self.nodes[i]
-            if node.proc is not None:
-                _terminate(node.proc)
+            for proc in (node.worker, node.proc):
+                if proc is not None:
+                    _terminate(proc)
             node.restarts += 1
             limit = timeout if timeout is not None else self.start_timeout + HEARTBEAT_LAPSE
             deadline = time.monotonic() + limit
@@ -737,7 +787,9 @@ class LocalFederation:
                 except FederationError:
                     assert node.proc is not None
                     text = _log_tail(node.proc.log_path, node.extra.get("log_offset", 0))
-                    _terminate(node.proc)
+                    for proc in (node.worker, node.proc):
+                        if proc is not None:
+                            _terminate(proc)
                     if _NOT_ACTIVATED not in text or time.monotonic() > deadline:
                         raise
                     time.sleep(3.0)
@@ -798,8 +850,9 @@ class LocalFederation:
         for popen in runs:
             _terminate(_Proc("run", [], {}, Path(os.devnull), popen), grace=2.0)
         for node in self.nodes:
-            if node.proc is not None:
-                _terminate(node.proc)
+            for proc in (node.worker, node.proc):
+                if proc is not None:
+                    _terminate(proc)
         if self.superlink is not None:
             _terminate(self.superlink)
         atexit.unregister(self.stop)
@@ -881,6 +934,7 @@ def start_federation(
     env: dict | None = None,
     supernode_auth: bool | None = None,
     start_timeout: float = START_TIMEOUT,
+    clientapp: str = "subprocess",
 ) -> LocalFederation:
     """Start a SuperLink and ``num_supernodes`` SuperNodes on loopback; return the handle.
 
@@ -888,6 +942,8 @@ def start_federation(
     authentication; ``insecure=True`` for plain HTTP without authentication. SuperNode ``i``
     gets the node config ``partition-id=i num-partitions=N`` updated with ``node_configs[i]``.
     Logs go to ``out_dir/flower/logs/``, the PIDs to ``out_dir/flower/processes.json``.
+    ``clientapp="warm"``: one long-lived ClientApp process per SuperNode (see the module
+    docstring) instead of flwr's one process per message.
     """
     return LocalFederation(
         out_dir,
@@ -897,6 +953,7 @@ def start_federation(
         node_configs=node_configs,
         env=env,
         start_timeout=start_timeout,
+        clientapp=clientapp,
     ).start()
 
 
@@ -910,10 +967,166 @@ def kill_recorded(out_dir: Path) -> list[int]:
     if not path.exists():
         return []
     rec = json.loads(path.read_text(encoding="utf-8"))
-    pids = [rec.get("superlink")] + [n.get("pid") for n in rec.get("supernodes", [])]
+    pids = [rec.get("superlink")]
+    for node in rec.get("supernodes", []):
+        pids += [node.get("pid"), node.get("clientapp_worker_pid")]
     killed = []
     for pid in pids:
-        if isinstance(pid, int) and pid_alive(pid) and "flower-super" in _cmdline(pid):
+        cmd = _cmdline(pid) if isinstance(pid, int) else ""
+        if cmd and pid_alive(pid) and ("flower-super" in cmd or "clientapp-worker" in cmd):
             _signal_tree(pid, _tree(pid), signal.SIGKILL)
             killed.append(pid)
     return killed
+
+
+# ----------------------------------------------------------------------------- warm ClientApp
+
+
+def serve_clientapp_tasks(
+    runtime_api_address: str,
+    *,
+    insecure: bool,
+    root_certificates: str | None = None,
+    parent_pid: int | None = None,
+    poll_interval: float = 0.2,
+) -> None:
+    """Take a SuperNode's ClientApp tasks one by one and run them in this process, forever.
+
+    The SuperNode must run with ``--isolation process`` (it then starts no SuperExec and
+    waits for someone to ask its Runtime API for tasks). Per task this does what flwr 1.42's
+    ``flwr-clientapp`` does (pull the message, context, run and FAB with the task's token,
+    call the ClientApp, push the reply and the context) but does not exit: the ClientApp
+    module, and whatever it caches, is imported once. Exits when ``parent_pid`` dies.
+    """
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest
+    from flwr.supercore.app_utils import start_parent_process_monitor
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+    from flwr.supercore.tls import validate_and_resolve_root_certificates
+
+    if parent_pid is not None:
+        start_parent_process_monitor(parent_pid)  # SIGINT to us when the SuperNode is gone
+    certificates = validate_and_resolve_root_certificates(root_certificates, insecure)
+    client = RuntimeHttpClient.from_server_address(
+        server_address=runtime_api_address,
+        insecure=insecure,
+        root_certificates=certificates,
+        interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+    apps: dict[str, Any] = {}  # FAB hash -> loaded ClientApp
+    print(f"ClientApp worker {os.getpid()} serving {runtime_api_address}", flush=True)
+    try:
+        while True:
+            res = client.AcquireTask(
+                AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
+            )
+            if res.HasField("task") and res.token:
+                _run_clientapp_task(
+                    res.token, runtime_api_address, insecure, certificates, apps
+                )
+            else:
+                time.sleep(poll_interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
+
+
+def _run_clientapp_task(
+    token: str,
+    runtime_api_address: str,
+    insecure: bool,
+    certificates: bytes | None,
+    apps: dict[str, Any],
+) -> None:
+    """One task, as ``flwr.supernode.runtime.run_clientapp.run_clientapp`` minus the exit."""
+    import traceback
+
+    from flwr.app import Error, Message
+    from flwr.cli.install import install_from_fab
+    from flwr.clientapp.client_app import LoadClientAppError
+    from flwr.clientapp.utils import get_load_client_app_fn
+    from flwr.common.constant import ErrorCode, SubStatus
+    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+    from flwr.supercore.interceptors import (
+        RuntimeTokenHttpInterceptor,
+        RuntimeVersionHttpInterceptor,
+    )
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+    from flwr.supernode.runtime.run_clientapp import (
+        pull_task_input,
+        push_message,
+        push_task_output,
+    )
+
+    retry = make_simple_http_retry_invoker()
+    client = RuntimeHttpClient.from_server_address(
+        server_address=runtime_api_address,
+        insecure=insecure,
+        root_certificates=certificates,
+        interceptors=[
+            RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
+            RuntimeTokenHttpInterceptor(token),
+        ],
+        retry_invoker=retry,
+    )
+    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    heartbeat.start()
+    message = context = reply = None
+    sub_status, details = SubStatus.FAILED, "ClientApp task failed due to unknown reason"
+    try:
+        message, context, run, fab = pull_task_input(client)
+        if fab.hash_str not in apps:
+            install_from_fab(fab.content, skip_prompt=True)  # no-op when already unpacked
+            load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
+            apps[fab.hash_str] = load(run.fab_id, run.fab_version, fab.hash_str)
+        reply = apps[fab.hash_str](message=message, context=context)
+        sub_status, details = SubStatus.COMPLETED, ""
+    except Exception as ex:  # noqa: BLE001 - reported to the ServerApp as an error reply
+        traceback.print_exc()
+        details = f"{type(ex)}:<'{ex}'>"
+        code = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+        if isinstance(ex, LoadClientAppError):
+            code = ErrorCode.LOAD_CLIENT_APP_EXCEPTION
+        if message is not None:
+            reply = Message(Error(code=code, reason=details), reply_to=message)
+    finally:
+        try:
+            if reply is not None and context is not None:
+                push_message(client, reply, context)
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+        retry.max_tries = 1
+        push_task_output(client=client, context=context, sub_status=sub_status,
+                         details=details)
+        heartbeat.stop()
+        client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fedmllm.runtime.flower.local clientapp-worker --runtime-api-address ...``"""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m fedmllm.runtime.flower.local")
+    sub = parser.add_subparsers(dest="command", required=True)
+    worker = sub.add_parser("clientapp-worker", help="a long-lived ClientApp for one SuperNode")
+    worker.add_argument("--runtime-api-address", required=True)
+    worker.add_argument("--insecure", action="store_true")
+    worker.add_argument("--root-certificates", default=None)
+    worker.add_argument("--parent-pid", type=int, default=None)
+    args = parser.parse_args(argv)
+    serve_clientapp_tasks(
+        args.runtime_api_address,
+        insecure=args.insecure,
+        root_certificates=args.root_certificates,
+        parent_pid=args.parent_pid,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
