@@ -12,11 +12,20 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 app = ClientApp()
+# Messages this process has answered: 1 every time under flwr's one-process-per-message,
+# counting up under a long-lived ClientApp process (fedmllm's clientapp="warm").
+_CALLS = 0
 
 
 @app.query()
 def echo(msg: Message, context: Context) -> Message:
-    sleep = float(context.run_config.get("client-sleep", 0.0))
+    global _CALLS
+    _CALLS += 1
+    cfg = context.run_config
+    partition = int(context.node_config["partition-id"])
+    if (partition, msg.metadata.group_id) == (cfg["fail-partition"], str(cfg["fail-round"])):
+        raise RuntimeError(f"echo: failing on purpose (partition {partition})")
+    sleep = float(cfg.get("client-sleep", 0.0))
     if sleep > 0:
         time.sleep(sleep)
     arrays = msg.content.array_records["arrays"].to_numpy_ndarrays()
@@ -25,9 +34,10 @@ def echo(msg: Message, context: Context) -> Message:
             "arrays": ArrayRecord([a + 1 for a in arrays]),
             "info": MetricRecord(
                 {
-                    "partition-id": int(context.node_config["partition-id"]),
+                    "partition-id": partition,
                     "num-partitions": int(context.node_config.get("num-partitions", -1)),
                     "pid": os.getpid(),
+                    "calls": _CALLS,
                 }
             ),
             "node": ConfigRecord(

@@ -61,7 +61,8 @@ def main(grid: Grid, context: Context) -> None:
             entry["replies"].append(
                 {"node_id": src, "partition_id": int(info["partition-id"]),
                  "num_partitions": int(info["num-partitions"]),
-                 "pid": int(info["pid"]), "array_ok": ok, "node_config": node_config,
+                 "pid": int(info["pid"]), "calls": int(info["calls"]), "array_ok": ok,
+                 "node_config": node_config,
                  "python": node["python"], "app_file": node["app-file"],
                  "fedmllm": node["fedmllm"]}
             )
