@@ -231,3 +231,31 @@ def test_killed_supernode_does_not_hang_the_run(tmp_path):
         assert res.timed_out
         assert res.status in ("finished:stopped", "timeout"), res.status
         assert time.monotonic() - t0 < 60
+
+
+@pytest.mark.slow
+def test_warm_clientapp_is_one_process_per_supernode(tmp_path):
+    """clientapp="warm": the same ClientApp process answers every round (module state kept),
+    and an exception in the ClientApp is an error reply, not the end of the process."""
+    with start_federation(tmp_path, 2, insecure=True, clientapp="warm") as fed:
+        rec = json.loads((tmp_path / "flower" / "processes.json").read_text())
+        workers = [n["clientapp_worker_pid"] for n in rec["supernodes"]]
+        assert all(pid_alive(p) for p in workers)
+        res, data = _echo(fed, tmp_path, "warm", rounds=3, **{
+            "fail-partition": 1, "fail-round": 1, "require-all": False})
+        assert res.ok, (res.status, res.details, res.log_text[-2000:])
+        first, *rest = data["rounds"]
+        assert [r["partition_id"] for r in first["replies"]] == [0]
+        assert [e["node_id"] for e in first["errors"]] == [fed.nodes[1].node_id]
+        assert "failing on purpose" in first["errors"][0]["reason"]
+        for rnd in rest:
+            assert rnd["missing"] == [] and rnd["errors"] == []
+            by_partition = {r["partition_id"]: r for r in rnd["replies"]}
+            assert {p: by_partition[p]["pid"] for p in (0, 1)} == dict(enumerate(workers))
+        # One process, counting its messages: partition 0 answered 3, partition 1 three too
+        # (the failed call counts).
+        assert [r["calls"] for r in sorted(rest[-1]["replies"], key=lambda r: r["partition_id"])
+                ] == [3, 3]
+        pids = _recorded_pids(tmp_path) + workers
+    _assert_gone(pids)
+    assert _ours_alive(tmp_path) == []
