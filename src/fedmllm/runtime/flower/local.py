@@ -30,7 +30,19 @@ How flwr 1.42 is driven (read from its source, checked on this machine):
 * The ServerApp's stdout/stderr do not reach any file: its SuperExec starts it with
   ``stdout=DEVNULL`` and it uploads its output to the SuperLink, from where ``flwr run --stream``
   / ``flwr log`` print it; ``run_app`` keeps that text in ``logs/run-<k>.log``. ClientApp output
-  goes to its SuperNode's log.
+  goes to its SuperNode's log (``clientapp-<i>.log`` for the warm worker).
+* Run and node configs are passed as TOML files (``--run-config f.toml``, ``--node-config
+  f.toml``: flwr reads a single ``*.toml`` argument as a file), so no value needs shell or
+  ``key="value"`` quoting. Run-config keys must exist in the app's ``[tool.flwr.app.config]``
+  (flwr raises only later, in the ServerApp and in every SuperNode), so ``submit_app`` checks.
+* A SIGKILLed SuperNode stays "online" for the SuperLink until its heartbeat lapses (flwr
+  1.42: 30 s interval, offline after 2 x 30 s); messages to it then get an error reply
+  ``NODE_UNAVAILABLE`` (code 5) whose ``src_node_id`` is 1, the SuperLink, so map errors to
+  nodes through ``reply_to_message_id``. A ServerApp that waits with a timeout sees the reply
+  missing sooner; ``AppRun.wait``'s own timeout ends the run with ``flwr stop``.
+* Latency floors of flwr 1.42 (fixed in its code): an idle SuperNode asks for messages every
+  3 s, ``Grid.send_and_receive`` looks for replies every 3 s, a SuperExec asks for tasks every
+  1 s (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``); so a round takes 3-6 s even for an echo.
 """
 
 from __future__ import annotations
