@@ -11,7 +11,7 @@ from fixtures_data import make_hateful
 from fedmllm.cli import build_parser, main
 
 COMMANDS = [[], ["run"], ["config"], ["config", "show"], ["model"], ["model", "build"],
-            ["prepare"], ["data"], ["data", "stats"], ["eval"]]
+            ["prepare"], ["data"], ["data", "stats"], ["eval"], ["flower"], ["flower", "local"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "top")

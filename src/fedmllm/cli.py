@@ -17,9 +17,9 @@ from .errors import CheckpointError, ModelError, OutputError
 class RunStopped(Exception):
     """A run that started and then stopped on a user-facing error (its folder is unfinished)."""
 
-    def __init__(self, message: str, folder) -> None:
+    def __init__(self, message: str, folder, resume: str = "fedmllm run --resume") -> None:
         super().__init__(message)
-        self.message, self.folder = message, folder
+        self.message, self.folder, self.resume = message, folder, resume
 
 
 def _quiet_libraries() -> None:
@@ -83,8 +83,12 @@ def cmd_run(args) -> int:
         if e.filename is None:
             raise
         raise RunStopped(f"{e.filename}: {e.strerror}", folder.path) from None
-    final = result.final["final"]
-    totals = result.final["totals"]
+    _print_summary(console, result.final, result.out_dir)
+    return 0
+
+
+def _print_summary(console, summary: dict, out_dir) -> None:
+    final, totals = summary["final"], summary["totals"]
     acc = final.get("accuracy")
     line = f"final test accuracy {acc:.4f}" if isinstance(acc, float) else "finished"
     if "accuracy_std" in final:
@@ -96,7 +100,42 @@ def cmd_run(args) -> int:
     console.print(line, markup=False)
     console.print(f"uploaded {totals['bytes_uploaded'] / 1e6:.2f} MB, downloaded "
                   f"{totals['bytes_downloaded'] / 1e6:.2f} MB, training "
-                  f"{totals['train_seconds']:.1f} s; outputs in {result.out_dir}", markup=False)
+                  f"{totals['train_seconds']:.1f} s; outputs in {out_dir}", markup=False)
+
+
+def cmd_flower_local(args) -> int:
+    from .runtime import load_resume_config
+    from .runtime.outputs import RunFolder
+
+    overrides = list(args.overrides)
+    if args.resume:
+        if args.config or args.overwrite:
+            raise ConfigError("--resume continues a run with its own config.yaml; it takes no "
+                              "--config or --overwrite")
+        cfg = load_resume_config(args.resume, overrides)
+        if RunFolder(args.resume).finished:
+            print(f"{args.resume}: this run has finished (summary.json); nothing to resume")
+            return 0
+    else:
+        cfg = load_config(args.config, [f"fl.num_clients={args.supernodes}", *overrides])
+    from .engine.factory import plan_run
+    from .runtime.flower.launch import run_local
+
+    plan_run(cfg)  # every mistake before a process starts
+    console = _console()
+    try:
+        summary = run_local(cfg, args.supernodes, console, resume=args.resume,
+                            overwrite=args.overwrite, insecure=args.insecure,
+                            clientapp=args.clientapp, data_dir=args.data_dir,
+                            timeout=args.timeout)
+    except KeyboardInterrupt:
+        print(f"fedmllm: interrupted; continue with: fedmllm flower local --supernodes "
+              f"{args.supernodes} --resume {cfg.output.dir}", file=sys.stderr)
+        return 130
+    except (ModelError, DataError, OutputError, CheckpointError) as e:
+        raise RunStopped(str(e), cfg.output.dir, f"fedmllm flower local --supernodes "
+                                                 f"{args.supernodes} --resume") from None
+    _print_summary(console, summary, cfg.output.dir)
     return 0
 
 
@@ -156,6 +195,9 @@ def cmd_eval(args) -> int:
 
     _quiet_libraries()
     return run_eval(args, _console())
+
+
+CLIENTAPP_MODES = ("warm", "subprocess")  # fedmllm.runtime.flower.launch, without importing it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,6 +308,35 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="output folder")
     e.set_defaults(func=cmd_eval)
 
+    fl = sub.add_parser("flower", help="run over Flower (federations across processes/machines)",
+                        description="Run fedmllm as a Flower App.")
+    flsub = fl.add_subparsers(dest="flower_command", metavar="SUBCOMMAND", required=True)
+    fll = flsub.add_parser(
+        "local", help="a run over a SuperLink and N SuperNodes started on this machine",
+        description="Start one Flower SuperLink and N SuperNodes on loopback (TLS and SuperNode "
+                    "authentication unless --insecure), run the experiment over them with "
+                    "'flwr run', write the same outputs as 'fedmllm run', and stop every "
+                    "process it started (recorded in <output.dir>/flower/processes.json). "
+                    "SuperNode i holds client i: fl.num_clients is set to N.")
+    fll.add_argument("--supernodes", type=int, required=True, metavar="N",
+                     help="number of SuperNodes (= clients)")
+    fll.add_argument("--insecure", action="store_true",
+                     help="plain HTTP, no SuperNode authentication")
+    fll.add_argument("--clientapp", choices=CLIENTAPP_MODES, default="warm",
+                     help="warm (default): one ClientApp process per SuperNode for the whole "
+                          "run, the model loaded once; subprocess: Flower's default, a new "
+                          "process per message")
+    fll.add_argument("--data-dir", help="a folder written by 'fedmllm prepare': SuperNode i "
+                                        "reads its client_i.json")
+    fll.add_argument("--config", help="TOML or YAML config file")
+    fll.add_argument("--resume", metavar="DIR", help="continue the unfinished run in DIR")
+    fll.add_argument("--overwrite", action="store_true",
+                     help="replace the run already in output.dir")
+    fll.add_argument("--timeout", type=float, default=24 * 3600.0,
+                     help="seconds before the run is stopped (default: a day)")
+    fll.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    fll.set_defaults(func=cmd_flower_local)
+
     m = sub.add_parser("model", help="the built-in offline model",
                        description="Build and inspect the built-in offline model.")
     msub = m.add_subparsers(dest="model_command", metavar="SUBCOMMAND", required=True)
@@ -297,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     except RunStopped as e:
         print(f"fedmllm: error: {e.message}", file=sys.stderr)
         print(f"fedmllm: the run in {e.folder} is unfinished; after fixing the cause, continue "
-              f"it with: fedmllm run --resume {e.folder}", file=sys.stderr)
+              f"it with: {e.resume} {e.folder}", file=sys.stderr)
         return 2
     except (ConfigError, ModelError, DataError, OutputError, CheckpointError) as e:
         print(f"fedmllm: error: {e}", file=sys.stderr)

@@ -71,8 +71,7 @@ def build_driver(cfg: Config, console=None, *, resume: bool = False, overwrite: 
     """
     plan, folder = started or start_run(cfg, resume=resume, overwrite=overwrite)
     session = Session(cfg, plan, folder, console=console, bundle=bundle, data=data)
-    if not resume:
-        session.save_data_manifest()
+    session.save_data_manifest()
     if plan.oneshot:
         from .oneshot import OneShotRun
 

@@ -2,7 +2,8 @@
 
 A run folder holds ``run.json`` (its status), ``config.yaml``, ``data_manifest.json``,
 ``metrics.jsonl``, ``checkpoint/`` and, once finished, ``summary.json``, ``adapter/`` and
-``metrics.png``. The status is ``running`` while a process works on it, ``interrupted``
+``metrics.png``. The status is ``launching`` while ``fedmllm flower local`` starts the processes
+that will run it, ``running`` while a process works on it, ``interrupted``
 (Ctrl-C) or ``failed`` (an error) when it stopped early, and ``finished`` once ``summary.json``
 is written; a run killed outright stays ``running`` with a process id that no longer exists.
 

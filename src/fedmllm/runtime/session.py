@@ -115,7 +115,9 @@ class Session:
                 "lora": dataclasses.asdict(p.lora)}
 
     def save_data_manifest(self) -> None:
-        """What data each client holds, beside the outputs."""
+        """What data each client holds, beside the outputs (once)."""
+        if (self.out / "data_manifest.json").is_file():
+            return
         atomic_write_json(self.out / "data_manifest.json", self.data.manifest)
 
     def evaluate(self, state: dict[str, torch.Tensor], return_predictions: bool = False) -> dict:

@@ -19,7 +19,9 @@ arrays that crossed the wire.
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from pathlib import Path
 
 import torch
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
@@ -72,8 +74,8 @@ class GridClients:
         new = [n for n in self.grid.get_node_ids() if n not in self.known]
         if not new:
             return
-        msgs = [self.grid.create_message(RecordDict({}), MessageType.QUERY, n, "who")
-                for n in new]
+        msgs = [Message(RecordDict({}), dst_node_id=n, message_type=MessageType.QUERY,
+                        group_id="who") for n in new]
         for reply in self.grid.send_and_receive(msgs, timeout=QUERY_TIMEOUT):
             node = reply.metadata.src_node_id
             if reply.has_error():
@@ -112,8 +114,8 @@ class GridClients:
             records["config"] = ConfigRecord({
                 "config": self.cfg_text, "round": round_, "lr": float(lr),
                 "accepted-round": self.accepted_round.get(k, -1)})
-            messages.append(self.grid.create_message(RecordDict(records), MessageType.TRAIN,
-                                                     node, str(round_)))
+            messages.append(Message(RecordDict(records), dst_node_id=node,
+                                    message_type=MessageType.TRAIN, group_id=str(round_)))
         replies = self.grid.send_and_receive(messages, timeout=self.cfg.fl.round_timeout)
         by_partition, up = {}, 0
         partition_of = {node: k for k, node in self.nodes.items()}
@@ -167,8 +169,9 @@ class GridClients:
             node = self.nodes.get(k)
             if node is not None:
                 content = RecordDict({"config": ConfigRecord({"config": self.cfg_text})})
-                messages.append(self.grid.create_message(content, f"{MessageType.TRAIN}.oneshot",
-                                                         node, "oneshot"))
+                messages.append(Message(content, dst_node_id=node,
+                                        message_type=f"{MessageType.TRAIN}.oneshot",
+                                        group_id="oneshot"))
         t0 = time.perf_counter()
         replies = self.grid.send_and_receive(messages, timeout=self.cfg.fl.round_timeout)
         partition_of = {node: k for k, node in self.nodes.items()}
@@ -212,8 +215,16 @@ def _received(record, template: dict, device, float32: bool = False) -> dict:
     return state
 
 
-def serve(grid: Grid, run_config: dict) -> None:
-    """The ServerApp: run the configuration in ``run_config`` over ``grid`` to the end."""
+def serve(grid: Grid, run_config: dict, console=None) -> None:
+    """The ServerApp: run the configuration in ``run_config`` over ``grid`` to the end.
+
+    ``resume=true`` continues the run folder ``output.dir`` with its own ``config.yaml`` (from
+    its last checkpoint, or from the start when ``fedmllm flower local`` has just opened it).
+    Round lines go to ``console`` (standard output by default, which Flower forwards to
+    ``flwr run --stream`` / ``flwr log``).
+    """
+    from rich.console import Console
+
     from .. import load_resume_config, run_experiment
     from .appconfig import config_from_run
 
@@ -223,6 +234,14 @@ def serve(grid: Grid, run_config: dict) -> None:
             from ...config import ConfigError
 
             raise ConfigError("resume: set output.dir to the run folder to resume")
-        cfg = load_resume_config(cfg.output.dir)
-    result = run_experiment(cfg, resume=resume, overwrite=overwrite, clients=GridClients(grid))
-    log.info("fedmllm: finished; outputs in %s", result.out_dir)
+        # round lines on: the ServerApp's output is not a terminal, so no progress bar shows
+        cfg = load_resume_config(cfg.output.dir, ["output.progress=true"])
+    if console is None:
+        console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+    going_on = resume and (Path(cfg.output.dir) / "checkpoint").is_dir()
+    console.print(f"fedmllm ServerApp: {'resuming' if going_on else 'starting'} "
+                  f"{cfg.fl.algorithm} in {cfg.output.dir or '(a new folder under runs/)'}",
+                  markup=False)
+    result = run_experiment(cfg, console=console, resume=resume, overwrite=overwrite,
+                            clients=GridClients(grid))
+    console.print(f"fedmllm ServerApp: finished; outputs in {result.out_dir}", markup=False)

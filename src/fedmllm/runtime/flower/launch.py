@@ -1,0 +1,138 @@
+"""``fedmllm flower local``: a whole run over a Flower federation on this machine.
+
+The command checks the configuration and opens the run folder exactly as ``fedmllm run`` does
+(nothing is started for a configuration with a mistake), starts one SuperLink and N SuperNodes
+on loopback (:mod:`.local`: TLS and SuperNode authentication by default), submits the app with
+``flwr run`` and follows the ServerApp's output, then stops every process it started, also on
+Ctrl-C or an error. The ServerApp opens the folder the command prepared (``resume=true``: from
+its last checkpoint, or from the start), so ``--resume DIR`` after a crash continues from the
+checkpoint the ServerApp wrote.
+
+The app is submitted from a folder written under ``<output.dir>/flower/app/``: a
+``pyproject.toml`` with ``[tool.flwr.app]`` (components and the run-config table) and no
+code, since every process imports the installed fedmllm. This works the same for an editable
+and a regular install.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ... import __version__
+from ...config import Config, ConfigError
+from ...errors import OutputError
+from ...files import atomic_write_text
+from ..outputs import RunFolder, default_dir
+from .appconfig import as_toml, flower_defaults
+
+#: How a SuperNode runs its ClientApp: ``warm`` = one process per SuperNode for the whole run
+#: (the model loads once); ``subprocess`` = flwr's default, a new process per message.
+CLIENTAPP_MODES = ("warm", "subprocess")
+
+
+def write_app(folder: Path) -> Path:
+    """A Flower App folder for the installed fedmllm (``pyproject.toml`` only)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = "\n".join([
+        "[build-system]", 'requires = ["setuptools>=68"]',
+        'build-backend = "setuptools.build_meta"', "",
+        "[project]", 'name = "fedmllm"', f'version = "{__version__}"',
+        'description = "fedmllm as a Flower App (the installed package runs it)"',
+        'license = "Apache-2.0"', "",
+        "[tool.flwr.app]", 'publisher = "fedmllm"', 'fab-include = ["pyproject.toml"]', "",
+        "[tool.flwr.app.components]",
+        'serverapp = "fedmllm.runtime.flower.app:server_app"',
+        'clientapp = "fedmllm.runtime.flower.app:client_app"', "",
+        "[tool.flwr.app.config]", as_toml(flower_defaults()), ""])
+    atomic_write_text(folder / "pyproject.toml", text)
+    return folder
+
+
+def open_folder(cfg: Config, supernodes: int, *, resume: str | None, overwrite: bool
+                ) -> RunFolder:
+    """Check ``cfg`` and open its run folder (absolute path) for the ServerApp."""
+    from .. import start_run
+    from .local import kill_recorded
+
+    if cfg.fl.num_clients != supernodes:
+        raise ConfigError(f"fl.num_clients: {cfg.fl.num_clients}, but --supernodes "
+                          f"{supernodes}: every SuperNode is one client (partition)")
+    if resume:
+        _, folder = start_run(cfg, resume=True)
+        kill_recorded(folder.path)  # processes a crashed launcher left behind
+    else:
+        path = Path(cfg.output.dir) if cfg.output.dir else default_dir(cfg)
+        cfg.output.dir = str(path.resolve())
+        _, folder = start_run(cfg, overwrite=overwrite)
+    folder.mark("launching")  # the ServerApp process takes it over
+    return folder
+
+
+def run_local(cfg: Config, supernodes: int, console, *, resume: str | None = None,
+              overwrite: bool = False, insecure: bool = False, clientapp: str = "warm",
+              data_dir: str | None = None, timeout: float = 24 * 3600.0) -> dict:
+    """Run ``cfg`` over a loopback federation of ``supernodes`` nodes; its ``summary.json``.
+
+    Raises :class:`~fedmllm.errors.OutputError` when the run does not finish (the message
+    names the log to read); the folder then stays resumable.
+    """
+    from .local import start_federation
+
+    folder = open_folder(cfg, supernodes, resume=resume, overwrite=overwrite)
+    out = folder.path
+    console.print(f"fedmllm flower local — {'resuming' if resume else 'starting'} in {out} "
+                  f"({supernodes} SuperNodes, {'insecure' if insecure else 'TLS'}, "
+                  f"ClientApp {clientapp})", markup=False)
+    nodes = [{"data-dir": str(Path(data_dir).resolve())} for _ in range(supernodes)] \
+        if data_dir else None
+    app = write_app(out / "flower" / "app")
+    try:
+        with start_federation(out, supernodes, insecure=insecure, clientapp=clientapp,
+                              node_configs=nodes) as fed:
+            run = fed.submit_app(app, {"resume": True, "output.dir": str(out)})
+            _follow(run, console)
+            result = run.wait(timeout)
+    except KeyboardInterrupt:
+        _mark(folder, "interrupted")
+        raise
+    summary = out / "summary.json"
+    if not result.ok or not summary.is_file():
+        status = folder.status().get("status")
+        if status in (None, "launching", "running"):
+            _mark(folder, "failed", error=f"Flower run {result.status}")
+        raise OutputError(f"the Flower run ended {result.status} ({result.details}); its "
+                          f"output is in {result.log_path}")
+    return json.loads(summary.read_text())
+
+
+def _mark(folder: RunFolder, status: str, **extra) -> None:
+    try:
+        folder.mark(status, **extra)
+    except OutputError:
+        pass
+
+
+def _follow(run, console, poll: float = 0.5) -> None:
+    """Print the ServerApp's output as ``flwr run --stream`` writes it, until it ends."""
+    path, offset, pending = run.proc.log_path, 0, ""
+    while True:
+        alive = run.proc.alive()
+        try:
+            with path.open("rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+        except OSError:
+            chunk = b""
+        offset += len(chunk)
+        pending += chunk.decode("utf-8", errors="replace")
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            if line.strip():
+                console.print(line.rstrip(), markup=False)
+        if not alive:
+            if pending.strip():
+                console.print(pending.rstrip(), markup=False)
+            return
+        time.sleep(poll)
