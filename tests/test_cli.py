@@ -11,7 +11,8 @@ from fixtures_data import make_hateful
 from fedmllm.cli import build_parser, main
 
 COMMANDS = [[], ["run"], ["config"], ["config", "show"], ["model"], ["model", "build"],
-            ["prepare"], ["data"], ["data", "stats"], ["eval"], ["flower"], ["flower", "local"]]
+            ["prepare"], ["data"], ["data", "stats"], ["eval"], ["flower"], ["flower", "local"],
+            ["flower", "certs"], ["flower", "node-key"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "top")
@@ -246,3 +247,21 @@ def test_ctrl_c_marks_the_run_interrupted_and_says_how_to_resume(tmp_path, tiny_
     assert rc == 130
     assert f"continue with: fedmllm run --resume {out}" in capsys.readouterr().err
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_flower_certs_and_node_keys_are_made_offline(tmp_path, capsys):
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+    certs = tmp_path / "certs"
+    assert main(["flower", "certs", "--out", str(certs), "--host", "10.0.0.5",
+                 "--host", "link.example.org"]) == 0
+    cert = x509.load_pem_x509_certificate((certs / "server.crt").read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} == {"10.0.0.5"}
+    assert sans.get_values_for_type(x509.DNSName) == ["link.example.org"]
+    assert (certs / "server.key").stat().st_mode & 0o077 == 0
+    assert main(["flower", "certs", "--out", str(certs), "--host", "x"]) == 2  # not empty
+    assert main(["flower", "node-key", "--out", str(tmp_path / "keys"), "--name", "site-0"]) == 0
+    load_ssh_public_key((tmp_path / "keys" / "site-0.pub").read_bytes())
+    assert "flwr supernode register" in capsys.readouterr().out

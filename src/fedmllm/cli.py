@@ -103,6 +103,36 @@ def _print_summary(console, summary: dict, out_dir) -> None:
                   f"{totals['train_seconds']:.1f} s; outputs in {out_dir}", markup=False)
 
 
+def cmd_flower_certs(args) -> int:
+    from pathlib import Path
+
+    from .runtime.flower.certs import generate_tls_files
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise OutputError(f"{out}: not empty (pass --overwrite to replace its certificates)")
+    files = generate_tls_files(out, tuple(args.host), days=args.days)
+    print(f"wrote {files.ca_cert} (give it to every SuperNode and to flwr), {files.server_cert} "
+          f"and {files.server_key} (the SuperLink's), valid {args.days} days for "
+          f"{', '.join(args.host)}")
+    return 0
+
+
+def cmd_flower_node_key(args) -> int:
+    from pathlib import Path
+
+    from .runtime.flower.certs import generate_node_keys
+
+    out = Path(args.out)
+    if (out / args.name).exists() and not args.overwrite:
+        raise OutputError(f"{out / args.name}: exists (pass --overwrite to replace it)")
+    keys = generate_node_keys(out, args.name)
+    print(f"wrote {keys.private_key} (stays on the SuperNode: --auth-supernode-private-key) and "
+          f"{keys.public_key} (register it: flwr supernode register {keys.public_key} "
+          "<connection>)")
+    return 0
+
+
 def cmd_flower_local(args) -> int:
     from .runtime import load_resume_config
     from .runtime.outputs import RunFolder
@@ -336,6 +366,24 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds before the run is stopped (default: a day)")
     fll.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     fll.set_defaults(func=cmd_flower_local)
+    flc = flsub.add_parser(
+        "certs", help="a CA and a SuperLink TLS certificate, made offline",
+        description="Write ca.crt, ca.key, server.crt and server.key (EC P-256) to OUT: the "
+                    "SuperLink serves server.crt; SuperNodes and 'flwr' trust ca.crt.")
+    flc.add_argument("--out", required=True, help="output folder")
+    flc.add_argument("--host", action="append", required=True,
+                     help="an IP address or DNS name the certificate is valid for (repeat)")
+    flc.add_argument("--days", type=int, default=365)
+    flc.add_argument("--overwrite", action="store_true")
+    flc.set_defaults(func=cmd_flower_certs)
+    flk = flsub.add_parser(
+        "node-key", help="a SuperNode authentication key pair, made offline",
+        description="Write OUT/NAME (private, OpenSSH) and OUT/NAME.pub (to register with "
+                    "'flwr supernode register').")
+    flk.add_argument("--out", required=True, help="output folder")
+    flk.add_argument("--name", required=True, help="file name, e.g. site-0")
+    flk.add_argument("--overwrite", action="store_true")
+    flk.set_defaults(func=cmd_flower_node_key)
 
     m = sub.add_parser("model", help="the built-in offline model",
                        description="Build and inspect the built-in offline model.")

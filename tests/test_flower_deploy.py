@@ -1,0 +1,145 @@
+"""fedmllm over a real Flower deployment on loopback (SuperLink + 2 SuperNodes, processes).
+
+- ``fedmllm flower local`` with TLS: the ServerApp killed with SIGKILL after round 1's
+  checkpoint, then ``--resume``: the final adapter equals the in-process simulation's (SCAFFOLD,
+  so the clients' own state and its restore after the resume are exercised too), and no
+  process is left behind.
+- FedAvg and FedAdam through one federation give the simulation's adapters.
+- A SuperNode killed with SIGKILL during a round: the round ends at ``fl.round_timeout`` with
+  the reply that arrived, ``metrics.jsonl`` records the dropped client, and the restarted node
+  trains again in the next round.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+pytest.importorskip("flwr")
+
+from fedmllm.config import load_config
+from fedmllm.runtime import run_experiment
+
+pytestmark = pytest.mark.slow
+
+BASE = ["model.preset=tiny", "train.device=cpu", "model.dtype=float32", "lora.dropout=0.1",
+        "fl.num_clients=2", "fl.clients_per_round=2", "fl.local_steps=2", "fl.rounds=2",
+        "data.train_size=48", "data.test_size=8", "eval.every=2", "eval.views=[image_text]",
+        "output.plot=false", "output.progress=false"]
+
+
+def simulated(out, *extra):
+    run_experiment(load_config(None, [*BASE, *extra, f"output.dir={out}"]))
+    return load_file(out / "adapter" / "adapter_model.safetensors")
+
+
+def max_difference(out, reference):
+    got = load_file(out / "adapter" / "adapter_model.safetensors")
+    assert got.keys() == reference.keys()
+    return max(float((got[k] - reference[k]).abs().max()) for k in got)
+
+
+def rows(out):
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def recorded_pids(out):
+    rec = json.loads((out / "flower" / "processes.json").read_text())
+    pids = [rec["superlink"]]
+    for node in rec["supernodes"]:
+        pids += [node["pid"], node.get("clientapp_worker_pid")]
+    return [p for p in pids if p]
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is gone for our purpose
+        return f.read().split(") ")[-1][0] != "Z"
+
+
+def fedmllm(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "fedmllm.cli", *args], capture_output=True,
+                          text=True, timeout=900, env={**os.environ, **(env or {})},
+                          check=False)
+
+
+def test_flower_local_killed_server_resumes_to_the_simulated_adapter(tmp_path, tiny_dir):
+    out = tmp_path / "flower"
+    args = ["flower", "local", "--supernodes", "2", *BASE, "fl.algorithm=scaffold",
+            f"output.dir={out}"]
+    first = fedmllm(*args, env={"FEDMLLM_FAILPOINT": "round_checkpointed:1"})
+    assert first.returncode == 2, first.stdout + first.stderr
+    assert f"--resume {out}" in first.stderr
+    assert (out / "checkpoint" / "000001").is_dir() and not (out / "summary.json").exists()
+    assert len(rows(out)) == 1
+    time.sleep(0.5)
+    assert not any(alive(p) for p in recorded_pids(out))
+    second = fedmllm("flower", "local", "--supernodes", "2", "--resume", str(out))
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "round" in second.stdout and "finished" in second.stdout
+    assert [r["round"] for r in rows(out)] == [1, 2]
+    assert json.loads((out / "summary.json").read_text())["totals"]["resumed_after_rounds"] == [1]
+    # TLS and SuperNode authentication were on
+    assert (out / "flower" / "certs" / "ca.crt").is_file()
+    assert max_difference(out, simulated(tmp_path / "sim", "fl.algorithm=scaffold")) <= 1e-5
+    time.sleep(0.5)
+    assert not any(alive(p) for p in recorded_pids(out))
+
+
+def test_fedavg_and_fedadam_over_one_federation_match_the_simulation(tmp_path, tiny_dir):
+    from fedmllm.runtime.flower.launch import open_folder, write_app
+    from fedmllm.runtime.flower.local import start_federation
+
+    with start_federation(tmp_path / "fed", 2, insecure=True, clientapp="warm") as fed:
+        app = write_app(tmp_path / "fed" / "flower" / "app")
+        for algorithm in ("fedavg", "fedadam"):
+            out = tmp_path / algorithm
+            cfg = load_config(None, [*BASE, f"fl.algorithm={algorithm}", f"output.dir={out}"])
+            open_folder(cfg, 2, resume=None, overwrite=False)
+            result = fed.run_app(app, {"resume": True, "output.dir": str(out)}, timeout=600)
+            assert result.ok, result.log_text[-2000:]
+            reference = simulated(tmp_path / f"sim-{algorithm}", f"fl.algorithm={algorithm}")
+            assert max_difference(out, reference) <= 1e-5
+            fl_rows, sim_rows = rows(out), rows(tmp_path / f"sim-{algorithm}")
+            assert [r["train_loss"] for r in fl_rows] == [r["train_loss"] for r in sim_rows]
+
+
+def test_a_killed_supernode_is_dropped_and_rejoins(tmp_path, tiny_dir):
+    from fedmllm.runtime.flower.launch import open_folder, write_app
+    from fedmllm.runtime.flower.local import start_federation
+
+    out = tmp_path / "run"
+    cfg = load_config(None, [*BASE, "fl.rounds=3", "fl.round_timeout=20", "eval.every=3",
+                             f"output.dir={out}"])
+    with start_federation(tmp_path / "fed", 2, insecure=True, clientapp="warm") as fed:
+        app = write_app(tmp_path / "fed" / "flower" / "app")
+        open_folder(cfg, 2, resume=None, overwrite=False)
+        run = fed.submit_app(app, {"resume": True, "output.dir": str(out)})
+        deadline = time.time() + 300
+        while not (out / "metrics.jsonl").is_file() or not rows(out):
+            assert time.time() < deadline and run.proc.alive()
+            time.sleep(0.2)
+        fed.kill_supernode(1)  # round 2 has just been sent
+        fed.restart_supernode(1)
+        result = run.wait(600)
+        assert result.ok, result.log_text[-2000:]
+    got = rows(out)
+    assert [r["round"] for r in got] == [1, 2, 3]
+    assert "dropped" not in got[0] and got[1]["dropped"] == [1]
+    assert sorted(got[1]["train_loss"]) == ["0"] and not got[1]["skipped"]
+    assert "dropped" not in got[2] and sorted(got[2]["train_loss"]) == ["0", "1"]
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+
+
+def test_flower_local_refuses_a_mismatched_client_count_before_starting(tmp_path):
+    proc = fedmllm("flower", "local", "--supernodes", "2", "fl.num_clients=3",
+                   f"output.dir={tmp_path / 'x'}")
+    assert proc.returncode == 2 and "fl.num_clients" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and not (tmp_path / "x").exists()
