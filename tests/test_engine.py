@@ -363,3 +363,17 @@ def test_a_folder_that_cannot_be_created_or_written_is_one_line(tmp_path, monkey
     monkeypatch.setattr(os, "access", lambda *a, **k: False)
     with pytest.raises(OutputError, match="not writable"):
         RunFolder.new(load_config(None, [f"output.dir={tmp_path / 'run'}"]))
+
+
+def test_a_folder_opened_by_the_flower_launcher_is_taken_over_once(tmp_path):
+    out = tmp_path / "run"
+    folder = RunFolder.new(load_config(None, [f"output.dir={out}"]))
+    (out / "flower").mkdir()  # the launcher's processes live here
+    (out / "flower" / "processes.json").write_text("{}")
+    folder.mark("launching")
+    taken = RunFolder.new(load_config(None, [f"output.dir={out}"]))
+    assert taken.status()["status"] == "running" and (out / "flower" / "processes.json").exists()
+    taken.mark("launching")
+    (out / "checkpoint").mkdir()  # it ran: now only --resume may continue it
+    with pytest.raises(OutputError, match="unfinished run"):
+        RunFolder.new(load_config(None, [f"output.dir={out}"]))

@@ -103,7 +103,8 @@ def test_fedavg_and_fedadam_over_one_federation_match_the_simulation(tmp_path, t
             out = tmp_path / algorithm
             cfg = load_config(None, [*BASE, f"fl.algorithm={algorithm}", f"output.dir={out}"])
             open_folder(cfg, 2, resume=None, overwrite=False)
-            result = fed.run_app(app, {"resume": True, "output.dir": str(out)}, timeout=600)
+            result = fed.run_app(app, {"config-file": str(out / "config.yaml"),
+                                       "output.dir": str(out)}, timeout=600)
             assert result.ok, result.log_text[-2000:]
             reference = simulated(tmp_path / f"sim-{algorithm}", f"fl.algorithm={algorithm}")
             assert max_difference(out, reference) <= 1e-5
@@ -121,7 +122,8 @@ def test_a_killed_supernode_is_dropped_and_rejoins(tmp_path, tiny_dir):
     with start_federation(tmp_path / "fed", 2, insecure=True, clientapp="warm") as fed:
         app = write_app(tmp_path / "fed" / "flower" / "app")
         open_folder(cfg, 2, resume=None, overwrite=False)
-        run = fed.submit_app(app, {"resume": True, "output.dir": str(out)})
+        run = fed.submit_app(app, {"config-file": str(out / "config.yaml"),
+                                   "output.dir": str(out)})
         deadline = time.time() + 300
         while not (out / "metrics.jsonl").is_file() or not rows(out):
             assert time.time() < deadline and run.proc.alive()

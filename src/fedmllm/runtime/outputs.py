@@ -115,7 +115,10 @@ class RunFolder:
         folder = cls(path)
         if path.exists() and not path.is_dir():
             raise OutputError(f"{path}: exists and is not a folder (output.dir)")
-        if path.is_dir() and any(path.iterdir()):
+        if path.is_dir() and folder.status().get("status") == "launching" \
+                and not folder.finished and not (path / "checkpoint").exists():
+            pass  # opened for this run by `fedmllm flower local`, which is starting it
+        elif path.is_dir() and any(path.iterdir()):
             if not folder.is_run_folder():
                 raise OutputError(f"{path}: not empty and not a fedmllm run folder; choose "
                                   "another output.dir")

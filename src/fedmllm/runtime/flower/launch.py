@@ -4,9 +4,9 @@ The command checks the configuration and opens the run folder exactly as ``fedml
 (nothing is started for a configuration with a mistake), starts one SuperLink and N SuperNodes
 on loopback (:mod:`.local`: TLS and SuperNode authentication by default), submits the app with
 ``flwr run`` and follows the ServerApp's output, then stops every process it started, also on
-Ctrl-C or an error. The ServerApp opens the folder the command prepared (``resume=true``: from
-its last checkpoint, or from the start), so ``--resume DIR`` after a crash continues from the
-checkpoint the ServerApp wrote.
+Ctrl-C or an error. The ServerApp takes over the folder the command prepared (status
+``launching``, its ``config.yaml`` passed as ``config-file``), and ``--resume DIR`` after a
+crash has the ServerApp continue from the checkpoint it wrote (``resume=true``).
 
 The app is submitted from a folder written under ``<output.dir>/flower/app/``: a
 ``pyproject.toml`` with ``[tool.flwr.app]`` (components and the run-config table) and no
@@ -91,7 +91,8 @@ def run_local(cfg: Config, supernodes: int, console, *, resume: str | None = Non
     try:
         with start_federation(out, supernodes, insecure=insecure, clientapp=clientapp,
                               node_configs=nodes) as fed:
-            run = fed.submit_app(app, {"resume": True, "output.dir": str(out)})
+            conf = {"resume": True} if resume else {"config-file": str(out / "config.yaml")}
+            run = fed.submit_app(app, {**conf, "output.dir": str(out)})
             _follow(run, console)
             result = run.wait(timeout)
     except KeyboardInterrupt:
@@ -116,7 +117,7 @@ def _mark(folder: RunFolder, status: str, **extra) -> None:
 
 def _follow(run, console, poll: float = 0.5) -> None:
     """Print the ServerApp's output as ``flwr run --stream`` writes it, until it ends."""
-    path, offset, pending = run.proc.log_path, 0, ""
+    path, offset, pending = run.proc.log_path, run.log_offset, ""
     while True:
         alive = run.proc.alive()
         try:

@@ -831,10 +831,12 @@ class LocalFederation:
             conf_file = _write_toml(self.dir / "runs" / f"run-{seq}-config.toml", run_config)
             argv += ["--run-config", str(conf_file)]
         proc = _Proc(f"run-{seq}", argv, self._cli_env(), self.logs_dir / f"run-{seq}.log")
+        # a folder used again (a resumed run) appends to the same log: read from here on
+        offset = proc.log_path.stat().st_size if proc.log_path.exists() else 0
         _spawn(proc, self.dir)
         with self._lock:
             self._runs.append(proc.popen)
-        return AppRun(self, proc)
+        return AppRun(self, proc, offset)
 
     def run_app(
         self,
@@ -877,15 +879,16 @@ class LocalFederation:
 class AppRun:
     """A submitted ``flwr run``; ``wait()`` gives its ``RunResult``."""
 
-    def __init__(self, fed: LocalFederation, proc: _Proc) -> None:
+    def __init__(self, fed: LocalFederation, proc: _Proc, log_offset: int = 0) -> None:
         self.fed = fed
         self.proc = proc
+        self.log_offset = log_offset  # where this run's part of the log file starts
         self.started = time.monotonic()
         self.run_id: int | None = None
 
     def _scan_run_id(self) -> int | None:
         if self.run_id is None:
-            m = _RUN_ID_RE.search(_log_tail(self.proc.log_path))
+            m = _RUN_ID_RE.search(_log_tail(self.proc.log_path, self.log_offset))
             if m is not None:
                 self.run_id = int(m.group(1))
         return self.run_id
@@ -897,7 +900,8 @@ class AppRun:
             if not self.proc.alive():
                 raise FederationError(
                     f"flwr run exited before starting a run: "
-                    f"{_last_line(_log_tail(self.proc.log_path))} (log: {self.proc.log_path})"
+                    f"{_last_line(_log_tail(self.proc.log_path, self.log_offset))} "
+                    f"(log: {self.proc.log_path})"
                 )
             if time.monotonic() > deadline:
                 raise FederationError(f"flwr run: no run id after {timeout:.0f} s")
@@ -917,7 +921,8 @@ class AppRun:
             _terminate(self.proc, grace=2.0)
             if run_id is not None:
                 self.fed.flwr_cli("stop", str(run_id), self.fed.connection)
-        status, details = "not-started", _last_line(_log_tail(self.proc.log_path))
+        status, details = "not-started", _last_line(_log_tail(self.proc.log_path,
+                                                              self.log_offset))
         if run_id is not None:
             try:
                 status, details = self.fed.run_status(run_id)
