@@ -177,10 +177,17 @@ def test_imports_point_one_way(layer, below):
 
 
 @pytest.mark.parametrize("layer", ["fedmllm.engine", "fedmllm.runtime"])
-def test_engine_and_drivers_do_not_import_flower(layer):
+def test_only_the_flower_driver_imports_flower(layer):
     bad = [f"{m}:{line} imports {t}" for m in MODULES if in_layer(m, layer)
+           and not in_layer(m, "fedmllm.runtime.flower")
            for t, line, _ in imports(m) if t.split(".")[0] == "flwr"]
     assert not bad, bad
+
+
+def test_the_simulation_and_the_cli_load_no_flower():
+    code = ("import sys, fedmllm.cli, fedmllm.runtime, fedmllm.runtime.simulation, "
+            "fedmllm.runtime.flower; sys.exit('flwr' in sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_importing_fl_loads_no_transformers_peft_or_flower():

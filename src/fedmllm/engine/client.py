@@ -21,6 +21,7 @@ from ..fl import ClientObjective, ClientUpdate, StateDict, local_lr
 from ..model.collate import Encoded, collate, to_device
 from ..seeding import torch_generator, torch_seed
 from .bundle import ModelBundle
+from .factory import RunPlan, build_objective
 
 
 @dataclass
@@ -161,3 +162,11 @@ class ClientTrainer:
                               client_id=client_id, extras=result.extras,
                               metrics={"train_loss": float(loss_sum) / steps, "steps": steps})
         return FitResult(update, result.client_state)
+
+
+def make_trainer(cfg: Config, plan: RunPlan, bundle: ModelBundle) -> ClientTrainer:
+    """The client trainer of ``plan`` on ``bundle``, its client objective included."""
+    tr = cfg.train
+    return ClientTrainer(bundle, build_objective(plan, bundle.num_layers),
+                         optimizer=plan.optimizer, weight_decay=tr.weight_decay,
+                         grad_accum=tr.grad_accum, grad_clip=tr.grad_clip)

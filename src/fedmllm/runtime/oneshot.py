@@ -52,8 +52,8 @@ from ..engine.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ..engine.client import ClientTrainer, batch_stream, local_lrs, local_steps
-from ..engine.factory import RunPlan, build_objective, factor_rules
+from ..engine.client import ClientTrainer, batch_stream, local_lrs, local_steps, make_trainer
+from ..engine.factory import RunPlan, factor_rules
 from ..engine.failpoints import failpoint
 from ..engine.server import state_bytes
 from ..fl import (
@@ -141,14 +141,6 @@ class OneShotClient:
         chosen = min(losses, key=losses.__getitem__)  # a tie keeps the fewer epochs
         candidates[chosen].metrics["val_loss"] = losses
         return candidates[chosen]
-
-
-def make_trainer(cfg: Config, plan: RunPlan, bundle) -> ClientTrainer:
-    """The client trainer of ``plan`` on ``bundle`` (its objective included)."""
-    tr = cfg.train
-    return ClientTrainer(bundle, build_objective(plan, bundle.num_layers),
-                         optimizer=plan.optimizer, weight_decay=tr.weight_decay,
-                         grad_accum=tr.grad_accum, grad_clip=tr.grad_clip)
 
 
 class OneShotRun:

@@ -32,8 +32,8 @@ from ..engine.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ..engine.client import ClientTrainer, FitResult, train_round
-from ..engine.factory import build_objective, build_strategy
+from ..engine.client import FitResult, make_trainer, train_round
+from ..engine.factory import build_strategy
 from ..engine.failpoints import failpoint
 from ..engine.server import RoundResult, ServerRound, state_bytes
 from ..engine.state import ClientStateStore
@@ -103,11 +103,8 @@ class MultiRoundRun:
         cfg, plan = s.cfg, s.plan
         self.cfg = cfg
         self.strategy = build_strategy(plan)
-        self.objective = build_objective(plan, s.bundle.num_layers)
-        tr = cfg.train
-        self.trainer = ClientTrainer(s.bundle, self.objective, optimizer=plan.optimizer,
-                                     weight_decay=tr.weight_decay, grad_accum=tr.grad_accum,
-                                     grad_clip=tr.grad_clip)
+        self.trainer = make_trainer(cfg, plan, s.bundle)
+        self.objective = self.trainer.objective
         self.server = ServerRound(self.strategy, max_update_norm=plan.max_update_norm,
                                   min_clients=cfg.fl.min_clients)
         self.personal = self.strategy.personalized  # local-only: each client keeps its adapter

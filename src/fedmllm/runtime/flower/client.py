@@ -25,9 +25,9 @@ import logging
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from ...config import Config, ConfigError, config_from_yaml
-from ...engine.client import train_round
+from ...engine.client import make_trainer, train_round
 from ...engine.factory import plan_run
-from ..oneshot import OneShotClient, make_trainer
+from ..oneshot import OneShotClient
 from ..session import encode_samples, load_bundle
 from .wire import from_record, to_record
 
