@@ -25,6 +25,8 @@ class LoopbackGrid(Grid):
                          for i, nc in enumerate(node_configs)}
         self.dead: set[int] = set()
         self.sent: list[Message] = []
+        self._replies: dict[str, Message] = {}
+        self._count = 0
         self._run = None
 
     def set_run(self, run) -> None:  # pragma: no cover - not used here
@@ -42,25 +44,30 @@ class LoopbackGrid(Grid):
     def get_node_ids(self) -> Iterable[int]:
         return [n for n in self.contexts if n not in self.dead]
 
-    def push_messages(self, messages):  # pragma: no cover
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):  # pragma: no cover
-        raise NotImplementedError
-
-    def send_and_receive(self, messages, *, timeout=None):
-        replies = []
+    def push_messages(self, messages):
+        """Deliver each message at once; its reply waits to be pulled."""
+        ids = []
         for msg in messages:
+            self._count += 1
+            msg.metadata.__dict__["_message_id"] = f"m{self._count}"  # what a SuperLink sets
+            ids.append(msg.metadata.message_id)
             self.sent.append(msg)
             node = msg.metadata.dst_node_id
             if node in self.dead:
                 continue
             try:  # a ClientApp that raises: the SuperNode replies with an error
-                replies.append(self.client_app(msg, self.contexts[node]))
+                self._replies[msg.metadata.message_id] = self.client_app(msg, self.contexts[node])
             except Exception as e:  # noqa: BLE001
-                replies.append(Message(Error(code=1, reason=f"{type(e).__name__}: {e}"),
-                                       reply_to=msg))
-        return replies
+                self._replies[msg.metadata.message_id] = Message(
+                    Error(code=1, reason=f"{type(e).__name__}: {e}"), reply_to=msg)
+        return ids
+
+    def pull_messages(self, message_ids):
+        return [self._replies.pop(m) for m in message_ids if m in self._replies]
+
+    def send_and_receive(self, messages, *, timeout=None):
+        ids = self.push_messages(messages)
+        return self.pull_messages(ids)
 
     def restart(self, node: int) -> None:
         """The node's process restarted: its context state is gone."""

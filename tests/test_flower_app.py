@@ -67,7 +67,7 @@ def test_a_client_that_does_not_reply_is_dropped_and_the_round_goes_on(tmp_path,
     def kill_node_of_partition_1(grid):
         grid.dead.add(2)  # node 2 holds partition 1
 
-    flower_run(tmp_path, "fl.clients_per_round=4",
+    flower_run(tmp_path, "fl.clients_per_round=4", "fl.round_timeout=1",
                          grid_hook=kill_node_of_partition_1)
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     for r in rows:

@@ -35,6 +35,32 @@ log = logging.getLogger(__name__)
 
 #: How long to wait for a new node to say who it is.
 QUERY_TIMEOUT = 120.0
+#: How often to look for replies (``Grid.send_and_receive`` looks every 3 s).
+PULL_INTERVAL = 0.25
+
+
+def exchange(grid: Grid, messages: list[Message], timeout: float) -> list[tuple[Message, int]]:
+    """Send ``messages`` and collect the replies that arrive within ``timeout`` seconds, as
+    ``(reply, index of the message it answers)``. Like ``Grid.send_and_receive``, but looking
+    every :data:`PULL_INTERVAL` seconds, and matching replies through the id of the message
+    they answer (an error from the SuperLink about a lost node comes from the SuperLink's own
+    node id, not the lost node's)."""
+    if not messages:
+        return []
+    ids = list(grid.push_messages(messages))
+    index = {mid: i for i, mid in enumerate(ids)}
+    waiting, out = set(ids), []
+    deadline = time.monotonic() + timeout
+    while waiting:
+        for reply in grid.pull_messages(list(waiting)):
+            mid = reply.metadata.reply_to_message_id
+            if mid in waiting:
+                waiting.discard(mid)
+                out.append((reply, index[mid]))
+        if not waiting or time.monotonic() >= deadline:
+            break
+        time.sleep(PULL_INTERVAL)
+    return out
 
 
 class GridClients:
@@ -76,8 +102,8 @@ class GridClients:
             return
         msgs = [Message(RecordDict({}), dst_node_id=n, message_type=MessageType.QUERY,
                         group_id="who") for n in new]
-        for reply in self.grid.send_and_receive(msgs, timeout=QUERY_TIMEOUT):
-            node = reply.metadata.src_node_id
+        for reply, i in exchange(self.grid, msgs, QUERY_TIMEOUT):
+            node = new[i]
             if reply.has_error():
                 log.warning("node %d did not say who it is: %s", node, reply.error.reason)
                 continue
@@ -99,7 +125,7 @@ class GridClients:
 
         run = self.run
         self.refresh_nodes()
-        messages, down = [], 0
+        messages, asked, down = [], [], 0
         for k in chosen:
             node = self.nodes.get(k)
             if node is None:
@@ -116,13 +142,10 @@ class GridClients:
                 "accepted-round": self.accepted_round.get(k, -1)})
             messages.append(Message(RecordDict(records), dst_node_id=node,
                                     message_type=MessageType.TRAIN, group_id=str(round_)))
-        replies = self.grid.send_and_receive(messages, timeout=self.cfg.fl.round_timeout)
+            asked.append(k)
         by_partition, up = {}, 0
-        partition_of = {node: k for k, node in self.nodes.items()}
-        for reply in replies:
-            k = partition_of.get(reply.metadata.src_node_id)
-            if k is None:
-                continue
+        for reply, i in exchange(self.grid, messages, self.cfg.fl.round_timeout):
+            k = asked[i]
             if reply.has_error():
                 log.warning("round %d: client %d replied with an error: %s", round_, k,
                             reply.error.reason)
@@ -164,7 +187,7 @@ class GridClients:
     def fit_oneshot(self, client_ids: list[int]) -> dict[int, ClientUpdate]:
         """Every listed client's single upload (the ones that arrive in time)."""
         self.refresh_nodes()
-        messages = []
+        messages, asked = [], []
         for k in client_ids:
             node = self.nodes.get(k)
             if node is not None:
@@ -172,15 +195,12 @@ class GridClients:
                 messages.append(Message(content, dst_node_id=node,
                                         message_type=f"{MessageType.TRAIN}.oneshot",
                                         group_id="oneshot"))
+                asked.append(k)
         t0 = time.perf_counter()
-        replies = self.grid.send_and_receive(messages, timeout=self.cfg.fl.round_timeout)
-        partition_of = {node: k for k, node in self.nodes.items()}
         uploads: dict[int, ClientUpdate] = {}
         run = self.run
-        for reply in replies:
-            k = partition_of.get(reply.metadata.src_node_id)
-            if k is None:
-                continue
+        for reply, i in exchange(self.grid, messages, self.cfg.fl.round_timeout):
+            k = asked[i]
             if reply.has_error():
                 log.warning("one-shot: client %d replied with an error: %s", k,
                             reply.error.reason)
