@@ -181,6 +181,9 @@ class MultiRoundRun:
         }
         if got.dropped:
             row["dropped"] = got.dropped
+        if any("client_seconds" in u.metrics for u in updates):  # measured by remote clients
+            row["client_seconds"] = {str(u.client_id): round(u.metrics["client_seconds"], 3)
+                                     for u in updates}
         train_seconds = time.perf_counter() - t0
         if not self.personal and (r % cfg.eval.every == 0 or r == self.rounds):
             row["eval"] = self.session.evaluate(self.global_state)

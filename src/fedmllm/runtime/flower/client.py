@@ -21,6 +21,7 @@ with an error and the server sends the state with its next message.
 from __future__ import annotations
 
 import logging
+import time
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
@@ -154,6 +155,7 @@ def _metrics(update, extra: dict | None = None) -> MetricRecord:
 
 def handle_train(msg: Message, context: Context) -> Message:
     """One round of local training from the server's start state."""
+    t0 = time.perf_counter()
     conf = msg.content["config"]
     worker = get_worker(str(conf["config"]), context.node_config)
     device = worker.bundle.device
@@ -169,7 +171,8 @@ def handle_train(msg: Message, context: Context) -> Message:
     if worker.plan.objective in STATEFUL:
         keep_pending(context, r, fit.client_state)
     content = RecordDict({"arrays": to_record(fit.update.state),
-                          "metrics": _metrics(fit.update)})
+                          "metrics": _metrics(fit.update,
+                                              {"seconds": time.perf_counter() - t0})})
     delta = fit.update.extras.get("control_delta")
     if delta is not None:
         content["control_delta"] = to_record(delta)

@@ -180,7 +180,8 @@ class GridClients:
         update = ClientUpdate(state=state, num_examples=int(m["num-examples"]), client_id=k,
                               extras=extras,
                               metrics={"train_loss": float(m["train_loss"]),
-                                       "steps": int(m["steps"])})
+                                       "steps": int(m["steps"]),
+                                       "client_seconds": float(m.get("seconds", 0.0))})
         return FitResult(update, client_state), nbytes
 
     # ------------------------------------------------------------------ one-shot
