@@ -45,6 +45,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/demo_time.py
 	$(BIN)/python benchmarks/pretrain_value.py
 	$(BIN)/python benchmarks/aggregate.py
+	$(BIN)/python benchmarks/checkpoint_overhead.py
+	$(BIN)/python benchmarks/flower_overhead.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
