@@ -157,10 +157,10 @@ def test_data_stats_bad_label_is_one_line(tmp_path, capsys):
 
 def test_run_model_flag_loads_a_local_folder(tmp_path, tiny_dir, capsys):
     out = tmp_path / "out"
-    assert main(["run", "--model", str(tiny_dir), "fl.rounds=0", "data.train_size=40",
+    assert main(["run", "--model", str(tiny_dir), "fl.algorithm=zeroshot", "data.train_size=40",
                  "data.test_size=8", "eval.views=[image_text]", f"output.dir={out}"]) == 0
     assert json.loads((out / "adapter" / "fedmllm.json").read_text())["base_model"] == str(tiny_dir)
-    assert f"name: {tiny_dir}" in capsys.readouterr().out
+    assert f"model   {tiny_dir};" in capsys.readouterr().out  # the run's header names it
     assert main(["run", "--model", str(tmp_path), f"output.dir={out}"]) == 2
     assert "not a model folder" in capsys.readouterr().err
 
@@ -265,3 +265,32 @@ def test_flower_certs_and_node_keys_are_made_offline(tmp_path, capsys):
     assert main(["flower", "node-key", "--out", str(tmp_path / "keys"), "--name", "site-0"]) == 0
     load_ssh_public_key((tmp_path / "keys" / "site-0.pub").read_bytes())
     assert "flwr supernode register" in capsys.readouterr().out
+
+
+def test_verbose_and_quiet_anywhere_and_python_dash_m(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "fedmllm", "config", "show", "-v", "seed=4"],
+                       capture_output=True, text=True, check=True)
+    assert "seed: 4" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "fedmllm", "-q", "config", "show", "--verbose"],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 2 and "exclude each other" in r.stderr
+
+
+def test_a_run_prints_a_short_header_and_a_summary_table(tmp_path, tiny_dir, capsys):
+    out = tmp_path / "out"
+    assert main(["run", "model.preset=tiny", "fl.rounds=1", "fl.num_clients=2",
+                 "fl.local_steps=1", "data.train_size=16", "data.test_size=8",
+                 "output.progress=false", f"output.dir={out}"]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert lines[0].startswith("fedmllm run — starting in") and len(lines) < 25
+    assert "  fl      fedavg, client objective ce" in text
+    assert "fl.clients_per_round = 2: there are only 2 clients" in text
+    assert "yoco:" not in text and "gamma_max" not in text  # no dump of the whole tree
+    assert "accuracy" in text and "macro-F1" in text and "image_only" in text
+    out2 = tmp_path / "quiet"
+    assert main(["run", "-q", "model.preset=tiny", "fl.rounds=1", "fl.num_clients=2",
+                 "fl.local_steps=1", "data.train_size=16", "data.test_size=8",
+                 f"output.dir={out2}"]) == 0
+    quiet = capsys.readouterr().out.splitlines()
+    assert len(quiet) == 2 and quiet[0].startswith("final test accuracy")

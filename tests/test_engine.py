@@ -46,7 +46,8 @@ def test_auto_resolves_the_algorithms_own_client_side(algorithm, objective, opti
 
 @pytest.mark.parametrize(("overrides", "key", "words"), [
     (["fl.algorithm=fedadm"], "fl.algorithm", "did you mean 'fedadam'"),
-    (["fl.algorithm=FedAvg"], "fl.algorithm", "did you mean 'fedavg'"),
+    (["fl.algorithm=FedAdm"], "fl.algorithm", "did you mean 'fedadam'"),
+    (["fl.rounds=0"], "fl.rounds", "fl.algorithm=zeroshot"),
     (["fl.strategy.eta=0.1"], "fl.strategy", "eta"),
     (["fl.client.objective=proxx"], "fl.client.objective", "did you mean 'prox'"),
     (["fl.algorithm=fedprox", "fl.client.objective=ce"], "fl.client.objective", "fedprox"),
@@ -73,6 +74,18 @@ def test_configuration_errors_name_the_key(overrides, key, words):
     message = str(e.value)
     assert message.startswith(key) and words in message, message
     assert "\n" not in message
+
+
+def test_names_are_case_insensitive_and_more_clients_per_round_than_clients_is_said():
+    cfg = load_config(None, ["fl.algorithm=FedProx", "data.scenario=Missing",
+                             "fl.client.objective=Adaptive_Prox", "fl.num_clients=3"])
+    p = plan_run(cfg)
+    assert (cfg.fl.algorithm, p.algorithm, p.objective) == ("fedprox", "fedprox",
+                                                            "adaptive_prox")
+    assert cfg.data.scenario == "missing"
+    assert any(n.startswith("fl.clients_per_round = 3: there are only 3 clients")
+               for n in p.notes)
+    assert plan("fl.algorithm=zeroshot", "fl.rounds=0").algorithm == "zeroshot"
 
 
 def test_trimmed_mean_and_yoco_default_init_that_work_are_accepted():

@@ -64,15 +64,18 @@ def cmd_run(args) -> int:
     plan, folder = start_run(cfg, resume=bool(args.resume), overwrite=args.overwrite)
     _quiet_libraries()
     console = _console()
-    verb = "resuming" if args.resume else "starting"
-    console.print(f"[bold]fedmllm run[/bold] — {verb} in {folder.path}")
-    if not args.resume:
-        console.print(cfg.to_yaml().rstrip(), markup=False)
-    for note in plan.notes:
-        console.print(f"resolved: {note}", markup=False)
+    if not args.quiet:
+        verb = "resuming" if args.resume else "starting"
+        console.print(f"[bold]fedmllm run[/bold] — {verb} in {folder.path}")
+        from .report.console import run_header
+
+        for line in run_header(cfg, plan, folder.path):
+            console.print(line, markup=False)
+        for note in plan.notes:
+            console.print(f"  resolved: {note}", markup=False)
     try:
-        result = run_experiment(cfg, console=console, resume=bool(args.resume),
-                                started=(plan, folder))
+        result = run_experiment(cfg, console=None if args.quiet else console,
+                                resume=bool(args.resume), started=(plan, folder))
     except KeyboardInterrupt:
         print(f"fedmllm: interrupted; continue with: fedmllm run --resume {folder.path}",
               file=sys.stderr)
@@ -83,11 +86,16 @@ def cmd_run(args) -> int:
         if e.filename is None:
             raise
         raise RunStopped(f"{e.filename}: {e.strerror}", folder.path) from None
-    _print_summary(console, result.final, result.out_dir)
+    _print_summary(console, result.final, result.out_dir, args.quiet)
     return 0
 
 
-def _print_summary(console, summary: dict, out_dir) -> None:
+def _print_summary(console, summary: dict, out_dir, quiet: bool = False) -> None:
+    if not quiet:
+        from .report.console import summary_table
+
+        summary_table(console, summary, out_dir)
+        return
     final, totals = summary["final"], summary["totals"]
     acc = final.get("accuracy")
     line = f"final test accuracy {acc:.4f}" if isinstance(acc, float) else "finished"
@@ -165,7 +173,7 @@ def cmd_flower_local(args) -> int:
     except (ModelError, DataError, OutputError, CheckpointError) as e:
         raise RunStopped(str(e), cfg.output.dir, f"fedmllm flower local --supernodes "
                                                  f"{args.supernodes} --resume") from None
-    _print_summary(console, summary, cfg.output.dir)
+    _print_summary(console, summary, cfg.output.dir, args.quiet)
     return 0
 
 
@@ -236,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Federated LoRA fine-tuning of vision-language models on clients whose data "
                     "differ in modality.")
     p.add_argument("--version", action="version", version=f"fedmllm {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="log debug information")
+    _add_common_options(p, top=True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a federated experiment (default: the built-in demo)",
@@ -394,7 +402,26 @@ def build_parser() -> argparse.ArgumentParser:
     mb.add_argument("--preset", default="small", choices=["tiny", "small"])
     mb.add_argument("--no-pretrain", action="store_true", help="random initialisation only")
     mb.set_defaults(func=cmd_model_build)
+    _add_common_options_everywhere(p)
     return p
+
+
+def _add_common_options(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """``-v/--verbose`` and ``-q/--quiet``, on the top level and on every (sub)command, so
+    they may stand anywhere on the command line."""
+    default = False if top else argparse.SUPPRESS  # a subcommand keeps a top-level flag
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="log debug information")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="print only errors and the final result")
+
+
+def _add_common_options_everywhere(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:  # the subcommands' parsers
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _add_common_options(sub)
+                _add_common_options_everywhere(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -409,8 +436,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose and args.quiet:
+        parser.error("-v/--verbose and -q/--quiet exclude each other")
+    level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
     except RunStopped as e:

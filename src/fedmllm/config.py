@@ -12,6 +12,7 @@ Unknown keys and wrongly typed values raise :class:`ConfigError` naming the key.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import tomllib
 import types
@@ -270,10 +271,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return None
         raise ConfigError(f"{key}: expected null, got {value!r}")
     if origin is Literal:
-        if value in get_args(tp):
+        options = get_args(tp)
+        if value in options:
             return value
-        choices = ", ".join(repr(a) for a in get_args(tp))
-        raise ConfigError(f"{key}: expected one of {choices}, got {value!r}")
+        if isinstance(value, str):  # names are case-insensitive: "FedAvg", "Missing"
+            same = [o for o in options if isinstance(o, str) and o.lower() == value.lower()]
+            if len(same) == 1:
+                return same[0]
+        choices = ", ".join(repr(a) for a in options)
+        close = difflib.get_close_matches(str(value).lower(),
+                                          [str(o).lower() for o in options], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{key}: expected one of {choices}, got {value!r}{hint}")
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")

@@ -92,6 +92,8 @@ def plan_run(cfg: Config) -> RunPlan:
 
     algo = cfg.fl.algorithm
     known = (*ALGORITHMS, *ONESHOT_ALGORITHMS)
+    if algo not in known and isinstance(algo, str) and algo.lower() in known:
+        algo = cfg.fl.algorithm = algo.lower()  # names are case-insensitive: "FedAvg"
     if algo not in known:
         raise ConfigError(f"fl.algorithm: unknown algorithm {algo!r}{suggest(algo, known)} "
                           f"choices: {', '.join(known)}")
@@ -163,6 +165,9 @@ def _plan_multiround(cfg: Config) -> RunPlan:
     except (ValueError, TypeError) as e:
         raise ConfigError(f"fl.strategy: {e}") from None
     name = c.objective
+    if name not in OBJECTIVES and isinstance(name, str) and name.lower() in (*OBJECTIVES,
+                                                                             "auto"):
+        name = c.objective = name.lower()
     if name == "auto":
         name = strategy.default_objective
         notes.append(f"fl.client.objective = {name}")
@@ -186,7 +191,14 @@ def _plan_multiround(cfg: Config) -> RunPlan:
         make_objective(name, **probe)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"fl.client: {e}") from None
+    if cfg.fl.rounds == 0 and strategy.trains_clients:
+        raise ConfigError("fl.rounds: 0 rounds train nothing; to evaluate the base model use "
+                          "fl.algorithm=zeroshot")
     per_round = min(cfg.fl.clients_per_round, cfg.fl.num_clients)
+    if cfg.fl.clients_per_round > cfg.fl.num_clients:
+        notes.append(f"fl.clients_per_round = {per_round}: there are only "
+                     f"{cfg.fl.num_clients} clients, so every client trains every round "
+                     f"({cfg.fl.clients_per_round} were asked)")
     need = strategy.min_updates
     if strategy.aggregates and per_round < need:
         what = f"fl.strategy.beta={strategy.config().get('beta')}" \

@@ -64,3 +64,75 @@ def row_line(row: dict) -> str:
     if row.get("skipped"):
         line += f"  skipped: {row['skipped']}"
     return line
+
+
+def _lora_targets(lora) -> str:
+    if lora.target_regex:
+        return f"modules matching {lora.target_regex!r}"
+    layers = "every LM layer" if lora.layers is None else \
+        "LM layers " + ",".join(map(str, lora.layers))
+    return f"{'/'.join(m.removesuffix('_proj') for m in lora.modules)} of {layers}"
+
+
+def run_header(cfg, plan, out_dir) -> list[str]:
+    """A few lines saying what a run is about to do (the whole configuration is in
+    ``config.yaml``)."""
+    model = cfg.model.name or f"built-in {cfg.model.preset}" + \
+        ("" if cfg.model.pretrain else " (random init)")
+    d = cfg.data
+    if d.prepared:
+        data = f"prepared folder {d.prepared}"
+    else:
+        data = d.dataset + (f"/{d.task}" if d.dataset == "synth" else "")
+        scen = {"missing": f"missing {d.missing_rate:g}", "cross": f"cross, "
+                f"{d.image_clients} image-only clients", "hybrid": f"hybrid, presence "
+                f"{d.presence:g}"}.get(d.scenario, d.scenario)
+        part = f"Dirichlet α {d.alpha:g}" if d.partition == "dirichlet" else "IID"
+        data += f", {part}, {scen}, prompt {d.prompt_strategy}"
+    fl = cfg.fl
+    params = ", ".join(f"{k}={v}" for k, v in plan.strategy_params.items()
+                       if k != "num_clients")
+    algo = plan.algorithm + (f" ({params})" if params else "")
+    if plan.oneshot:
+        y = fl.yoco
+        what = f"one-shot {y.method}" + (f" {y.variant}" if y.method == "yoco" else "")
+        shape = f"{fl.num_clients} clients once, {y.local_epochs:g} local epochs"
+        algo = f"{what}, init {plan.init}"
+    else:
+        steps = f"{fl.local_steps} steps" if fl.local_epochs is None else \
+            f"{fl.local_epochs:g} epochs"
+        shape = (f"{fl.rounds} rounds x {min(fl.clients_per_round, fl.num_clients)} of "
+                 f"{fl.num_clients} clients x {steps}")
+        algo += f", client objective {plan.objective}"
+    lora = plan.lora
+    return [
+        f"  model   {model}; LoRA r {lora.r} (alpha {lora.alpha:g}) on {_lora_targets(lora)}",
+        f"  data    {data}",
+        f"  fl      {algo}",
+        f"          {shape}",
+        (f"  train   {plan.optimizer} lr {plan.lr:g}, batch {cfg.train.batch_size}, "
+         f"seed {cfg.seed}"),
+        f"  output  {out_dir} (full configuration: config.yaml)",
+    ]
+
+
+def summary_table(console, summary: dict, out_dir) -> None:
+    """The final metrics per modality view as a table, then bytes, time and the folder."""
+    from rich.table import Table
+
+    final, totals = summary["final"], summary["totals"]
+    views = final.get("per_modality") or {"all": final}
+    table = Table(title=None, show_edge=False, pad_edge=False)
+    for col in ("view", "accuracy", "macro-F1", "AUROC"):
+        table.add_column(col, justify="left" if col == "view" else "right")
+    for name, m in views.items():
+        table.add_row(name, _fmt(m.get("accuracy"), 4), _fmt(m.get("macro_f1"), 4),
+                      _fmt(m.get("auroc"), 4))
+    if "accuracy_std" in final:
+        console.print(f"mean over clients' own models (std {final['accuracy_std']:.4f}, "
+                      f"min {final.get('accuracy_min', 0):.4f}, "
+                      f"max {final.get('accuracy_max', 0):.4f}):", markup=False)
+    console.print(table)
+    console.print(f"uploaded {totals['bytes_uploaded'] / 1e6:.2f} MB, downloaded "
+                  f"{totals['bytes_downloaded'] / 1e6:.2f} MB, training "
+                  f"{totals['train_seconds']:.1f} s; outputs in {out_dir}", markup=False)
