@@ -62,3 +62,26 @@ def test_yaml_exponent_floats(tmp_path):
     y = tmp_path / "exp.yaml"
     y.write_text("train:\n  lr: 1e-3\n")
     assert load_config(y).train.lr == pytest.approx(1e-3)
+
+
+def test_every_key_is_documented_and_config_show_doc_lists_it(capsys):
+    from fedmllm.cli import main
+    from fedmllm.config import field_docs
+
+    docs = field_docs()
+    flat = []
+
+    def walk(tree, prefix=""):
+        for k, v in tree.items():
+            if isinstance(v, dict) and k not in ("strategy", "params_a", "params_b"):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat.append(f"{prefix}{k}")
+
+    walk(Config().to_dict())
+    assert sorted(docs) == sorted(flat)
+    assert all(len(d) > 10 for d in docs.values()), [k for k, d in docs.items() if len(d) <= 10]
+    assert main(["config", "show", "--doc", "fl.rounds=7"]) == 0
+    table = capsys.readouterr().out
+    assert "| `fl.rounds` | int | `7` | Communication rounds. |" in table
+    assert table.count("\n| `") == len(flat)

@@ -182,6 +182,11 @@ def cmd_config_show(args) -> int:
 
     cfg = load_config(args.config, args.overrides) if (args.config or args.overrides) else Config()
     plan = plan_run(cfg)
+    if args.doc:
+        from .config import doc_table
+
+        print(doc_table(cfg))
+        return 0
     print(cfg.to_yaml().rstrip())
     for note in plan.notes:
         print(f"# resolved: {note}")
@@ -269,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     cs = csub.add_parser("show", help="print the defaults (or a file + overrides) resolved",
                          description="Print the resolved configuration as YAML.")
     cs.add_argument("--config", help="TOML or YAML config file")
+    cs.add_argument("--doc", action="store_true",
+                    help="every key with its type, value and meaning (a Markdown table)")
     cs.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     cs.set_defaults(func=cmd_config_show)
 

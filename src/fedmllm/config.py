@@ -45,8 +45,11 @@ class ModelConfig:
 @dataclass
 class LoraConfig:
     r: int = 8
+    """LoRA rank r (A is r x in, B is out x r)."""
     alpha: float = 16.0
+    """LoRA scaling numerator: the update is ``(alpha / r) B A``."""
     dropout: float = 0.05
+    """Dropout on the LoRA input (drawn per client and round from the run's seed)."""
     modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Projection names inside the language model's attention blocks."""
     layers: list[int] | None = None
@@ -63,21 +66,38 @@ class LoraConfig:
 @dataclass
 class DataConfig:
     dataset: Literal["synth", "hateful_memes", "crisismmd", "medical"] = "synth"
+    """``synth`` (built-in, offline), ``hateful_memes``, ``crisismmd`` or ``medical`` (VQA-RAD
+    + SLAKE + MedAlpaca) in their published layouts under ``data_dir``."""
     task: Literal["binary", "multiclass", "vqa"] = "binary"
     """Synthetic benchmark task (``synth`` only)."""
     data_dir: str | None = None
+    """The dataset's folder (real datasets; see the README's Datasets section)."""
     prepared: str | None = None
     """A folder written by ``fedmllm prepare`` (overrides the options below)."""
     scenario: Literal["aligned", "missing", "cross", "hybrid"] = "aligned"
+    """Modality scenario: ``aligned`` (every sample image+text), ``missing`` (each sample loses
+    image or text with rate ``missing_rate``), ``cross`` (``image_clients`` clients image-only,
+    the rest text-only), ``hybrid`` (each client holds each modality with probability
+    ``presence``)."""
     missing_rate: float = 0.5
+    """``missing``: the rate beta at which a sample loses one modality."""
     image_clients: int = 3
+    """``cross``: how many clients hold images only."""
     presence: float = 0.7
+    """``hybrid``: the probability p that a client holds each modality."""
     prompt_strategy: Literal["plain", "agnostic"] = "plain"
+    """``plain`` prompts, or ``agnostic`` (FedMLLM's modality-agnostic prompt: ", without
+    considering the modality")."""
     partition: Literal["dirichlet", "iid"] = "dirichlet"
+    """Label skew over clients: ``dirichlet`` (concentration ``alpha``) or ``iid``."""
     alpha: float = 0.5
+    """Dirichlet concentration (smaller = more skewed)."""
     min_per_client: int = 2
+    """Fewest training samples a client may get from the partition."""
     train_size: int = 2000
+    """``synth``: training samples generated (shared over the clients)."""
     test_size: int = 400
+    """``synth``: test samples generated."""
 
 
 @dataclass
@@ -87,8 +107,11 @@ class ClientConfig:
     ``scaffold`` for scaffold, ``ce`` otherwise), or ``ce``, ``prox``, ``adaptive_prox``,
     ``scaffold``."""
     prox_mu: float = 0.01
+    """mu of the proximal term (``prox``, ``adaptive_prox``)."""
     mu_w: float = 0.1
+    """``adaptive_prox``: weight of the proximal term on the middle layers."""
     s_layer: int = 4
+    """``adaptive_prox``: layers ``s_layer .. L-1-s_layer`` are regularised."""
 
 
 @dataclass
@@ -116,10 +139,14 @@ class YocoConfig:
     """``paper``: r 8, alpha 8, dropout 0.05 on the last LM layer's ``q_proj``; ``lora``: the
     ``lora.*`` keys as given; ``auto``: ``paper`` when every ``lora.*`` key is at its default."""
     a_penalty: Literal["l1", "orthogonal"] = "l1"
+    """The penalty on A: ``l1`` (the paper's sparsity) or ``orthogonal`` (the released
+    code's)."""
     lam: float = 1e-3
     """Weight of the L1 penalty on A (paper: 1e-4 .. 1e-1)."""
     gamma_min: float = 1.0
+    """Soft-sign sharpness at the first local step (cosine ramp to ``gamma_max``)."""
     gamma_max: float = 50.0
+    """Soft-sign sharpness at the last local step."""
     local_epochs: float = 10.0
     """Fixed local epochs (paper 10); no selection on the test set."""
     select_epochs: list[float] | None = None
@@ -141,6 +168,8 @@ class YocoConfig:
     pca_k: float | None = None
     """Components kept: None = all, int = count, float in (0, 1) = explained variance."""
     pca_weighting: Literal["energy", "max", "mean"] = "energy"
+    """How ``pca`` merges each principal component's coordinates: ``energy`` (clients weighted
+    by their share of the component's energy), ``max`` (the most extreme client), ``mean``."""
     density: float = 0.5
     """Kept fraction for ``ties``/``dare_*``/``magnitude_prune``."""
     product_rank: Literal["auto", "client", "full"] = "auto"
@@ -153,13 +182,22 @@ class YocoConfig:
 @dataclass
 class FLConfig:
     algorithm: str = "fedavg"
+    """Server strategy: fedavg, fedprox, fedavgm, fedadagrad, fedadam, fedyogi, scaffold,
+    median, trimmed_mean, local, zeroshot; or yoco / oneshot (one-shot runs, see
+    ``fl.yoco``)."""
     rounds: int = 12
+    """Communication rounds."""
     num_clients: int = 10
+    """Clients the training data is partitioned over."""
     clients_per_round: int = 4
+    """Clients sampled (without replacement) in every round."""
     local_steps: int = 12
     """Optimizer steps per client per round (ignored when ``local_epochs`` is set)."""
     local_epochs: float | None = None
+    """Local epochs per client per round instead of ``local_steps`` (``None``: use
+    ``local_steps``)."""
     client: ClientConfig = field(default_factory=ClientConfig)
+    """The client objective and its parameters."""
     strategy: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the server strategy (``eta``, ``momentum`` ...)."""
     max_update_norm: float | Literal["auto", "none"] | None = "auto"
@@ -182,8 +220,11 @@ class FLConfig:
 @dataclass
 class TrainConfig:
     device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ..."""
     batch_size: int = 8
+    """Samples per micro-batch."""
     grad_accum: int = 1
+    """Micro-batches per optimizer step."""
     optimizer: Literal["auto", "adamw", "sgd"] = "auto"
     """Client optimizer, fresh for every client in every round: ``auto`` = ``sgd`` for
     scaffold (its control-variate estimate assumes SGD steps, as in the paper), ``adamw``
@@ -192,16 +233,21 @@ class TrainConfig:
     """Client learning rate (before the schedules); ``None`` = the optimizer's default:
     ``adamw`` 5e-3, ``sgd`` 0.5."""
     weight_decay: float = 0.0
+    """Weight decay of the client optimizer."""
     max_seq_len: int = 256
+    """Token length a sample is cut to."""
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     """Round-level schedule: the base rate of each round (see ``fedmllm.fl.round_lr``)."""
     warmup_rounds: int = 1
+    """Rounds of linear warm-up of the round-level rate."""
     min_lr_ratio: float = 0.2
+    """The round-level cosine ends at ``lr * min_lr_ratio``."""
     local_lr_schedule: Literal["constant", "cosine"] = "constant"
     """Schedule inside each client's local run, applied to the round's rate (see
     ``fedmllm.fl.local_lr``); ``cosine`` with ``local_warmup_ratio=0.01`` is what the FedMLLM
     and YOCO research code do (Hugging Face's cosine schedule in every local run)."""
     local_warmup_ratio: float = 0.0
+    """Share of a local run's steps with a linear warm-up."""
     grad_clip: float | None = 1.0
     """Clip the norm of the loss gradient (task + penalties) before the SCAFFOLD correction is
     added; ``None`` = no clipping."""
@@ -212,7 +258,9 @@ class EvalConfig:
     every: int = 4
     """Evaluate the global model every N rounds (and always after the last)."""
     batch_size: int = 32
+    """Test samples per forward pass."""
     max_samples: int | None = None
+    """Evaluate only the first N test samples (``None``: all)."""
     views: list[Literal["image_text", "image_only", "text_only"]] = field(
         default_factory=lambda: ["image_text", "image_only", "text_only"])
     """Modality views of the test set to evaluate (the first one gives the headline numbers)."""
@@ -223,19 +271,30 @@ class OutputConfig:
     dir: str | None = None
     """Output folder; ``None`` = ``runs/<algorithm>-<dataset>-<YYYYmmdd-HHMMSS>`` (new, unique)."""
     plot: bool = True
+    """Write ``metrics.png``."""
     progress: bool = True
+    """Show the progress bar and the per-round lines."""
 
 
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
+    """The base model."""
     lora: LoraConfig = field(default_factory=LoraConfig)
+    """The LoRA adapter."""
     data: DataConfig = field(default_factory=DataConfig)
+    """The dataset, its partition over clients and the modality scenario."""
     fl: FLConfig = field(default_factory=FLConfig)
+    """The federation: algorithm, rounds, clients, client objective, one-shot settings."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """Local training of each client."""
     eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation on the test set."""
     output: OutputConfig = field(default_factory=OutputConfig)
+    """Where and how results are written."""
     seed: int = 0
+    """Every random draw of the run derives from it (data, LoRA init, batches, dropout,
+    sampling)."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -387,6 +446,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
     """Defaults, then the file (if any), then the overrides, type-checked as a whole."""
     data: dict = Config().to_dict()
+    """The dataset, its partition over clients and the modality scenario."""
     if path is not None:
         data = _merge(data, _read_file(Path(path)))
     for item in overrides:
@@ -450,3 +510,81 @@ def validate(cfg: Config) -> None:
 
 def config_to_json(cfg: Config) -> str:
     return json.dumps(cfg.to_dict(), indent=2)
+
+
+# ----------------------------------------------------------------------------- documentation
+
+def field_docs() -> dict[str, str]:
+    """``"fl.rounds" -> "Communication rounds."`` for every key of the tree, read from the
+    docstrings that follow the fields in this module's source (the reference of
+    ``fedmllm config show --doc``)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(__import__(__name__, fromlist=["_"])))
+    by_class: dict[str, dict[str, str]] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        docs: dict[str, str] = {}
+        body = node.body
+        for stmt, nxt in zip(body, [*body[1:], None], strict=True):
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) \
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) \
+                    and isinstance(nxt.value.value, str):
+                docs[stmt.target.id] = " ".join(nxt.value.value.split())
+        by_class[node.name] = docs
+
+    out: dict[str, str] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        for f in dataclasses.fields(cls):
+            key = f"{prefix}{f.name}"
+            tp = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp, key + ".")
+            else:
+                out[key] = by_class.get(cls.__name__, {}).get(f.name, "")
+
+    walk(Config, "")
+    return out
+
+
+def doc_table(cfg: Config | None = None) -> str:
+    """Every key with its type, value (``cfg``'s, or the default) and meaning, as Markdown."""
+    cfg = cfg or Config()
+    values = {}
+
+    def flat(tree: dict, prefix: str = "") -> None:
+        for k, v in tree.items():
+            if isinstance(v, dict) and k not in ("strategy", "params_a", "params_b"):
+                flat(v, f"{prefix}{k}.")
+            else:
+                values[f"{prefix}{k}"] = v
+
+    flat(cfg.to_dict())
+    hints: dict[str, Any] = {}
+
+    def types_of(cls: type, prefix: str) -> None:
+        for name, tp in typing.get_type_hints(cls).items():
+            if dataclasses.is_dataclass(tp):
+                types_of(tp, f"{prefix}{name}.")
+            else:
+                hints[f"{prefix}{name}"] = tp
+
+    types_of(Config, "")
+    def type_text(tp: Any) -> str:
+        if get_origin(tp) is Literal:
+            return " / ".join(str(a) for a in get_args(tp))
+        if get_origin(tp) in (typing.Union, types.UnionType):
+            return " or ".join(type_text(a) for a in get_args(tp))
+        if tp is type(None):
+            return "null"
+        return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+    rows = ["| key | type | value | meaning |", "|---|---|---|---|"]
+    for key, doc in field_docs().items():
+        value = json.dumps(values.get(key))
+        rows.append(f"| `{key}` | {type_text(hints[key])} | `{value}` | "
+                    f"{doc.replace('|', chr(92) + '|')} |")
+    return "\n".join(rows)
