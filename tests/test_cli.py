@@ -294,3 +294,25 @@ def test_a_run_prints_a_short_header_and_a_summary_table(tmp_path, tiny_dir, cap
                  f"output.dir={out2}"]) == 0
     quiet = capsys.readouterr().out.splitlines()
     assert len(quiet) == 2 and quiet[0].startswith("final test accuracy")
+
+
+def test_progress_in_a_log_is_a_line_at_least_every_few_seconds():
+    """Without a terminal there is no bar, but a heartbeat line while work goes on."""
+    import io
+    import time
+
+    from rich.console import Console
+
+    from fedmllm.report.console import RoundProgress
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=False, width=100)
+    with RoundProgress(console, 4, True, heartbeat=0.5) as progress:
+        progress.client_done()
+        time.sleep(2.2)
+    lines = [x for x in buf.getvalue().splitlines() if x.startswith("...")]
+    assert 2 <= len(lines) <= 4 and lines[0].startswith("... 1/4 client updates")
+    buf2 = io.StringIO()
+    with RoundProgress(Console(file=buf2, force_terminal=False), 4, False, heartbeat=0.5):
+        time.sleep(1.2)
+    assert buf2.getvalue() == ""

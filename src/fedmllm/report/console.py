@@ -2,44 +2,80 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 
 class RoundProgress:
-    """A rich progress bar over ``total`` client updates plus a per-round table line.
+    """Progress over ``total`` client updates plus a per-round table line.
 
-    ``enabled=False`` or no console prints nothing (``output.progress=false``).
+    In a terminal: a rich progress bar. Elsewhere (a log file, a pipe): no bar, but a line at
+    least every ``heartbeat`` seconds while work goes on (``... 3/48 client updates, 40 s``),
+    so a long round never looks stuck. ``enabled=False`` or no console prints nothing
+    (``output.progress=false``, ``--quiet``).
     """
 
-    def __init__(self, console, total: int, enabled: bool, done: int = 0):
+    def __init__(self, console, total: int, enabled: bool, done: int = 0,
+                 heartbeat: float = 10.0, what: str = "client updates"):
         self.console = console
         self.enabled = enabled and console is not None
-        self.total = total
-        self.done = done
+        self.total, self.done, self.what = total, done, what
+        self.heartbeat = heartbeat
         self._p = None
+        self._timer = None
+        self._stop = threading.Event()
+        self._t0 = time.monotonic()
+        self._last = self._t0
 
     def __enter__(self):
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+            if self.console.is_terminal:
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TimeElapsedColumn,
+                )
 
-            self._p = Progress("[progress.description]{task.description}", BarColumn(),
-                               MofNCompleteColumn(), TimeElapsedColumn(), console=self.console,
-                               transient=True)
-            self._p.__enter__()
-            self._task = self._p.add_task("client updates", total=self.total,
-                                          completed=self.done)
-            self.console.print(header())
+                self._p = Progress("[progress.description]{task.description}", BarColumn(),
+                                   MofNCompleteColumn(), TimeElapsedColumn(),
+                                   console=self.console, transient=True)
+                self._p.__enter__()
+                self._task = self._p.add_task(self.what, total=self.total,
+                                              completed=self.done)
+            else:
+                self._timer = threading.Thread(target=self._beat, daemon=True)
+                self._timer.start()
         return self
 
+    def _beat(self) -> None:
+        while not self._stop.wait(1.0):
+            now = time.monotonic()
+            if now - self._last >= self.heartbeat:
+                self._line(f"... {self.done}/{self.total} {self.what}, "
+                           f"{now - self._t0:.0f} s")
+
+    def _line(self, text: str) -> None:
+        self._last = time.monotonic()
+        self.console.print(text, markup=False)
+
     def __exit__(self, *exc):
+        self._stop.set()
         if self._p is not None:
             self._p.__exit__(*exc)
 
+    def print(self, text: str) -> None:
+        """A line of the run's own output (the table header, a round)."""
+        if self.enabled:
+            self._line(text)
+
     def client_done(self) -> None:
+        self.done += 1
         if self._p is not None:
             self._p.advance(self._task)
 
     def round_done(self, row: dict) -> None:
-        if self.enabled:
-            self.console.print(row_line(row), markup=False)
+        self.print(row_line(row))
 
 
 def header() -> str:

@@ -66,6 +66,7 @@ from ..fl import (
 )
 from ..fl.oneshot.keys import lora_role
 from ..model.collate import collate, to_device
+from ..report.console import RoundProgress
 from ..report.metrics import MetricsWriter
 from ..seeding import torch_generator, torch_seed
 from .session import RunResult, Session
@@ -312,12 +313,20 @@ class OneShotRun:
             self.uploads.update(self.clients.fit_oneshot(pending))
             if every:
                 self.checkpoint()
-        for k in pending if self.clients is None else []:
-            self.uploads[k] = self.train_client(k)
-            failpoint("client_trained", len(self.uploads))
-            if every and (len(self.uploads) % every == 0 or len(self.uploads) == n):
-                self.checkpoint()
-                failpoint("client_checkpointed", len(self.uploads))
+        with RoundProgress(s.console, n, cfg.output.progress, n - len(pending),
+                           what="clients trained") as progress:
+            for k in pending if self.clients is None else []:
+                t1 = time.perf_counter()
+                self.uploads[k] = upload = self.train_client(k)
+                progress.client_done()
+                progress.print(f"client {k}: {upload.metrics['steps']} steps "
+                               f"({upload.metrics['epochs']:g} epochs), loss "
+                               f"{upload.metrics['train_loss']:.4f}, "
+                               f"{time.perf_counter() - t1:.1f} s")
+                failpoint("client_trained", len(self.uploads))
+                if every and (len(self.uploads) % every == 0 or len(self.uploads) == n):
+                    self.checkpoint()
+                    failpoint("client_checkpointed", len(self.uploads))
         if not self.uploads:
             raise RuntimeError("no client upload arrived")
         dropped = [k for k in range(n) if k not in self.uploads]

@@ -38,7 +38,7 @@ from ..engine.failpoints import failpoint
 from ..engine.server import RoundResult, ServerRound, state_bytes
 from ..engine.state import ClientStateStore
 from ..fl import round_lr, sample_clients, upload_units
-from ..report.console import RoundProgress
+from ..report.console import RoundProgress, header
 from ..report.metrics import MetricsWriter
 from .session import RunResult, Session
 
@@ -232,6 +232,7 @@ class MultiRoundRun:
         total = self.rounds * min(cfg.fl.clients_per_round, cfg.fl.num_clients)
         done_updates = self.done * min(cfg.fl.clients_per_round, cfg.fl.num_clients)
         with RoundProgress(s.console, total, cfg.output.progress, done_updates) as progress:
+            progress.print(header())
             for r in range(self.done + 1, self.rounds + 1):
                 row = self.run_round(r, progress)
                 writer.write(row)

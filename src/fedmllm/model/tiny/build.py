@@ -134,7 +134,8 @@ def ensure_tiny(preset: str = "small", pretrain_base: bool = True, seed: int = 0
     model = build_model(p, tokenizer, seed)
     stats: dict = {"pretrain": None}
     if pretrain_base:
-        stats["pretrain"] = pretrain(model, processor, p, seed)
+        stats["pretrain"] = pretrain(model, processor, p, seed,
+                                     progress=None if quiet else _StepLines())
     stats["build_seconds"] = round(time.perf_counter() - t0, 2)
     stats["parameters"] = sum(t.numel() for t in model.parameters())
     try:
@@ -150,3 +151,16 @@ def ensure_tiny(preset: str = "small", pretrain_base: bool = True, seed: int = 0
     if not quiet:
         print(f"[fedmllm] built-in model ready: {stats}", flush=True)
     return target
+
+
+class _StepLines:
+    """A progress line every 10 s (and at the last step): step, loss, seconds."""
+
+    def __init__(self, every: float = 10.0):
+        self.every, self.last = every, 0.0
+
+    def __call__(self, step: int, steps: int, loss: float, seconds: float) -> None:
+        if seconds - self.last >= self.every or step == steps:
+            self.last = seconds
+            print(f"[fedmllm] pre-training step {step}/{steps}, loss {loss:.3f}, "
+                  f"{seconds:.0f} s", flush=True)

@@ -20,8 +20,11 @@ from .presets import Preset
 __all__ = ["pretrain"]
 
 
-def pretrain(model, processor, p: Preset, seed: int) -> dict:
-    """Short deterministic full-parameter pre-training on the generic corpus; returns stats."""
+def pretrain(model, processor, p: Preset, seed: int, progress=None) -> dict:
+    """Short deterministic full-parameter pre-training on the generic corpus; returns stats.
+
+    ``progress(step, steps, loss, seconds)`` is called after every step (for a progress line).
+    """
     corpus = make_pretrain_corpus(p.pretrain_samples, seed=seed + 1)
     encoded = [encode_sample(processor, s.question or "", s.image, s.answer, sample_id=s.id)
                for s in corpus]
@@ -45,6 +48,8 @@ def pretrain(model, processor, p: Preset, seed: int) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         losses.append(loss.item())
+        if progress is not None:
+            progress(step + 1, p.pretrain_steps, losses[-1], time.perf_counter() - t0)
     model.eval()
     k = max(1, len(losses) // 10)
     return {"steps": p.pretrain_steps, "seconds": round(time.perf_counter() - t0, 2),
