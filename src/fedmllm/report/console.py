@@ -6,6 +6,25 @@ import threading
 import time
 
 
+def quiet_libraries() -> None:
+    """Silence what transformers prints that tells a user nothing (advisory warnings, the
+    per-load "Loading weights" bar, deprecation notices). The Hugging Face Hub's download
+    progress is left on: it says how long a model download will take."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
 class RoundProgress:
     """Progress over ``total`` client updates plus a per-round table line.
 

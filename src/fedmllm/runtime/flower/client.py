@@ -87,6 +87,9 @@ def get_worker(cfg_text: str, node_config: dict) -> ClientWorker:
     """The worker for this configuration and node (kept for the life of the process)."""
     key = (cfg_text, tuple(sorted((str(k), str(v)) for k, v in node_config.items())))
     if key not in _WORKERS:
+        from ...report.console import quiet_libraries
+
+        quiet_libraries()
         for old in [k for k in _WORKERS if k[0] != cfg_text]:  # another run's: let it go
             del _WORKERS[old]
         _WORKERS[key] = ClientWorker(config_from_yaml(cfg_text, "the server's configuration"),

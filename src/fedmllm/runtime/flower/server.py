@@ -246,9 +246,11 @@ def serve(grid: Grid, run_config: dict, console=None) -> None:
     """
     from rich.console import Console
 
+    from ...report.console import quiet_libraries
     from .. import load_resume_config, run_experiment
     from .appconfig import config_from_run
 
+    quiet_libraries()
     cfg, resume, overwrite = config_from_run(run_config)
     if resume:
         if not cfg.output.dir:
