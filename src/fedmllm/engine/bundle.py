@@ -91,7 +91,22 @@ def save_adapter(bundle: ModelBundle, state: dict[str, torch.Tensor], path: Path
     With ``pissa_initial`` (the PiSSA adapter the run started from, whose base weights are the
     residual ``W - s B0 A0``) peft converts the adapter to a plain rank-2r LoRA ``[A; A0]``,
     ``[B, -B0]`` that loads on the *original* base model.
+
+    The base is recorded by a portable name (:func:`fedmllm.model.names.portable_name`): a
+    built-in preset as ``fedmllm-preset:<preset>`` instead of its hashed cache folder, in
+    ``adapter_config.json`` (``base_model_name_or_path``) and in ``fedmllm.json``
+    (``base_model_name``, beside ``base_model``, the folder or hub id this process loaded, and
+    for a preset ``base_recipe``, its cache folder's name). peft's empty ``README.md`` template
+    is replaced by :func:`fedmllm.report.modelcard.adapter_card` (the full card follows once
+    the run's summary exists).
     """
+    from ..model.names import portable_name
+    from ..report.modelcard import adapter_card
+
+    name = portable_name(bundle.source)
+    meta = {**meta, "base_model_name": name}
+    if name != str(bundle.source):
+        meta["base_recipe"] = Path(bundle.source).name
     with atomic_dir(path) as tmp:
         if pissa_initial is not None:
             with tempfile.TemporaryDirectory() as scratch:
@@ -104,4 +119,9 @@ def save_adapter(bundle: ModelBundle, state: dict[str, torch.Tensor], path: Path
         else:
             bundle.adapter.set(state)
             bundle.model.save_pretrained(tmp)
+        config_file = tmp / "adapter_config.json"
+        config = json.loads(config_file.read_text())
+        config["base_model_name_or_path"] = name
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
         (tmp / "fedmllm.json").write_text(json.dumps(meta, indent=2))
+        (tmp / "README.md").write_text(adapter_card(meta, path))

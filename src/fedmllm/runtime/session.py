@@ -154,6 +154,10 @@ class Session:
                                f"({cfg.data.scenario})")
 
     def finish(self, summary: dict) -> None:
-        """Write ``summary.json`` (the mark of a finished run) and the status."""
+        """Write ``summary.json`` (the mark of a finished run), the adapters' model cards and
+        the status."""
+        from ..report.modelcard import write_model_card
+
         atomic_write_text(self.out / SUMMARY, json.dumps(summary, indent=2, default=str))
+        write_model_card(self.out, summary, self.cfg, on_error="warn")
         self.folder.mark("finished")
