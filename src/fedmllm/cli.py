@@ -247,6 +247,13 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    from .report.plots import plot_runs
+
+    print(f"wrote {plot_runs(args.runs, args.out, metric=args.metric, view=args.view)}")
+    return 0
+
+
 CLIENTAPP_MODES = ("warm", "subprocess")  # fedmllm.runtime.flower.launch, without importing it
 
 
@@ -330,35 +337,54 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--no-plot", action="store_true")
     ds.set_defaults(func=cmd_data_stats)
 
-    e = sub.add_parser("eval", help="evaluate a saved adapter (or the base model)",
-                       description="Evaluate a PEFT adapter folder, or the base model with "
-                                   "--adapter none, overall and per modality; writes "
+    e = sub.add_parser("eval", help="evaluate a finished run, a saved adapter or the base model",
+                       description="Evaluate a finished run as it evaluated itself (--run RUN: "
+                                   "its base model, adapter, test set, views and batch size; an "
+                                   "option given here overrides the run's value), a PEFT adapter "
+                                   "folder (--adapter DIR --dataset D --out OUT), or the base "
+                                   "model (--adapter none), overall and per modality; writes "
                                    "OUT/eval.json and OUT/predictions.jsonl.")
-    e.add_argument("--adapter", required=True, help="PEFT adapter folder, or 'none'")
+    e.add_argument("--run", metavar="RUN",
+                   help="a finished run folder; OUT defaults to RUN/eval. A local-only run: "
+                        "every client's adapter, with mean and std over clients")
+    e.add_argument("--client", type=int, metavar="K",
+                   help="with --run on a local-only run: client K's adapter only")
+    e.add_argument("--adapter", help="PEFT adapter folder, or 'none' (required without --run)")
     e.add_argument("--model", help="base model hub id or folder (default: the adapter's own)")
     e.add_argument("--model-preset", choices=["tiny", "small"], help="built-in base model")
-    e.add_argument("--dataset", required=True,
-                   choices=["synth", "hateful_memes", "crisismmd", "vqa_rad", "slake"])
-    e.add_argument("--task", default="binary", choices=["binary", "multiclass", "vqa"],
-                   help="synth task")
+    e.add_argument("--dataset", choices=["synth", "hateful_memes", "crisismmd", "vqa_rad", "slake"],
+                   help="required without --run; with --run, another dataset's test split")
+    e.add_argument("--task", choices=["binary", "multiclass", "vqa"],
+                   help="synth task (default binary)")
     e.add_argument("--data-dir", help="dataset root in its published layout")
-    e.add_argument("--split", default="test")
-    e.add_argument("--test-size", type=int, default=400, help="synth only")
-    e.add_argument("--seed", type=int, default=0, help="synth only")
-    e.add_argument("--prompt-strategy", default="plain", choices=["plain", "agnostic"])
-    e.add_argument("--views", default="image_text,image_only,text_only",
-                   help="comma-separated modality views")
-    e.add_argument("--mode", default="score", choices=["score", "generate"],
+    e.add_argument("--split", help="dataset split (default test)")
+    e.add_argument("--test-size", type=int, help="synth only (default 400)")
+    e.add_argument("--seed", type=int, help="synth only (default 0)")
+    e.add_argument("--prompt-strategy", choices=["plain", "agnostic"], help="default plain")
+    e.add_argument("--views", help="comma-separated modality views (default "
+                                   "image_text,image_only,text_only)")
+    e.add_argument("--mode", choices=["score", "generate"],
                    help="multiple choice: 'score' reads option-token probabilities (default); "
                         "'generate' decodes greedily and parses the answer strictly (unreadable "
                         "answers are counted as invalid; no AUROC)")
     e.add_argument("--max-new-tokens", type=int, default=16,
                    help="generation length cap (VQA, and --mode generate)")
-    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--batch-size", type=int, help="default 32")
     e.add_argument("--max-samples", type=int)
-    e.add_argument("--device", default="auto")
-    e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--device", help="default auto")
+    e.add_argument("--out", help="output folder (required without --run)")
     e.set_defaults(func=cmd_eval)
+
+    pl = sub.add_parser("plot", help="overlay the learning curves of runs",
+                        description="Plot the test metric of one modality view and the mean "
+                                    "client train loss per round of one or more runs, one "
+                                    "colour per run (labelled by folder and algorithm).")
+    pl.add_argument("runs", nargs="+", metavar="RUN", help="run folders (with metrics.jsonl)")
+    pl.add_argument("--out", required=True, help="plot file (.png, .svg or .pdf)")
+    pl.add_argument("--metric", default="accuracy", choices=["accuracy", "auroc", "macro_f1"])
+    pl.add_argument("--view", default="image_text",
+                    choices=["image_text", "image_only", "text_only"])
+    pl.set_defaults(func=cmd_plot)
 
     pl = sub.add_parser("plot", help="overlay the learning curves of runs",
                         description="Plot the test metric of one modality view and the mean "

@@ -1,40 +1,147 @@
-"""``fedmllm eval``: evaluate a saved adapter (or the base model) and write its results."""
+"""``fedmllm eval``: evaluate a saved adapter (or the base model), or a finished run with its own
+configuration, and write its results (``OUT/eval.json``, ``OUT/predictions.jsonl``).
+
+Two ways in:
+
+``--adapter DIR --dataset D --out OUT``
+    an adapter folder (or ``none``: the base model) on a dataset's split. The base model is
+    ``--model`` / ``--model-preset``, else the one the adapter records (``fedmllm.json``, then
+    ``adapter_config.json``; a built-in preset recorded as ``fedmllm-preset:<name>`` is built
+    into the cache when it is not there).
+``--run RUN``
+    a finished run as it evaluated itself: its base model (``model.name`` or the built-in
+    preset), its adapter (``RUN/adapter``), its test set rebuilt exactly
+    (:func:`fedmllm.data.build_federated_data` on ``RUN/config.yaml``: same data config, seed,
+    ``test_size`` and prompt strategy), its ``eval.views``, ``eval.batch_size``,
+    ``eval.max_samples``, ``model.dtype`` and ``train.device``. Any option given on the command
+    line overrides the run's value (``--dataset`` naming another dataset, or ``--split``, reads
+    that dataset as without ``--run``; ``--adapter none`` evaluates the base model on the run's
+    test set). ``OUT`` defaults to ``RUN/eval``. A local-only run (``adapters/client_<k>/``,
+    no ``adapter/``) has every client's adapter evaluated, and ``eval.json`` holds
+    ``per_client`` with the mean, std, min and max accuracy over clients, as the run's
+    ``summary.json`` does; ``--client K`` evaluates client K's adapter alone.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import ConfigError, load_config
 from ..data.errors import DataError
 from ..data.types import Sample
+from ..errors import ModelError, OutputError
 from ..files import atomic_write_text
-from ..model.loading import ModelError
 from .evaluate import VIEWS, evaluate
 from .parsing import LETTERS
+
+#: Option defaults without ``--run`` (with ``--run`` they come from the run's configuration).
+DEFAULTS = {"task": "binary", "split": "test", "test_size": 400, "seed": 0,
+            "prompt_strategy": "plain", "views": "image_text,image_only,text_only",
+            "mode": "score", "batch_size": 32, "device": "auto"}
+
+#: Arguments that choose the test samples.
+DATA_OPTIONS = ("dataset", "split", "task", "test_size", "seed", "data_dir")
+
+
+def _arg(args, name: str):
+    return getattr(args, name, None)
+
+
+def _looks_local(name: str) -> bool:
+    """A folder rather than a hub id (the rule ``model.name`` is checked with)."""
+    return name.startswith(("/", "./", "../", "~")) or Path(name).expanduser().exists()
+
+
+# ----------------------------------------------------------------------------- base model
+
+def recorded_base(folder: Path) -> tuple[str, list[str]]:
+    """The base model an adapter folder records, and notes for the user.
+
+    Looked at in order: ``fedmllm.json`` ``base_model`` (the folder or hub id the run loaded),
+    ``fedmllm.json`` ``base_model_name`` (its portable name) and ``adapter_config.json``
+    ``base_model_name_or_path``. A preset name is resolved to its cached folder; a folder that
+    no longer exists is skipped (and named in the error when nothing else is found).
+    """
+    from ..model.names import parse_preset_name, resolve_base
+
+    candidates: list[tuple[str, str]] = []
+    meta: dict = {}
+    for name, keys in (("fedmllm.json", ("base_model", "base_model_name")),
+                       ("adapter_config.json", ("base_model_name_or_path",))):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except ValueError:  # not JSON (or not UTF-8)
+            raise ModelError(f"{path}: not a JSON object") from None
+        if not isinstance(data, dict):
+            raise ModelError(f"{path}: not a JSON object")
+        if name == "fedmllm.json":
+            meta = data
+        candidates += [(f"{name} {key}", data[key]) for key in keys
+                       if isinstance(data.get(key), str) and data[key]]
+    missing = []
+    for where, base in candidates:
+        if parse_preset_name(base):
+            resolved = resolve_base(base)
+            notes = []
+            recipe = meta.get("base_recipe")
+            if recipe and recipe != Path(resolved).name:
+                notes.append(f"note: the adapter was trained on {base} as built by recipe "
+                             f"{recipe}; this fedmllm builds {Path(resolved).name}, so results "
+                             "may differ from the run's")
+            return resolved, notes
+        if _looks_local(base):
+            if Path(base).expanduser().is_dir():
+                return base, []
+            missing.append(f"{base} ({where})")
+            continue
+        return base, []  # a hub id
+    if missing:
+        raise ModelError(f"{folder}: the adapter's base model is not on this machine (looked "
+                         f"for {'; '.join(missing)}); pass --model (its folder or hub id) or "
+                         "--model-preset")
+    if (folder / "config.yaml").is_file():
+        raise ModelError(f"{folder}: a run folder, not an adapter folder (no fedmllm.json or "
+                         f"adapter_config.json there): evaluate the run with --run {folder}, "
+                         f"or its adapter with --adapter {folder / 'adapter'}")
+    raise ModelError(f"no base model: {folder} has no fedmllm.json (base_model) or "
+                     "adapter_config.json (base_model_name_or_path) naming one; pass --model "
+                     "or --model-preset")
 
 
 def base_model_for(args) -> str:
     """``--model``, else ``--model-preset``, else the base recorded with the adapter."""
+    return _base_for(args)[0]
+
+
+def _base_for(args) -> tuple[str, list[str]]:
     if args.model:
-        return args.model
+        return args.model, []
     if args.model_preset:
-        from ..model.tiny import ensure_tiny
+        from ..model.names import preset_name, resolve_base
 
-        return str(ensure_tiny(args.model_preset))
-    if args.adapter != "none":
-        for name, key in (("fedmllm.json", "base_model"),
-                          ("adapter_config.json", "base_model_name_or_path")):
-            path = Path(args.adapter) / name
-            if not path.is_file():
-                continue
-            try:
-                base = json.loads(path.read_text()).get(key)
-            except (ValueError, AttributeError):  # not JSON (or not UTF-8), or not an object
-                raise ModelError(f"{path}: not a JSON object") from None
-            if base:
-                return base
-    raise ModelError("no base model: pass --model or --model-preset")
+        return resolve_base(preset_name(args.model_preset)), []
+    if args.adapter and args.adapter != "none":
+        return recorded_base(Path(args.adapter))
+    raise ModelError("no base model: with --adapter none pass --model or --model-preset")
 
+
+def _check_adapter_folder(adapter: str | Path) -> None:
+    path = Path(adapter)
+    if not path.is_dir():
+        raise ModelError(f"{path}: no such adapter folder")
+    if not (path / "adapter_config.json").is_file():
+        hint = (f"; it is a run folder: use --run {path}" if (path / "config.yaml").is_file()
+                else "")
+        raise ModelError(f"{path}: not a PEFT adapter folder (no adapter_config.json){hint}")
+
+
+# ----------------------------------------------------------------------------- test samples
 
 def load_test_samples(args) -> list[Sample]:
     """The evaluation samples; a real dataset's images are checked first (as ``prepare``
@@ -63,12 +170,226 @@ def load_test_samples(args) -> list[Sample]:
     return readers.check_images(samples)[0]
 
 
-def prediction_rows(result: dict) -> list[dict]:
-    """One row per (sample, modality view): id, modality, prompt, prediction, correct, ..."""
+# ----------------------------------------------------------------------------- the job
+
+@dataclass
+class EvalJob:
+    """What one ``fedmllm eval`` evaluates, decided before any model loads."""
+
+    base: str
+    adapters: dict[int | None, Path | None]
+    """Client id (``None``: the one adapter) -> adapter folder (``None``: the base model)."""
+    samples: list[Sample]
+    views: list[str]
+    prompt_strategy: str
+    mode: str
+    batch_size: int
+    max_samples: int | None
+    dtype: str
+    device: str
+    out: Path
+    meta: dict
+    notes: list[str] = field(default_factory=list)
+    expected: dict | None = None
+    """The run's own final metrics (``summary.json``) when this job repeats its evaluation."""
+
+
+def _views(spec) -> list[str]:
+    views = [v.strip() for v in spec.split(",") if v.strip()] if isinstance(spec, str) \
+        else list(spec)
+    bad = [v for v in views if v not in VIEWS]
+    if bad or not views:
+        raise DataError(f"--views: unknown view '{bad[0] if bad else ''}' "
+                        f"(choices: {', '.join(VIEWS)})")
+    return views
+
+
+def job_from_args(args) -> EvalJob:
+    """``--adapter``/``--dataset``/``--out`` as given (no run folder)."""
+    for name, what in (("adapter", "a PEFT adapter folder, or 'none' for the base model"),
+                       ("dataset", "the dataset to evaluate on"),
+                       ("out", "the output folder")):
+        if not _arg(args, name):
+            raise ConfigError(f"--{name} is required ({what}), or evaluate a finished run with "
+                              "--run RUN")
+    if _arg(args, "client") is not None:
+        raise ConfigError("--client picks one client adapter of a local-only run: use it "
+                          "with --run RUN")
+    for key, value in DEFAULTS.items():
+        if _arg(args, key) is None:
+            setattr(args, key, value)
+    base, notes = _base_for(args)
+    adapter = None if args.adapter == "none" else Path(args.adapter)
+    if adapter is not None:
+        _check_adapter_folder(adapter)
+    views = _views(args.views)
+    samples = load_test_samples(args)
+    meta = {"adapter": args.adapter, "base_model": base, "dataset": args.dataset,
+            "split": args.split, "prompt_strategy": args.prompt_strategy}
+    return EvalJob(base, {None: adapter}, samples, views, args.prompt_strategy, args.mode,
+                   args.batch_size, args.max_samples, "auto", args.device, Path(args.out),
+                   meta, notes)
+
+
+def check_run_folder(run: Path) -> None:
+    """A finished run folder, or a one-line :class:`OutputError` saying what is wrong."""
+    if not run.is_dir():
+        raise OutputError(f"{run}: no such run folder")
+    if not (run / "config.yaml").is_file():
+        raise OutputError(f"{run}: not a fedmllm run folder (no config.yaml)")
+    if not (run / "summary.json").is_file():
+        try:
+            status = json.loads((run / "run.json").read_text()).get("status", "unknown")
+        except (OSError, ValueError, AttributeError):
+            status = "unknown"
+        raise OutputError(f"{run}: the run is unfinished (status {status}, no summary.json); "
+                          f"continue it with `fedmllm run --resume {run}` (unless it is still "
+                          "running), then evaluate it")
+
+
+def run_adapters(run: Path, cfg, client: int | None) -> dict[int | None, Path]:
+    """The adapters a finished run saved: ``adapter/``, or a local-only run's clients."""
+    if (run / "adapter" / "adapter_config.json").is_file():
+        if client is not None:
+            raise ConfigError(f"--client: {run} has one global adapter (adapter/); --client "
+                              "picks one of a local-only run's adapters/client_<k>/")
+        return {None: run / "adapter"}
+    found = {}
+    for folder in sorted((run / "adapters").glob("client_*")):
+        k = folder.name.removeprefix("client_")
+        if k.isdigit() and (folder / "adapter_config.json").is_file():
+            found[int(k)] = folder
+    found = dict(sorted(found.items()))
+    if found:
+        if client is None:
+            return dict(found)
+        if client not in found:
+            raise OutputError(f"{run}: no adapter for client {client} (adapters/client_<k>/ "
+                              f"holds clients {', '.join(map(str, found))})")
+        return {client: found[client]}
+    what = f"fl.algorithm={cfg.fl.algorithm}"
+    if cfg.fl.algorithm in ("yoco", "oneshot"):
+        what += f", fl.yoco.method={cfg.fl.yoco.method}"
+    raise OutputError(f"{run}: the run saved no adapter ({what}), so there is none to "
+                      "evaluate; its results are in summary.json (--adapter none evaluates "
+                      "the base model on its test set)")
+
+
+def _run_base(cfg, adapter: Path | None) -> tuple[str, list[str]]:
+    """The run's base model: the folder the run loaded when it is still there (the exact
+    weights), else ``model.name`` or the built-in preset of the configuration."""
+    from ..model.names import preset_name, resolve_base
+
+    if adapter is not None:
+        try:
+            meta = json.loads((adapter / "fedmllm.json").read_text())
+            loaded = meta.get("base_model") if isinstance(meta, dict) else None
+        except (OSError, ValueError):
+            loaded = None
+        if isinstance(loaded, str) and loaded and Path(loaded).expanduser().is_dir():
+            return loaded, []
+    name = cfg.model.name
+    if name:
+        if _looks_local(name) and not Path(name).expanduser().is_dir():
+            raise ModelError(f"the run's base model {name} (model.name in config.yaml) is not "
+                             "on this machine; pass --model (its folder or hub id)")
+        return name, []
+    base = resolve_base(preset_name(cfg.model.preset, cfg.model.pretrain))
+    return base, []
+
+
+def job_from_run(args) -> EvalJob:
+    """``--run RUN``: the run's own evaluation, with the options given as overrides."""
+    from ..data import build_federated_data
+
+    run = Path(args.run)
+    check_run_folder(run)
+    cfg = load_config(run / "config.yaml")
+    client = _arg(args, "client")
+    if args.adapter is not None:
+        if client is not None:
+            raise ConfigError("--client picks a client adapter of the run; it takes no "
+                              "--adapter")
+        adapters: dict = {None: None if args.adapter == "none" else Path(args.adapter)}
+    else:
+        adapters = run_adapters(run, cfg, client)
+    for folder in adapters.values():
+        if folder is not None:
+            _check_adapter_folder(folder)
+    if args.model or args.model_preset:
+        base, notes = _base_for(args)
+    else:
+        base, notes = _run_base(cfg, next(iter(adapters.values())))
+    other = (args.dataset is not None and args.dataset != cfg.data.dataset) or \
+        args.split is not None
+    if other:  # another dataset or split: read as without --run, the run's values by default
+        same = args.dataset in (None, cfg.data.dataset)
+        ns = _Namespace(dataset=args.dataset or cfg.data.dataset, split=args.split or "test", task=args.task or cfg.data.task, test_size=args.test_size if args.test_size is not None else cfg.data.test_size, seed=args.seed if args.seed is not None else cfg.seed, data_dir=args.data_dir or (cfg.data.data_dir if same else None))
+        samples = load_test_samples(ns)
+        dataset, split, test_set = ns.dataset, ns.split, "dataset"
+    else:  # the run's own test set, rebuilt as the run built it
+        data_cfg = dataclasses.replace(cfg.data)
+        if args.task is not None:
+            data_cfg.task = args.task
+        if args.test_size is not None:
+            data_cfg.test_size = args.test_size
+        if args.data_dir is not None:
+            data_cfg.data_dir = args.data_dir
+        seed = args.seed if args.seed is not None else cfg.seed
+        samples = build_federated_data(data_cfg, cfg.fl.num_clients, seed).test
+        dataset, split, test_set = cfg.data.dataset, "test", "run"
+    views = _views(args.views if args.views is not None else cfg.eval.views)
+    repeats = (test_set == "run" and args.adapter is None and not args.model
+               and not args.model_preset and args.mode in (None, "score")
+               and args.max_samples is None and args.batch_size is None
+               and args.prompt_strategy is None
+               and all(_arg(args, k) is None for k in DATA_OPTIONS))
+    expected = None
+    if repeats:
+        try:
+            summary = json.loads((run / "summary.json").read_text())
+            expected = summary.get("final") if isinstance(summary, dict) else None
+        except (OSError, ValueError):
+            expected = None
+        if client is not None and isinstance(expected, dict):
+            expected = (expected.get("per_client") or {}).get(str(client))
+    shown = {k: (str(v) if v is not None else "none") for k, v in adapters.items()}
+    meta = {"run": str(run), "adapter": shown.get(None, shown),
+            "base_model": base, "dataset": dataset, "split": split, "test_set": test_set,
+            "prompt_strategy": args.prompt_strategy or cfg.data.prompt_strategy}
+    if client is not None:
+        meta.update(client=client, adapter=shown[client])
+    return EvalJob(
+        base, adapters, samples, views, args.prompt_strategy or cfg.data.prompt_strategy,
+        args.mode or "score", args.batch_size or cfg.eval.batch_size,
+        args.max_samples if args.max_samples is not None else cfg.eval.max_samples,
+        cfg.model.dtype, args.device or cfg.train.device,
+        Path(args.out) if args.out else run / "eval", meta, notes, expected)
+
+
+@dataclass
+class _Namespace:
+    """The fields :func:`load_test_samples` reads."""
+
+    dataset: str = "synth"
+    split: str = "test"
+    task: str = "binary"
+    test_size: int = 400
+    seed: int = 0
+    data_dir: str | None = None
+
+
+# ----------------------------------------------------------------------------- results
+
+def prediction_rows(result: dict, client: int | None = None) -> list[dict]:
+    """One row per (sample, modality view): id, modality, prompt, prediction, correct, ...
+    (and ``client`` for a client's own adapter)."""
     rows = []
     for view, (samples, pred) in result["_predictions"].items():
         for i, s in enumerate(samples):
             row = {"id": s.id, "modality": view, "prompt": pred["prompts"][i]}
+            if client is not None:
+                row = {"client": client, **row}
             if "probs" in pred:
                 p = pred["probs"][i].tolist()
                 k = max(range(len(p)), key=p.__getitem__)
@@ -90,45 +411,104 @@ def prediction_rows(result: dict) -> list[dict]:
     return rows
 
 
+def _comparison(expected: dict, got: dict) -> str:
+    """One line: does this evaluation give the run's own final numbers?"""
+    pairs = []
+    if "per_client" in expected or "per_client" in got:
+        pairs.append(("accuracy (mean over clients)", expected.get("accuracy"),
+                      got.get("accuracy")))
+    else:
+        for view, m in (got.get("per_modality") or {}).items():
+            theirs = (expected.get("per_modality") or {}).get(view) or {}
+            for key in ("accuracy", "macro_f1", "auroc", "overall", "closed_accuracy",
+                        "open_exact"):
+                if isinstance(m.get(key), float) and isinstance(theirs.get(key), float):
+                    pairs.append((f"{view} {key}", theirs[key], m[key]))
+    pairs = [p for p in pairs if p[1] is not None and p[2] is not None]
+    if not pairs:
+        return ""
+    differ = [f"{name} {a:.4f} there, {b:.4f} here" for name, a, b in pairs if a != b]
+    if not differ:
+        return "same numbers as the run's summary.json"
+    return ("differs from the run's summary.json (" + "; ".join(differ) + "): another device, "
+            "dtype or library version?")
+
+
 def run_eval(args, console) -> int:
     import torch
 
     from ..model.loading import load_vlm, resolve_device, resolve_dtype
 
-    views = [v.strip() for v in args.views.split(",") if v.strip()]
-    bad = [v for v in views if v not in VIEWS]
-    if bad or not views:
-        raise DataError(f"--views: unknown view '{bad[0] if bad else ''}' "
-                        f"(choices: {', '.join(VIEWS)})")
     if args.max_new_tokens < 1:
         raise DataError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
-    samples = load_test_samples(args)
-    device = resolve_device(args.device)
-    dtype = resolve_dtype("auto", device)
-    base_name = base_model_for(args)
-    model, processor = load_vlm(base_name, device=device, dtype=dtype)
-    if args.adapter != "none":
-        from peft import PeftModel
+    job = job_from_run(args) if _arg(args, "run") else job_from_args(args)
+    device = resolve_device(job.device)
+    dtype = resolve_dtype(job.dtype, device)
+    for note in job.notes:
+        console.print(note, markup=False)
+    if _arg(args, "run"):
+        what = ("the base model" if job.adapters == {None: None} else
+                f"{len(job.adapters)} client adapters" if None not in job.adapters else
+                str(job.adapters[None]))
+        console.print(f"evaluating {what} on {job.base}: {len(job.samples)} test samples "
+                      f"({'the run' if job.meta['test_set'] == 'run' else job.meta['dataset']}"
+                      f"'s test set), views {', '.join(job.views)}", markup=False)
+    model, processor = load_vlm(job.base, device=device, dtype=dtype)
+    cache: dict = {}
+    results: dict[int | None, dict] = {}
+    for i, (client, folder) in enumerate(job.adapters.items()):
+        if folder is not None:
+            from peft import PeftModel
 
-        if not (Path(args.adapter) / "adapter_config.json").is_file():
-            raise ModelError(f"{args.adapter}: not a PEFT adapter folder (no adapter_config.json)")
-        model = PeftModel.from_pretrained(model, args.adapter).to(device).eval()
-    torch.manual_seed(0)
-    result = evaluate(model, processor, samples, args.prompt_strategy, views=views,
-                      batch_size=args.batch_size, device=device, dtype=dtype,
-                      max_samples=args.max_samples, return_predictions=True, mode=args.mode,
-                      max_new_tokens=args.max_new_tokens)
-    rows = prediction_rows(result)
-    metrics = {k: v for k, v in result.items() if not k.startswith("_")}
-    metrics["meta"] = {"adapter": args.adapter, "base_model": base_name,
-                       "dataset": args.dataset, "split": args.split,
-                       "prompt_strategy": args.prompt_strategy, "n": len(rows) // len(views),
-                       "mode": args.mode if samples and samples[0].options else "generate"}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+            name = "default" if client is None else f"client_{client}"
+            if i == 0:
+                model = PeftModel.from_pretrained(model, folder, adapter_name=name)
+            else:
+                model.load_adapter(folder, adapter_name=name)
+                model.set_adapter(name)
+            model = model.to(device).eval()
+        torch.manual_seed(0)
+        results[client] = evaluate(
+            model, processor, job.samples, job.prompt_strategy, views=job.views,
+            batch_size=job.batch_size, device=device, dtype=dtype, max_samples=job.max_samples,
+            return_predictions=True, mode=job.mode, max_new_tokens=args.max_new_tokens,
+            cache=cache)
+    rows = [r for client, res in results.items() for r in prediction_rows(res, client)]
+    per = {c: {k: v for k, v in res.items() if not k.startswith("_")}
+           for c, res in results.items()}
+    if None in per:
+        metrics = per[None]
+    elif job.meta.get("client") is not None:  # --client K: that client's metrics alone
+        metrics = per[job.meta["client"]]
+    else:
+        from ..runtime.session import mean_over_clients
+
+        metrics = mean_over_clients(per)
+    n = len(job.samples[:job.max_samples] if job.max_samples else job.samples)
+    metrics["meta"] = {**job.meta, "views": job.views, "n": n,
+                       "mode": job.mode if job.samples and job.samples[0].options
+                       else "generate",
+                       **({"clients": sorted(per)} if "per_client" in metrics else {})}
+    out = job.out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{e.filename or out}: cannot create the output folder "
+                          f"({e.strerror})") from None
     atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_text(out / "eval.json", json.dumps(metrics, indent=2))
-    console.print(format_table(metrics), markup=False, soft_wrap=True)
+    for client, m in per.items():
+        if client is not None:
+            console.print(f"client {client}", markup=False)
+        console.print(format_table(m), markup=False, soft_wrap=True)
+    if "per_client" in metrics and isinstance(metrics.get("accuracy"), float):
+        console.print(f"mean over {len(per)} clients: accuracy {metrics['accuracy']:.4f} "
+                      f"(std {metrics['accuracy_std']:.4f}, min {metrics['accuracy_min']:.4f}, "
+                      f"max {metrics['accuracy_max']:.4f})", markup=False)
+    if job.expected:
+        line = _comparison(job.expected, metrics)
+        if line:
+            console.print(line, markup=False)
     console.print(f"wrote {out / 'eval.json'} and {out / 'predictions.jsonl'}", markup=False)
     return 0
 
