@@ -247,13 +247,6 @@ def cmd_plot(args) -> int:
     return 0
 
 
-def cmd_plot(args) -> int:
-    from .report.plots import plot_runs
-
-    print(f"wrote {plot_runs(args.runs, args.out, metric=args.metric, view=args.view)}")
-    return 0
-
-
 CLIENTAPP_MODES = ("warm", "subprocess")  # fedmllm.runtime.flower.launch, without importing it
 
 
@@ -374,17 +367,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", help="default auto")
     e.add_argument("--out", help="output folder (required without --run)")
     e.set_defaults(func=cmd_eval)
-
-    pl = sub.add_parser("plot", help="overlay the learning curves of runs",
-                        description="Plot the test metric of one modality view and the mean "
-                                    "client train loss per round of one or more runs, one "
-                                    "colour per run (labelled by folder and algorithm).")
-    pl.add_argument("runs", nargs="+", metavar="RUN", help="run folders (with metrics.jsonl)")
-    pl.add_argument("--out", required=True, help="plot file (.png, .svg or .pdf)")
-    pl.add_argument("--metric", default="accuracy", choices=["accuracy", "auroc", "macro_f1"])
-    pl.add_argument("--view", default="image_text",
-                    choices=["image_text", "image_only", "text_only"])
-    pl.set_defaults(func=cmd_plot)
 
     pl = sub.add_parser("plot", help="overlay the learning curves of runs",
                         description="Plot the test metric of one modality view and the mean "
