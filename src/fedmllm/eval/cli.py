@@ -320,6 +320,15 @@ def job_from_run(args) -> EvalJob:
         base, notes = _base_for(args)
     else:
         base, notes = _run_base(cfg, next(iter(adapters.values())))
+    first = next(iter(adapters.values()))
+    try:
+        pissa = first is not None and json.loads(
+            (first / "fedmllm.json").read_text()).get("converted_from_pissa") is True
+    except (OSError, ValueError, AttributeError):
+        pissa = False
+    if pissa:
+        notes.append("note: the adapter was converted from PiSSA to load on the original base "
+                     "model, so its numbers can differ from the run's by float rounding")
     other = (args.dataset is not None and args.dataset != cfg.data.dataset) or \
         args.split is not None
     if other:  # another dataset or split: read as without --run, the run's values by default
