@@ -32,22 +32,23 @@ __all__ = ["CITATION_FEDMLLM", "CITATION_YOCO", "adapter_card", "load_snippet", 
 
 PRESET_SCHEME = "fedmllm-preset:"  # fedmllm.model.names.PRESET_SCHEME (kept torch-free here)
 
+#: The authors' own entries (README of the YOCO branch of https://github.com/1xbq1/FedMLLM), as
+#: in fedmllm's README.
 CITATION_FEDMLLM = """\
 @article{xu2024fedmllm,
   title   = {{FedMLLM}: Federated Fine-tuning {MLLM} on Multimodal Heterogeneity Data},
-  author  = {Xu, Binqian and Shu, Xiangbo and Mei, Haiyang and Xie, Guosen and
-             Fernando, Basura and Tang, Jinhui},
+  author  = {Xu, Binqian and Shu, Xiangbo and Mei, Haiyang and Xie, Guosen and Fernando, Basura and Tang, Jinhui},
   journal = {arXiv preprint arXiv:2411.14717},
   year    = {2024}
 }"""
 
 CITATION_YOCO = """\
-@inproceedings{xu2025yoco,
+@inproceedings{xu2025you,
   title     = {You Only Communicate Once: One-shot Federated Low-Rank Adaptation of {MLLM}},
-  author    = {Xu, Binqian and Mei, Haiyang and Bai, Zechen and Gong, Jinjin and Yan, Rui and
-               Xie, Guosen and Yao, Yazhou and Fernando, Basura and Shu, Xiangbo},
-  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},
-  year      = {2025}
+  author    = {Xu, Binqian and Mei, Haiyang and Bai, Zechen and Gong, Jinjin and Yan, Rui and Xie, Guo-Sen and Yao, Yazhou and Fernando, Basura and Shu, Xiangbo},
+  booktitle = {The Thirty-ninth Annual Conference on Neural Information Processing Systems},
+  year      = {2025},
+  url       = {https://openreview.net/forum?id=FoVF3iL6o3}
 }"""
 
 ONESHOT_ALGORITHMS = ("yoco", "oneshot")  # fedmllm.engine.factory.ONESHOT_ALGORITHMS
@@ -344,8 +345,9 @@ def model_card(cfg, summary: dict, adapter_dir: Path, manifest: dict | None = No
     if base.startswith(PRESET_SCHEME):
         out += [(f"`{base}` names fedmllm's built-in offline base model (`model.preset`); "
                 "`ensure_tiny` builds it deterministically into the cache."), ""]
-    out += ["## Citation", "", "The federated setting, scenarios and baselines follow FedMLLM"
-            + (", and the one-shot methods YOCO" if oneshot else "") + ":", "",
+    out += ["## Citation", "", "The federated setting, scenarios and baselines follow FedMLLM "
+            "(arXiv 2411.14717)" + (", and the one-shot methods YOCO (NeurIPS 2025)"
+                                    if oneshot else "") + ":", "",
             "```bibtex", CITATION_FEDMLLM]
     if oneshot:
         out += ["", CITATION_YOCO]
