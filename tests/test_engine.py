@@ -65,6 +65,7 @@ def test_auto_resolves_the_algorithms_own_client_side(algorithm, objective, opti
      "bogus"),
     (["fl.max_update_norm=-1"], "fl.max_update_norm", "positive"),
     (["model.name=./no/such/folder"], "model.name", "no such model folder"),
+    (["model.name=fedmllm-preset:huge"], "model.name", "unknown built-in preset 'huge'"),
     (["data.dataset=crisismmd"], "data.data_dir", "needs its folder"),
     (["data.prepared=/nonexistent"], "data.prepared", "manifest.json"),
 ])
@@ -86,6 +87,7 @@ def test_names_are_case_insensitive_and_more_clients_per_round_than_clients_is_s
     assert any(n.startswith("fl.clients_per_round = 3: there are only 3 clients")
                for n in p.notes)
     assert plan("fl.algorithm=zeroshot", "fl.rounds=0").algorithm == "zeroshot"
+    assert plan("model.name=fedmllm-preset:tiny-init").algorithm == "fedavg"  # what adapters record
 
 
 def test_trimmed_mean_and_yoco_default_init_that_work_are_accepted():

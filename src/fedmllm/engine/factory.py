@@ -116,6 +116,15 @@ def _check_model(cfg: Config) -> None:
     name = cfg.model.name
     if not name:
         return
+    if name.startswith("fedmllm-preset:"):  # a built-in preset by the name adapters record
+        from ..errors import ModelError
+        from ..model.names import parse_preset_name
+
+        try:
+            parse_preset_name(name)
+        except ModelError as e:
+            raise ConfigError(f"model.name: {e}") from None
+        return
     path = Path(name).expanduser()
     looks_local = name.startswith(("/", "./", "../", "~")) or path.exists()
     if looks_local:

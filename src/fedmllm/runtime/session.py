@@ -37,9 +37,12 @@ class RunResult:
 
 
 def model_source(cfg: Config) -> str:
-    """The folder or hub id to load: ``model.name`` or the cached built-in preset."""
+    """The folder or hub id to load: ``model.name`` (a built-in preset's name,
+    ``fedmllm-preset:tiny``, resolves to its cached folder) or the cached built-in preset."""
     if cfg.model.name:
-        return cfg.model.name
+        from ..model.names import resolve_base
+
+        return resolve_base(cfg.model.name)
     from ..model.tiny import ensure_tiny
 
     return str(ensure_tiny(cfg.model.preset, cfg.model.pretrain))
