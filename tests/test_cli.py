@@ -316,3 +316,10 @@ def test_progress_in_a_log_is_a_line_at_least_every_few_seconds():
     with RoundProgress(Console(file=buf2, force_terminal=False), 4, False, heartbeat=0.5):
         time.sleep(1.2)
     assert buf2.getvalue() == ""
+    buf3 = io.StringIO()  # nested (the evaluation inside a round): only the outer one speaks
+    console3 = Console(file=buf3, force_terminal=False, width=100)
+    with RoundProgress(console3, 2, True, heartbeat=0.5) as outer:
+        with RoundProgress(console3, 9, True, heartbeat=0.5, what="test samples scored"):
+            time.sleep(1.2)
+        outer.client_done()
+    assert "test samples" not in buf3.getvalue() and "client updates" in buf3.getvalue()

@@ -181,6 +181,17 @@ def test_batched_generation_equals_unbatched(perturbed):
     assert g1["parsed"] == g8["parsed"]
 
 
+def test_evaluate_reports_progress_once_per_sample_and_view(perturbed):
+    from fedmllm.eval import evaluate
+
+    model, processor = perturbed
+    samples = _mixed_samples(6)
+    calls = []
+    evaluate(model, processor, samples, views=("image_text", "text_only"), batch_size=4,
+             progress=lambda: calls.append(1))
+    assert len(calls) == 6 * 2
+
+
 # ---------------------------------------------------------------- end to end
 
 

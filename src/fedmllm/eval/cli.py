@@ -447,6 +447,7 @@ def run_eval(args, console) -> int:
     import torch
 
     from ..model.loading import load_vlm, resolve_device, resolve_dtype
+    from ..report.console import RoundProgress
 
     if args.max_new_tokens < 1:
         raise DataError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
@@ -477,11 +478,14 @@ def run_eval(args, console) -> int:
                 model.set_adapter(name)
             model = model.to(device).eval()
         torch.manual_seed(0)
-        results[client] = evaluate(
-            model, processor, job.samples, job.prompt_strategy, views=job.views,
-            batch_size=job.batch_size, device=device, dtype=dtype, max_samples=job.max_samples,
-            return_predictions=True, mode=job.mode, max_new_tokens=args.max_new_tokens,
-            cache=cache)
+        n = len(job.samples[:job.max_samples] if job.max_samples else job.samples)
+        with RoundProgress(console, n * len(job.views), not getattr(args, "quiet", False),
+                           what="test samples scored") as progress:
+            results[client] = evaluate(
+                model, processor, job.samples, job.prompt_strategy, views=job.views,
+                batch_size=job.batch_size, device=device, dtype=dtype,
+                max_samples=job.max_samples, return_predictions=True, mode=job.mode,
+                max_new_tokens=args.max_new_tokens, cache=cache, progress=progress.client_done)
     rows = [r for client, res in results.items() for r in prediction_rows(res, client)]
     per = {c: {k: v for k, v in res.items() if not k.startswith("_")}
            for c, res in results.items()}

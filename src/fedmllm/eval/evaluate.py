@@ -53,7 +53,7 @@ def view(samples: Sequence[Sample], name: str) -> list[Sample]:
 
 def predict(model, processor, samples: Sequence[Sample], strategy: str = "plain",
             batch_size: int = 32, device=None, dtype=None, max_new_tokens: int = 16,
-            cache: dict | None = None, mode: str = "score") -> dict:
+            cache: dict | None = None, mode: str = "score", progress=None) -> dict:
     """Raw predictions for ``samples``; always ``prompts``, then by task and ``mode``:
 
     * multiple choice, ``mode="score"``: ``probs`` (N x K class probabilities);
@@ -61,7 +61,8 @@ def predict(model, processor, samples: Sequence[Sample], strategy: str = "plain"
       option index, ``None`` when invalid) and ``research`` (the research parser's index);
     * VQA (no options): ``texts``.
 
-    ``cache`` (any dict kept by the caller) memoises the encoded prompts across evaluations.
+    ``cache`` (any dict kept by the caller) memoises the encoded prompts across evaluations;
+    ``progress()`` (optional) is called once per sample as its batch is assembled.
     """
     if mode not in MODES:
         raise ValueError(f"unknown eval mode {mode!r} (expected one of {MODES})")
@@ -69,6 +70,8 @@ def predict(model, processor, samples: Sequence[Sample], strategy: str = "plain"
     images = [s.image for s in samples]
 
     def encode(i: int) -> Encoded:
+        if progress is not None:
+            progress()
         key = (samples[i].id, samples[i].modality, strategy)
         if cache is None:
             return encode_sample(processor, prompts[i], images[i])
@@ -141,12 +144,13 @@ def evaluate(model, processor, samples: Sequence[Sample], strategy: str = "plain
              views: Sequence[str] = ("image_text", "image_only", "text_only"),
              batch_size: int = 32, device=None, dtype=None, max_samples: int | None = None,
              return_predictions: bool = False, cache: dict | None = None,
-             mode: str = "score", max_new_tokens: int = 16) -> dict:
+             mode: str = "score", max_new_tokens: int = 16, progress=None) -> dict:
     """Metrics on ``samples`` as given, plus ``per_modality`` for each requested view.
 
     The top-level metrics are those of the first view (``image_text`` by default: the test set
     with every modality it has). ``mode`` chooses how multiple choice is read (``score`` or
     ``generate``, see the module docstring); ``max_new_tokens`` caps generation.
+    ``progress()`` is called once per sample and view (``len(samples) * len(views)`` calls).
     """
     if mode not in MODES:
         raise ValueError(f"unknown eval mode {mode!r} (expected one of {MODES})")
@@ -156,7 +160,7 @@ def evaluate(model, processor, samples: Sequence[Sample], strategy: str = "plain
     for name in views:
         vs = view(samples, name)
         p = predict(model, processor, vs, strategy, batch_size, device, dtype,
-                    max_new_tokens=max_new_tokens, cache=cache, mode=mode)
+                    max_new_tokens=max_new_tokens, cache=cache, mode=mode, progress=progress)
         result["per_modality"][name] = metrics_from_predictions(vs, p)
         preds[name] = (vs, p)
     first = result["per_modality"][views[0]]

@@ -31,8 +31,11 @@ class RoundProgress:
     In a terminal: a rich progress bar. Elsewhere (a log file, a pipe): no bar, but a line at
     least every ``heartbeat`` seconds while work goes on (``... 3/48 client updates, 40 s``),
     so a long round never looks stuck. ``enabled=False`` or no console prints nothing
-    (``output.progress=false``, ``--quiet``).
+    (``output.progress=false``, ``--quiet``). Entered inside another one (the evaluation
+    within a round), it shows nothing: the outer one goes on.
     """
+
+    _open = 0  # instances entered and not yet left: one at a time shows anything
 
     def __init__(self, console, total: int, enabled: bool, done: int = 0,
                  heartbeat: float = 10.0, what: str = "client updates"):
@@ -47,7 +50,9 @@ class RoundProgress:
         self._last = self._t0
 
     def __enter__(self):
-        if self.enabled:
+        RoundProgress._open += 1
+        self._quiet = RoundProgress._open > 1  # inside another one (evaluation in a round)
+        if self.enabled and not self._quiet:
             if self.console.is_terminal:
                 from rich.progress import (
                     BarColumn,
@@ -79,13 +84,14 @@ class RoundProgress:
         self.console.print(text, markup=False)
 
     def __exit__(self, *exc):
+        RoundProgress._open -= 1
         self._stop.set()
         if self._p is not None:
             self._p.__exit__(*exc)
 
     def print(self, text: str) -> None:
         """A line of the run's own output (the table header, a round)."""
-        if self.enabled:
+        if self.enabled and not getattr(self, "_quiet", False):
             self._line(text)
 
     def client_done(self) -> None:

@@ -126,13 +126,19 @@ class Session:
     def evaluate(self, state: dict[str, torch.Tensor], return_predictions: bool = False) -> dict:
         """Metrics of the model with adapter ``state`` on the test set, per modality view."""
         from ..eval import evaluate
+        from ..report.console import RoundProgress
 
         b, cfg = self.bundle, self.cfg
         b.adapter.set(state)
-        return evaluate(b.model, b.processor, self.data.test, cfg.data.prompt_strategy,
-                        views=cfg.eval.views, batch_size=cfg.eval.batch_size, device=b.device,
-                        dtype=b.dtype, max_samples=cfg.eval.max_samples,
-                        return_predictions=return_predictions, cache=self._eval_cache)
+        n = len(self.data.test[:cfg.eval.max_samples] if cfg.eval.max_samples
+                else self.data.test) * len(cfg.eval.views)
+        with RoundProgress(self.console, n, cfg.output.progress,
+                           what="test samples scored") as progress:
+            return evaluate(b.model, b.processor, self.data.test, cfg.data.prompt_strategy,
+                            views=cfg.eval.views, batch_size=cfg.eval.batch_size,
+                            device=b.device, dtype=b.dtype, max_samples=cfg.eval.max_samples,
+                            return_predictions=return_predictions, cache=self._eval_cache,
+                            progress=progress.client_done)
 
     def evaluate_clients(self, states: dict[int, dict[str, torch.Tensor]]) -> dict:
         """Every client's own adapter on the test set, and the spread over clients."""
