@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from . import __version__
 from .config import Config, ConfigError, load_config
@@ -238,6 +239,48 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import BenchInterrupted, build_report, load_grid, run_bench
+
+    console = None if args.quiet else _console()
+    grid = load_grid(args.grid, args.overrides)
+    if args.dry_run:
+        for cell in grid.cells:
+            print(f"{cell.id}: {cell.command(grid.base)}")
+        print(f"{len(grid.cells)} cells, every configuration checked")
+        return 0
+    try:
+        status = run_bench(grid, args.out, jobs=args.jobs, resume=args.resume,
+                           threads=args.threads, console=console)
+    except BenchInterrupted:
+        build_report(args.out)
+        again = " ".join([args.grid, *args.overrides])
+        print(f"fedmllm: interrupted; finished cells are kept; continue with: fedmllm bench "
+              f"{again} --out {args.out} --resume", file=sys.stderr)
+        return 130
+    paths = build_report(args.out)
+    failed = [c for c, st in status.items() if st.get("status") != "done"]
+    print(f"wrote {paths['results']}, {paths['markdown']} and {paths['html']}")
+    if failed:
+        print(f"fedmllm: {len(failed)} of {len(status)} cells failed (errors in "
+              f"{Path(args.out) / 'bench.json'} and the report); rerun them with --resume",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .bench import build_report
+
+    folder = Path(args.folder)
+    if not (folder / "bench.json").is_file():
+        raise OutputError(f"{folder}: not a bench folder (no bench.json); expected the --out "
+                          "folder of `fedmllm bench`")
+    paths = build_report(folder)
+    print(f"wrote {paths['results']}, {paths['markdown']} and {paths['html']}")
+    return 0
+
+
 CLIENTAPP_MODES = ("warm", "subprocess")  # fedmllm.runtime.flower.launch, without importing it
 
 
@@ -416,6 +459,32 @@ def build_parser() -> argparse.ArgumentParser:
     flk.add_argument("--name", required=True, help="file name, e.g. site-0")
     flk.add_argument("--overwrite", action="store_true")
     flk.set_defaults(func=cmd_flower_node_key)
+
+    b = sub.add_parser(
+        "bench", help="run a grid of experiments over seeds and write a report",
+        description="Run every cell of a grid file (settings x axes x seeds; see "
+                    "benchmarks/grids/) as its own run under OUT/runs/, then write "
+                    "OUT/results.csv, OUT/report.md and OUT/report.html (means and 95 %% "
+                    "intervals over seeds, ranking, paired comparisons, the radar across "
+                    "settings, per-view bars, communication). Ctrl-C keeps finished cells.")
+    b.add_argument("grid", help="grid file (TOML)")
+    b.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config keys for every cell (e.g. data.data_dir=... model.name=...)")
+    b.add_argument("--out", required=True, help="sweep folder")
+    b.add_argument("--jobs", type=int, default=1, help="cells run in parallel (default 1)")
+    b.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per cell (default: cores / jobs)")
+    b.add_argument("--resume", action="store_true",
+                   help="continue the sweep in OUT: skip finished cells, resume unfinished ones")
+    b.add_argument("--dry-run", action="store_true",
+                   help="check every cell's configuration and list the cells; run nothing")
+    b.set_defaults(func=cmd_bench)
+    rp = sub.add_parser("report", help="rebuild a bench report from its cells",
+                        description="Rebuild OUT/results.csv, report.md and report.html of a "
+                                    "sweep from its cells' run folders, without running "
+                                    "anything.")
+    rp.add_argument("folder", help="the --out folder of fedmllm bench")
+    rp.set_defaults(func=cmd_report)
 
     m = sub.add_parser("model", help="the built-in offline model",
                        description="Build and inspect the built-in offline model.")

@@ -1,0 +1,299 @@
+"""A benchmark grid: the cells of a sweep, read from one TOML file and checked before any run.
+
+A grid names *settings* (groups of keys that belong together, such as a modality scenario and
+its parameter), *axes* (keys whose values are crossed, such as the algorithm), the *seeds*, and
+the keys every cell shares::
+
+    [bench]
+    base = "../../examples/fedmllm_synth_quick.toml"  # optional config file, relative to the grid
+    seeds = [0, 1, 2]                                  # config key ``seed`` of each cell
+    metric = "accuracy"                                # headline metric of the report
+    reference = "fedavg"                               # paired comparisons are against it
+
+    [fixed]                                            # keys shared by every cell
+    "model.preset" = "tiny"
+    fl = { rounds = 8 }                                # nested tables work as well
+
+    [axes]                                             # crossed: one cell per combination
+    "fl.algorithm" = ["fedavg", "fedadam", "local"]
+
+    [[settings]]                                       # one cell group per setting
+    name = "aligned"
+    "data.scenario" = "aligned"
+
+    [[settings]]
+    name = "missing-50"
+    "data.scenario" = "missing"
+    "data.missing_rate" = 0.5
+
+    [[claims]]                                         # checked and stated by the report
+    name = "F1: federated beats local-only"
+    better = { method = "fedavg" }
+    worse = { method = "local" }
+
+A cell is (setting, axis values, seed); its *method* is its axis values (``fedavg``, or
+``algorithm=fedavg lr=0.01`` with several axes). Later keys win: base file < ``fixed`` < setting < axes
+< seed. Every cell's configuration is built and validated (:func:`fedmllm.engine.plan_run`)
+when the grid is read, so a misspelt key or value fails the whole sweep in a second, naming the
+grid file and the cell, before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, ConfigError, load_config, parse_override
+
+__all__ = ["Cell", "Claim", "Grid", "load_grid"]
+
+_BENCH_KEYS = {"base", "seeds", "metric", "reference", "description", "view"}
+_METRICS = ("accuracy", "macro_f1", "auroc", "auc_hard")
+_VIEWS = ("image_text", "image_only", "text_only")
+
+
+@dataclass
+class Cell:
+    """One run of the sweep."""
+
+    id: str
+    """Folder name: ``<setting>__<method>__s<seed>`` made file-safe."""
+    setting: str
+    method: str
+    seed: int
+    overrides: dict[str, Any]
+    """The dotted keys this cell sets on top of the base file (fixed, setting, axes, seed)."""
+    config: Config = field(repr=False, default=None)
+
+    def command(self, base: str | None) -> str:
+        """The ``fedmllm run`` line that runs this cell by hand."""
+        parts = ["fedmllm run"] + ([f"--config {base}"] if base else [])
+        parts += [f"{k}={_cli_value(v)}" for k, v in self.overrides.items()]
+        return " ".join(parts)
+
+
+@dataclass
+class Claim:
+    """A comparison the report checks: the ``better`` cells against the ``worse`` ones.
+
+    Each side selects cells by ``method`` and/or ``setting`` (a name or a list); a side that
+    leaves one out takes it from the other side, and the claim is checked in every setting
+    (or method) both sides share. It holds in a setting when the 95 % confidence intervals over
+    seeds do not overlap and the better side's mean is higher.
+    """
+
+    name: str
+    better: dict[str, list[str]]
+    worse: dict[str, list[str]]
+    metric: str | None = None
+    view: str | None = None
+
+
+@dataclass
+class Grid:
+    path: Path
+    cells: list[Cell]
+    settings: list[str]
+    methods: list[str]
+    seeds: list[int]
+    metric: str = "accuracy"
+    view: str = "image_text"
+    reference: str | None = None
+    description: str = ""
+    base: str | None = None
+    claims: list[Claim] = field(default_factory=list)
+    digest: str = ""
+    """SHA-256 of the grid's expanded cells: a resumed sweep must be the same sweep."""
+
+    def to_json(self) -> dict:
+        return {"grid": str(self.path), "description": self.description, "digest": self.digest,
+                "metric": self.metric, "view": self.view, "reference": self.reference,
+                "base": self.base, "settings": self.settings, "methods": self.methods,
+                "seeds": self.seeds,
+                "claims": [vars(c) for c in self.claims],
+                "cells": [{"id": c.id, "setting": c.setting, "method": c.method,
+                           "seed": c.seed, "overrides": c.overrides} for c in self.cells]}
+
+
+def _cli_value(v: Any) -> str:
+    text = v if isinstance(v, str) else json.dumps(v)
+    return text if re.fullmatch(r"[\w.:/+-]+", text) else f"'{text}'"
+
+
+def _flatten(table: dict, where: str, prefix: str = "") -> dict[str, Any]:
+    """``{"fl": {"rounds": 8}, "data.alpha": 1}`` -> ``{"fl.rounds": 8, "data.alpha": 1}``
+    (the tables ``fl.strategy`` and ``fl.yoco.params_*`` stay whole: they are values)."""
+    out: dict[str, Any] = {}
+    for k, v in table.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key not in ("fl.strategy", "fl.yoco.params_a",
+                                               "fl.yoco.params_b"):
+            out.update(_flatten(v, where, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "x"
+
+
+def _method_name(values: dict[str, Any]) -> str:
+    if not values:
+        return "default"
+    if len(values) == 1:
+        return str(next(iter(values.values())))
+    return " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in values.items())
+
+
+def _names(raw: Any, where: str) -> list[str]:
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list) and raw and all(isinstance(x, str) for x in raw):
+        return list(raw)
+    raise ConfigError(f"{where}: expected a name or a list of names, got {raw!r}")
+
+
+def _claim(raw: Any, i: int, path: Path) -> Claim:
+    where = f"{path}: claims[{i}]"
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise ConfigError(f"{where}: needs a name and two sides, better = {{...}} and "
+                          "worse = {...}")
+    sides = {}
+    for side in ("better", "worse"):
+        sel = raw.get(side)
+        if not isinstance(sel, dict) or not sel or set(sel) - {"method", "setting"}:
+            raise ConfigError(f"{where}.{side}: expected a table with 'method' and/or "
+                              f"'setting', got {sel!r}")
+        sides[side] = {k: _names(v, f"{where}.{side}.{k}") for k, v in sel.items()}
+    unknown = set(raw) - {"name", "better", "worse", "metric", "view"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {min(unknown)!r}")
+    if raw.get("metric") not in (None, *_METRICS):
+        raise ConfigError(f"{where}.metric: expected one of {_METRICS}")
+    if raw.get("view") not in (None, *_VIEWS):
+        raise ConfigError(f"{where}.view: expected one of {_VIEWS}")
+    return Claim(raw["name"], sides["better"], sides["worse"], raw.get("metric"),
+                 raw.get("view"))
+
+
+def load_grid(path: str | Path, overrides: list[str] | tuple = ()) -> Grid:
+    """Read, expand and validate a grid file (see the module docstring). ``overrides``
+    (``key=value``, as on the ``fedmllm run`` command line) are added to ``fixed``: the way
+    to point a shipped grid at your data and model (``data.data_dir=... model.name=...``)."""
+    from ..engine.factory import plan_run
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: grid file not found")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: cannot parse: {e}") from None
+    unknown = set(raw) - {"bench", "fixed", "axes", "settings", "claims"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown table {min(unknown)!r} (expected bench, "
+                          "fixed, axes, settings, claims)")
+    bench = raw.get("bench", {})
+    bad = set(bench) - _BENCH_KEYS
+    if bad:
+        raise ConfigError(f"{path}: bench.{min(bad)}: unknown key (expected "
+                          f"{', '.join(sorted(_BENCH_KEYS))})")
+    seeds = bench.get("seeds", [0])
+    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)
+            and len(set(seeds)) == len(seeds)):
+        raise ConfigError(f"{path}: bench.seeds: expected a list of distinct integers, "
+                          f"got {seeds!r}")
+    metric = bench.get("metric", "accuracy")
+    if metric not in _METRICS:
+        raise ConfigError(f"{path}: bench.metric: expected one of {_METRICS}, got {metric!r}")
+    view = bench.get("view", "image_text")
+    if view not in _VIEWS:
+        raise ConfigError(f"{path}: bench.view: expected one of {_VIEWS}, got {view!r}")
+    base = bench.get("base")
+    base_path = None
+    if base is not None:
+        base_path = (path.parent / base).resolve()
+        if not base_path.is_file():
+            raise ConfigError(f"{path}: bench.base: {base_path} not found")
+    fixed = _flatten(raw.get("fixed", {}), f"{path}: fixed")
+    axes_raw = _flatten(raw.get("axes", {}), f"{path}: axes")
+    for item in overrides:
+        keys, value = parse_override(item)
+        key = ".".join(keys)
+        if key in axes_raw or any(key in _flatten(s, str(path))
+                                  for s in raw.get("settings", []) if isinstance(s, dict)):
+            raise ConfigError(f"{item}: {key} is an axis or setting key of {path}; edit the "
+                              "grid file to change it")
+        fixed[key] = value
+    for k, v in axes_raw.items():
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"{path}: axes.{k}: expected a non-empty list of values")
+    settings_raw = raw.get("settings", [{"name": "default"}])
+    if not isinstance(settings_raw, list) or not settings_raw:
+        raise ConfigError(f"{path}: settings: expected [[settings]] tables")
+    settings: list[tuple[str, dict]] = []
+    for i, s in enumerate(settings_raw):
+        if not isinstance(s, dict) or not isinstance(s.get("name"), str) or not s["name"]:
+            raise ConfigError(f"{path}: settings[{i}]: needs a name")
+        keys = _flatten({k: v for k, v in s.items() if k != "name"}, f"{path}: settings")
+        settings.append((s["name"], keys))
+    names = [n for n, _ in settings]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: settings: duplicate name")
+    for key in ("seed", "output.dir"):
+        if key in fixed or key in axes_raw or any(key in k for _, k in settings):
+            raise ConfigError(f"{path}: {key}: set by the bench itself "
+                              f"({'bench.seeds' if key == 'seed' else '--out'})")
+
+    cells: list[Cell] = []
+    methods: list[str] = []
+    combos = [dict(zip(axes_raw, vals, strict=True))
+              for vals in itertools.product(*axes_raw.values())]
+    for name, keys in settings:
+        for combo in combos:
+            method = _method_name(combo)
+            if method not in methods:
+                methods.append(method)
+            for seed in seeds:
+                overrides = {**fixed, **keys, **combo, "seed": seed}
+                cid = f"{_safe(name)}__{_safe(method)}__s{seed}"
+                items = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+                where = f"{path}: cell {cid}"
+                try:
+                    cfg = load_config(base_path, items)
+                    plan_run(cfg)
+                except ConfigError as e:
+                    raise ConfigError(f"{where}: {e}") from None
+                cells.append(Cell(cid, name, method, seed, overrides, cfg))
+    ids = [c.id for c in cells]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{path}: two cells get the same folder name; make the setting "
+                          "names or axis values distinct")
+    claims = [_claim(c, i, path) for i, c in enumerate(raw.get("claims", []))]
+    for c in claims:
+        for side in (c.better, c.worse):
+            for m in side.get("method", []):
+                if m not in methods:
+                    raise ConfigError(f"{path}: claim {c.name!r}: no method {m!r} (the grid "
+                                      f"has {'; '.join(methods)})")
+            for s in side.get("setting", []):
+                if s not in names:
+                    raise ConfigError(f"{path}: claim {c.name!r}: no setting {s!r} (the grid "
+                                      f"has {', '.join(names)})")
+    reference = bench.get("reference")
+    if reference is not None and reference not in methods:
+        raise ConfigError(f"{path}: bench.reference: no method {reference!r} (the grid has "
+                          f"{'; '.join(methods)})")
+    digest = hashlib.sha256(json.dumps(
+        [[c.id, c.config.to_dict()] for c in cells], sort_keys=True, default=str
+    ).encode()).hexdigest()
+    return Grid(path, cells, names, methods, list(seeds), metric, view, reference,
+                str(bench.get("description", "")), str(base_path) if base_path else None,
+                claims, digest)

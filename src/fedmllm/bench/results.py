@@ -1,0 +1,128 @@
+"""A sweep's results as one table: ``results.csv``, a row per cell and modality view.
+
+Read from the cells' own run folders (``summary.json``, ``metrics.jsonl``), never from
+anything the runner kept in memory, so the table can be rebuilt at any time
+(``fedmllm report DIR``). A cell that failed has one row with its status and error and no
+metrics. A local-only cell's metrics are the mean over its clients' own adapters.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+
+from ..files import atomic_write_text
+
+__all__ = ["COLUMNS", "METRICS", "collect", "read_curves", "read_results", "view_metrics",
+           "write_results"]
+
+VIEWS = ("image_text", "image_only", "text_only")
+METRICS = ("accuracy", "macro_f1", "auroc", "auc_hard", "invalid_rate")
+CLIENT = ("client_accuracy_mean", "client_accuracy_std", "client_accuracy_min",
+          "client_accuracy_max")
+COLUMNS = ("cell", "setting", "method", "seed", "status", "view", "n", *METRICS,
+           "bytes_uploaded", "bytes_downloaded", "train_seconds", "seconds", *CLIENT, "error")
+
+
+def view_metrics(final: dict, view: str) -> dict:
+    """The metrics of one view from a summary's ``final`` block (for a local-only run, the
+    mean over its clients)."""
+    if "per_client" in final:
+        per = [m.get("per_modality", {}).get(view) for m in final["per_client"].values()]
+        per = [m for m in per if m]
+        out = {}
+        for key in ("n", *METRICS):
+            vals = [m[key] for m in per if isinstance(m.get(key), (int, float))]
+            if vals:
+                out[key] = statistics.fmean(vals)
+        return out
+    return final.get("per_modality", {}).get(view, {})
+
+
+def _client_eval(final: dict) -> dict:
+    ce = final.get("client_eval", {}).get("accuracy", {})
+    return {f"client_accuracy_{k}": ce.get(k) for k in ("mean", "std", "min", "max")}
+
+
+def collect(out: str | Path) -> list[dict]:
+    """Every cell's rows (see the module docstring), in the grid's order."""
+    out = Path(out)
+    state = json.loads((out / "bench.json").read_text())
+    statuses = state.get("status", {})
+    rows: list[dict] = []
+    for cell in state["cells"]:
+        cid = cell["id"]
+        st = statuses.get(cid, {})
+        base = {"cell": cid, "setting": cell["setting"], "method": cell["method"],
+                "seed": cell["seed"], "seconds": st.get("seconds")}
+        folder = out / "runs" / cid
+        try:
+            summary = json.loads((folder / "summary.json").read_text())
+        except (OSError, ValueError):
+            rows.append({**base, "status": st.get("status", "pending"),
+                         "error": st.get("error", "")})
+            continue
+        final, totals = summary.get("final", {}), summary.get("totals", {})
+        extra = {"status": "done", "bytes_uploaded": totals.get("bytes_uploaded"),
+                 "bytes_downloaded": totals.get("bytes_downloaded"),
+                 "train_seconds": totals.get("train_seconds"), **_client_eval(final)}
+        for view in VIEWS:
+            m = view_metrics(final, view)
+            if m:
+                rows.append({**base, **extra, "view": view,
+                             **{k: m.get(k) for k in ("n", *METRICS)}})
+    return rows
+
+
+def write_results(out: str | Path, rows: list[dict]) -> Path:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS})
+    return atomic_write_text(Path(out) / "results.csv", buf.getvalue())
+
+
+def read_results(path: str | Path) -> list[dict]:
+    """``results.csv`` back as dicts with numbers as numbers (empty cells as ``None``)."""
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            row: dict = {}
+            for k, v in r.items():
+                if v == "":
+                    row[k] = None
+                elif k in ("cell", "setting", "method", "status", "view", "error"):
+                    row[k] = v
+                else:
+                    try:
+                        row[k] = int(v) if k == "seed" else float(v)
+                    except ValueError:
+                        row[k] = v
+            rows.append(row)
+    return rows
+
+
+def read_curves(out: str | Path, cell: str, view: str, metric: str) -> list[tuple[int, float]]:
+    """``(round, metric)`` of a cell's evaluated rounds (from its ``metrics.jsonl``)."""
+    path = Path(out) / "runs" / cell / "metrics.jsonl"
+    points = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return points
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        ev = row.get("eval")
+        if not isinstance(ev, dict) or "round" not in row:
+            continue
+        value = view_metrics(ev, view).get(metric)
+        if isinstance(value, (int, float)):
+            points.append((int(row["round"]), float(value)))
+    return points
