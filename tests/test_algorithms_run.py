@@ -78,6 +78,11 @@ def test_each_algorithm_completes(algorithm, shared, tmp_path):
     saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     assert set(saved) == set(pristine)
     assert all(torch.equal(saved[k], driver.global_state[k].cpu()) for k in saved)
+    if algorithm == "centralized":  # one pooled client, 2 clients x 2 steps a round, no bytes
+        assert all(r["clients"] == ["all"] and r["local_steps"] == {"0": 4}
+                   for r in result.rows)
+        assert result.final["totals"]["bytes_uploaded"] == 0
+        return
     assert result.final["totals"]["bytes_uploaded"] > 0
     if algorithm == "scaffold":  # control variates travel both ways
         adapter = result.final["totals"]["adapter_bytes"]
@@ -134,3 +139,84 @@ def test_scaffold_server_control_is_the_mean_of_the_kept_client_controls(shared,
         mean = sum(t.double() for t in kept if t is not None) / n
         torch.testing.assert_close(c.double(), mean, atol=1e-6, rtol=1e-5)
     assert any(float(c.abs().max()) > 0 for c in control.values())
+
+
+def test_centralized_is_one_client_on_the_pooled_data(shared, tmp_path):
+    """Round 1 of centralized training is exactly a local run of client 0 on every client's
+    samples together, for clients_per_round x local_steps steps."""
+    from fedmllm.engine.client import train_round
+
+    bundle, pristine, data = shared
+    bundle.adapter.set(pristine)
+    driver = build_driver(base_cfg(tmp_path, "fl.algorithm=centralized", "fl.rounds=1"),
+                          bundle=bundle, data=data)
+    driver.run()
+    cfg = driver.cfg
+    pooled = [e for c in driver.session.clients for e in c]
+    assert len(pooled) == sum(len(c) for c in data.clients)
+    lr = driver.session.plan.lr  # the round-level schedule's first round (warm-up of 1)
+    from fedmllm.fl import round_lr
+
+    lr = round_lr(1, 1, lr, cfg.train.lr_schedule, cfg.train.warmup_rounds,
+                  cfg.train.min_lr_ratio)
+    alone = train_round(driver.trainer, cfg, pooled, 0, 1, lr, pristine, {}, steps=4)
+    assert all(torch.equal(alone.update.state[k], driver.global_state[k]) for k in pristine)
+
+
+def test_split_holdout_is_seeded_disjoint_and_keeps_a_training_sample():
+    from fedmllm.runtime.session import split_holdout
+
+    clients = [list(range(10)), list(range(100, 103)), [7]]
+    train, held = split_holdout(clients, 0.3, seed=5)
+    assert [len(t) for t in train] == [7, 3, 1] and {k: len(v) for k, v in held.items()} == \
+        {0: 3}  # floor(0.3 * 3) = 0 and a one-sample client keeps its sample
+    assert sorted(train[0] + held[0]) == clients[0]
+    assert split_holdout(clients, 0.3, seed=5) == (train, held)
+    assert split_holdout(clients, 0.3, seed=6)[1] != held
+    assert split_holdout(clients, 0.0, seed=5) == (clients, {})
+
+
+def test_client_side_evaluation_scores_each_clients_own_held_out_samples(shared, tmp_path):
+    from fedmllm.eval import evaluate
+
+    bundle, pristine, data = shared
+    bundle.adapter.set(pristine)
+    driver = build_driver(base_cfg(tmp_path, "eval.client_holdout=0.25"), bundle=bundle,
+                          data=data)
+    result = driver.run()
+    s = driver.session
+    assert set(s.holdout) == {k for k, c in enumerate(data.clients) if len(c) >= 4}
+    for k, held in s.holdout.items():
+        assert len(held) == len(data.clients[k]) // 4
+        assert not {x.id for x in held} & {x.id for x in s.train_samples[k]}
+    assert all("client_eval" in r for r in result.rows)  # eval.every=1
+    ce = result.final["final"]["client_eval"]
+    k = min(s.holdout)
+    bundle.adapter.set(driver.global_state)
+    direct = evaluate(bundle.model, bundle.processor, s.holdout[k], views=("image_text",))
+    assert ce["per_client"][str(k)]["accuracy"] == direct["accuracy"]
+    accs = [m["accuracy"] for m in ce["per_client"].values()]
+    assert ce["accuracy"]["min"] == min(accs) and ce["accuracy"]["max"] == max(accs)
+    manifest = __import__("json").loads((tmp_path / "data_manifest.json").read_text())
+    assert manifest["client_holdout"]["held_out"] == {str(k): len(v)
+                                                      for k, v in s.holdout.items()}
+    # local-only: every client's own adapter on its own held-out samples
+    bundle.adapter.set(pristine)
+    local = build_driver(base_cfg(tmp_path / "local", "eval.client_holdout=0.25",
+                                  "fl.algorithm=local"), bundle=bundle, data=data)
+    ce = local.run().final["final"]["client_eval"]
+    k = min(local.session.holdout)
+    bundle.adapter.set(local.adapters.get(k) or pristine)
+    direct = evaluate(bundle.model, bundle.processor, local.session.holdout[k],
+                      views=("image_text",))
+    assert ce["per_client"][str(k)]["accuracy"] == direct["accuracy"]
+
+
+def test_client_holdout_is_refused_where_it_is_not_built(tmp_path):
+    from fedmllm.config import ConfigError
+
+    with pytest.raises(ConfigError, match="eval.client_holdout: must be in"):
+        base_cfg(tmp_path, "eval.client_holdout=1.0")
+    with pytest.raises(ConfigError, match="eval.client_holdout: client-side evaluation is for "
+                                          "multi-round"):
+        plan_run(base_cfg(tmp_path, "eval.client_holdout=0.2", "fl.algorithm=yoco"))

@@ -195,6 +195,8 @@ def test_float32_agrees_with_float64_to_input_resolution(name):
 
 
 ALL = [(n, {"num_clients": 3} if n == "scaffold" else {}) for n in ALGORITHMS]
+#: the rules that combine several clients' updates (centralized takes its one pooled client's)
+MERGING = [(n, kw) for n, kw in ALL if n != "centralized"]
 
 
 @pytest.mark.parametrize("name,kwargs", ALL)
@@ -204,7 +206,7 @@ def test_inputs_are_not_modified(name, kwargs):
     ups = [
         ClientUpdate({"w": x["w"] * (i + 2), "b": x["b"] - i}, i + 1, i,
                      extras={"control_delta": {"w": torch.full((2,), float(i))}})
-        for i in range(3)
+        for i in range(1 if strategy.pooled else 3)  # centralized: the one pooled client
     ]
     snapshot = (
         {k: t.clone() for k, t in x.items()},
@@ -250,7 +252,7 @@ def _hetero_expected(name):
     }[name]
 
 
-@pytest.mark.parametrize("name,kwargs", ALL)
+@pytest.mark.parametrize("name,kwargs", MERGING)
 def test_heterogeneous_key_sets(name, kwargs):
     strategy = make_strategy(name, **kwargs)
     x = {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.5]), "c": torch.tensor([7.0])}
@@ -431,6 +433,7 @@ def test_client_side_attributes_of_every_strategy():
         "scaffold": ("scaffold", ("scaffold",), 1),
         "local": ("ce", None, 1),
         "zeroshot": ("ce", ("ce",), 1),
+        "centralized": ("ce", ("ce",), 1),
         "median": ("ce", None, 3),
         "trimmed_mean": ("ce", None, 5),  # default beta 0.2: floor(0.2 n) >= 1 from n = 5
     }
@@ -453,3 +456,13 @@ def test_unknown_names_get_a_suggestion():
     with pytest.raises(ValueError, match="unknown parameter 'server_lrr' for strategy 'fedavgm'; "
                                          "did you mean 'server_lr'"):
         make_strategy("fedavgm", server_lrr=1.0)
+
+
+def test_centralized_returns_the_pooled_clients_state_and_takes_no_other():
+    s = make_strategy("centralized")
+    assert s.pooled and not s.aggregates and not s.personalized
+    x = {"w": torch.zeros(2)}
+    y = {"w": torch.tensor([1.0, -2.0])}
+    assert torch.equal(s.aggregate(x, [ClientUpdate(y, 40, 0)], 1)["w"], y["w"])
+    with pytest.raises(ValueError, match="pooled client's update only, got 2"):
+        s.aggregate(x, [ClientUpdate(y, 1, 0), ClientUpdate(y, 1, 1)], 1)

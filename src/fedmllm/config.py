@@ -183,8 +183,9 @@ class YocoConfig:
 class FLConfig:
     algorithm: str = "fedavg"
     """Server strategy: fedavg, fedprox, fedavgm, fedadagrad, fedadam, fedyogi, scaffold,
-    median, trimmed_mean, local, zeroshot; or yoco / oneshot (one-shot runs, see
-    ``fl.yoco``)."""
+    median, trimmed_mean; the baselines local (local-only), zeroshot and centralized (all
+    clients' data pooled, the same optimizer steps and evaluation: the upper bound); or
+    yoco / oneshot (one-shot runs, see ``fl.yoco``)."""
     rounds: int = 12
     """Communication rounds."""
     num_clients: int = 10
@@ -264,6 +265,13 @@ class EvalConfig:
     views: list[Literal["image_text", "image_only", "text_only"]] = field(
         default_factory=lambda: ["image_text", "image_only", "text_only"])
     """Modality views of the test set to evaluate (the first one gives the headline numbers)."""
+    client_holdout: float = 0.0
+    """Client-side evaluation (multi-round simulator runs): hold out this fraction of every
+    client's training samples (drawn from the seed; at least one sample stays for training)
+    and, whenever the test set is evaluated, score the global model on each client's own
+    held-out samples as the client holds them (its modalities), reported per client and as
+    mean, std, min and max (``client_eval`` in ``metrics.jsonl`` and ``summary.json``;
+    local-only runs: each client's own adapter). 0 = off (all samples train)."""
 
 
 @dataclass
@@ -502,6 +510,7 @@ def validate(cfg: Config) -> None:
         (0.0 <= cfg.data.presence <= 1.0, "data.presence", "must be in [0, 1]"),
         (cfg.data.alpha > 0, "data.alpha", "must be > 0"),
         (cfg.eval.every >= 1, "eval.every", "must be >= 1"),
+        (0.0 <= cfg.eval.client_holdout < 1.0, "eval.client_holdout", "must be in [0, 1)"),
     ]
     for ok, key, msg in checks:
         if not ok:

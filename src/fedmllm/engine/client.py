@@ -67,17 +67,19 @@ def batch_stream(items: Sequence[Encoded], batch_size: int,
 
 def train_round(trainer: ClientTrainer, cfg: Config, items: Sequence[Encoded], client_id: int,
                 round_: int, lr: float, start_state: StateDict, server_extras: dict,
-                client_state: StateDict | None = None) -> FitResult:
+                client_state: StateDict | None = None, steps: int | None = None) -> FitResult:
     """Client ``client_id``'s local run in round ``round_``, as every driver runs it.
 
-    Steps: ``fl.local_steps``, or ``fl.local_epochs`` passes over ``items``. Batches and LoRA
+    Steps: ``steps`` when given, else ``fl.local_steps``, or ``fl.local_epochs`` passes over
+    ``items``. Batches and LoRA
     dropout are drawn from ``(seed, "batches" / "dropout", round, client)``; the step sizes
     follow ``train.local_lr_schedule`` from the round's rate ``lr``. The same arguments give
     the same update, bit for bit, in any process.
     """
     tr = cfg.train
-    steps = local_steps(len(items), tr.batch_size, tr.grad_accum, steps=cfg.fl.local_steps,
-                        epochs=cfg.fl.local_epochs)
+    if steps is None:
+        steps = local_steps(len(items), tr.batch_size, tr.grad_accum, steps=cfg.fl.local_steps,
+                            epochs=cfg.fl.local_epochs)
     batches = batch_stream(items, tr.batch_size,
                            torch_generator(cfg.seed, "batches", round_, client_id))
     lrs = local_lrs(lr, steps, tr.local_lr_schedule, tr.local_warmup_ratio)

@@ -262,6 +262,9 @@ def _plan_oneshot(cfg: Config) -> RunPlan:
 
     y = cfg.fl.yoco
     notes: list[str] = []
+    if cfg.eval.client_holdout:
+        raise ConfigError("eval.client_holdout: client-side evaluation is for multi-round runs "
+                          "(one-shot runs hold out their own split, fl.yoco.val_fraction)")
     if y.local_epochs <= 0:
         raise ConfigError("fl.yoco.local_epochs: must be > 0")
     for key, rule in (("merge_b", y.merge_b), ("merge_a", y.merge_a)):

@@ -52,6 +52,7 @@ from .schedule import LOCAL_SCHEDULES, SCHEDULES, local_lr, round_lr
 from .strategies import (
     ALGORITHMS,
     VARIANTS,
+    Centralized,
     FedAdagrad,
     FedAdam,
     FedAvg,
@@ -100,6 +101,7 @@ __all__ = [
     "VARIANTS",
     "YOCO_VARIANTS",
     "AdaptiveProx",
+    "Centralized",
     "ClientObjective",
     "ClientUpdate",
     "CrossEntropy",

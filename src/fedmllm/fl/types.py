@@ -59,6 +59,9 @@ class Strategy(ABC):
     - ``trains_clients``: ``False`` (``zeroshot``) means no client is trained at all.
     - ``personalized``: ``True`` (``local``) means each client keeps and evaluates its own
       adapter state across rounds; the driver must store per-client states itself.
+    - ``pooled``: ``True`` (``centralized``) means the driver trains one client on the union
+      of every client's data (the upper bound of a federation), as many optimizer steps per
+      round as the round's sampled clients together take.
 
     Attributes a driver reads to pair the strategy with its client side:
 
@@ -76,6 +79,7 @@ class Strategy(ABC):
     aggregates: bool = True
     trains_clients: bool = True
     personalized: bool = False
+    pooled: bool = False
     default_objective: str = "ce"
     allowed_objectives: tuple[str, ...] | None = None
     min_updates: int = 1

@@ -164,6 +164,9 @@ def run_header(cfg, plan, out_dir) -> list[str]:
             f"{fl.local_epochs:g} epochs"
         shape = (f"{fl.rounds} rounds x {min(fl.clients_per_round, fl.num_clients)} of "
                  f"{fl.num_clients} clients x {steps}")
+        if fl.algorithm == "centralized":
+            shape = (f"{fl.rounds} rounds on the {fl.num_clients} clients' data pooled, "
+                     f"{min(fl.clients_per_round, fl.num_clients)} x {steps} per round")
         algo += f", client objective {plan.objective}"
     lora = plan.lora
     return [
@@ -194,6 +197,12 @@ def summary_table(console, summary: dict, out_dir) -> None:
                       f"min {final.get('accuracy_min', 0):.4f}, "
                       f"max {final.get('accuracy_max', 0):.4f}):", markup=False)
     console.print(table)
+    ce = final.get("client_eval", {}).get("accuracy")
+    if ce:
+        n = len(final["client_eval"].get("per_client", {}))
+        console.print(f"client-side ({n} clients' held-out samples): accuracy mean "
+                      f"{ce['mean']:.4f}, std {ce['std']:.4f}, min {ce['min']:.4f}, "
+                      f"max {ce['max']:.4f}", markup=False)
     console.print(f"uploaded {totals['bytes_uploaded'] / 1e6:.2f} MB, downloaded "
                   f"{totals['bytes_downloaded'] / 1e6:.2f} MB, training "
                   f"{totals['train_seconds']:.1f} s; outputs in {out_dir}", markup=False)

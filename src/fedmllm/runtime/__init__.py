@@ -69,6 +69,13 @@ def build_driver(cfg: Config, console=None, *, resume: bool = False, overwrite: 
     result when the caller opened the folder itself; ``clients`` trains the clients somewhere
     else than in this process (the Flower server passes its grid's).
     """
+    if clients is not None and cfg.fl.algorithm == "centralized":
+        raise ConfigError("fl.algorithm: centralized pools every client's data in one process; "
+                          "it runs in the simulator (fedmllm run), not over Flower")
+    if clients is not None and cfg.eval.client_holdout:
+        raise ConfigError("eval.client_holdout: client-side evaluation runs in the simulator "
+                          "(fedmllm run); over Flower the clients hold their data and it is not "
+                          "built yet")
     plan, folder = started or start_run(cfg, resume=resume, overwrite=overwrite)
     session = Session(cfg, plan, folder, console=console, bundle=bundle, data=data)
     session.save_data_manifest()

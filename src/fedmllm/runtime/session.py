@@ -61,6 +61,26 @@ def encode_samples(processor, samples, strategy: str, max_len: int) -> list[Enco
                           sample_id=s.id) for s in samples]
 
 
+def split_holdout(clients: list[list], fraction: float, seed: int
+                  ) -> tuple[list[list], dict[int, list]]:
+    """Every client's samples split into training and held-out ones (``eval.client_holdout``):
+    ``floor(fraction * n)`` held out (at most ``n - 1``), drawn from ``(seed, "client_holdout",
+    k)``; both parts keep the clients' order. ``fraction == 0``: nothing is held out."""
+    if not fraction:
+        return list(clients), {}
+    from ..seeding import numpy_rng
+
+    train, held = [], {}
+    for k, samples in enumerate(clients):
+        n = len(samples)
+        h = min(int(fraction * n), n - 1)
+        out = set(numpy_rng(seed, "client_holdout", k).permutation(n)[:h].tolist())
+        train.append([s for i, s in enumerate(samples) if i not in out])
+        if h:
+            held[k] = [s for i, s in enumerate(samples) if i in out]
+    return train, held
+
+
 def mean_over_clients(per_client: dict[int, dict]) -> dict:
     """``per_client`` metrics with their mean, std, min and max accuracy (and mean AUROC)."""
     summary: dict = {"per_client": per_client}
@@ -90,9 +110,12 @@ class Session:
         for k, samples in enumerate(data.clients):
             if not samples:
                 raise DataError(f"client {k} has no training samples")
+        self.train_samples, self.holdout = split_holdout(data.clients, cfg.eval.client_holdout,
+                                                         cfg.seed)
         self._clients: list[list[Encoded]] | None = None
         self.initial_state = self.bundle.adapter.get()
         self._eval_cache: dict = {}  # encoded test prompts, reused by every evaluation
+        self._holdout_cache: dict = {}  # the same for the clients' held-out samples
         self.setup_seconds = time.perf_counter() - t0  # model loading, data building
 
     @property
@@ -103,7 +126,7 @@ class Session:
             cfg = self.cfg
             self._clients = [encode_samples(self.bundle.processor, samples,
                                             cfg.data.prompt_strategy, cfg.train.max_seq_len)
-                             for samples in self.data.clients]
+                             for samples in self.train_samples]
         return self._clients
 
     @property
@@ -121,7 +144,13 @@ class Session:
         """What data each client holds, beside the outputs (once)."""
         if (self.out / "data_manifest.json").is_file():
             return
-        atomic_write_json(self.out / "data_manifest.json", self.data.manifest)
+        manifest = self.data.manifest
+        if self.holdout:
+            manifest = {**manifest, "client_holdout": {
+                "fraction": self.cfg.eval.client_holdout,
+                "held_out": {str(k): len(v) for k, v in self.holdout.items()},
+                "ids": {str(k): [s.id for s in v] for k, v in self.holdout.items()}}}
+        atomic_write_json(self.out / "data_manifest.json", manifest)
 
     def evaluate(self, state: dict[str, torch.Tensor], return_predictions: bool = False) -> dict:
         """Metrics of the model with adapter ``state`` on the test set, per modality view."""
@@ -139,6 +168,30 @@ class Session:
                             device=b.device, dtype=b.dtype, max_samples=cfg.eval.max_samples,
                             return_predictions=return_predictions, cache=self._eval_cache,
                             progress=progress.client_done)
+
+    def evaluate_holdout(self, state: dict[str, torch.Tensor] | None = None,
+                         states: dict[int, dict[str, torch.Tensor]] | None = None) -> dict:
+        """Client-side evaluation: ``state`` (or client k's own ``states[k]``, the initial
+        adapter for a client without one) on every client's held-out samples as the client
+        holds them; per client, and the spread of accuracy over the clients."""
+        from ..eval import evaluate
+
+        b, cfg = self.bundle, self.cfg
+        per: dict[str, dict] = {}
+        for k, samples in sorted(self.holdout.items()):
+            own = state if states is None else states.get(k, self.initial_state)
+            b.adapter.set(own)
+            m = evaluate(b.model, b.processor, samples, cfg.data.prompt_strategy,
+                         views=("image_text",), batch_size=cfg.eval.batch_size,
+                         device=b.device, dtype=b.dtype, cache=self._holdout_cache)
+            per[str(k)] = {key: m[key] for key in ("n", "accuracy", "macro_f1", "auroc")
+                           if key in m}
+        accs = [m["accuracy"] for m in per.values() if isinstance(m.get("accuracy"), float)]
+        out: dict = {"per_client": per}
+        if accs:
+            out["accuracy"] = {"mean": statistics.fmean(accs), "std": statistics.pstdev(accs),
+                               "min": min(accs), "max": max(accs)}
+        return out
 
     def evaluate_clients(self, states: dict[int, dict[str, torch.Tensor]]) -> dict:
         """Every client's own adapter on the test set, and the spread over clients."""

@@ -32,7 +32,7 @@ from ..engine.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ..engine.client import FitResult, make_trainer, train_round
+from ..engine.client import FitResult, local_steps, make_trainer, train_round
 from ..engine.factory import build_strategy
 from ..engine.failpoints import failpoint
 from ..engine.server import RoundResult, ServerRound, state_bytes
@@ -108,6 +108,7 @@ class MultiRoundRun:
         self.server = ServerRound(self.strategy, max_update_norm=plan.max_update_norm,
                                   min_clients=cfg.fl.min_clients)
         self.personal = self.strategy.personalized  # local-only: each client keeps its adapter
+        self.pooled = self.strategy.pooled  # centralized: one client holding all the data
         self.rounds = cfg.fl.rounds if self.strategy.trains_clients else 0
         self.global_state = s.initial_state
         self.client_states = ClientStateStore()  # e.g. SCAFFOLD's c_i
@@ -135,8 +136,26 @@ class MultiRoundRun:
 
     def train_client(self, k: int, round_: int, lr: float, server_extras: dict) -> FitResult:
         """Client ``k``'s local run in round ``round_``, on this process's model."""
+        if self.pooled:
+            return self.train_pooled(round_, lr)
         return train_round(self.trainer, self.cfg, self.session.clients[k], k, round_, lr,
                            self.start_state(k), server_extras, self.client_states.get(k))
+
+    def train_pooled(self, round_: int, lr: float) -> FitResult:
+        """Centralized training's round: every client's samples as one client (id 0), for as
+        many steps as the round's sampled clients would take together: ``clients_per_round x
+        local_steps``, or with ``local_epochs`` that many epochs times the sampled share of the
+        clients over the pooled data."""
+        cfg, tr = self.cfg, self.cfg.train
+        items = [e for samples in self.session.clients for e in samples]
+        per_round = min(cfg.fl.clients_per_round, cfg.fl.num_clients)
+        if cfg.fl.local_epochs is None:
+            steps = per_round * cfg.fl.local_steps
+        else:
+            steps = local_steps(len(items), tr.batch_size, tr.grad_accum,
+                                epochs=cfg.fl.local_epochs * per_round / cfg.fl.num_clients)
+        return train_round(self.trainer, cfg, items, 0, round_, lr, self.global_state, {},
+                           steps=steps)
 
     # ------------------------------------------------------------------ one round
     def run_round(self, r: int, progress: RoundProgress) -> dict:
@@ -144,7 +163,8 @@ class MultiRoundRun:
         t0 = time.perf_counter()
         lr = round_lr(r, self.rounds, self.session.plan.lr, cfg.train.lr_schedule,
                       cfg.train.warmup_rounds, cfg.train.min_lr_ratio)
-        chosen = sample_clients(cfg.fl.num_clients, cfg.fl.clients_per_round, r, cfg.seed)
+        chosen = [0] if self.pooled else \
+            sample_clients(cfg.fl.num_clients, cfg.fl.clients_per_round, r, cfg.seed)
         server_extras = {} if self.personal else self.strategy.server_extras()
         got = self.clients.fit(r, chosen, lr, server_extras, progress)
         fits = got.fits
@@ -155,6 +175,9 @@ class MultiRoundRun:
             outcome = RoundResult(self.global_state)
             for f in fits:
                 self.adapters.put(f.update.client_id, f.update.state)
+        elif self.pooled:  # centralized: the pooled client's model is the model; nothing sent
+            self.global_state = self.strategy.aggregate(self.global_state, updates, r)
+            outcome = RoundResult(self.global_state, accepted=[0])
         else:
             outcome = self.server.run(self.global_state, updates, r, server_extras)
             self.global_state = outcome.global_state
@@ -167,7 +190,7 @@ class MultiRoundRun:
             if outcome.skipped:
                 log.warning("round %d skipped: %s", r, outcome.skipped)
         row = {
-            "round": r, "clients": chosen, "lr": lr,
+            "round": r, "clients": ["all"] if self.pooled else chosen, "lr": lr,
             "train_loss": {str(u.client_id): round(u.metrics["train_loss"], 6) for u in updates},
             "train_loss_mean": statistics.fmean(u.metrics["train_loss"] for u in updates)
             if updates else None,
@@ -187,6 +210,8 @@ class MultiRoundRun:
         train_seconds = time.perf_counter() - t0
         if not self.personal and (r % cfg.eval.every == 0 or r == self.rounds):
             row["eval"] = self.session.evaluate(self.global_state)
+            if self.session.holdout:
+                row["client_eval"] = self.session.evaluate_holdout(self.global_state)
         row["seconds"] = round(time.perf_counter() - t0, 4)
         row["train_seconds"] = round(train_seconds, 4)
         return row
@@ -229,8 +254,8 @@ class MultiRoundRun:
         writer = MetricsWriter(s.out / "metrics.jsonl", keep_rows=keep)
         setup_seconds = s.setup_seconds + time.perf_counter() - t_setup
         every = cfg.fl.checkpoint_every
-        total = self.rounds * min(cfg.fl.clients_per_round, cfg.fl.num_clients)
-        done_updates = self.done * min(cfg.fl.clients_per_round, cfg.fl.num_clients)
+        per_round = 1 if self.pooled else min(cfg.fl.clients_per_round, cfg.fl.num_clients)
+        total, done_updates = self.rounds * per_round, self.done * per_round
         with RoundProgress(s.console, total, cfg.output.progress, done_updates) as progress:
             progress.print(header())
             for r in range(self.done + 1, self.rounds + 1):
@@ -254,7 +279,7 @@ class MultiRoundRun:
             s.save_adapter(state, {**meta, "client": k}, pissa_initial=initial,
                            name=f"adapters/client_{k}")
         failpoint("before_summary", self.rounds)
-        uploads = 0 if self.personal else sum(len(r["clients"]) for r in rows)
+        uploads = 0 if self.personal or self.pooled else sum(len(r["clients"]) for r in rows)
         totals = {
             "rounds": self.rounds,
             "bytes_uploaded": sum(r["bytes_uploaded"] for r in rows),
@@ -274,12 +299,26 @@ class MultiRoundRun:
         return RunResult(s.out, rows, summary)
 
     def final_eval(self, rows: list[dict]) -> dict:
+        """The test-set metrics of the end state (and ``client_eval`` when clients hold out
+        samples)."""
         s = self.session
         if self.rounds == 0:
-            return s.evaluate(s.initial_state)
+            final = s.evaluate(s.initial_state)
+            if s.holdout:
+                final["client_eval"] = s.evaluate_holdout(s.initial_state)
+            return final
         if self.personal:
             states = dict(self.adapters.items())
-            return s.evaluate_clients(states) if states else s.evaluate(s.initial_state)
+            final = s.evaluate_clients(states) if states else s.evaluate(s.initial_state)
+            if s.holdout:
+                final["client_eval"] = s.evaluate_holdout(states=states)
+            return final
         if rows and rows[-1]["round"] == self.rounds and "eval" in rows[-1]:
-            return rows[-1]["eval"]  # the last round was just evaluated; do not repeat it
-        return s.evaluate(self.global_state)
+            final = dict(rows[-1]["eval"])  # the last round was just evaluated: not again
+            if "client_eval" in rows[-1]:
+                final["client_eval"] = rows[-1]["client_eval"]
+            return final
+        final = s.evaluate(self.global_state)
+        if s.holdout:
+            final["client_eval"] = s.evaluate_holdout(self.global_state)
+        return final

@@ -13,6 +13,7 @@ from typing import Any
 from ..checks import build_checked, keyword_params, lookup
 from ..types import Strategy
 from .base import VARIANTS
+from .centralized import Centralized
 from .fedadagrad import FedAdagrad
 from .fedadam import FedAdam
 from .fedavg import FedAvg
@@ -36,6 +37,7 @@ _REGISTRY: dict[str, type[Strategy]] = {
         Scaffold,
         Local,
         ZeroShot,
+        Centralized,
         Median,
         TrimmedMean,
     )
@@ -62,6 +64,7 @@ def make_strategy(name: str, **params: Any) -> Strategy:
 __all__ = [
     "ALGORITHMS",
     "VARIANTS",
+    "Centralized",
     "FedAdagrad",
     "FedAdam",
     "FedAvg",

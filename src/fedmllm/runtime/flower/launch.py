@@ -57,6 +57,12 @@ def open_folder(cfg: Config, supernodes: int, *, resume: str | None, overwrite: 
     from .. import start_run
     from .local import kill_recorded
 
+    if cfg.fl.algorithm == "centralized":
+        raise ConfigError("fl.algorithm: centralized pools every client's data in one process; "
+                          "it runs in the simulator (fedmllm run), not over Flower")
+    if cfg.eval.client_holdout:
+        raise ConfigError("eval.client_holdout: client-side evaluation runs in the simulator "
+                          "(fedmllm run); over Flower it is not built yet")
     if cfg.fl.num_clients != supernodes:
         raise ConfigError(f"fl.num_clients: {cfg.fl.num_clients}, but --supernodes "
                           f"{supernodes}: every SuperNode is one client (partition)")
