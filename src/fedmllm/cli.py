@@ -379,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--adapter", help="PEFT adapter folder, or 'none' (required without --run)")
     e.add_argument("--model", help="base model hub id or folder (default: the adapter's own)")
     e.add_argument("--model-preset", choices=["tiny", "small"], help="built-in base model")
+    e.add_argument("--trust-remote-code", action="store_true", default=None,
+                   help="run the Python code the base checkpoint ships (auto_map in its "
+                        "config.json); with --run, the run's model.trust_remote_code")
     e.add_argument("--dataset", choices=["synth", "hateful_memes", "crisismmd", "vqa_rad", "slake"],
                    help="required without --run; with --run, another dataset's test split")
     e.add_argument("--task", choices=["binary", "multiclass", "vqa"],

@@ -40,6 +40,10 @@ class ModelConfig:
     """Extra modules trained in full and communicated (e.g. ``multi_modal_projector``)."""
     pretrain: bool = True
     """Built-in presets only: start from the short deterministic pre-training (not random)."""
+    trust_remote_code: bool = False
+    """Run the Python code a checkpoint ships for classes transformers lacks (``auto_map`` in
+    its ``config.json``), as ``from_pretrained(trust_remote_code=True)``; read that code
+    first. Off: such a checkpoint is refused in one line."""
 
 
 @dataclass

@@ -39,16 +39,20 @@ class ModelBundle:
     """The folder or hub id the base model came from."""
     init: str = "default"
     """How the adapter was initialised (``lora.init`` / ``fl.yoco.init``)."""
+    trust_remote_code: bool = False
+    """``model.trust_remote_code``: the base was loaded with the checkpoint's own code."""
 
 
 def build_bundle(source: str, device: torch.device, dtype: torch.dtype, lora: LoraConfig,
                  seed: int, modules_to_save: list[str] | None = None,
-                 init: str = "default") -> ModelBundle:
+                 init: str = "default", trust_remote_code: bool = False) -> ModelBundle:
     """``source`` loaded on ``device``/``dtype`` and wrapped with ``lora``'s targets, rank and
     alpha. The LoRA draw comes from the run's ``seed`` (key ``"lora_init"``; the caller's torch
     generator state is left as it was). ``init`` names peft's initialisation
-    (:data:`LORA_INIT`), or ``code`` (:func:`apply_code_init` after peft's default)."""
-    base, processor = load_vlm(source, device=device, dtype=dtype)
+    (:data:`LORA_INIT`), or ``code`` (:func:`apply_code_init` after peft's default).
+    ``trust_remote_code``: ``model.trust_remote_code`` (:func:`~fedmllm.model.load_vlm`)."""
+    base, processor = load_vlm(source, device=device, dtype=dtype,
+                               trust_remote_code=trust_remote_code)
     depth = num_lm_layers(base)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(torch_seed(seed, "lora_init"))
@@ -58,7 +62,7 @@ def build_bundle(source: str, device: torch.device, dtype: torch.dtype, lora: Lo
                           init_lora_weights=LORA_INIT.get(init, True))
     model.to(device)
     bundle = ModelBundle(model, processor, AdapterState(model), device, dtype, depth, source,
-                         init)
+                         init, trust_remote_code)
     if init == "code":
         apply_code_init(bundle, lora.r, seed)
     return bundle

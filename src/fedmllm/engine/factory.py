@@ -132,6 +132,13 @@ def _check_model(cfg: Config) -> None:
             raise ConfigError(f"model.name: {name}: no such model folder")
         if not (path / "config.json").is_file():
             raise ConfigError(f"model.name: {name}: not a model folder (no config.json)")
+        from ..errors import ModelError
+        from ..model.loading import check_remote_code
+
+        try:
+            check_remote_code(path, cfg.model.trust_remote_code)
+        except ModelError as e:
+            raise ConfigError(f"model.name: {e}") from None
 
 
 def _check_data(cfg: Config) -> None:

@@ -192,6 +192,8 @@ class EvalJob:
     notes: list[str] = field(default_factory=list)
     expected: dict | None = None
     """The run's own final metrics (``summary.json``) when this job repeats its evaluation."""
+    trust_remote_code: bool = False
+    """``--trust-remote-code``, or the run's ``model.trust_remote_code``."""
 
 
 def _views(spec) -> list[str]:
@@ -228,7 +230,7 @@ def job_from_args(args) -> EvalJob:
             "split": args.split, "prompt_strategy": args.prompt_strategy}
     return EvalJob(base, {None: adapter}, samples, views, args.prompt_strategy, args.mode,
                    args.batch_size, args.max_samples, "auto", args.device, Path(args.out),
-                   meta, notes)
+                   meta, notes, trust_remote_code=bool(_arg(args, "trust_remote_code")))
 
 
 def check_run_folder(run: Path) -> None:
@@ -373,7 +375,9 @@ def job_from_run(args) -> EvalJob:
         args.mode or "score", args.batch_size or cfg.eval.batch_size,
         args.max_samples if args.max_samples is not None else cfg.eval.max_samples,
         cfg.model.dtype, args.device or cfg.train.device,
-        Path(args.out) if args.out else run / "eval", meta, notes, expected)
+        Path(args.out) if args.out else run / "eval", meta, notes, expected,
+        trust_remote_code=cfg.model.trust_remote_code if _arg(args, "trust_remote_code") is None
+        else bool(args.trust_remote_code))
 
 
 @dataclass
@@ -463,7 +467,8 @@ def run_eval(args, console) -> int:
         console.print(f"evaluating {what} on {job.base}: {len(job.samples)} test samples "
                       f"({'the run' if job.meta['test_set'] == 'run' else job.meta['dataset']}"
                       f"'s test set), views {', '.join(job.views)}", markup=False)
-    model, processor = load_vlm(job.base, device=device, dtype=dtype)
+    model, processor = load_vlm(job.base, device=device, dtype=dtype,
+                                trust_remote_code=job.trust_remote_code)
     cache: dict = {}
     results: dict[int | None, dict] = {}
     for i, (client, folder) in enumerate(job.adapters.items()):

@@ -65,7 +65,8 @@ def score_options(model, processor, prompts: Sequence[str], images: Sequence,
         items = []
         for i in idx:
             e = encode(i) if encode else encode_sample(processor, prompts[i], images[i])
-            items.append(Encoded(torch.cat([e.input_ids, ot.prefix]), None, e.vision, e.prompt_len))
+            items.append(Encoded(torch.cat([e.input_ids, ot.prefix]), None, e.vision, e.prompt_len,
+                                 e.tokens))
         batch = to_device(collate(items, pad, padding_side="left"), device, dtype)
         logits = model(**batch, logits_to_keep=1).logits[:, -1, :].float()
         out[idx.start: idx.stop] = torch.softmax(logits[:, opt_ids], dim=-1).cpu()

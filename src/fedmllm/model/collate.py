@@ -3,15 +3,19 @@
 A sample is encoded once (:func:`encode_sample`): the user turn (image placeholder + prompt text)
 and the assistant answer are rendered with the processor's chat template and tokenized by the
 processor (which expands the image placeholder into the model's image tokens). Prompt tokens get
-label -100; only the answer and its end-of-turn token are supervised. Batches (:func:`collate`)
-mix image and text-only samples freely: each model family's vision tensors are merged by the same
-rule (per-image tensors are concatenated; batch-major tensors are padded with empty images, which
-models such as Idefics3 drop).
+label -100; only the answer and its end-of-turn token are supervised (a template that closes
+the answer with no special token, such as LLaVA 1.5's, gets the tokenizer's EOS appended, as the
+model's own training did, so generation learns to stop). Batches (:func:`collate`) mix image and
+text-only samples freely: the vision tensors of the samples that have images are concatenated
+(per-image and per-patch layouts alike; tensors with a per-image patch or image axis, LLaVA-NeXT's
+any-resolution tiles and Idefics3's image splits, are padded on that axis with empty tiles, which
+those models drop); per-token tensors beside the ids (Gemma 3's ``token_type_ids``, Qwen2-VL's
+``mm_token_type_ids``) are padded like the ids.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,18 +24,20 @@ from ..data.types import load_image
 from .loading import ModelError
 
 IGNORE_INDEX = -100
-#: vision tensors whose first dimension is the batch (padded with zero "images" when merging)
-_BATCH_MAJOR_NDIM = {"pixel_values": 5, "pixel_attention_mask": 4}
+#: processor outputs with one value per token (padded and cut like the ids; 0 = text)
+TOKEN_KEYS = ("token_type_ids", "mm_token_type_ids")
 
 
 @dataclass
 class Encoded:
-    """A tokenized sample: ids, labels (None for prompts) and its per-sample vision tensors."""
+    """A tokenized sample: ids, labels (None for prompts), its vision tensors and its per-token
+    tensors (:data:`TOKEN_KEYS`, 1-D, as long as the ids or shorter: missing tail = text)."""
 
     input_ids: torch.Tensor
     labels: torch.Tensor | None
     vision: dict[str, torch.Tensor]
     prompt_len: int
+    tokens: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def user_message(prompt: str, has_image: bool) -> dict:
@@ -48,10 +54,48 @@ def _tokenize(processor, text: str, image) -> dict[str, torch.Tensor]:
     kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
     if image is not None:
         kwargs["images"] = [[image]]
+    tok = getattr(processor, "tokenizer", processor)
+    bos = getattr(tok, "bos_token", None)
+    if bos and text.startswith(bos):
+        # the template wrote BOS itself (Gemma 3, Idefics3): the tokenizer must not add another
+        kwargs["add_special_tokens"] = False
     try:
         return dict(processor(**kwargs))
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, IndexError, RuntimeError) as e:
         raise ModelError(f"processor failed: {str(e).splitlines()[0]}") from None
+
+
+def _split(enc: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict, dict]:
+    """``(ids, per-token tensors, vision tensors)`` of one processed sample."""
+    ids = enc.pop("input_ids")[0]
+    enc.pop("attention_mask", None)
+    tokens = {k: enc.pop(k)[0] for k in TOKEN_KEYS if k in enc}
+    return ids, tokens, enc
+
+
+def _special_ids(tok) -> set[int]:
+    return set(tok.all_special_ids) | set(getattr(tok, "added_tokens_decoder", {}) or {})
+
+
+def _conversation(processor, user: dict, answer: str, prompt_text: str) -> str:
+    """The rendered conversation, as the generation prompt followed by the answer turn.
+
+    Most templates render ``[user, assistant]`` as the generation prompt plus the answer. Some
+    do not (LLaVA-OneVision's writes ``"<|im_start|>assistant "`` in a conversation but
+    ``"<|im_start|>assistant\\n"`` as the generation prompt): the answer and what follows it in
+    the rendered turn are then put after the generation prompt, so training sees the prompt
+    that generation and scoring will use.
+    """
+    full = processor.apply_chat_template([user, assistant_message(answer)], tokenize=False)
+    if full.startswith(prompt_text):
+        return full
+    base = processor.apply_chat_template([user], add_generation_prompt=False, tokenize=False)
+    turn = full[len(base):] if full.startswith(base) else ""
+    at = turn.find(answer) if answer else -1
+    if at < 0:
+        raise ModelError("chat template: the conversation does not extend the generation "
+                         "prompt, and the answer is not found in the rendered assistant turn")
+    return prompt_text + turn[at:]
 
 
 def encode_sample(processor, prompt: str, image_ref=None, answer: str | None = None,
@@ -60,82 +104,93 @@ def encode_sample(processor, prompt: str, image_ref=None, answer: str | None = N
     image = load_image(image_ref) if image_ref is not None else None
     user = user_message(prompt, image is not None)
     prompt_text = processor.apply_chat_template([user], add_generation_prompt=True, tokenize=False)
-    enc_p = _tokenize(processor, prompt_text, image)
-    p_ids = enc_p.pop("input_ids")[0]
-    enc_p.pop("attention_mask", None)
+    p_ids, p_tokens, p_vision = _split(_tokenize(processor, prompt_text, image))
     if answer is None:
-        return Encoded(p_ids, None, enc_p, len(p_ids))
+        return Encoded(p_ids, None, p_vision, len(p_ids), p_tokens)
 
-    full_text = processor.apply_chat_template([user, assistant_message(answer)], tokenize=False)
-    if not full_text.startswith(prompt_text):
-        raise ModelError("chat template: the conversation does not extend the generation prompt")
-    enc_f = _tokenize(processor, full_text, image)
-    ids = enc_f.pop("input_ids")[0]
-    enc_f.pop("attention_mask", None)
+    full_text = _conversation(processor, user, answer, prompt_text)
+    ids, tokens, vision = _split(_tokenize(processor, full_text, image))
     plen = len(p_ids)
     if not torch.equal(ids[:plen], p_ids):
         # Tokens merged across the prompt/answer boundary: supervise from the first difference.
         plen = int((ids[:plen] != p_ids[: len(ids)][:plen]).nonzero()[0])
-    labels = ids.clone()
-    labels[:plen] = IGNORE_INDEX
     # Trailing whitespace after the end-of-turn token is formatting, not answer.
     tok = getattr(processor, "tokenizer", processor)
     end = len(ids)
     while end > plen and tok.decode(ids[end - 1 : end]).strip() == "":
         end -= 1
+    eos = getattr(tok, "eos_token_id", None)
+    if end > plen and eos is not None and int(ids[end - 1]) not in _special_ids(tok):
+        # The template closes the answer with no special token (LLaVA 1.5): supervise EOS
+        # after it, the answer's end in the model's own training data, so generation stops.
+        ids = torch.cat([ids[:end], torch.tensor([eos], dtype=ids.dtype)])
+        tokens = {k: torch.cat([v[:end], v.new_zeros(1)]) for k, v in tokens.items()}
+        end += 1
+    labels = ids.clone()
+    labels[:plen] = IGNORE_INDEX
     labels[end:] = IGNORE_INDEX
     if max_len is not None and len(ids) > max_len:
         if plen >= max_len:
             raise ModelError(f"sample {sample_id}: prompt ({plen} tokens) does not fit "
                              f"train.max_seq_len={max_len}")
         ids, labels = ids[:max_len], labels[:max_len]
-    return Encoded(ids, labels, enc_f, plen)
+        tokens = {k: v[:max_len] for k, v in tokens.items()}
+    return Encoded(ids, labels, vision, plen, tokens)
 
 
 def _merge_vision(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Concatenate the vision tensors of the samples that have images, along dimension 0.
+
+    A tensor whose other dimensions differ between samples has a per-image axis of tiles or
+    images (LLaVA-NeXT ``pixel_values``: images x tiles x C x H x W; Idefics3: samples x images
+    x C x H x W and its ``pixel_attention_mask``): it is padded with zeros on those axes, which
+    those models drop (LLaVA-NeXT keeps the tiles ``image_sizes`` calls for; Idefics3 drops
+    all-zero images).
+    """
     keys = sorted({k for it in items for k in it})
     out: dict[str, torch.Tensor] = {}
     for k in keys:
         present = [it[k] for it in items if k in it]
-        ref = present[0]
-        if _BATCH_MAJOR_NDIM.get(k) == ref.dim():
-            n_max = max(t.shape[1] for t in present)
-            rows = []
-            for it in items:
-                t = it.get(k)
-                shape = (1, n_max, *ref.shape[2:])
-                row = torch.zeros(shape, dtype=ref.dtype)
-                if t is not None:
-                    row[:, : t.shape[1]] = t
-                rows.append(row)
-            out[k] = torch.cat(rows, 0)
-        else:
-            out[k] = torch.cat(present, 0)
+        shapes = {tuple(t.shape[1:]) for t in present}
+        if len(shapes) > 1:
+            if len({t.dim() for t in present}) > 1:
+                raise ModelError(f"processor output '{k}': samples disagree on its rank")
+            size = [max(t.shape[d] for t in present) for d in range(1, present[0].dim())]
+            padded = []
+            for t in present:
+                row = t.new_zeros((t.shape[0], *size))
+                row[tuple(slice(0, n) for n in t.shape)] = t
+                padded.append(row)
+            present = padded
+        out[k] = torch.cat(present, 0)
     return out
 
 
 def collate(batch: list[Encoded], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
-    """Pad ids/labels/mask and merge vision tensors of samples that have images."""
+    """Pad ids/labels/mask and per-token tensors; merge the vision tensors of samples with
+    images (text-only samples add none)."""
     n = max(len(e.input_ids) for e in batch)
     ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), n), dtype=torch.long)
     has_labels = batch[0].labels is not None
     labels = torch.full((len(batch), n), IGNORE_INDEX, dtype=torch.long) if has_labels else None
+    token_keys = sorted({k for e in batch for k in e.tokens})
+    tokens = {k: torch.zeros((len(batch), n), dtype=torch.long) for k in token_keys}
     for i, e in enumerate(batch):
         m = len(e.input_ids)
-        sl = slice(0, m) if padding_side == "right" else slice(n - m, n)
-        ids[i, sl] = e.input_ids
-        mask[i, sl] = 1
+        start = 0 if padding_side == "right" else n - m
+        ids[i, start:start + m] = e.input_ids
+        mask[i, start:start + m] = 1
         if labels is not None:
-            labels[i, sl] = e.labels
-    out = {"input_ids": ids, "attention_mask": mask}
+            labels[i, start:start + m] = e.labels
+        for k, t in e.tokens.items():
+            t = t[:m]
+            tokens[k][i, start:start + len(t)] = t
+    out = {"input_ids": ids, "attention_mask": mask, **tokens}
     if labels is not None:
         out["labels"] = labels
     vision = [e.vision for e in batch if e.vision]
     if vision:
-        # Batch-major tensors need a row per sample (empty for text-only samples).
-        if any(_BATCH_MAJOR_NDIM.get(k) == t.dim() for v in vision for k, t in v.items()):
-            vision = [e.vision for e in batch]
         out.update(_merge_vision(vision))
     return out
 

@@ -39,24 +39,40 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def load_vlm(name_or_path: str | os.PathLike, device: torch.device | None = None,
-             dtype: torch.dtype = torch.float32):
+             dtype: torch.dtype = torch.float32, trust_remote_code: bool = False):
     """Load ``(model, processor)`` from a hub id or a local folder.
 
     The model is put in eval mode on ``device`` with every base weight frozen; LoRA wrapping
-    (:mod:`fedmllm.model.lora`) decides what trains.
+    (:mod:`fedmllm.model.lora`) decides what trains. ``trust_remote_code`` lets a checkpoint
+    whose classes are not in transformers run the Python files it ships (``auto_map`` in its
+    ``config.json``), as ``from_pretrained(..., trust_remote_code=True)`` does. Every failure
+    is a one-line :class:`ModelError` naming what is missing.
     """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig, AutoModelForImageTextToText
 
     name = str(name_or_path)
     local = Path(name).expanduser()
     if local.exists() and not (local / "config.json").is_file():
         raise ModelError(f"{local}: not a model folder (no config.json)")
+    if local.is_dir():
+        check_remote_code(local, trust_remote_code)
+    kwargs = {"trust_remote_code": True} if trust_remote_code else {}
+    try:  # the config first: an unknown model type or a broken file is named as such
+        AutoConfig.from_pretrained(name, **kwargs)
+    except (OSError, ValueError, KeyError, ImportError, AttributeError, TypeError) as e:
+        raise ModelError(f"{name}: cannot read its config: {_first_line(e)}") from None
+    processor = load_processor(name, trust_remote_code)
     try:
-        processor = AutoProcessor.from_pretrained(name)
-        model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype)
-    except (OSError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"{name}: cannot load as a vision-language model: {first}") from None
+        model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype, **kwargs)
+    except ValueError as e:
+        model = _load_remote_model(name, dtype, e) if trust_remote_code else None
+        if model is None:
+            raise ModelError(f"{name}: cannot load as a vision-language model: "
+                             f"{_first_line(e)}") from None
+    except (OSError, KeyError, ImportError, AttributeError, TypeError, RuntimeError) as e:
+        raise ModelError(f"{name}: cannot load as a vision-language model: "
+                         f"{_first_line(e)}") from None
+    _check_interface(name, model)
     tok = getattr(processor, "tokenizer", None)
     if tok is not None and tok.pad_token_id is None:
         # batches pad with this id; padded positions are masked out of attention and labels
@@ -68,6 +84,204 @@ def load_vlm(name_or_path: str | os.PathLike, device: torch.device | None = None
     if device is not None:
         model.to(device)
     return model, processor
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def check_remote_code(folder: Path, trust: bool) -> None:
+    """A folder whose ``config.json`` maps its classes to Python files it ships (``auto_map``,
+    e.g. MiniCPM-V 2.6's ``modeling_minicpmv.MiniCPMV``) runs that code only when the user
+    allows it, and only when the files are there."""
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{folder / 'config.json'}: not readable as JSON: {_first_line(e)}"
+                         ) from None
+    auto_map = config.get("auto_map") if isinstance(config, dict) else None
+    if not isinstance(auto_map, dict) or not auto_map:
+        return
+    refs = [v for v in auto_map.values() for v in (v if isinstance(v, list) else [v])
+            if isinstance(v, str)]
+    # "module.Class" or "repo--module.Class" (code kept in another hub repository)
+    modules = sorted({r.split("--")[-1].rsplit(".", 1)[0] for r in refs if "." in r})
+    if not trust:
+        raise ModelError(f"{folder}: the model's code is not part of transformers (config.json "
+                         f"auto_map names {', '.join(modules) or 'custom classes'}); set "
+                         "model.trust_remote_code=true to run the Python files shipped with "
+                         "the checkpoint (read them first)")
+    missing = [f"{m}.py" for m in modules if "--" not in m and not (folder / f"{m}.py").is_file()]
+    if missing:
+        raise ModelError(f"{folder}: config.json auto_map needs {', '.join(missing)}, which "
+                         "is not in the folder (download the whole repository, e.g. "
+                         "huggingface-cli download <repo> --local-dir DIR)")
+
+
+def _load_remote_model(name: str, dtype: torch.dtype, first: Exception):
+    """A remote-code model that does not register for image-text-to-text: MiniCPM-V 2.x maps
+    only ``AutoModel``/``AutoModelForCausalLM``. ``None`` when neither loads it."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    for auto in (AutoModelForCausalLM, AutoModel):
+        try:
+            return auto.from_pretrained(name, dtype=dtype, trust_remote_code=True)
+        except ValueError:
+            continue
+        except (OSError, KeyError, ImportError, AttributeError, TypeError, RuntimeError) as e:
+            raise ModelError(f"{name}: cannot load its remote code: {_first_line(e)}") from None
+    return None
+
+
+#: what fedmllm passes to every model's forward (plus the processor's vision tensors)
+_VLM_INPUTS = ("input_ids", "attention_mask", "labels")
+
+
+def _check_interface(name: str, model: nn.Module) -> None:
+    """The model must take the transformers vision-language inputs fedmllm trains and scores
+    with; remote code with its own calling convention (MiniCPM-V 2.6: ``forward(data)``) is
+    refused here, in one line, rather than failing inside the first training step."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) and \
+            "input_ids" in params:
+        return
+    missing = [a for a in _VLM_INPUTS if a not in params]
+    if missing:
+        raise ModelError(f"{name}: {type(model).__name__}.forward takes "
+                         f"({', '.join(list(params)[:3])}, ...), not the transformers "
+                         f"vision-language inputs ({', '.join(missing)} missing); fedmllm needs "
+                         "a model that does (for MiniCPM-V: a transformers-native checkpoint, "
+                         "model type minicpmv4_6)")
+
+
+def load_processor(name: str, trust_remote_code: bool = False):
+    """``AutoProcessor.from_pretrained(name)``, or, where that needs torchvision for a video
+    processor fedmllm never uses (Qwen2-VL, Qwen2.5-VL, LLaVA-OneVision, SmolVLM, MiniCPM-V
+    4.6 without torchvision installed), the same processor class built with its image
+    processor and tokenizer only (:func:`image_only_processor_class`)."""
+    from transformers import AutoProcessor
+
+    kwargs = {"trust_remote_code": True} if trust_remote_code else {}
+    try:
+        return AutoProcessor.from_pretrained(name, **kwargs)
+    except (ImportError, AttributeError, ValueError, OSError, KeyError, TypeError) as e:
+        if not _is_video_backend_error(e):
+            raise ModelError(f"{name}: cannot load its processor: {_first_line(e)}") from None
+        first = e
+    cls = _processor_class(name, trust_remote_code)
+    if cls is None:
+        raise ModelError(f"{name}: cannot load its processor: {_first_line(first)}")
+    try:
+        return image_only_processor_class(cls).from_pretrained(name, **kwargs)
+    except (ImportError, AttributeError, ValueError, OSError, KeyError, TypeError) as e:
+        raise ModelError(f"{name}: cannot load its processor: {_first_line(e)}") from None
+
+
+def _is_video_backend_error(e: BaseException) -> bool:
+    """transformers' answers when a processor's video part cannot be loaded: an ImportError
+    naming torchvision, a lookup of ``BaseVideoProcessor`` / ``VIDEO_PROCESSOR_MAPPING`` that
+    fails because torchvision-only classes are not registered, or no video processor config
+    in the folder."""
+    text = str(e)
+    return ("torchvision" in text.lower() or "VIDEO_PROCESSOR_MAPPING" in text
+            or "VideoProcessor" in text or "video processor" in text.lower())
+
+
+def _processor_class(name: str, trust_remote_code: bool):
+    """The processor class transformers maps the checkpoint's model type to."""
+    import transformers
+    from transformers import AutoConfig
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError):
+        return None
+    cls_name = PROCESSOR_MAPPING_NAMES.get(getattr(config, "model_type", ""))
+    return getattr(transformers, cls_name, None) if cls_name else None
+
+
+_IMAGE_ONLY: dict[type, type] = {}
+
+
+def image_only_processor_class(cls: type) -> type:
+    """``cls`` (a transformers processor class) that accepts a missing video processor.
+
+    transformers checks every sub-processor against its base class, and without torchvision
+    ``BaseVideoProcessor`` is not importable, so a processor that has a video part cannot be
+    built at all, although images and text never touch it. The subclass (same name, so saved
+    folders still name ``cls``) skips that check for the video processor and loads it only when
+    it can (else ``None``: passing videos then fails, images and text work as before).
+    """
+    if cls in _IMAGE_ONLY:
+        return _IMAGE_ONLY[cls]
+
+    def check_argument_for_proper_class(self, argument_name, argument):
+        if "video" in argument_name:
+            return type(argument)
+        return cls.check_argument_for_proper_class(self, argument_name, argument)
+
+    @classmethod
+    def _get_arguments_from_pretrained(sub, pretrained, processor_dict=None, **kwargs):
+        attrs = sub.get_attributes()
+        video = [a for a in attrs if "video" in a]
+        if not video:
+            return cls._get_arguments_from_pretrained.__func__(sub, pretrained, processor_dict,
+                                                                **kwargs)
+        # load the others as transformers does, with the video attribute left out
+        orig = sub.get_attributes
+        try:
+            sub.get_attributes = classmethod(lambda c: [a for a in attrs if a not in video])
+            args = cls._get_arguments_from_pretrained.__func__(sub, pretrained, processor_dict,
+                                                                **kwargs)
+        finally:
+            sub.get_attributes = orig
+        by_name = dict(zip([a for a in attrs if a not in video], args, strict=True))
+        for a in video:
+            by_name[a] = _try_video_processor(pretrained, kwargs)
+        return [by_name[a] for a in attrs]
+
+    def save_pretrained(self, *args, **kwargs):
+        # the video processor, when absent, is not saved (transformers would call None.save)
+        sub = type(self)
+        attrs = sub.get_attributes()
+        present = [a for a in attrs if getattr(self, a, None) is not None]
+        if present == attrs:
+            return cls.save_pretrained(self, *args, **kwargs)
+        orig = sub.get_attributes
+        try:
+            sub.get_attributes = classmethod(lambda c: present)
+            return cls.save_pretrained(self, *args, **kwargs)
+        finally:
+            sub.get_attributes = orig
+
+    sub = type(cls.__name__, (cls,), {
+        "check_argument_for_proper_class": check_argument_for_proper_class,
+        "_get_arguments_from_pretrained": _get_arguments_from_pretrained,
+        "save_pretrained": save_pretrained,
+        "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+        "__doc__": cls.__doc__})
+    _IMAGE_ONLY[cls] = sub
+    return sub
+
+
+def _try_video_processor(pretrained, kwargs):
+    from transformers import AutoVideoProcessor
+
+    kwargs = {k: v for k, v in kwargs.items() if k in ("cache_dir", "revision", "token",
+                                                       "local_files_only", "trust_remote_code")}
+    try:
+        return AutoVideoProcessor.from_pretrained(pretrained, **kwargs)
+    except Exception:  # noqa: BLE001 - any failure means: no video processor, which we never use
+        return None
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -233,7 +233,8 @@ class OneShotRun:
         s.bundle = build_bundle(b.source, b.device, b.dtype,
                                 dataclasses.replace(lora, r=rank,
                                                     alpha=lora.alpha * rank / lora.r),
-                                self.cfg.seed, self.cfg.model.modules_to_save)
+                                self.cfg.seed, self.cfg.model.modules_to_save,
+                                trust_remote_code=b.trust_remote_code)
         return state
 
     # ------------------------------------------------------------------ evaluation

@@ -53,7 +53,8 @@ def load_bundle(cfg: Config, plan: RunPlan, source: str | None = None) -> ModelB
     device = resolve_device(cfg.train.device)
     return build_bundle(source or model_source(cfg), device,
                         resolve_dtype(cfg.model.dtype, device), plan.lora, cfg.seed,
-                        cfg.model.modules_to_save, init=plan.init)
+                        cfg.model.modules_to_save, init=plan.init,
+                        trust_remote_code=cfg.model.trust_remote_code)
 
 
 def encode_samples(processor, samples, strategy: str, max_len: int) -> list[Encoded]:
