@@ -220,3 +220,31 @@ def test_client_holdout_is_refused_where_it_is_not_built(tmp_path):
     with pytest.raises(ConfigError, match="eval.client_holdout: client-side evaluation is for "
                                           "multi-round"):
         plan_run(base_cfg(tmp_path, "eval.client_holdout=0.2", "fl.algorithm=yoco"))
+
+
+def test_tensorboard_events_carry_the_metrics_rows(shared, tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    bundle, pristine, data = shared
+    bundle.adapter.set(pristine)
+    result = build_driver(base_cfg(tmp_path, "output.tensorboard=true",
+                                   "eval.client_holdout=0.25"),
+                          bundle=bundle, data=data).run()
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    got = {e.step: e.value for e in acc.Scalars("test/image_text/accuracy")}
+    assert got == pytest.approx({r["round"]: r["eval"]["accuracy"] for r in result.rows})
+    loss = {e.step: e.value for e in acc.Scalars("train/loss")}
+    assert loss == pytest.approx({r["round"]: r["train_loss_mean"] for r in result.rows})
+    assert "clients/accuracy_min" in acc.Tags()["scalars"]
+    # without the package the key is refused before anything runs
+    import importlib.util
+
+    from fedmllm.config import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"output.tensorboard: needs the tensorboard package"):
+        plan_run(base_cfg(tmp_path, "output.tensorboard=true"))

@@ -286,6 +286,9 @@ class OutputConfig:
     """Write ``metrics.png``."""
     progress: bool = True
     """Show the progress bar and the per-round lines."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files to ``<output.dir>/tensorboard/`` (scalars per round
+    and view; needs ``pip install 'fedmllm[tensorboard]'``)."""
 
 
 @dataclass

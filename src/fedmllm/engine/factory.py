@@ -98,6 +98,7 @@ def plan_run(cfg: Config) -> RunPlan:
         raise ConfigError(f"fl.algorithm: unknown algorithm {algo!r}{suggest(algo, known)} "
                           f"choices: {', '.join(known)}")
     _check_fl_numbers(cfg)
+    _check_output(cfg)
     _check_model(cfg)
     _check_data(cfg)
     if algo in ONESHOT_ALGORITHMS:
@@ -110,6 +111,15 @@ def _check_fl_numbers(cfg: Config) -> None:
     if isinstance(mun, float) and not (mun > 0 and math.isfinite(mun)):
         raise ConfigError(f"fl.max_update_norm: must be a positive number, 'auto' or 'none', "
                           f"got {mun!r}")
+
+
+def _check_output(cfg: Config) -> None:
+    if cfg.output.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("output.tensorboard: needs the tensorboard package: "
+                              "pip install 'fedmllm[tensorboard]'")
 
 
 def _check_model(cfg: Config) -> None:

@@ -40,6 +40,7 @@ from ..engine.state import ClientStateStore
 from ..fl import round_lr, sample_clients, upload_units
 from ..report.console import RoundProgress, header
 from ..report.metrics import MetricsWriter
+from ..report.tensorboard import open_events
 from .session import RunResult, Session
 
 log = logging.getLogger(__name__)
@@ -256,17 +257,20 @@ class MultiRoundRun:
         every = cfg.fl.checkpoint_every
         per_round = 1 if self.pooled else min(cfg.fl.clients_per_round, cfg.fl.num_clients)
         total, done_updates = self.rounds * per_round, self.done * per_round
+        events = open_events(s.out, cfg.output.tensorboard, self.done)
         with RoundProgress(s.console, total, cfg.output.progress, done_updates) as progress:
             progress.print(header())
             for r in range(self.done + 1, self.rounds + 1):
                 row = self.run_round(r, progress)
                 writer.write(row)
+                events.write(row)
                 failpoint("round_written", r)
                 self.done = r
                 if every and (r % every == 0 or r == self.rounds):
                     self.checkpoint(len(writer.rows))
                     failpoint("round_checkpointed", r)
                 progress.round_done(row)
+        events.close()
         rows = writer.rows
         final = self.final_eval(rows)
         failpoint("before_adapter", self.rounds)
