@@ -479,3 +479,27 @@ def test_combine_takes_separate_params_for_a_and_b(plain, tmp_path):
                  "fl.strategy.tau=0.001")
     _close(sim.global_state[kb], _d(ref.global_state[kb]), eps)
     _apart(_d(ref.global_state[kb]), _d(sim.initial_state[kb]) + _mean_delta(sim, kb), eps)
+
+
+# ----------------------------------------------------------------------------- 7. PCA settings
+
+def test_pca_settings_reach_the_merge(plain, tmp_path):
+    """fl.yoco.pca_power / pca_center / pca_sample_weighted / pca_k are the merge's own."""
+    from fedmllm.fl import merge_lora_uploads
+
+    extra = ("fl.yoco.method=combine", "fl.yoco.merge_b=fedavg", "fl.yoco.merge_a=pca",
+             "fl.yoco.pca_k=2", "fl.yoco.pca_power=1.0", "fl.yoco.pca_center=false",
+             "fl.yoco.pca_sample_weighted=false")
+    sim, _ = run(plain, tmp_path, *extra)
+    states = [{k: _d(t) for k, t in u.state.items()} for u in sim.updates]
+    counts = [u.num_examples for u in sim.updates]
+    initial = {k: _d(t) for k, t in sim.initial_state.items()}
+    want = merge_lora_uploads(states, counts, initial=initial, pca_k=2, pca_power=1.0,
+                              pca_center=False, pca_sample_weighted=False)
+    default = merge_lora_uploads(states, counts, initial=initial, pca_k=2)
+    ka, _ = _pair(sim.global_state)
+    eps = _eps(sim)
+    _close(sim.global_state[ka], want[ka], eps)
+    _apart(want[ka], default[ka], eps)
+    with pytest.raises(ConfigError, match="fl.yoco.pca_power: must be a positive"):
+        plan_run(base_cfg(tmp_path, "fl.yoco.pca_power=0"))

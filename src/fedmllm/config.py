@@ -174,6 +174,14 @@ class YocoConfig:
     pca_weighting: Literal["energy", "max", "mean"] = "energy"
     """How ``pca`` merges each principal component's coordinates: ``energy`` (clients weighted
     by their share of the component's energy), ``max`` (the most extreme client), ``mean``."""
+    pca_power: float = 2.0
+    """``energy`` weighting: a client's weight on a component is ``|coordinate|^pca_power``
+    normalised over the clients (2 = its share of the energy)."""
+    pca_center: bool = True
+    """Centre the clients' A matrices on their (weighted) mean before the decomposition (the
+    components describe how the clients differ) or decompose them as they are."""
+    pca_sample_weighted: bool = True
+    """Weight the clients by their example counts in the ``pca`` merge (else equally)."""
     density: float = 0.5
     """Kept fraction for ``ties``/``dare_*``/``magnitude_prune``."""
     product_rank: Literal["auto", "client", "full"] = "auto"

@@ -292,6 +292,8 @@ def _plan_oneshot(cfg: Config) -> RunPlan:
         raise ConfigError("fl.yoco.merge_b: 'pca' is a rule for A (fl.yoco.merge_a)")
     if not 0.0 < y.density <= 1.0:
         raise ConfigError("fl.yoco.density: must lie in (0, 1]")
+    if not (y.pca_power > 0 and math.isfinite(y.pca_power)):
+        raise ConfigError("fl.yoco.pca_power: must be a positive number")
     if y.select_epochs is not None and (not y.select_epochs
                                         or any(e <= 0 for e in y.select_epochs)):
         raise ConfigError("fl.yoco.select_epochs: give one or more epoch counts > 0")

@@ -211,7 +211,8 @@ class OneShotRun:
                 states, counts, rule_B=rule_b, rule_A=rule_a, rule_other=rule_b,
                 initial=s.initial_state, params_A=params(rule_a, y.params_a),
                 params_B=params(rule_b, y.params_b), params_other=params(rule_b, y.params_b),
-                pca_k=_pca_k(y.pca_k), pca_weighting=y.pca_weighting)
+                pca_k=_pca_k(y.pca_k), pca_weighting=y.pca_weighting, pca_power=y.pca_power,
+                pca_center=y.pca_center, pca_sample_weighted=y.pca_sample_weighted)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"fl.yoco / fl.strategy: {e}") from None
 
