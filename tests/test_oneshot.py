@@ -72,7 +72,20 @@ def test_yoco_variant_runs(variant, yoco_runs, pissa):
             assert logged[role] == pytest.approx(want[role])
             assert 0.0 <= logged[role]["C"] <= 0.5 and logged[role]["num_clients"] == N_CLIENTS
     adapter = state_bytes(pissa[1])
-    assert row["bytes_uploaded"] == N_CLIENTS * adapter and row["bytes_downloaded"] == 0
+    # every client uploads its adapter and receives the merged one (same size, rank r)
+    assert row["bytes_uploaded"] == N_CLIENTS * adapter
+    assert row["bytes_downloaded"] == N_CLIENTS * state_bytes(sim.global_state) == \
+        N_CLIENTS * adapter
+    # drift from the shared start, per client, by hand
+    from fedmllm.fl import lora_pairs
+
+    for u in sim.updates:
+        (ka, kb), = lora_pairs(u.state).values()
+        a, b = u.state[ka].double(), u.state[kb].double()
+        a0, b0 = sim.initial_state[ka].double(), sim.initial_state[kb].double()
+        got = row["drift"][str(u.client_id)]
+        assert got["dB_rel"] == pytest.approx(float((b - b0).norm() / b0.norm()))
+        assert got["dW_rel"] == pytest.approx(float((b @ a - b0 @ a0).norm() / (b0 @ a0).norm()))
     assert row["upload_unit"] == "1x1x1" and row["upload_units"] == N_CLIENTS
     assert 0.0 <= result.final["final"]["accuracy"] <= 1.0
     assert (out / "adapter" / "adapter_model.safetensors").is_file()

@@ -64,7 +64,7 @@ from ..fl import (
     merge_lora_uploads,
     upload_units,
 )
-from ..fl.oneshot.keys import lora_role
+from ..fl.oneshot.keys import lora_pairs, lora_role
 from ..model.collate import collate, to_device
 from ..report.console import RoundProgress
 from ..report.metrics import MetricsWriter
@@ -78,6 +78,25 @@ def _pca_k(k: float | None) -> float | int | None:
     if k is not None and k >= 1 and float(k).is_integer():
         return int(k)
     return k
+
+
+def lora_drift(state: dict[str, torch.Tensor], initial: dict[str, torch.Tensor]) -> dict:
+    """How far a client's upload moved from the shared start, over all its LoRA modules:
+    ``dB_rel = ||B - B0|| / ||B0||`` and ``dW_rel = ||B A - B0 A0|| / ||B0 A0||`` (Frobenius
+    norms over the modules together; ``None`` where the start is zero, as for zero-B LoRA,
+    with the absolute ``dB``/``dW`` beside them)."""
+    db2 = b02 = dw2 = w02 = 0.0
+    for ka, kb in lora_pairs(state).values():
+        a, b = state[ka].double(), state[kb].double()
+        a0, b0 = initial[ka].double().to(a.device), initial[kb].double().to(a.device)
+        db2 += float((b - b0).square().sum())
+        b02 += float(b0.square().sum())
+        w0 = b0 @ a0
+        dw2 += float((b @ a - w0).square().sum())
+        w02 += float(w0.square().sum())
+    return {"dB": db2 ** 0.5, "dW": dw2 ** 0.5,
+            "dB_rel": (db2 / b02) ** 0.5 if b02 > 0 else None,
+            "dW_rel": (dw2 / w02) ** 0.5 if w02 > 0 else None}
 
 
 class OneShotClient:
@@ -356,6 +375,7 @@ class OneShotRun:
             "val_loss": {str(u.client_id): {f"{e:g}": round(v, 6)
                                             for e, v in u.metrics["val_loss"].items()}
                          for u in updates if "val_loss" in u.metrics},
+            "drift": {str(u.client_id): lora_drift(u.state, s.initial_state) for u in updates},
             "conflict": conflict_report([u.state for u in updates]),
             "conflict_update": conflict_report([u.state for u in updates], s.initial_state),
         }
@@ -381,6 +401,11 @@ class OneShotRun:
                                                  if lora_role(k) == "A")},
                            pissa_initial=s.initial_state if pissa and not exported else None)
         self.global_state = merged
+        # every client receives the result once: the merged adapter (rank N r for the lossless
+        # product average), or for the ensemble every client's adapter; local-only: nothing
+        downloaded = 0 if personal else len(updates) * (
+            uploaded if y.method == "ensemble" else state_bytes(merged))
+        row["bytes_downloaded"] = downloaded
         if dropped:
             row["dropped"] = dropped
         row["eval"] = final
@@ -389,7 +414,7 @@ class OneShotRun:
         row["seconds"] = round(time.perf_counter() - t0, 4)
         writer.write(row)
         totals = {
-            "rounds": 1, "bytes_uploaded": uploaded, "bytes_downloaded": 0,
+            "rounds": 1, "bytes_uploaded": uploaded, "bytes_downloaded": downloaded,
             "upload_units": row["upload_units"], "upload_unit": units["unit"],
             "train_seconds": row["train_seconds"], "setup_seconds": round(setup_seconds, 3),
             "adapter_bytes": state_bytes(merged),
