@@ -144,7 +144,7 @@ def _fake_sweep(tmp_path) -> Path:
         folder.mkdir(parents=True)
         a = acc[(c.setting, c.method)][c.seed]
         view = {"n": 16, "accuracy": a, "macro_f1": a - 0.1, "auroc": a + 0.05,
-                "auc_hard": a, "invalid_rate": 0.0}
+                "auc_hard": a, "invalid_rate": 0.0, "confusion": [[4, 4], [8, 0]]}
         final = {"per_modality": {"image_text": view, "text_only": {**view, "accuracy": 0.5}}}
         if c.method == "local":  # per client, as a local-only summary has it: mean a
             final = {"per_client": {str(k): {"per_modality": {
@@ -166,17 +166,22 @@ def test_report_tables_and_claims_by_hand(tmp_path):
     paths = build_report(out)
     md = paths["markdown"].read_text()
     # aligned fedavg: mean 0.91, sd 0.01414, t_{.975,1} = 12.706 -> half 0.127
-    # missing-50: fedavg and local tie at 0.75, sharing ranks 1 and 2 -> 1.5
-    assert "| fedavg | 0.910 ± 0.127 | 0.750 ± 0.635 | 1.2 |" in md
+    # the gate: the constant answer scores 0.5 (8 of 16 true samples in class 0). aligned:
+    # fedavg beats it (paired 0.40, 0.42); local's 0.10, 0.12 has the interval 0.11 ± 0.127.
+    # missing-50: fedavg's 0.30, 0.20 (± 0.635) and local's single seed beat nothing
+    assert "| aligned | 0.500 ± 0.000 | fedavg |" in md
+    assert "| missing-50 | 0.500 ± 0.000 | none: no signal |" in md
+    assert "| method | aligned | missing-50 (no signal) | mean rank |" in md
+    assert "| fedavg | 0.910 ± 0.127 | 0.750 ± 0.635 | 1.0 |" in md  # ranked on aligned only
     # local-only: the mean over its clients; one seed left in missing-50 (s1 failed)
-    assert "| local | 0.610 ± 0.127 | 0.750 | 1.8 |" in md
-    assert "| local | 1.75 | -0.175 | better in 0, worse in 1, unclear in 1 |" in md
+    assert "| local | 0.610 ± 0.127 | 0.750 | 2.0 |" in md
+    assert "| local | 2.00 | -0.300 | better in 0, worse in 1, unclear in 0 |" in md
     assert "| aligned | local | -0.300 ± 0.000 | 0/0/2 | worse |" in md
-    assert "holds in 1 of 2 comparisons" in md  # aligned: [0.783, 1.037] vs [0.483, 0.737]
+    assert "holds in 1 of 1 comparisons" in md  # aligned: [0.783, 1.037] vs [0.483, 0.737]
     assert "| fedavg @ aligned | 0.910 ± 0.127 | local @ aligned | 0.610 ± 0.127 | " \
            "0.300 ± 0.000 | holds |" in md
     assert "| fedavg @ missing-50 | 0.750 ± 0.635 | local @ missing-50 | 0.750 | 0.050 | " \
-           "not shown |" in md
+           "no signal |" in md
     assert "missing-50__local__s1 | failed | fedmllm: error: boom" in md
     rows = (out / "results.csv").read_text().splitlines()
     assert len(rows) == 1 + 7 * 2 + 1  # header, 7 done cells x 2 views, the failed cell

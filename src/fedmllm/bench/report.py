@@ -305,12 +305,34 @@ def build_report(out: str | Path, recollect: bool = True) -> dict[str, Path]:
 
     figs = _figures(out, state, rows, metric, view)
 
+    # the learnability gate: which methods beat the constant majority answer (paired over
+    # seeds: a seed fixes the test set, hence its majority class)
+    above: dict[str, list[str]] = {}
+    constant: dict[str, Interval] = {}
+    if metric == "accuracy":
+        for s in settings:
+            const = {r["seed"]: r["constant"] for r in rows if r["setting"] == s
+                     and r["view"] == view and isinstance(r.get("constant"), float)}
+            if const:
+                constant[s] = mean_ci(const.values())
+                above[s] = [m for m in methods
+                            if paired(_values(rows, m, s, view, metric), const).verdict
+                            == "better"]
+    no_signal = [s for s in settings if s in above and not above[s]]
+
     # 1. headline
     doc.h(2, f"{metric} ({_VIEW_NAMES[view]}) per method and setting")
-    head = ["method", *settings, "mean rank"]
+    if no_signal:
+        doc.p(f"No method beats the constant answer in {', '.join(no_signal)} (marked "
+              "'no signal'): those settings are left out of the ranks, and their numbers say "
+              "nothing about which method is better.")
+    head = ["method", *(f"{s} (no signal)" if s in no_signal else s for s in settings),
+            "mean rank"]
     table_rows = []
     ranks: dict[str, list[float]] = {m: [] for m in methods}
     for s in settings:
+        if s in no_signal:
+            continue
         means = {m: mean_ci(_values(rows, m, s, view, metric).values()).mean for m in methods}
         means = {m: v for m, v in means.items() if not math.isnan(v)}
         for m, r in _ranks(means).items():
@@ -320,6 +342,13 @@ def build_report(out: str | Path, recollect: bool = True) -> dict[str, Path]:
         rank = f"{statistics.fmean(ranks[m]):.1f}" if ranks[m] else "-"
         table_rows.append([m, *cells, rank])
     doc.table(head, table_rows)
+    if constant:
+        doc.h(3, "Learnability gate")
+        doc.p("The accuracy of always giving the test set's most frequent answer, and the "
+              "methods whose accuracy beats it (paired over seeds, 95 % interval above 0).")
+        doc.table(["setting", "constant answer", "methods above it"],
+                  [[s, constant[s].text(), ", ".join(above[s]) or "none: no signal"]
+                   for s in settings if s in constant])
     doc.img(figs.get("radar", Path()), "radar across settings")
 
     # 2. ranking and paired comparisons
@@ -334,6 +363,8 @@ def build_report(out: str | Path, recollect: bool = True) -> dict[str, Path]:
         diffs = []
         if m != reference:
             for s in settings:
+                if s in no_signal:
+                    continue
                 pr = paired(_values(rows, m, s, view, metric),
                             _values(rows, reference, s, view, metric))
                 if pr.diff.n:
@@ -370,6 +401,10 @@ def build_report(out: str | Path, recollect: bool = True) -> dict[str, Path]:
                 ia, ib = mean_ci(a.values()), mean_ci(b.values())
                 if not ia.n or not ib.n:
                     continue
+                if sb in no_signal or sw in no_signal:
+                    lines.append([_label(mb, sb, settings), ia.text(), _label(mw, sw, settings),
+                                  ib.text(), paired(a, b).diff.text(), "no signal"])
+                    continue
                 checked += 1
                 ok = ia.n > 1 and ib.n > 1 and ia.lo > ib.hi
                 held += ok
@@ -378,7 +413,8 @@ def build_report(out: str | Path, recollect: bool = True) -> dict[str, Path]:
                               ib.text(), pr.diff.text(), "holds" if ok else "not shown"])
             doc.h(3, claim["name"])
             doc.p(f"{cm} ({_VIEW_NAMES[cv]}): holds in {held} of {checked} comparisons "
-                  "(the better side's 95 % interval wholly above the worse side's).")
+                  "(the better side's 95 % interval wholly above the worse side's; settings "
+                  "where no method beats the constant answer are not counted).")
             doc.table(["better", cm, "worse", cm, "paired difference", "verdict"], lines)
 
     # 4. views, client-side evaluation, communication

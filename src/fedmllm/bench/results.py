@@ -23,13 +23,23 @@ VIEWS = ("image_text", "image_only", "text_only")
 METRICS = ("accuracy", "macro_f1", "auroc", "auc_hard", "invalid_rate")
 CLIENT = ("client_accuracy_mean", "client_accuracy_std", "client_accuracy_min",
           "client_accuracy_max")
-COLUMNS = ("cell", "setting", "method", "seed", "status", "view", "n", *METRICS,
+COLUMNS = ("cell", "setting", "method", "seed", "status", "view", "n", *METRICS, "constant",
            "bytes_uploaded", "bytes_downloaded", "train_seconds", "seconds", *CLIENT, "error")
+
+
+def _constant(m: dict) -> float | None:
+    """The accuracy of always giving the test set's most frequent answer (from the confusion
+    matrix, whose rows are the true classes): the floor a model must beat to have learned."""
+    conf = m.get("confusion")
+    if not conf:
+        return None
+    total = sum(sum(row) for row in conf)
+    return max(sum(row) for row in conf) / total if total else None
 
 
 def view_metrics(final: dict, view: str) -> dict:
     """The metrics of one view from a summary's ``final`` block (for a local-only run, the
-    mean over its clients)."""
+    mean over its clients), with ``constant``, the accuracy of the constant majority answer."""
     if "per_client" in final:
         per = [m.get("per_modality", {}).get(view) for m in final["per_client"].values()]
         per = [m for m in per if m]
@@ -38,8 +48,11 @@ def view_metrics(final: dict, view: str) -> dict:
             vals = [m[key] for m in per if isinstance(m.get(key), (int, float))]
             if vals:
                 out[key] = statistics.fmean(vals)
+        if per:
+            out["constant"] = _constant(per[0])
         return out
-    return final.get("per_modality", {}).get(view, {})
+    m = final.get("per_modality", {}).get(view, {})
+    return {**m, "constant": _constant(m)} if m else {}
 
 
 def _client_eval(final: dict) -> dict:
@@ -73,7 +86,7 @@ def collect(out: str | Path) -> list[dict]:
             m = view_metrics(final, view)
             if m:
                 rows.append({**base, **extra, "view": view,
-                             **{k: m.get(k) for k in ("n", *METRICS)}})
+                             **{k: m.get(k) for k in ("n", *METRICS, "constant")}})
     return rows
 
 
