@@ -83,7 +83,7 @@ def main() -> None:
     for n in args.clients:
         cmd = [sys.executable, __file__, "--child", str(n), "--per-client", str(args.per_client),
                "--rounds", str(args.rounds), "--steps", str(args.steps)]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True)
         if done.returncode != 0:
             sys.exit(f"{n} clients: failed: {done.stderr.strip().splitlines()[-1:]}")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))

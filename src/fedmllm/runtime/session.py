@@ -18,11 +18,10 @@ import torch
 
 from ..config import Config
 from ..data.errors import DataError
-from ..data.prompts import build_prompt
 from ..engine.bundle import ModelBundle, build_bundle, save_adapter
 from ..engine.factory import RunPlan
 from ..files import atomic_write_json, atomic_write_text
-from ..model.collate import Encoded, encode_sample
+from ..model.collate import Encoded, EncodedSamples
 from ..model.loading import resolve_device, resolve_dtype
 from .outputs import SUMMARY, RunFolder
 
@@ -57,8 +56,9 @@ def load_bundle(cfg: Config, plan: RunPlan, source: str | None = None) -> ModelB
 
 
 def encode_samples(processor, samples, strategy: str, max_len: int) -> list[Encoded]:
-    return [encode_sample(processor, build_prompt(s, strategy), s.image, s.answer, max_len,
-                          sample_id=s.id) for s in samples]
+    """``samples`` encoded now, all of them (training reads :class:`EncodedSamples` instead,
+    which encodes per batch)."""
+    return EncodedSamples(processor, samples, strategy, max_len)[:]
 
 
 def mean_over_clients(per_client: dict[int, dict]) -> dict:
@@ -90,18 +90,19 @@ class Session:
         for k, samples in enumerate(data.clients):
             if not samples:
                 raise DataError(f"client {k} has no training samples")
-        self._clients: list[list[Encoded]] | None = None
+        self._clients: list[EncodedSamples] | None = None
         self.initial_state = self.bundle.adapter.get()
         self._eval_cache: dict = {}  # encoded test prompts, reused by every evaluation
         self.setup_seconds = time.perf_counter() - t0  # model loading, data building
 
     @property
-    def clients(self) -> list[list[Encoded]]:
-        """Every client's encoded training samples (encoded on first use: a Flower server,
-        whose clients hold their own data, never needs them)."""
+    def clients(self) -> list[EncodedSamples]:
+        """Every client's training samples, encoded per batch when a client trains
+        (:class:`~fedmllm.model.collate.EncodedSamples`): the run holds the sample records,
+        never every client's token ids and pixels."""
         if self._clients is None:
             cfg = self.cfg
-            self._clients = [encode_samples(self.bundle.processor, samples,
+            self._clients = [EncodedSamples(self.bundle.processor, samples,
                                             cfg.data.prompt_strategy, cfg.train.max_seq_len)
                              for samples in self.data.clients]
         return self._clients

@@ -68,7 +68,7 @@ class InProcessClients:
 
     def attach(self, run: MultiRoundRun) -> None:
         self.run = run
-        _ = run.session.clients  # encode every client's samples now, with the set-up
+        _ = run.session.clients  # the clients' sample lists (encoded per batch, when trained)
 
     def fit(self, round_: int, chosen: list[int], lr: float, server_extras: dict,
             progress: RoundProgress) -> RoundFits:
