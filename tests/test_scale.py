@@ -1,5 +1,6 @@
 """Scaling: training data encoded per batch (same tensors, same adapter as encoding up front,
-nothing encoded before a client trains)."""
+nothing encoded before a client trains), gradient checkpointing, the GPU-only options refused
+on a CPU machine."""
 
 from __future__ import annotations
 
@@ -86,4 +87,92 @@ def test_a_run_encodes_only_the_batches_it_trains(setup, tmp_path, monkeypatch):
     run.train_client(k, 1, 5e-3, {})
     assert len(calls) == cfg.fl.local_steps * cfg.train.batch_size  # 3 batches of 4
     assert set(calls) <= {s.id for s in data.clients[k]}
+
+
+def _loss_and_grads(b, batch, seed):
+    b.model.train()
+    b.model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # the LoRA dropout draws
+    loss = b.model(**batch).loss
+    loss.backward()
+    grads = {k: p.grad.clone() for k, p in b.adapter.params.items()}
+    b.model.eval()
+    return loss.detach(), grads
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(setup):
+    """A training step with ``train.gradient_checkpointing=true`` (decoder layers recomputed in
+    the backward pass, LoRA dropout on) has the loss and LoRA gradients of the plain step; the
+    layers really are run twice."""
+    from fedmllm.model.loading import language_model
+
+    _, plan, plain, data = setup
+    ckpt = load_bundle(tiny_cfg("train.gradient_checkpointing=true"), plan)
+    ckpt.adapter.set(plain.adapter.get())
+    items = encode_samples(plain.processor, data.clients[0][:4], "plain", 256)
+    batch = collate(items, plain.processor.tokenizer.pad_token_id)
+    mlp = language_model(ckpt.model).layers[0].mlp  # inside the checkpointed forward
+    runs = []
+    handle = mlp.register_forward_pre_hook(lambda *_: runs.append(1))  # (recomputation
+    # stops once it has what the backward needs: a pre-hook sees it start)
+    try:
+        loss_c, grads_c = _loss_and_grads(ckpt, batch, seed=7)
+    finally:
+        handle.remove()
+    loss_p, grads_p = _loss_and_grads(plain, batch, seed=7)
+    assert len(runs) == 2  # forward, then recomputed in the backward pass
+    torch.testing.assert_close(loss_c, loss_p, rtol=0, atol=1e-6)
+    assert grads_c.keys() == grads_p.keys()
+    for k in grads_p:
+        torch.testing.assert_close(grads_c[k], grads_p[k], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(("overrides", "words"), [
+    (["model.quantization=4bit", "train.device=cpu"],
+     "model.quantization: 4bit needs a CUDA GPU (bitsandbytes); this run's device is cpu"),
+    (["model.quantization=8bit", "train.device=cpu"], "model.quantization: 8bit needs a CUDA"),
+    (["train.autocast=bf16", "train.device=cpu"], "train.autocast: bf16 needs a CUDA device"),
+])
+def test_gpu_only_options_are_one_line_errors_on_cpu(overrides, words, capsys):
+    from fedmllm.cli import main
+    from fedmllm.config import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        plan_run(load_config(None, overrides))
+    assert str(e.value).startswith(words)
+    assert main(["run", *overrides]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"fedmllm: error: {words}") and "\n" not in err
+
+
+def test_quantization_without_bitsandbytes_names_the_extra(monkeypatch):
+    """On a CUDA machine without bitsandbytes (CUDA faked here) the error names the package
+    and the extra that installs it; a PiSSA start is refused with quantization."""
+    import importlib.util
+
+    from fedmllm.config import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"^model.quantization: 4bit needs bitsandbytes, "
+                       r"which is not installed: pip install 'fedmllm\[qlora\]'$"):
+        plan_run(load_config(None, ["model.quantization=4bit"]))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "bitsandbytes" else real(name, *a))
+    with pytest.raises(ConfigError, match="cannot start from fl.yoco.init = pissa"):
+        plan_run(load_config(None, ["model.quantization=4bit", "fl.algorithm=yoco"]))
+    plan_run(load_config(None, ["model.quantization=4bit"]))  # accepted: checks pass
+
+
+def test_quantization_and_autocast_settings():
+    from fedmllm.model.loading import quantization_config, resolve_autocast
+
+    q4 = quantization_config("4bit", torch.bfloat16)
+    assert q4.load_in_4bit and q4.bnb_4bit_quant_type == "nf4" and q4.bnb_4bit_use_double_quant
+    assert q4.bnb_4bit_compute_dtype == torch.bfloat16
+    assert quantization_config("8bit").load_in_8bit and quantization_config("none") is None
+    cpu = torch.device("cpu")
+    assert resolve_autocast("auto", cpu) is None and resolve_autocast("off", cpu) is None
 

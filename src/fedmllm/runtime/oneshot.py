@@ -119,7 +119,8 @@ class OneShotClient:
             batch = to_device(collate(items[i:i + size], b.processor.tokenizer.pad_token_id),
                               b.device, b.dtype)
             n = int((batch["labels"][:, 1:] != -100).sum())
-            total += float(b.model(**batch).loss) * n
+            with b.compute():
+                total += float(b.model(**batch).loss) * n
             tokens += n
         return total / max(tokens, 1)
 
@@ -242,7 +243,8 @@ class OneShotRun:
         s.bundle = build_bundle(b.source, b.device, b.dtype,
                                 dataclasses.replace(lora, r=rank,
                                                     alpha=lora.alpha * rank / lora.r),
-                                self.cfg.seed, self.cfg.model.modules_to_save)
+                                self.cfg.seed, self.cfg.model.modules_to_save,
+                                autocast=b.autocast, quantization=b.quantization)
         return state
 
     # ------------------------------------------------------------------ evaluation

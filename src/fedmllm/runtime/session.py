@@ -22,7 +22,7 @@ from ..engine.bundle import ModelBundle, build_bundle, save_adapter
 from ..engine.factory import RunPlan
 from ..files import atomic_write_json, atomic_write_text
 from ..model.collate import Encoded, EncodedSamples
-from ..model.loading import resolve_device, resolve_dtype
+from ..model.loading import resolve_autocast, resolve_device, resolve_dtype
 from .outputs import SUMMARY, RunFolder
 
 
@@ -48,11 +48,15 @@ def model_source(cfg: Config) -> str:
 
 
 def load_bundle(cfg: Config, plan: RunPlan, source: str | None = None) -> ModelBundle:
-    """The model of ``plan``: its LoRA targets and initialisation, on ``train.device``."""
+    """The model of ``plan``: its LoRA targets and initialisation, on ``train.device``, with
+    the run's quantization, gradient checkpointing and autocast."""
     device = resolve_device(cfg.train.device)
     return build_bundle(source or model_source(cfg), device,
                         resolve_dtype(cfg.model.dtype, device), plan.lora, cfg.seed,
-                        cfg.model.modules_to_save, init=plan.init)
+                        cfg.model.modules_to_save, init=plan.init,
+                        gradient_checkpointing=cfg.train.gradient_checkpointing,
+                        autocast=resolve_autocast(cfg.train.autocast, device),
+                        quantization=cfg.model.quantization)
 
 
 def encode_samples(processor, samples, strategy: str, max_len: int) -> list[Encoded]:
@@ -134,7 +138,7 @@ class Session:
         n = len(self.data.test[:cfg.eval.max_samples] if cfg.eval.max_samples
                 else self.data.test) * len(cfg.eval.views)
         with RoundProgress(self.console, n, cfg.output.progress,
-                           what="test samples scored") as progress:
+                           what="test samples scored") as progress, b.compute():
             return evaluate(b.model, b.processor, self.data.test, cfg.data.prompt_strategy,
                             views=cfg.eval.views, batch_size=cfg.eval.batch_size,
                             device=b.device, dtype=b.dtype, max_samples=cfg.eval.max_samples,
