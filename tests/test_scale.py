@@ -176,3 +176,35 @@ def test_quantization_and_autocast_settings():
     cpu = torch.device("cpu")
     assert resolve_autocast("auto", cpu) is None and resolve_autocast("off", cpu) is None
 
+
+def _gpu_step():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "gpu_step.py"
+    spec = importlib.util.spec_from_file_location("gpu_step", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_benchmark_needs_a_gpu_and_its_flops_formula_matches_torchs_count(capsys):
+    """``benchmarks/gpu_step.py`` exits 0 saying it needs a GPU; on its miniature model the
+    model-FLOPs formula behind its MFU equals PyTorch's operator count of a training step."""
+    import argparse
+
+    gs = _gpu_step()
+    if not torch.cuda.is_available():
+        assert gs.main([]) == 0
+        assert "needs a CUDA GPU" in capsys.readouterr().out
+    assert gs.peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
+    assert gs.peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert gs.peak_tflops("NVIDIA H200") == 989.4 and gs.peak_tflops("NVIDIA L4") == 121.0
+    assert gs.peak_tflops("NVIDIA L40S") == 362.1 and gs.peak_tflops("Tesla T4") is None
+    args = argparse.Namespace(smoke=True, rank=4, dropout=0.0, gradient_checkpointing=False,
+                              modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    cfg, bundle, trainer = gs.build(args, torch.device("cpu"), torch.float32)
+    items = gs.make_batch(cfg, 2, 16, torch.Generator().manual_seed(0))
+    lora = sum(p.numel() for p in bundle.adapter.params.values())
+    formula = gs.step_flops(bundle.model, cfg, 2, 16, lora)["model"]
+    assert formula == pytest.approx(gs.count_with_torch(trainer, items), rel=1e-3)
