@@ -89,6 +89,7 @@ def test_a_run_encodes_only_the_batches_it_trains(setup, tmp_path, monkeypatch):
     assert set(calls) <= {s.id for s in data.clients[k]}
 
 
+
 def _loss_and_grads(b, batch, seed):
     b.model.train()
     b.model.zero_grad(set_to_none=True)
@@ -173,8 +174,14 @@ def test_quantization_and_autocast_settings():
     assert q4.load_in_4bit and q4.bnb_4bit_quant_type == "nf4" and q4.bnb_4bit_use_double_quant
     assert q4.bnb_4bit_compute_dtype == torch.bfloat16
     assert quantization_config("8bit").load_in_8bit and quantization_config("none") is None
+    from fedmllm.errors import ModelError
+
     cpu = torch.device("cpu")
     assert resolve_autocast("auto", cpu) is None and resolve_autocast("off", cpu) is None
+    with pytest.raises(ModelError, match="^train.autocast: bf16 needs a CUDA device"):
+        resolve_autocast("bf16", cpu)
+    if not torch.cuda.is_available():  # a CUDA device named on a machine without one
+        assert resolve_autocast("auto", torch.device("cuda")) is None
 
 
 def _gpu_step():

@@ -31,7 +31,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def bf16_supported(device: torch.device) -> bool:
     """Whether ``device`` is a CUDA device that computes in bfloat16."""
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
