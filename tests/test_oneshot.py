@@ -228,8 +228,8 @@ def test_select_epochs_on_a_client_held_out_split(plain, tmp_path):
         assert row["held_out"][str(k)] == held
         client = sim.client(k)
         assert u.num_examples == len(client.train_items) == n - held
-        train_ids = {id(e) for e in client.train_items}
-        assert not train_ids & {id(e) for e in client.val_items}
+        train_ids = {s.id for s in client.train_items.samples}  # encoded per batch
+        assert not train_ids & {s.id for s in client.val_items.samples}
         losses = {float(e): v for e, v in row["val_loss"][str(k)].items()}
         assert set(losses) == {0.5, 2.0}
         assert row["local_epochs"][str(k)] == min(losses, key=losses.get)

@@ -36,6 +36,11 @@ class ModelConfig:
     """Hugging Face hub id or local folder of a vision-language model."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """``auto``: bf16 on CUDA where supported, else float32."""
+    quantization: Literal["none", "4bit", "8bit"] = "none"
+    """Load the frozen base quantized with bitsandbytes (QLoRA): ``4bit`` (NF4, double
+    quantization, bf16 compute) or ``8bit`` (LLM.int8); the LoRA adapters stay in full
+    precision. CUDA only, needs ``pip install 'fedmllm[qlora]'``; not with a PiSSA or
+    ``code`` initialisation (they read the full-precision weights)."""
     modules_to_save: list[str] = field(default_factory=list)
     """Extra modules trained in full and communicated (e.g. ``multi_modal_projector``)."""
     pretrain: bool = True
@@ -264,6 +269,16 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     """Clip the norm of the loss gradient (task + penalties) before the SCAFFOLD correction is
     added; ``None`` = no clipping."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass instead of keeping them
+    (Hugging Face activation checkpointing, non-reentrant, dropout masks replayed): much less
+    activation memory for about one more forward pass of compute; the same loss and
+    gradients."""
+    autocast: Literal["auto", "bf16", "off"] = "auto"
+    """Mixed precision of the forward passes (training and evaluation): ``auto`` = bf16
+    autocast on a CUDA device that supports bf16, none elsewhere (CPU runs stay float32 and
+    bit-reproducible); ``bf16`` = required (an error where unsupported); ``off`` = compute in
+    the weights' dtype (``model.dtype``)."""
 
 
 @dataclass

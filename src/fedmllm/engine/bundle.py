@@ -8,6 +8,7 @@ in and out of one model. :func:`save_adapter` writes an adapter state in PEFT fo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import torch
 
 from ..config import LoraConfig
 from ..files import atomic_dir
-from ..model.loading import load_vlm, num_lm_layers
+from ..model.loading import enable_checkpointing, load_vlm, num_lm_layers
 from ..model.lora import AdapterState, wrap_lora
 from ..seeding import torch_seed
 
@@ -41,18 +42,43 @@ class ModelBundle:
     """How the adapter was initialised (``lora.init`` / ``fl.yoco.init``)."""
     trust_remote_code: bool = False
     """``model.trust_remote_code``: the base was loaded with the checkpoint's own code."""
+    autocast: torch.dtype | None = None
+    """The autocast dtype of the forward passes (``train.autocast``), or ``None``."""
+    quantization: str = "none"
+    """``model.quantization``: how the frozen base was loaded."""
+
+    def compute(self) -> contextlib.AbstractContextManager:
+        """The context every forward pass runs in: ``torch.autocast`` to :attr:`autocast` on
+        this device, or nothing. Backward passes run outside it, as PyTorch recommends."""
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
 
 
 def build_bundle(source: str, device: torch.device, dtype: torch.dtype, lora: LoraConfig,
                  seed: int, modules_to_save: list[str] | None = None,
-                 init: str = "default", trust_remote_code: bool = False) -> ModelBundle:
+                 init: str = "default", trust_remote_code: bool = False, *,
+                 gradient_checkpointing: bool = False, autocast: torch.dtype | None = None,
+                 quantization: str = "none") -> ModelBundle:
     """``source`` loaded on ``device``/``dtype`` and wrapped with ``lora``'s targets, rank and
     alpha. The LoRA draw comes from the run's ``seed`` (key ``"lora_init"``; the caller's torch
     generator state is left as it was). ``init`` names peft's initialisation
     (:data:`LORA_INIT`), or ``code`` (:func:`apply_code_init` after peft's default).
-    ``trust_remote_code``: ``model.trust_remote_code`` (:func:`~fedmllm.model.load_vlm`)."""
+    ``trust_remote_code``: ``model.trust_remote_code`` (:func:`~fedmllm.model.load_vlm`).
+
+    The base is placed on ``device`` once, here; clients' adapters are then swapped into it
+    on the device (:class:`~fedmllm.model.lora.AdapterState`). ``gradient_checkpointing``
+    recomputes activations in the backward pass; ``autocast`` is kept for
+    :meth:`ModelBundle.compute`. ``quantization`` (``4bit``/``8bit``) loads the base with
+    bitsandbytes and prepares it as peft's ``prepare_model_for_kbit_training`` does (layer
+    norms and other unquantized weights in float32, so pixels are passed in float32)."""
     base, processor = load_vlm(source, device=device, dtype=dtype,
-                               trust_remote_code=trust_remote_code)
+                               trust_remote_code=trust_remote_code, quantization=quantization)
+    if quantization != "none":
+        from peft import prepare_model_for_kbit_training
+
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+        dtype = torch.float32
     depth = num_lm_layers(base)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(torch_seed(seed, "lora_init"))
@@ -60,9 +86,12 @@ def build_bundle(source: str, device: torch.device, dtype: torch.dtype, lora: Lo
                           modules=lora.modules, layers=lora.layers,
                           target_regex=lora.target_regex, modules_to_save=modules_to_save,
                           init_lora_weights=LORA_INIT.get(init, True))
-    model.to(device)
+    if quantization == "none":  # peft puts the adapters of a quantized layer beside it
+        model.to(device)
+    if gradient_checkpointing:
+        enable_checkpointing(model)
     bundle = ModelBundle(model, processor, AdapterState(model), device, dtype, depth, source,
-                         init, trust_remote_code)
+                         init, trust_remote_code, autocast, quantization)
     if init == "code":
         apply_code_init(bundle, lora.r, seed)
     return bundle

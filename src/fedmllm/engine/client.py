@@ -149,7 +149,8 @@ class ClientTrainer:
                 opt.zero_grad(set_to_none=True)
                 for _ in range(self.grad_accum):
                     batch = to_device(collate(next(batches), self._pad_id), b.device, b.dtype)
-                    loss = b.model(**batch).loss
+                    with b.compute():  # bf16 autocast where the run uses it
+                        loss = b.model(**batch).loss
                     penalty = objective.penalty(params)
                     total = loss if penalty is None else loss + penalty
                     (total / self.grad_accum).backward()

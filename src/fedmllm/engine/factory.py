@@ -100,6 +100,7 @@ def plan_run(cfg: Config) -> RunPlan:
     _check_fl_numbers(cfg)
     _check_output(cfg)
     _check_model(cfg)
+    _check_compute(cfg, oneshot=algo in ONESHOT_ALGORITHMS)
     _check_data(cfg)
     if algo in ONESHOT_ALGORITHMS:
         return _plan_oneshot(cfg)
@@ -149,6 +150,43 @@ def _check_model(cfg: Config) -> None:
             check_remote_code(path, cfg.model.trust_remote_code)
         except ModelError as e:
             raise ConfigError(f"model.name: {e}") from None
+
+
+def _planned_device(cfg: Config):
+    """The device ``train.device`` will resolve to on this machine (``None``: not a device
+    name; loading the model reports it)."""
+    import torch
+
+    if cfg.train.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(cfg.train.device)
+    except RuntimeError:
+        return None
+
+
+def _check_compute(cfg: Config, oneshot: bool) -> None:
+    """``model.quantization`` and ``train.autocast`` against this machine and the run's
+    initialisation, before anything loads."""
+    from ..model.loading import bf16_supported, quantization_problem
+
+    device = _planned_device(cfg)
+    if device is None:
+        return
+    q = cfg.model.quantization
+    if q != "none":
+        problem = quantization_problem(q, device)
+        if problem:
+            raise ConfigError(problem)
+        key, init = ("fl.yoco.init", oneshot_init(cfg)) if oneshot else ("lora.init",
+                                                                          cfg.lora.init)
+        if init in ("pissa", "code"):
+            raise ConfigError(f"model.quantization: {q} cannot start from {key} = {init} (it "
+                              f"reads the full-precision weights); use {key}=default or "
+                              f"model.quantization=none")
+    if cfg.train.autocast == "bf16" and not bf16_supported(device):
+        raise ConfigError(f"train.autocast: bf16 needs a CUDA device that supports bfloat16 "
+                          f"(this run's device is {device}); use train.autocast=auto")
 
 
 def _check_data(cfg: Config) -> None:

@@ -1,6 +1,6 @@
 """One collation path for every model: chat template -> processor -> masked labels -> batch.
 
-A sample is encoded once (:func:`encode_sample`): the user turn (image placeholder + prompt text)
+A sample is encoded by :func:`encode_sample`: the user turn (image placeholder + prompt text)
 and the assistant answer are rendered with the processor's chat template and tokenized by the
 processor (which expands the image placeholder into the model's image tokens). Prompt tokens get
 label -100; only the answer and its end-of-turn token are supervised (a template that closes
@@ -11,16 +11,23 @@ text-only samples freely: the vision tensors of the samples that have images are
 any-resolution tiles and Idefics3's image splits, are padded on that axis with empty tiles, which
 those models drop); per-token tensors beside the ids (Gemma 3's ``token_type_ids``, Qwen2-VL's
 ``mm_token_type_ids``) are padded like the ids.
+
+Training data is encoded per batch, not up front: :class:`EncodedSamples` is a client's
+sample list that encodes a sample when it is read, so only the batch being trained holds token
+ids and processed pixels (memory grows with the batch, not with the clients or the dataset).
+Encoding is deterministic, so a batch is the same tensors whenever it is encoded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ..data.types import load_image
+from ..data.prompts import build_prompt
+from ..data.types import Sample, load_image
 from .loading import ModelError
 
 IGNORE_INDEX = -100
@@ -136,6 +143,44 @@ def encode_sample(processor, prompt: str, image_ref=None, answer: str | None = N
         ids, labels = ids[:max_len], labels[:max_len]
         tokens = {k: v[:max_len] for k, v in tokens.items()}
     return Encoded(ids, labels, vision, plen, tokens)
+
+
+class EncodedSamples(Sequence[Encoded]):
+    """Training samples that are encoded when read: ``items[i]`` (or a slice) runs
+    :func:`encode_sample` on the ``Sample`` records, which hold only text and an image
+    reference (a path, or the synthetic task's small in-memory image).
+
+    Nothing encoded is kept: a run holds the records of every client and the encoded tensors
+    of the batch being trained, instead of every client's token ids and pixels for the whole
+    run. The cost is encoding a sample each time it is drawn (once per epoch of a client's
+    local run). A sample that cannot be encoded (a prompt longer than ``max_len``) raises
+    :class:`ModelError` when its batch is built.
+    """
+
+    def __init__(self, processor, samples: Sequence[Sample], prompt_strategy: str = "plain",
+                 max_len: int | None = None) -> None:
+        self.processor = processor
+        self.samples = samples
+        self.prompt_strategy = prompt_strategy
+        self.max_len = max_len
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def encode(self, s: Sample) -> Encoded:
+        """``s`` encoded with its answer supervised (prompt masked)."""
+        return encode_sample(self.processor, build_prompt(s, self.prompt_strategy), s.image,
+                             s.answer, self.max_len, sample_id=s.id)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.encode(s) for s in self.samples[i]]
+        return self.encode(self.samples[i])
+
+    def subset(self, indices: Sequence[int]) -> EncodedSamples:
+        """The samples at ``indices`` (in that order), still encoded when read."""
+        return EncodedSamples(self.processor, [self.samples[i] for i in indices],
+                              self.prompt_strategy, self.max_len)
 
 
 def _merge_vision(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -29,24 +29,83 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` is a CUDA device that computes in bfloat16."""
+    return device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """``auto``: bfloat16 on a CUDA device that supports it, float32 otherwise."""
     if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
+        return torch.bfloat16 if bf16_supported(device) else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
+def resolve_autocast(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the forward passes (``train.autocast``), or ``None`` for none.
+
+    ``auto``: bfloat16 where :func:`bf16_supported` (CUDA only: CPU runs keep their float32
+    numbers), none elsewhere; ``bf16``: bfloat16, a :class:`ModelError` where unsupported;
+    ``off``: none.
+    """
+    if mode == "off":
+        return None
+    if bf16_supported(device):
+        return torch.bfloat16
+    if mode == "bf16":
+        raise ModelError(f"train.autocast: bf16 needs a CUDA device that supports bfloat16 "
+                         f"(this run's device is {device})")
+    return None
+
+
+def quantization_config(mode: str, compute_dtype: torch.dtype = torch.bfloat16):
+    """transformers' ``BitsAndBytesConfig`` for ``model.quantization`` (QLoRA's recipe):
+    ``4bit`` = NF4 with double quantization, matmuls in ``compute_dtype``; ``8bit`` =
+    LLM.int8. ``none``: ``None``."""
+    if mode == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if mode == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute_dtype)
+    if mode == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise ModelError(f"model.quantization: unknown mode {mode!r}; choices: none, 4bit, 8bit")
+
+
+def quantization_problem(mode: str, device: torch.device | str) -> str | None:
+    """Why ``model.quantization = mode`` cannot run on ``device`` here (one line), or
+    ``None``: bitsandbytes quantization needs a CUDA device and the ``bitsandbytes``
+    package."""
+    import importlib.util
+
+    if mode == "none":
+        return None
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return (f"model.quantization: {mode} needs a CUDA GPU (bitsandbytes); this run's "
+                f"device is {device.type} — use model.quantization=none on this machine")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return (f"model.quantization: {mode} needs bitsandbytes, which is not installed: "
+                f"pip install 'fedmllm[qlora]'")
+    return None
+
+
 def load_vlm(name_or_path: str | os.PathLike, device: torch.device | None = None,
-             dtype: torch.dtype = torch.float32, trust_remote_code: bool = False):
+             dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
+             quantization: str = "none"):
     """Load ``(model, processor)`` from a hub id or a local folder.
 
     The model is put in eval mode on ``device`` with every base weight frozen; LoRA wrapping
     (:mod:`fedmllm.model.lora`) decides what trains. ``trust_remote_code`` lets a checkpoint
     whose classes are not in transformers run the Python files it ships (``auto_map`` in its
-    ``config.json``), as ``from_pretrained(..., trust_remote_code=True)`` does. Every failure
-    is a one-line :class:`ModelError` naming what is missing.
+    ``config.json``), as ``from_pretrained(..., trust_remote_code=True)`` does. With
+    ``quantization`` (``4bit``/``8bit``, :func:`quantization_config`) bitsandbytes quantizes
+    the linear layers while they are loaded straight onto ``device`` (a CUDA device;
+    :func:`quantization_problem` says why not). Every failure is a one-line
+    :class:`ModelError` naming what is missing.
     """
     from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -54,6 +113,10 @@ def load_vlm(name_or_path: str | os.PathLike, device: torch.device | None = None
     local = Path(name).expanduser()
     if local.exists() and not (local / "config.json").is_file():
         raise ModelError(f"{local}: not a model folder (no config.json)")
+    if quantization != "none":
+        problem = quantization_problem(quantization, device or "cpu")
+        if problem:
+            raise ModelError(problem)
     if local.is_dir():
         check_remote_code(local, trust_remote_code)
     kwargs = {"trust_remote_code": True} if trust_remote_code else {}
@@ -62,8 +125,12 @@ def load_vlm(name_or_path: str | os.PathLike, device: torch.device | None = None
     except (OSError, ValueError, KeyError, ImportError, AttributeError, TypeError) as e:
         raise ModelError(f"{name}: cannot read its config: {_first_line(e)}") from None
     processor = load_processor(name, trust_remote_code)
+    load_kwargs: dict = {"dtype": dtype, **kwargs}
+    if quantization != "none":
+        load_kwargs.update(quantization_config=quantization_config(quantization, dtype),
+                           device_map={"": device})
     try:
-        model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype, **kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(name, **load_kwargs)
     except ValueError as e:
         model = _load_remote_model(name, dtype, e) if trust_remote_code else None
         if model is None:
@@ -81,7 +148,7 @@ def load_vlm(name_or_path: str | os.PathLike, device: torch.device | None = None
         tok.pad_token = tok.eos_token
     model.requires_grad_(False)
     model.eval()
-    if device is not None:
+    if device is not None and quantization == "none":  # a quantized model was loaded there
         model.to(device)
     return model, processor
 
@@ -282,6 +349,20 @@ def _try_video_processor(pretrained, kwargs):
         return AutoVideoProcessor.from_pretrained(pretrained, **kwargs)
     except Exception:  # noqa: BLE001 - any failure means: no video processor, which we never use
         return None
+
+
+def enable_checkpointing(model: nn.Module) -> None:
+    """Activation (gradient) checkpointing on every decoder layer of ``model`` (a peft model
+    or a transformers one), non-reentrant: the layers' activations are recomputed in the
+    backward pass (with the forward's random state, so dropout masks are the same) instead of
+    being kept. :class:`ModelError` when the model does not support it."""
+    inner = _unwrap(model)
+    enable = getattr(inner, "activation_checkpointing_enable", None) \
+        or getattr(inner, "gradient_checkpointing_enable", None)
+    if enable is None or not getattr(inner, "supports_gradient_checkpointing", False):
+        raise ModelError(f"train.gradient_checkpointing: {type(inner).__name__} does not "
+                         "support activation checkpointing")
+    enable({"use_reentrant": False})
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

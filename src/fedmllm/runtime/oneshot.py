@@ -40,6 +40,7 @@ import dataclasses
 import logging
 import statistics
 import time
+from collections.abc import Sequence
 
 import torch
 
@@ -65,7 +66,7 @@ from ..fl import (
     upload_units,
 )
 from ..fl.oneshot.keys import lora_pairs, lora_role
-from ..model.collate import collate, to_device
+from ..model.collate import EncodedSamples, collate, to_device
 from ..report.console import RoundProgress
 from ..report.metrics import MetricsWriter
 from ..seeding import torch_generator, torch_seed
@@ -99,23 +100,31 @@ def lora_drift(state: dict[str, torch.Tensor], initial: dict[str, torch.Tensor])
             "dW_rel": (dw2 / w02) ** 0.5 if w02 > 0 else None}
 
 
+def _subset(items, indices: list[int]):
+    """``items`` at ``indices``; samples encoded per batch stay so
+    (:meth:`~fedmllm.model.collate.EncodedSamples.subset`)."""
+    if isinstance(items, EncodedSamples):
+        return items.subset(indices)
+    return [items[i] for i in indices]
+
+
 class OneShotClient:
     """One client's part of a one-shot run, knowing no other client: its hold-out split (with
     ``fl.yoco.select_epochs``), its training from the shared initial adapter, its epoch choice.
     The in-process run makes one per client; a Flower ClientApp makes its own."""
 
-    def __init__(self, cfg: Config, plan: RunPlan, trainer: ClientTrainer, items: list,
+    def __init__(self, cfg: Config, plan: RunPlan, trainer: ClientTrainer, items: Sequence,
                  client_id: int, initial_state: dict[str, torch.Tensor]):
         self.cfg, self.y, self.plan = cfg, cfg.fl.yoco, plan
         self.trainer, self.k, self.initial_state = trainer, client_id, initial_state
-        self.train_items, self.val_items = list(items), []
+        self.train_items, self.val_items = items, []
         n = len(items)
         if self.y.select_epochs and n >= 2:  # a client with one sample keeps it for training
             order = torch.randperm(n, generator=torch_generator(cfg.seed, "holdout", client_id))
             order = order.tolist()
             n_val = min(n - 1, max(1, round(self.y.val_fraction * n)))
-            self.val_items = [items[i] for i in order[:n_val]]
-            self.train_items = [items[i] for i in sorted(order[n_val:])]
+            self.val_items = _subset(items, order[:n_val])
+            self.train_items = _subset(items, sorted(order[n_val:]))
 
     @torch.no_grad()
     def validation_loss(self) -> float:
@@ -129,7 +138,8 @@ class OneShotClient:
             batch = to_device(collate(items[i:i + size], b.processor.tokenizer.pad_token_id),
                               b.device, b.dtype)
             n = int((batch["labels"][:, 1:] != -100).sum())
-            total += float(b.model(**batch).loss) * n
+            with b.compute():
+                total += float(b.model(**batch).loss) * n
             tokens += n
         return total / max(tokens, 1)
 
@@ -254,7 +264,8 @@ class OneShotRun:
                                 dataclasses.replace(lora, r=rank,
                                                     alpha=lora.alpha * rank / lora.r),
                                 self.cfg.seed, self.cfg.model.modules_to_save,
-                                trust_remote_code=b.trust_remote_code)
+                                trust_remote_code=b.trust_remote_code,
+                                autocast=b.autocast, quantization=b.quantization)
         return state
 
     # ------------------------------------------------------------------ evaluation

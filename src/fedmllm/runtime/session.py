@@ -18,12 +18,11 @@ import torch
 
 from ..config import Config
 from ..data.errors import DataError
-from ..data.prompts import build_prompt
 from ..engine.bundle import ModelBundle, build_bundle, save_adapter
 from ..engine.factory import RunPlan
 from ..files import atomic_write_json, atomic_write_text
-from ..model.collate import Encoded, encode_sample
-from ..model.loading import resolve_device, resolve_dtype
+from ..model.collate import Encoded, EncodedSamples
+from ..model.loading import resolve_autocast, resolve_device, resolve_dtype
 from .outputs import SUMMARY, RunFolder
 
 
@@ -49,17 +48,22 @@ def model_source(cfg: Config) -> str:
 
 
 def load_bundle(cfg: Config, plan: RunPlan, source: str | None = None) -> ModelBundle:
-    """The model of ``plan``: its LoRA targets and initialisation, on ``train.device``."""
+    """The model of ``plan``: its LoRA targets and initialisation, on ``train.device``, with
+    the run's quantization, gradient checkpointing and autocast."""
     device = resolve_device(cfg.train.device)
     return build_bundle(source or model_source(cfg), device,
                         resolve_dtype(cfg.model.dtype, device), plan.lora, cfg.seed,
                         cfg.model.modules_to_save, init=plan.init,
-                        trust_remote_code=cfg.model.trust_remote_code)
+                        trust_remote_code=cfg.model.trust_remote_code,
+                        gradient_checkpointing=cfg.train.gradient_checkpointing,
+                        autocast=resolve_autocast(cfg.train.autocast, device),
+                        quantization=cfg.model.quantization)
 
 
 def encode_samples(processor, samples, strategy: str, max_len: int) -> list[Encoded]:
-    return [encode_sample(processor, build_prompt(s, strategy), s.image, s.answer, max_len,
-                          sample_id=s.id) for s in samples]
+    """``samples`` encoded now, all of them (training reads :class:`EncodedSamples` instead,
+    which encodes per batch)."""
+    return EncodedSamples(processor, samples, strategy, max_len)[:]
 
 
 def split_holdout(clients: list[list], fraction: float, seed: int
@@ -113,22 +117,31 @@ class Session:
                 raise DataError(f"client {k} has no training samples")
         self.train_samples, self.holdout = split_holdout(data.clients, cfg.eval.client_holdout,
                                                          cfg.seed)
-        self._clients: list[list[Encoded]] | None = None
+        self._clients: list[EncodedSamples] | None = None
         self.initial_state = self.bundle.adapter.get()
         self._eval_cache: dict = {}  # encoded test prompts, reused by every evaluation
         self._holdout_cache: dict = {}  # the same for the clients' held-out samples
         self.setup_seconds = time.perf_counter() - t0  # model loading, data building
 
     @property
-    def clients(self) -> list[list[Encoded]]:
-        """Every client's encoded training samples (encoded on first use: a Flower server,
-        whose clients hold their own data, never needs them)."""
+    def clients(self) -> list[EncodedSamples]:
+        """Every client's training samples, encoded per batch when a client trains
+        (:class:`~fedmllm.model.collate.EncodedSamples`): the run holds the sample records,
+        never every client's token ids and pixels."""
         if self._clients is None:
             cfg = self.cfg
-            self._clients = [encode_samples(self.bundle.processor, samples,
+            self._clients = [EncodedSamples(self.bundle.processor, samples,
                                             cfg.data.prompt_strategy, cfg.train.max_seq_len)
                              for samples in self.train_samples]
         return self._clients
+
+    def pooled_clients(self) -> EncodedSamples:
+        """Every client's training samples as one client's (centralized training), in client
+        order, encoded per batch."""
+        cfg = self.cfg
+        return EncodedSamples(self.bundle.processor,
+                              [s for samples in self.train_samples for s in samples],
+                              cfg.data.prompt_strategy, cfg.train.max_seq_len)
 
     @property
     def out(self) -> Path:
@@ -163,7 +176,7 @@ class Session:
         n = len(self.data.test[:cfg.eval.max_samples] if cfg.eval.max_samples
                 else self.data.test) * len(cfg.eval.views)
         with RoundProgress(self.console, n, cfg.output.progress,
-                           what="test samples scored") as progress:
+                           what="test samples scored") as progress, b.compute():
             return evaluate(b.model, b.processor, self.data.test, cfg.data.prompt_strategy,
                             views=cfg.eval.views, batch_size=cfg.eval.batch_size,
                             device=b.device, dtype=b.dtype, max_samples=cfg.eval.max_samples,

@@ -69,7 +69,7 @@ class InProcessClients:
 
     def attach(self, run: MultiRoundRun) -> None:
         self.run = run
-        _ = run.session.clients  # encode every client's samples now, with the set-up
+        _ = run.session.clients  # the clients' sample lists (encoded per batch, when trained)
 
     def fit(self, round_: int, chosen: list[int], lr: float, server_extras: dict,
             progress: RoundProgress) -> RoundFits:
@@ -148,7 +148,7 @@ class MultiRoundRun:
         local_steps``, or with ``local_epochs`` that many epochs times the sampled share of the
         clients over the pooled data."""
         cfg, tr = self.cfg, self.cfg.train
-        items = [e for samples in self.session.clients for e in samples]
+        items = self.session.pooled_clients()
         per_round = min(cfg.fl.clients_per_round, cfg.fl.num_clients)
         if cfg.fl.local_epochs is None:
             steps = per_round * cfg.fl.local_steps

@@ -7,8 +7,8 @@ optionally ``data-dir="<prepared folder>"``). Its data is client ``K`` of the co
 file and ``manifest.json``). The run's configuration arrives with every message (the server's
 resolved ``config.yaml``), so every node trains with exactly the server's settings.
 
-What a node keeps between messages (:class:`ClientWorker`: the model, loaded once; its encoded
-samples; the trainer) lives for as long as the ClientApp process does. Its client state
+What a node keeps between messages (:class:`ClientWorker`: the model, loaded once; its
+samples, encoded per batch; the trainer) lives for as long as the ClientApp process does. Its client state
 (SCAFFOLD's ``c_i``) lives in the Flower context of the run, in two parts: the state of the
 last round whose update the server *accepted*, and the state its last update would give. The
 server says with each message which round it last accepted from this node
@@ -28,8 +28,9 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from ...config import Config, ConfigError, config_from_yaml
 from ...engine.client import make_trainer, train_round
 from ...engine.factory import plan_run
+from ...model.collate import EncodedSamples
 from ..oneshot import OneShotClient
-from ..session import encode_samples, load_bundle
+from ..session import load_bundle
 from .wire import from_record, to_record
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,8 @@ class ClientWorker:
             samples = build_federated_data(cfg.data, cfg.fl.num_clients, cfg.seed).clients[k]
         self.bundle = load_bundle(cfg, self.plan)
         self.initial_state = self.bundle.adapter.get()
-        self.items = encode_samples(self.bundle.processor, samples, cfg.data.prompt_strategy,
-                                    cfg.train.max_seq_len)
+        self.items = EncodedSamples(self.bundle.processor, samples, cfg.data.prompt_strategy,
+                                    cfg.train.max_seq_len)  # encoded per batch
         self.trainer = make_trainer(cfg, self.plan, self.bundle)
 
 
