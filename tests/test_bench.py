@@ -189,6 +189,11 @@ def test_report_tables_and_claims_by_hand(tmp_path):
     assert html.count("data:image/png;base64,") >= 3 and "<table>" in html
     assert main(["report", str(out)]) == 0
     assert main(["report", str(tmp_path)]) == 2
+    doc = tmp_path / "docs" / "results.md"
+    assert main(["report", str(out), "--publish", str(doc)]) == 0
+    text = doc.read_text()
+    assert "| fedavg | 0.910 ± 0.127 |" in text and "](results_figures/views.png)" in text
+    assert (tmp_path / "docs" / "results_figures" / "views.png").is_file()
 
 
 # ----------------------------------------------------------------------------- a real sweep

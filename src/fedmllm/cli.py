@@ -276,8 +276,9 @@ def cmd_report(args) -> int:
     if not (folder / "bench.json").is_file():
         raise OutputError(f"{folder}: not a bench folder (no bench.json); expected the --out "
                           "folder of `fedmllm bench`")
-    paths = build_report(folder)
-    print(f"wrote {paths['results']}, {paths['markdown']} and {paths['html']}")
+    paths = build_report(folder, publish=args.publish)
+    print(f"wrote {paths['results']}, {paths['markdown']} and {paths['html']}"
+          + (f"; published {paths['published']}" if args.publish else ""))
     return 0
 
 
@@ -487,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "sweep from its cells' run folders, without running "
                                     "anything.")
     rp.add_argument("folder", help="the --out folder of fedmllm bench")
+    rp.add_argument("--publish", metavar="FILE.md",
+                    help="also write the report there (e.g. docs/results.md), figures beside "
+                         "it in FILE_figures/")
     rp.set_defaults(func=cmd_report)
 
     m = sub.add_parser("model", help="the built-in offline model",

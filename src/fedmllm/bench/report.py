@@ -272,9 +272,14 @@ def _over_settings(rows, method, settings, view, metric) -> Interval:
 
 # ----------------------------------------------------------------------------- the report
 
-def build_report(out: str | Path, recollect: bool = True) -> dict[str, Path]:
+def build_report(out: str | Path, recollect: bool = True,
+                 publish: str | Path | None = None) -> dict[str, Path]:
     """Write ``results.csv`` (re-read from the run folders when ``recollect``), ``report.md``,
-    ``report.html`` and ``figures/`` in the sweep folder ``out``; return their paths."""
+    ``report.html`` and ``figures/`` in the sweep folder ``out``; return their paths.
+
+    ``publish`` (a ``.md`` path, e.g. ``docs/results.md``) also writes the Markdown report
+    there, its figures copied beside it into ``<name>_figures/``: a document for the
+    repository, made by one command."""
     out = Path(out)
     state = json.loads((out / "bench.json").read_text())
     if recollect:
@@ -469,4 +474,24 @@ def build_report(out: str | Path, recollect: bool = True) -> dict[str, Path]:
              "html": out / "report.html"}
     atomic_write_text(paths["markdown"], doc.markdown(out))
     atomic_write_text(paths["html"], doc.html(title))
+    if publish is not None:
+        paths["published"] = _publish(doc, Path(publish))
     return paths
+
+
+def _publish(doc: _Doc, target: Path) -> Path:
+    import shutil
+
+    figures = target.parent / f"{target.stem}_figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    blocks = []
+    for b in doc.blocks:
+        if b[0] == "img":
+            copy = figures / b[1].name
+            shutil.copyfile(b[1], copy)
+            b = ("img", copy, b[2])
+        blocks.append(b)
+    published = _Doc()
+    published.blocks = blocks
+    atomic_write_text(target, published.markdown(target.parent))
+    return target
