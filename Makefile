@@ -22,9 +22,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The built-in base model is built and pre-trained once (about a minute), then cached.
+# The built-in base model (the default preset, tiny) is built and pre-trained once (about a
+# minute), then cached.
 model: $(STAMP)
-	$(BIN)/fedmllm model build --preset small
+	$(BIN)/fedmllm model build --preset tiny
 
 demo: model
 	$(BIN)/fedmllm run

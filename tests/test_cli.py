@@ -32,7 +32,7 @@ def test_top_level_help_lists_commands():
 def test_config_show_prints_defaults(capsys):
     assert main(["config", "show"]) == 0
     out = capsys.readouterr().out
-    assert "algorithm: fedavg" in out and "preset: small" in out
+    assert "algorithm: fedavg" in out and "preset: tiny" in out
 
 
 def test_bad_config_is_one_line_exit_2(capsys):

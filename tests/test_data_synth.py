@@ -146,7 +146,12 @@ def test_pretrain_corpus_and_tokenizer_text():
     assert corpus == make_pretrain_corpus(300, seed=0)
     kinds = collections.Counter(s.meta["kind"] for s in corpus)
     assert set(kinds) == {"shapes", "position", "digit", "match", "reading", "generic_qa", "choice",
-                          "word_knowledge", "colour_knowledge", "repeat"}
+                          "word_knowledge", "colour_knowledge", "repeat", "tone"}
+    # the tone of a text is asked with and without a picture beside it, and "neither" is an
+    # answer for texts with no word of known tone
+    tone = [s for s in corpus if s.meta["kind"] == "tone"]
+    assert any(s.image is None for s in tone) and any(s.image is not None for s in tone)
+    assert any(s.answer.endswith("neither") for s in tone)
     assert all(s.task == "pretrain" and s.options is None for s in corpus)
     # Generic multiple choice teaches the "(C) green" answer format, but never with the
     # benchmark's wording, options or concepts.

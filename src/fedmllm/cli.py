@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, ModelConfig, load_config
 from .data.errors import DataError
 from .errors import CheckpointError, ModelError, OutputError
 
@@ -499,7 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     mb = msub.add_parser("build", help="build (and pre-train) a preset into the cache",
                          description="Build a built-in preset into the cache and print its "
                                      "folder and build statistics.")
-    mb.add_argument("--preset", default="small", choices=["tiny", "small"])
+    mb.add_argument("--preset", default=ModelConfig.preset, choices=["tiny", "small"],
+                    help=f"the preset to build (default: {ModelConfig.preset}, the one "
+                         "`fedmllm run` uses by default)")
     mb.add_argument("--no-pretrain", action="store_true", help="random initialisation only")
     mb.set_defaults(func=cmd_model_build)
     _add_common_options_everywhere(p)

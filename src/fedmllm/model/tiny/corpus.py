@@ -45,7 +45,7 @@ from ...data.types import Sample
 from ...seeding import numpy_rng
 
 #: bumped whenever make_pretrain_corpus / corpus_text change (part of the tiny model's cache key)
-PRETRAIN_CORPUS_VERSION = 3
+PRETRAIN_CORPUS_VERSION = 4
 NUMBER_WORDS = ("zero", "one", "two", "three", "four")
 
 __all__ = ["PRETRAIN_CORPUS_VERSION", "corpus_text", "make_pretrain_corpus"]
@@ -102,8 +102,16 @@ def _pretrain_choice(rng: np.random.Generator, sid: str, question: str, correct:
                   image=image, meta={"kind": kind})
 
 
+#: the kinds of pre-training sample, drawn uniformly from this tuple (a kind listed twice is
+#: drawn twice as often); 7 falls through to generic QA. Word knowledge (11) and the tone of a
+#: text (14) are drawn more often: a small language model trained from scratch learns what a
+#: word means far more slowly than it learns to see a colour (at equal shares, the base answered
+#: word-knowledge questions at chance after pre-training while it saw colours perfectly).
+_KINDS: tuple[int, ...] = (*range(15), 11, 11, 14, 14, 14)
+
+
 def _pretrain_sample(rng: np.random.Generator, i: int) -> Sample:
-    kind = int(rng.integers(14))
+    kind = _KINDS[int(rng.integers(len(_KINDS)))]
     names = list(COLOURS)
     sid = f"pretrain-{i}"
     task = "pretrain"
@@ -186,16 +194,32 @@ def _pretrain_sample(rng: np.random.Generator, i: int) -> Sample:
         question = f"Is the word {w} {names_[0]} or {names_[1]}?"
         return Sample(id=sid, task=task, answer=names_[group], question=question,
                       meta={"kind": "word_knowledge"})
-    if kind == 12:  # colour temperature of a background
-        warm = bool(rng.integers(2))
-        family = WARM if warm else COOL
+    if kind == 12:  # colour temperature of a background (sometimes beside an unrelated text)
+        temp = int(rng.integers(3))  # warm, cool, or a neutral white/black background
+        family = (WARM, COOL, _NEUTRAL)[temp]
         cname = list(family)[int(rng.integers(len(family)))]
-        fg = "white" if warm else "black"
+        fg = ("white", "black", "blue" if cname == "white" else "yellow")[temp]
         shape = SHAPES[int(rng.integers(len(SHAPES)))]
         im = shapes_image(rng, family[cname], COLOURS[fg], shape, int(rng.integers(1, 4)))
-        return Sample(id=sid, task=task, answer="warm" if warm else "cool",
-                      question="Is the background colour warm or cool?", image=im,
-                      meta={"kind": "colour_knowledge"})
+        question = "Is the background colour warm, cool or neither?"
+        if rng.integers(2):  # the text is a distractor: the answer is read from the picture
+            question = f"{_tone_text(rng)[0]}\n{question}"
+        return Sample(id=sid, task=task, answer=("warm", "cool", "neither")[temp],
+                      question=question, image=im, meta={"kind": "colour_knowledge"})
+    if kind == 14:  # the tone of a short text (sometimes beside an unrelated picture)
+        text, answer, names_ = _tone_text(rng)
+        im = None
+        if rng.integers(2):  # the picture is a distractor: the answer is read from the text
+            bg, fg = (names[int(j)] for j in rng.choice(len(names), size=2, replace=False))
+            im = shapes_image(rng, COLOURS[bg], COLOURS[fg], SHAPES[int(rng.integers(3))],
+                              int(rng.integers(1, 4)))
+        header = _TONE_HEADERS[int(rng.integers(len(_TONE_HEADERS)))]
+        question = f"{header}{text}\nDoes the text sound {names_[0]}, {names_[1]} or neither?"
+        if rng.integers(2):
+            return _pretrain_choice(rng, sid, question, answer, [*names_, "neither"], im,
+                                    kind="tone")
+        return Sample(id=sid, task=task, answer=answer, question=question, image=im,
+                      meta={"kind": "tone", "text": text})
     if kind == 13:  # copying: every word of the lexicon gets trained input/output embeddings
         lexicon = _lexicon()
         words = [lexicon[int(j)] for j in rng.choice(len(lexicon), size=int(rng.integers(2, 6)))]
@@ -204,6 +228,39 @@ def _pretrain_sample(rng: np.random.Generator, i: int) -> Sample:
                       meta={"kind": "repeat"})
     q, a = _GENERIC_QA[int(rng.integers(len(_GENERIC_QA)))]
     return Sample(id=sid, task=task, answer=a, question=q, meta={"kind": "generic_qa"})
+
+
+# Generic sentences for the tone questions (not the benchmark's captions): a word of one of
+# the word groups is read in context, as a language model reads the mood of a sentence.
+_TONE_FRAMES = (
+    "the {w} was on the news tonight",
+    "someone mentioned a {w} at lunch",
+    "this note is about the {w}",
+    "we read about the {w} in the paper",
+    "everyone in town talked about the {w}",
+    "a short post on the {w} appeared",
+)
+_TONE_HEADERS = ("", "Read the text.\n", "Here is a message.\n")
+# Backgrounds that are neither warm nor cool (the colour-temperature question's third answer).
+_NEUTRAL = {"white": COLOURS["white"], "black": COLOURS["black"]}
+
+
+def _tone_text(rng: np.random.Generator) -> tuple[str, str, tuple[str, str]]:
+    """A generic sentence and its tone: ``(text, tone, (tone_0, tone_1))``.
+
+    Two times in three the sentence holds a word of known tone from the word groups of the
+    word-knowledge questions (pleasant/alarming, urgent/routine) in one of
+    :data:`_TONE_FRAMES`; otherwise it is an everyday sentence with no such word, whose
+    tone is ``"neither"``. The sentences are not the benchmark's captions.
+    """
+    words, names_ = ((BINARY_WORDS, ("pleasant", "alarming")) if rng.integers(2) else
+                     (MULTICLASS_WORDS, ("urgent", "routine")))
+    group = int(rng.integers(3))
+    if group == 2:
+        return _TEXT_SENTENCES[int(rng.integers(len(_TEXT_SENTENCES)))], "neither", names_
+    w = words[group][int(rng.integers(len(words[group])))]
+    frame = _TONE_FRAMES[int(rng.integers(len(_TONE_FRAMES)))]
+    return frame.format(w=w), names_[group], names_
 
 
 _LEXICON: tuple[str, ...] | None = None

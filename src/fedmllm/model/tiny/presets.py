@@ -47,10 +47,10 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(vocab_size=1024, hidden=128, layers=2, heads=4, intermediate=256,
                    vision_hidden=64, vision_layers=2, vision_heads=2,
-                   pretrain_steps=300, pretrain_batch=16, pretrain_lr=2e-3, pretrain_samples=4000),
+                   pretrain_steps=600, pretrain_batch=16, pretrain_lr=2e-3, pretrain_samples=6000),
     "small": Preset(vocab_size=2048, hidden=256, layers=4, heads=4, intermediate=512,
                     vision_hidden=128, vision_layers=3, vision_heads=4,
-                    pretrain_steps=400, pretrain_batch=16, pretrain_lr=1.5e-3, pretrain_samples=6000),
+                    pretrain_steps=600, pretrain_batch=16, pretrain_lr=1.5e-3, pretrain_samples=6000),
 }
 
 
