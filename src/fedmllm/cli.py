@@ -527,6 +527,11 @@ def _add_common_options_everywhere(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+    import signal
+
+    if os.environ.get("FEDMLLM_BENCH_CELL") and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a bench cell stops on SIGINT
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may stand after an option too (``run --overwrite fl.rounds=3``)

@@ -31,9 +31,17 @@ the keys every cell shares::
     better = { method = "fedavg" }
     worse = { method = "local" }
 
-A cell is (setting, axis values, seed); its *method* is its axis values (``fedavg``, or
-``algorithm=fedavg lr=0.01`` with several axes). Later keys win: base file < ``fixed`` < setting < axes
-< seed. Every cell's configuration is built and validated (:func:`fedmllm.engine.plan_run`)
+Instead of (or crossed with) axes, ``[[methods]]`` names methods with keys of their own (an
+algorithm with its own server learning rate)::
+
+    [[methods]]
+    name = "fedadam"
+    "fl.algorithm" = "fedadam"
+    "fl.strategy.eta" = 0.01
+
+A cell is (setting, method, seed); its *method* is the ``[[methods]]`` name and/or its axis
+values (``fedavg``, or ``algorithm=fedavg lr=0.01`` with several axes). Later keys win: base
+file < ``fixed`` < setting < method < axes < seed. Every cell's configuration is built and validated (:func:`fedmllm.engine.plan_run`)
 when the grid is read, so a misspelt key or value fails the whole sweep in a second, naming the
 grid file and the cell, before anything runs.
 """
@@ -196,10 +204,10 @@ def load_grid(path: str | Path, overrides: list[str] | tuple = ()) -> Grid:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: cannot parse: {e}") from None
-    unknown = set(raw) - {"bench", "fixed", "axes", "settings", "claims"}
+    unknown = set(raw) - {"bench", "fixed", "axes", "methods", "settings", "claims"}
     if unknown:
         raise ConfigError(f"{path}: unknown table {min(unknown)!r} (expected bench, "
-                          "fixed, axes, settings, claims)")
+                          "fixed, axes, methods, settings, claims)")
     bench = raw.get("bench", {})
     bad = set(bench) - _BENCH_KEYS
     if bad:
@@ -252,13 +260,33 @@ def load_grid(path: str | Path, overrides: list[str] | tuple = ()) -> Grid:
             raise ConfigError(f"{path}: {key}: set by the bench itself "
                               f"({'bench.seeds' if key == 'seed' else '--out'})")
 
+    # [[methods]]: named groups of keys that make one method (an algorithm with its own
+    # parameters), crossed with the axes
+    groups: list[tuple[str | None, dict]] = [(None, {})]
+    if "methods" in raw:
+        groups = []
+        for i, m in enumerate(raw["methods"] if isinstance(raw["methods"], list) else [None]):
+            if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not m["name"]:
+                raise ConfigError(f"{path}: methods[{i}]: needs a name")
+            keys = _flatten({k: v for k, v in m.items() if k != "name"}, str(path))
+            both = set(keys) & set(axes_raw)
+            if both:
+                raise ConfigError(f"{path}: methods[{i}]: {min(both)} is also an axis")
+            for key in ("seed", "output.dir"):
+                if key in keys:
+                    raise ConfigError(f"{path}: methods[{i}]: {key}: set by the bench itself")
+            groups.append((m["name"], keys))
     cells: list[Cell] = []
     methods: list[str] = []
-    combos = [dict(zip(axes_raw, vals, strict=True))
-              for vals in itertools.product(*axes_raw.values())]
+    combos = []
+    for group, group_keys in groups:
+        for vals in itertools.product(*axes_raw.values()):
+            axis = dict(zip(axes_raw, vals, strict=True))
+            label = _method_name(axis) if axis else None
+            combos.append(({**group_keys, **axis},
+                           " ".join(x for x in (group, label) if x) or "default"))
     for name, keys in settings:
-        for combo in combos:
-            method = _method_name(combo)
+        for combo, method in combos:
             if method not in methods:
                 methods.append(method)
             for seed in seeds:

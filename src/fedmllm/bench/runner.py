@@ -63,6 +63,12 @@ def _error_line(log: Path) -> str:
     return lines[-1] if lines else "exited without output"
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+
+
 def _open_folder(out: Path, grid: Grid, resume: bool) -> dict:
     """Check ``out`` and return the saved cell statuses (empty for a new sweep)."""
     state_file = out / STATE
@@ -147,6 +153,12 @@ class _Progress:
         left = (time.monotonic() - self.t0) / finished * (self.total - self.done)
         return f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
 
+    def stopping(self) -> None:
+        """Ctrl-C: the heartbeat stops; the running cells are being told to stop."""
+        self._stop.set()
+        self.line(f"stopping: telling the {self.running} running cell(s) to checkpoint and "
+                  "stop (up to 60 s)")
+
     def _beat(self) -> None:
         while not self._stop.wait(1.0):
             now = time.monotonic()
@@ -205,10 +217,17 @@ def run_bench(grid: Grid, out: str | Path, jobs: int = 1, resume: bool = False,
         todo.append(cell)
     save()
     _build_presets(grid, console)
+    # FEDMLLM_BENCH_CELL: the cell's process takes SIGINT as Ctrl-C even where the sweep was
+    # started with SIGINT ignored (a background job of a non-interactive shell), see cli.main
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "TOKENIZERS_PARALLELISM": "false"}
+           "TOKENIZERS_PARALLELISM": "false", "FEDMLLM_BENCH_CELL": "1"}
     running: dict[str, tuple[subprocess.Popen, float, object]] = {}
     interrupted = False
+    # the cells run in sessions of their own (a terminal's Ctrl-C reaches only this process,
+    # which tells each cell once); SIGTERM stops the sweep the same way as Ctrl-C
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     with _Progress(console, len(grid.cells), len(grid.cells) - len(todo)) as progress:
         if console is not None:
             progress.line(f"fedmllm bench: {len(grid.cells)} cells ({len(todo)} to run) in "
@@ -260,6 +279,7 @@ def run_bench(grid: Grid, out: str | Path, jobs: int = 1, resume: bool = False,
                 time.sleep(0.2)
         except KeyboardInterrupt:
             interrupted = True
+            progress.stopping()
             for cid, (proc, _, _) in running.items():
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGINT)  # the run checkpoints and stops
@@ -273,6 +293,9 @@ def run_bench(grid: Grid, out: str | Path, jobs: int = 1, resume: bool = False,
                 log.close()
                 status[cid]["status"] = "interrupted"
             save()
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, previous)
     if interrupted:
         raise BenchInterrupted(str(out))
     return status
