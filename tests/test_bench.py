@@ -235,6 +235,21 @@ def test_sweep_fails_resumes_and_interrupts(tmp_path):
         assert run["resumes"] == [1] and run["status"] == "finished"
     rows = (out / "results.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 2
+    # 3b. a grid that only adds cells (another seed) extends the sweep: only the new cells run
+    extended = grid.read_text().replace("seeds = [0]", "seeds = [0, 1]")
+    grid.write_text(extended)
+    before = (out / "runs" / "default__fedavg__s0" / "summary.json").stat().st_mtime_ns
+    p = _bench([str(grid), "--out", str(out), "--jobs", "2", "--resume"])
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert (out / "runs" / "default__fedavg__s0" / "summary.json").stat().st_mtime_ns == before
+    assert (out / "runs" / "default__fedadam__s1" / "summary.json").is_file()
+    assert len((out / "results.csv").read_text().splitlines()) == 1 + 4 * 2
+    grid.write_text(extended.replace("local_steps = 2", "local_steps = 3"))
+    p = _bench([str(grid), "--out", str(out), "--resume"])
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and "ran with another configuration" in err
+    grid.write_text(extended.replace("seeds = [0, 1]", "seeds = [0]"))
     # 4. Ctrl-C: a new sweep is interrupted while its cells run; finished cells are kept
     out2 = tmp_path / "sweep2"
     p = _bench([str(grid), "--out", str(out2), "--jobs", "1"])

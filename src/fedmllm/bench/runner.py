@@ -83,14 +83,28 @@ def _open_folder(out: Path, grid: Grid, resume: bool) -> dict:
             raise OutputError(f"{out}: holds a sweep; continue it with --resume, or choose "
                               "another --out")
         if saved.get("digest") != grid.digest:
-            raise OutputError(f"{out}: holds a sweep of another grid (its cells or keys "
-                              "differ); choose another --out")
+            _check_extension(out, grid)
         return saved.get("status", {})
     if out.is_dir() and any(out.iterdir()):
         raise OutputError(f"{out}: not empty and not a bench folder; choose another --out")
     if resume:
         raise OutputError(f"{out}: no sweep to resume ({STATE} missing)")
     return {}
+
+
+def _check_extension(out: Path, grid: Grid) -> None:
+    """A resumed sweep whose grid changed is accepted when it only adds cells (more seeds,
+    methods or settings): every cell that already has a configuration in ``out`` must have
+    exactly that configuration still. Otherwise the sweep's numbers would mix two grids."""
+    for cell in grid.cells:
+        saved = out / "configs" / f"{cell.id}.yaml"
+        if not saved.is_file():
+            continue
+        cell.config.output.dir = str(_cell_folder(out, cell))
+        if saved.read_text() != cell.config.to_yaml():
+            raise OutputError(f"{out}: cell {cell.id} ran with another configuration than the "
+                              f"grid now gives it ({saved}); a resumed sweep may only add "
+                              "cells: choose another --out")
 
 
 def _build_presets(grid: Grid, console) -> None:
