@@ -187,9 +187,10 @@ class FLConfig:
     """Server strategy: fedavg, fedprox, fedavgm, fedadagrad, fedadam, fedyogi, scaffold,
     median, trimmed_mean, local, zeroshot; or yoco / oneshot (one-shot runs, see
     ``fl.yoco``)."""
+    # 24 short rounds: under the default label skew FedAvg needs about 12 rounds to leave the
+    # constant answer on the synthetic task, whatever the local steps (issue 13).
     rounds: int = 24
-    """Communication rounds (24 short rounds: under the default label skew, FedAvg needs
-    about 12 rounds to leave the constant answer, whatever the local steps)."""
+    """Communication rounds."""
     num_clients: int = 10
     """Clients the training data is partitioned over."""
     clients_per_round: int = 4
