@@ -1,7 +1,8 @@
 """Checkpoint overhead: a demo round with its checkpoint / the same round without it.
 
-Builds the demo's multi-round run (``small`` preset, the default configuration), then times,
-alternately in one process, a round (4 clients x 12 local steps, aggregation, no evaluation)
+Builds the former demo's multi-round run (``small`` preset, the default configuration with the
+former 12 local steps, pinned so the figure stays comparable), then times, alternately in one
+process, a round (4 clients x 12 local steps, aggregation, no evaluation)
 and the checkpoint the run writes after it (global adapter, strategy state, client states,
 metadata; fsynced and renamed into place). Prints the medians and
 
@@ -37,7 +38,7 @@ def main() -> None:
     out = tempfile.mkdtemp(prefix="fedmllm-ckpt-")
     try:
         cfg = load_config(None, [f"model.preset={args.preset}", f"fl.algorithm={args.algorithm}",
-                                 f"output.dir={out}", "output.progress=false",
+                                 "fl.local_steps=12", f"output.dir={out}", "output.progress=false",
                                  "eval.every=1000", f"fl.rounds={args.repeats + 2}"])
         run = build_driver(cfg)
         quiet = RoundProgress(None, 0, False)

@@ -1,7 +1,7 @@
 """Flower overhead: a round of the demo configuration over `fedmllm flower local` / in-process.
 
-The demo's configuration (`small` preset, 12 local steps per client) with 2 clients, both
-trained every round, runs twice from the same seed: in this process (`fedmllm run`) and over a
+The former demo's configuration (`small` preset, 12 local steps per client, both pinned) with
+2 clients, both trained every round, runs twice from the same seed: in this process (`fedmllm run`) and over a
 loopback Flower federation of 2 SuperNodes with TLS and SuperNode authentication (warm
 ClientApps: each SuperNode keeps its model loaded). The figure is the median over rounds 2..R
 of each round's training time (`train_seconds` in metrics.jsonl: from sending the round to
@@ -44,7 +44,8 @@ def main() -> None:
     ap.add_argument("--preset", default="small", choices=["tiny", "small"])
     ap.add_argument("--clientapp", default="warm", choices=["warm", "subprocess"])
     args = ap.parse_args()
-    common = [f"model.preset={args.preset}", "fl.num_clients=2", "fl.clients_per_round=2",
+    common = [f"model.preset={args.preset}", "fl.local_steps=12", "fl.num_clients=2",
+              "fl.clients_per_round=2",
               f"fl.rounds={args.rounds}", f"eval.every={args.rounds}", "output.plot=false",
               "output.progress=false"]
     root = Path(tempfile.mkdtemp(prefix="fedmllm-flower-bench-"))

@@ -205,9 +205,10 @@ class FLConfig:
     median, trimmed_mean; the baselines local (local-only), zeroshot and centralized (all
     clients' data pooled, the same optimizer steps and evaluation: the upper bound); or
     yoco / oneshot (one-shot runs, see ``fl.yoco``)."""
+    # 24 short rounds: under the default label skew FedAvg needs about 12 rounds to leave the
+    # constant answer on the synthetic task, whatever the local steps.
     rounds: int = 24
-    """Communication rounds (24 short rounds: under the default label skew, FedAvg needs
-    about 12 rounds to leave the constant answer, whatever the local steps)."""
+    """Communication rounds."""
     num_clients: int = 10
     """Clients the training data is partitioned over."""
     clients_per_round: int = 4
