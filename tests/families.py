@@ -447,6 +447,12 @@ class Family:
     image_tokens: int
 
 
+def has_torchvision() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torchvision") is not None
+
+
 def has_num2words() -> bool:
     import importlib.util
 
@@ -463,7 +469,8 @@ FAMILIES = [
     Family("llava-next", llava_next, 16 + 16 + 4),
     Family("llava-onevision", llava_onevision, 16 + 16 + 4),
     Family("idefics3", idefics3, 4),
-    *([Family("smolvlm", smolvlm, 4)] if has_num2words() else []),
+    # SmolVLM's processor calls its video part on images too: it needs torchvision as well
+    *([Family("smolvlm", smolvlm, 4)] if has_num2words() and has_torchvision() else []),
     Family("qwen2-vl", qwen2_vl, 4),
     Family("qwen2.5-vl", qwen2_5_vl, 4),
     Family("gemma3", gemma3, 4),
