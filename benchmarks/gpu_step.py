@@ -33,7 +33,7 @@ rate (:data:`PEAK_BF16_TFLOPS`, NVIDIA data sheets, without sparsity; ``--peak-t
 overrides). With ``--gradient-checkpointing`` the recomputed forward (2 P_lm T + 4 L S D T)
 is reported separately as hardware FLOPs utilisation (HFU), not in the MFU.
 
-Goal (issue 15): MFU >= 40 % on an H100/H200-class GPU. Without a CUDA device the script says
+Goal: MFU >= 40 % on an H100/H200-class GPU. Without a CUDA device the script says
 so and exits 0; ``--smoke`` runs a miniature configuration on the CPU instead (a check of the
 code path and of the FLOPs formula against PyTorch's operator count, ``--count-flops``).
 

@@ -9,7 +9,7 @@ and this process's CPU time, which a busy shared machine disturbs less) are medi
 rounds after the first; a round is what a run does per round: sampling, the clients' local
 runs, aggregation, and the checkpoint.
 
-Goals (issue 15): 1,000 clients within 4 GB peak RSS, and a round time that does not grow with
+Goals: 1,000 clients within 4 GB peak RSS, and a round time that does not grow with
 the total number of clients (the last line prints ``s/round(1000) / s/round(10)``).
 
     python benchmarks/scale_clients.py [--clients 10 100 1000] [--per-client 20] [--rounds 6]
