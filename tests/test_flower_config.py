@@ -15,7 +15,7 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 def test_pyproject_declares_every_key_with_its_default():
     table = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
     assert table == flower_defaults()
-    assert table["fl.rounds"] == 12 and table["lora.layers"] == ""
+    assert table["fl.rounds"] == 24 and table["lora.layers"] == ""
     assert table["lora.modules"] == "[q_proj, k_proj, v_proj, o_proj]"
     assert set(APP_KEYS) <= set(table)
 
