@@ -290,10 +290,9 @@ def build_report(out: str | Path, recollect: bool = True,
     methods, settings = state["methods"], state["settings"]
     seeds = state["seeds"]
     reference = state.get("reference") or methods[0]
-    statuses = [r for r in rows]
-    done = {r["cell"] for r in statuses if r["status"] == "done"}
-    failed = [r for r in statuses if r["status"] == "failed"]
-    pending = [r for r in statuses if r["status"] not in ("done", "failed")]
+    done = {r["cell"] for r in rows if r["status"] == "done"}
+    failed = [r for r in rows if r["status"] == "failed"]  # one row per unfinished cell
+    pending = [r for r in rows if r["status"] not in ("done", "failed")]
 
     doc = _Doc()
     title = f"Benchmark: {Path(state['grid']).name}"

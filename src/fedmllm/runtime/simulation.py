@@ -306,23 +306,17 @@ class MultiRoundRun:
         """The test-set metrics of the end state (and ``client_eval`` when clients hold out
         samples)."""
         s = self.session
-        if self.rounds == 0:
-            final = s.evaluate(s.initial_state)
-            if s.holdout:
-                final["client_eval"] = s.evaluate_holdout(s.initial_state)
-            return final
         if self.personal:
             states = dict(self.adapters.items())
             final = s.evaluate_clients(states) if states else s.evaluate(s.initial_state)
             if s.holdout:
                 final["client_eval"] = s.evaluate_holdout(states=states)
             return final
-        if rows and rows[-1]["round"] == self.rounds and "eval" in rows[-1]:
-            final = dict(rows[-1]["eval"])  # the last round was just evaluated: not again
-            if "client_eval" in rows[-1]:
-                final["client_eval"] = rows[-1]["client_eval"]
-            return final
-        final = s.evaluate(self.global_state)
+        last = rows[-1] if rows else {}
+        if last.get("round") == self.rounds and "eval" in last:  # just evaluated: not again
+            return {**last["eval"], **({"client_eval": last["client_eval"]}
+                                       if "client_eval" in last else {})}
+        final = s.evaluate(self.global_state)  # the initial state when nothing trained
         if s.holdout:
             final["client_eval"] = s.evaluate_holdout(self.global_state)
         return final
