@@ -264,3 +264,101 @@ def test_select_epochs_rejects_bad_values(plain, tmp_path):
     with pytest.raises(ConfigError, match="fl.yoco.val_fraction"):
         run(plain, tmp_path, "fl.yoco.method=fedavg", "fl.yoco.select_epochs=[1]",
             "fl.yoco.val_fraction=1.5")
+
+
+def test_select_lr_per_client_on_its_held_out_split(plain, tmp_path):
+    """Each client trains one adapter per (epochs, lr) candidate and uploads the one with the
+    lowest held-out loss; the choice is recorded per client."""
+    sim, result = run(plain, tmp_path, "fl.yoco.method=fedavg", "fl.yoco.select_lr=[0.0001,0.01]",
+                      "train.local_lr_schedule=cosine", "train.local_warmup_ratio=0.1")
+    row = result.rows[0]
+    for k, u in enumerate(sim.updates):
+        losses = row["val_loss"][str(k)]
+        assert set(losses) == {"1@0.0001", "1@0.01"}
+        best = min(losses, key=losses.get)
+        assert row["client_lr"][str(k)] == u.metrics["lr"] == float(best.split("@")[1])
+        sim.bundle.adapter.set(u.state)
+        assert sim.client(k).validation_loss() == pytest.approx(losses[best], rel=1e-4)
+    # the two candidates differ: a rate 100 x larger moves the adapter further
+    client = sim.client(0)
+    small, large = client.train_for(1, 1e-4), client.train_for(1, 1e-2)
+    start = sim.session.initial_state
+    move = [sum(float((u.state[key] - start[key]).norm()) for key in start)
+            for u in (small, large)]
+    assert move[1] > 5 * move[0]
+    from fedmllm.config import ConfigError
+
+    with pytest.raises(ConfigError, match="fl.yoco.select_lr"):
+        run(plain, tmp_path / "bad", "fl.yoco.method=fedavg", "fl.yoco.select_lr=[0]")
+
+
+def test_upload_cache_shares_one_training_between_merges(plain, tmp_path):
+    """Runs that differ in the merge only load the first run's uploads (bit for bit the ones
+    a fresh run trains); a run that trains differently trains again."""
+    cache = tmp_path / "cache"
+    first, r1 = run(plain, tmp_path / "a", "fl.yoco.method=fedavg", f"fl.yoco.upload_cache={cache}")
+    assert r1.rows[0]["uploads_loaded_from"] is None
+    second, r2 = run(plain, tmp_path / "b", "fl.yoco.method=ties", f"fl.yoco.upload_cache={cache}")
+    assert r2.rows[0]["uploads_loaded_from"] is not None
+    fresh, _ = run(plain, tmp_path / "c", "fl.yoco.method=ties")
+    for u2, u3 in zip(second.updates, fresh.updates, strict=True):
+        assert u2.num_examples == u3.num_examples
+        for key in u3.state:
+            torch.testing.assert_close(u2.state[key].cpu(), u3.state[key].cpu(), rtol=0, atol=0)
+    assert r2.summary["final"]["accuracy"] == \
+        json.loads((tmp_path / "c" / "summary.json").read_text())["final"]["accuracy"]
+    other, r4 = run(plain, tmp_path / "d", "fl.yoco.method=ties", "train.lr=0.001",
+                    f"fl.yoco.upload_cache={cache}")
+    assert r4.rows[0]["uploads_loaded_from"] is None
+    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 2
+
+
+def test_training_key_ignores_the_merge_only():
+    from fedmllm.config import load_config
+    from fedmllm.engine.factory import plan_run
+    from fedmllm.runtime.uploads import training_key
+
+    def key(*extra):
+        cfg = load_config(None, ["fl.algorithm=yoco", "lora.modules=[q_proj,v_proj]", *extra])
+        return training_key(cfg, plan_run(cfg))
+
+    base = key("fl.yoco.method=fedavg")
+    for same in (["fl.yoco.method=ties", "fl.yoco.density=0.3"], ["fl.yoco.method=ensemble"],
+                 ["fl.yoco.method=fedadam", "fl.strategy.eta=0.1"], ["eval.views=[text_only]"],
+                 ["fl.yoco.method=local", "data.test_size=50"]):
+        assert key(*same) == base, same
+    assert key("fl.yoco.method=yoco") != base  # PiSSA start and the YOCO objective
+    assert key("fl.yoco.variant=full") == key("fl.yoco.variant=init_ba", "fl.yoco.pca_k=2") \
+        != key("fl.yoco.variant=init_b") != key("fl.yoco.variant=init")
+    for other in ("train.lr=0.001", "seed=1", "fl.yoco.local_epochs=2", "data.alpha=5",
+                  "fl.yoco.select_lr=[0.001]"):
+        assert key("fl.yoco.method=fedavg", other) != base, other
+
+
+def test_oneshot_row_reports_the_base_spectrum_and_drift(plain, tmp_path):
+    sim, result = run(plain, tmp_path, "fl.yoco.method=fedavg")
+    row = result.rows[0]
+    spec = row["spectrum"]
+    assert spec["r"] == sim.session.plan.lora.r and spec["modules"]
+    from fedmllm.engine.bundle import base_weights
+
+    weights = base_weights(sim.bundle, sim.session.initial_state)
+    name, w = next(iter(weights.items()))
+    s = torch.linalg.svdvals(w)
+    r = spec["r"]
+    assert spec["modules"][name]["gap"] == pytest.approx(float(s[r - 1] / s[r]))
+    # zero-B LoRA: the relative drift is undefined, the absolute one is there
+    assert all(d["dB_rel"] is None and d["dB"] > 0 for d in row["drift"].values())
+
+
+def test_base_weights_undo_the_pissa_residual(pissa):
+    from fedmllm.engine.bundle import base_weights
+
+    bundle, pristine, _ = pissa
+    original = dict(base_model(bundle).named_parameters())
+    weights = base_weights(bundle, pristine)
+    assert weights
+    for name, w in weights.items():
+        key = next(k for k in original if k.endswith(name.split("model.", 1)[-1] + ".weight"))
+        torch.testing.assert_close(w.float(), original[key].detach().float(), atol=1e-5,
+                                   rtol=1e-5)

@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --run on a local-only run: client K's adapter only")
     e.add_argument("--adapter", help="PEFT adapter folder, or 'none' (required without --run)")
     e.add_argument("--model", help="base model hub id or folder (default: the adapter's own)")
-    e.add_argument("--model-preset", choices=["tiny", "small"], help="built-in base model")
+    e.add_argument("--model-preset", choices=["tiny", "small", "tiny-structured"], help="built-in base model")
     e.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="run the Python code the base checkpoint ships (auto_map in its "
                         "config.json); with --run, the run's model.trust_remote_code")
@@ -499,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     mb = msub.add_parser("build", help="build (and pre-train) a preset into the cache",
                          description="Build a built-in preset into the cache and print its "
                                      "folder and build statistics.")
-    mb.add_argument("--preset", default=ModelConfig.preset, choices=["tiny", "small"],
+    mb.add_argument("--preset", default=ModelConfig.preset, choices=["tiny", "small", "tiny-structured"],
                     help=f"the preset to build (default: {ModelConfig.preset}, the one "
                          "`fedmllm run` uses by default)")
     mb.add_argument("--no-pretrain", action="store_true", help="random initialisation only")

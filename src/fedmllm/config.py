@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    preset: Literal["tiny", "small"] = "tiny"
+    preset: Literal["tiny", "small", "tiny-structured"] = "tiny"
     """Built-in offline model (ignored when ``name`` is set). ``tiny`` by default: within the
     demo's 120 s on 2 CPU cores it learns the synthetic task's joint image+text rule, which
     ``small`` (about 3x slower per step) does not reach in that budget."""
@@ -165,8 +165,22 @@ class YocoConfig:
     ``val_fraction`` of its own samples, trains one adapter per candidate from the same start
     (each exactly as a fixed-epoch run would) and uploads the one with the lowest loss on its
     held-out split. ``None``: the fixed ``local_epochs``, all samples trained on."""
+    select_lr: list[float] | None = None
+    """Candidate client learning rates (e.g. ``[1e-3, 3e-3, 1e-2]``), crossed with
+    ``select_epochs`` (or the fixed ``local_epochs``): each client trains one adapter per
+    candidate on all but its held-out ``val_fraction`` and uploads the one with the lowest
+    held-out loss, so each client picks its own rate without the test set. ``None``: the
+    run's ``train.lr``."""
     val_fraction: float = 0.2
-    """Fraction of each client's samples held out for ``select_epochs`` (at least one)."""
+    """Fraction of each client's samples held out for ``select_epochs``/``select_lr`` (at
+    least one)."""
+    upload_cache: str | None = None
+    """A folder where one-shot runs share their clients' uploads: a run whose *training* is
+    the same as an earlier one's (every key but the merge's -- ``method`` where it does not
+    change the training, ``merge_*``, ``params_*``, ``pca_*``, ``density``, ``product_rank``,
+    ``fl.strategy`` -- and ``eval.*``/``output.*``) loads those uploads instead of training
+    again, so a study of merges trains once (``fedmllm bench`` sets it with ``[bench]
+    share_uploads``). Files are safetensors and JSON, written atomically under a lock."""
     merge_b: str = "fedavg"
     """Rule for B (and for A in variants ``init``/``init_b``/``init_ba``): fedavg, mean,
     fedavgm, fedadam, fedadagrad, fedyogi (``fl.strategy`` params)."""

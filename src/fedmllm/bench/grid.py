@@ -9,6 +9,10 @@ the keys every cell shares::
     seeds = [0, 1, 2]                                  # config key ``seed`` of each cell
     metric = "accuracy"                                # headline metric of the report
     reference = "fedavg"                               # paired comparisons are against it
+    metrics = ["auc_hard", "auroc"]          # optional: a table each beside the headline
+    gate = ["fedavg"]                        # optional: must beat the constant answer
+    share_uploads = true                     # optional: one-shot merges of one training
+    notes = "study_notes.md"                 # optional: Markdown the report appends
 
     [fixed]                                            # keys shared by every cell
     "model.preset" = "tiny"
@@ -61,7 +65,8 @@ from ..config import Config, ConfigError, load_config, parse_override
 
 __all__ = ["Cell", "Claim", "Grid", "load_grid"]
 
-_BENCH_KEYS = {"base", "seeds", "metric", "reference", "description", "view"}
+_BENCH_KEYS = {"base", "seeds", "metric", "reference", "description", "view", "metrics",
+               "gate", "share_uploads", "notes"}
 _METRICS = ("accuracy", "macro_f1", "auroc", "auc_hard")
 _VIEWS = ("image_text", "image_only", "text_only")
 
@@ -118,12 +123,23 @@ class Grid:
     claims: list[Claim] = field(default_factory=list)
     digest: str = ""
     """SHA-256 of the grid's expanded cells: a resumed sweep must be the same sweep."""
+    metrics: list[str] = field(default_factory=list)
+    """Further metrics reported beside the headline one (a table each)."""
+    gate: list[str] = field(default_factory=list)
+    """Methods that must all beat the constant answer for a setting to be ranked (empty: any
+    method beating it will do)."""
+    share_uploads: bool = False
+    """One-shot cells share their clients' uploads (``fl.yoco.upload_cache`` = ``OUT/uploads``):
+    cells that differ only in the merge train once."""
+    notes: str | None = None
+    """A Markdown file (relative to the grid) the report appends: the study's explanations."""
 
     def to_json(self) -> dict:
         return {"grid": str(self.path), "description": self.description, "digest": self.digest,
                 "metric": self.metric, "view": self.view, "reference": self.reference,
                 "base": self.base, "settings": self.settings, "methods": self.methods,
-                "seeds": self.seeds,
+                "seeds": self.seeds, "metrics": self.metrics, "gate": self.gate,
+                "share_uploads": self.share_uploads, "notes": self.notes,
                 "claims": [vars(c) for c in self.claims],
                 "cells": [{"id": c.id, "setting": c.setting, "method": c.method,
                            "seed": c.seed, "overrides": c.overrides} for c in self.cells]}
@@ -221,6 +237,17 @@ def load_grid(path: str | Path, overrides: list[str] | tuple = ()) -> Grid:
     metric = bench.get("metric", "accuracy")
     if metric not in _METRICS:
         raise ConfigError(f"{path}: bench.metric: expected one of {_METRICS}, got {metric!r}")
+    extra = bench.get("metrics", [])
+    if not (isinstance(extra, list) and all(m in _METRICS for m in extra)):
+        raise ConfigError(f"{path}: bench.metrics: expected a list of {_METRICS}, got {extra!r}")
+    share = bench.get("share_uploads", False)
+    if not isinstance(share, bool):
+        raise ConfigError(f"{path}: bench.share_uploads: expected true or false, got {share!r}")
+    notes = bench.get("notes")
+    if notes is not None:
+        notes = str((path.parent / str(notes)).resolve())
+        if not Path(notes).is_file():
+            raise ConfigError(f"{path}: bench.notes: {notes} not found")
     view = bench.get("view", "image_text")
     if view not in _VIEWS:
         raise ConfigError(f"{path}: bench.view: expected one of {_VIEWS}, got {view!r}")
@@ -319,9 +346,16 @@ def load_grid(path: str | Path, overrides: list[str] | tuple = ()) -> Grid:
     if reference is not None and reference not in methods:
         raise ConfigError(f"{path}: bench.reference: no method {reference!r} (the grid has "
                           f"{'; '.join(methods)})")
+    gate = bench.get("gate", [])
+    if isinstance(gate, str):
+        gate = [gate]
+    for m in gate:
+        if m not in methods:
+            raise ConfigError(f"{path}: bench.gate: no method {m!r} (the grid has "
+                              f"{'; '.join(methods)})")
     digest = hashlib.sha256(json.dumps(
         [[c.id, c.config.to_dict()] for c in cells], sort_keys=True, default=str
     ).encode()).hexdigest()
     return Grid(path, cells, names, methods, list(seeds), metric, view, reference,
                 str(bench.get("description", "")), str(base_path) if base_path else None,
-                claims, digest)
+                claims, digest, list(extra), list(gate), share, notes)

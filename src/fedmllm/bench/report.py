@@ -51,6 +51,10 @@ class _Doc:
         if rows:
             self.blocks.append(("table", head, rows))
 
+    def raw(self, markdown: str):
+        """Markdown written by hand (a grid's ``notes``), kept as it is."""
+        self.blocks.append(("raw", markdown))
+
     def img(self, path: Path, alt: str):
         if path.is_file():
             self.blocks.append(("img", path, alt))
@@ -60,8 +64,8 @@ class _Doc:
         for b in self.blocks:
             if b[0] == "h":
                 out.append("#" * b[1] + " " + b[2])
-            elif b[0] == "p":
-                out.append(b[1])
+            elif b[0] in ("p", "raw"):
+                out.append(b[1].rstrip())
             elif b[0] == "table":
                 head, rows = b[1], b[2]
                 out.append("| " + " | ".join(head) + " |")
@@ -87,6 +91,9 @@ class _Doc:
                 out.append(f"<h{b[1]}>{html.escape(b[2])}</h{b[1]}>")
             elif b[0] == "p":
                 out.append(f"<p>{_inline_code(html.escape(b[1]))}</p>")
+            elif b[0] == "raw":
+                out.append("<div style='white-space:pre-wrap'>"
+                           f"{_inline_code(html.escape(b[1]))}</div>")
             elif b[0] == "table":
                 out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in b[1])
                            + "</tr>")
@@ -322,12 +329,17 @@ def build_report(out: str | Path, recollect: bool = True,
                 above[s] = [m for m in methods
                             if paired(_values(rows, m, s, view, metric), const).verdict
                             == "better"]
-    no_signal = [s for s in settings if s in above and not above[s]]
+    gate = [m for m in state.get("gate", []) if m in methods]
+    if gate:  # every gate method must beat the constant answer
+        no_signal = [s for s in settings if s in above and not set(gate) <= set(above[s])]
+    else:
+        no_signal = [s for s in settings if s in above and not above[s]]
 
     # 1. headline
     doc.h(2, f"{metric} ({_VIEW_NAMES[view]}) per method and setting")
     if no_signal:
-        doc.p(f"No method beats the constant answer in {', '.join(no_signal)} (marked "
+        who = (f"{' and '.join(gate)} do not all beat" if gate else "No method beats")
+        doc.p(f"{who} the constant answer in {', '.join(no_signal)} (marked "
               "'no signal'): those settings are left out of the ranks, and their numbers say "
               "nothing about which method is better.")
     head = ["method", *(f"{s} (no signal)" if s in no_signal else s for s in settings),
@@ -346,10 +358,19 @@ def build_report(out: str | Path, recollect: bool = True,
         rank = f"{statistics.fmean(ranks[m]):.1f}" if ranks[m] else "-"
         table_rows.append([m, *cells, rank])
     doc.table(head, table_rows)
+    for extra in state.get("metrics", []):
+        if extra == metric:
+            continue
+        doc.h(3, f"{extra} ({_VIEW_NAMES[view]})")
+        doc.table(["method", *settings],
+                  [[m, *(mean_ci(_values(rows, m, s, view, extra).values()).text()
+                         for s in settings)] for m in methods])
     if constant:
         doc.h(3, "Learnability gate")
         doc.p("The accuracy of always giving the test set's most frequent answer, and the "
-              "methods whose accuracy beats it (paired over seeds, 95 % interval above 0).")
+              "methods whose accuracy beats it (paired over seeds, 95 % interval above 0)."
+              + (f" A setting is ranked only where {' and '.join(gate)} all beat it."
+                 if gate else ""))
         doc.table(["setting", "constant answer", "methods above it"],
                   [[s, constant[s].text(), ", ".join(above[s]) or "none: no signal"]
                    for s in settings if s in constant])
@@ -452,16 +473,26 @@ def build_report(out: str | Path, recollect: bool = True,
             up = statistics.fmean(r["bytes_uploaded"] for r in sel) / 1e6
             down = statistics.fmean(r["bytes_downloaded"] for r in sel) / 1e6
             secs = [r["train_seconds"] for r in sel if r.get("train_seconds") is not None]
-            comm_rows.append([m, f"{up:.2f}", f"{down:.2f}",
+            comm_rows.append([m, f"{up:.2f}", f"{down:.2f}", up + down,
                               _over_settings(rows, m, settings, view, metric).text(),
                               f"{statistics.fmean(secs):.1f}" if secs else "-"])
+    ref_total = next((r[3] for r in comm_rows if r[0] == reference), None)
+    for r in comm_rows:
+        r[3] = f"{r[3] / ref_total:.3f}" if ref_total else "-"
     doc.h(2, "Communication")
-    doc.table(["method", "MB up per run", "MB down per run", metric, "train s per run"],
-              comm_rows)
+    doc.table(["method", "MB up per run", "MB down per run", f"bytes / {reference}'s", metric,
+               "train s per run"], comm_rows)
     doc.img(figs.get("communication", Path()), "communication vs accuracy")
     if "curves" in figs:
         doc.h(2, "Per-round curves")
         doc.img(figs["curves"], "per-round curves")
+
+    _oneshot_diagnostics(doc, rows, methods, settings, view)
+    if state.get("notes"):
+        try:
+            doc.raw(Path(state["notes"]).read_text())
+        except OSError:
+            doc.p(f"(notes file {state['notes']} not found)")
 
     # 5. failures
     if failed or pending:
@@ -476,6 +507,47 @@ def build_report(out: str | Path, recollect: bool = True,
     if publish is not None:
         paths["published"] = _publish(doc, Path(publish))
     return paths
+
+
+def _oneshot_diagnostics(doc: _Doc, rows, methods, settings, view) -> None:
+    """The one-shot cells' diagnostics (:func:`fedmllm.bench.results.oneshot_diagnostics`),
+    per method and setting: mean over seeds."""
+    keys = ("rho_B", "rho_B_update", "dB_rel", "dW_rel", "client_lr")
+    table = []
+    for m in methods:
+        for s in settings:
+            sel = [r for r in rows if r["method"] == m and r["setting"] == s
+                   and r["view"] == view and r.get("client_lr") is not None]
+            if not sel:
+                continue
+            cells = []
+            for k in keys:
+                vals = [r[k] for r in sel if isinstance(r.get(k), float)]
+                cells.append(f"{statistics.fmean(vals):.3g}" if vals else "-")
+            table.append([m, s, *cells])
+    if not table:
+        return
+    doc.h(2, "One-shot diagnostics")
+    doc.p("Mean over seeds. rho(B): the sign-conflict rate of the uploaded LoRA-B across "
+          "clients (YOCO's rho_bar); rho(B - B0): the same for the updates; dB/B0 and "
+          "dW/W0: the median over clients of ||B_i - B0|| / ||B0|| and "
+          "||B_i A_i - B0 A0|| / ||B0 A0|| ('-' where B0 = 0); client lr: the median rate "
+          "the clients chose (or were given).")
+    doc.table(["method", "setting", "rho(B)", "rho(B - B0)", "dB/B0", "dW/W0", "client lr"],
+              table)
+    base = []
+    for m in methods:
+        sel = [r for r in rows if r["method"] == m and r["view"] == view
+               and isinstance(r.get("base_s1_sr"), float)]
+        if sel:
+            base.append([m, *(f"{statistics.fmean(r[k] for r in sel):.3g}"
+                              for k in ("base_s1_sr", "base_gap", "base_energy"))])
+    if base:
+        doc.h(3, "The base's spectrum at the LoRA rank")
+        doc.p("Median over the targeted weights W of the base: s_1/s_r, the gap s_r/s_(r+1) "
+              "(1 = none) and the share of ||W||^2 in the top r singular values: how much "
+              "shared structure an SVD initialisation finds.")
+        doc.table(["method", "s_1/s_r", "s_r/s_(r+1)", "top-r energy"], base)
 
 
 def _publish(doc: _Doc, target: Path) -> Path:

@@ -16,15 +16,19 @@ from pathlib import Path
 
 from ..files import atomic_write_text
 
-__all__ = ["COLUMNS", "METRICS", "collect", "read_curves", "read_results", "view_metrics",
-           "write_results"]
+__all__ = ["COLUMNS", "METRICS", "ONESHOT", "collect", "oneshot_diagnostics", "read_curves",
+           "read_results", "view_metrics", "write_results"]
 
 VIEWS = ("image_text", "image_only", "text_only")
 METRICS = ("accuracy", "macro_f1", "auroc", "auc_hard", "invalid_rate")
 CLIENT = ("client_accuracy_mean", "client_accuracy_std", "client_accuracy_min",
           "client_accuracy_max")
+#: One-shot diagnostics (:func:`oneshot_diagnostics`), empty for multi-round cells.
+ONESHOT = ("rho_B", "rho_B_update", "dB_rel", "dW_rel", "client_lr", "base_s1_sr", "base_gap",
+           "base_energy")
 COLUMNS = ("cell", "setting", "method", "seed", "status", "view", "n", *METRICS, "constant",
-           "bytes_uploaded", "bytes_downloaded", "train_seconds", "seconds", *CLIENT, "error")
+           "bytes_uploaded", "bytes_downloaded", "train_seconds", "seconds", *CLIENT, *ONESHOT,
+           "error")
 
 
 def _constant(m: dict) -> float | None:
@@ -60,6 +64,34 @@ def _client_eval(final: dict) -> dict:
     return {f"client_accuracy_{k}": ce.get(k) for k in ("mean", "std", "min", "max")}
 
 
+def _median(values) -> float | None:
+    values = [float(v) for v in values if isinstance(v, (int, float))]
+    return statistics.median(values) if values else None
+
+
+def oneshot_diagnostics(folder: str | Path) -> dict:
+    """A one-shot cell's diagnostics from its ``metrics.jsonl`` row: the sign-conflict rate of
+    the uploaded B (``rho_B``) and of their updates ``B_i - B0`` (``rho_B_update``), the median
+    over clients of ``||dB||/||B0||`` and ``||dW||/||B0 A0||`` (empty where ``B0 = 0``), the
+    median client learning rate, and the base's spectrum at rank ``r`` (median over the
+    targeted modules: ``s_1/s_r``, ``s_r/s_{r+1}``, the top-``r`` energy share)."""
+    try:
+        row = json.loads((Path(folder) / "metrics.jsonl").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return {}
+    if "drift" not in row:
+        return {}
+    spectrum = (row.get("spectrum") or {}).get("median", {})
+    drift = row["drift"].values()
+    return {"rho_B": row.get("conflict", {}).get("lora_B", {}).get("rho_bar"),
+            "rho_B_update": row.get("conflict_update", {}).get("lora_B", {}).get("rho_bar"),
+            "dB_rel": _median(d.get("dB_rel") for d in drift),
+            "dW_rel": _median(d.get("dW_rel") for d in drift),
+            "client_lr": _median((row.get("client_lr") or {}).values()) or row.get("lr"),
+            "base_s1_sr": spectrum.get("s1_sr"), "base_gap": spectrum.get("gap"),
+            "base_energy": spectrum.get("energy")}
+
+
 def collect(out: str | Path) -> list[dict]:
     """Every cell's rows (see the module docstring), in the grid's order."""
     out = Path(out)
@@ -81,7 +113,8 @@ def collect(out: str | Path) -> list[dict]:
         final, totals = summary.get("final", {}), summary.get("totals", {})
         extra = {"status": "done", "bytes_uploaded": totals.get("bytes_uploaded"),
                  "bytes_downloaded": totals.get("bytes_downloaded"),
-                 "train_seconds": totals.get("train_seconds"), **_client_eval(final)}
+                 "train_seconds": totals.get("train_seconds"), **_client_eval(final),
+                 **oneshot_diagnostics(folder)}
         for view in VIEWS:
             m = view_metrics(final, view)
             if m:

@@ -254,6 +254,8 @@ def run_bench(grid: Grid, out: str | Path, jobs: int = 1, resume: bool = False,
                     folder = _cell_folder(out, cell)
                     config_file = out / "configs" / f"{cell.id}.yaml"
                     cell.config.output.dir = str(folder)
+                    if grid.share_uploads and cell.config.fl.algorithm in ("yoco", "oneshot"):
+                        cell.config.fl.yoco.upload_cache = str(out / "uploads")
                     atomic_write_text(config_file, cell.config.to_yaml())
                     if (folder / "config.yaml").is_file():  # started before: continue it
                         args = ["run", "--resume", str(folder)]

@@ -116,6 +116,27 @@ def apply_code_init(bundle: ModelBundle, r: int, seed: int) -> None:
     bundle.adapter.set(state)
 
 
+def base_weights(bundle: ModelBundle,
+                 initial: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The pre-trained weight ``W`` of every LoRA-targeted module, by module name: the frozen
+    base weight, plus ``s B0 A0`` where PiSSA left a residual there (``initial`` holds
+    ``A0``/``B0``)."""
+    from ..fl.oneshot.keys import lora_module, lora_role
+
+    out = {}
+    for key in sorted(initial):
+        if lora_role(key) != "A":
+            continue
+        name = lora_module(key)
+        module = bundle.model.get_submodule(name)
+        w = module.base_layer.weight.detach().double()
+        if bundle.init == "pissa":
+            b0 = initial[key.replace("lora_A", "lora_B")].double().to(w.device)
+            w = w + float(module.scaling["default"]) * (b0 @ initial[key].double().to(w.device))
+        out[name] = w
+    return out
+
+
 def save_adapter(bundle: ModelBundle, state: dict[str, torch.Tensor], path: Path, meta: dict,
                  pissa_initial: dict[str, torch.Tensor] | None = None) -> None:
     """Write ``state`` in PEFT format to the folder ``path`` (atomically), with ``meta`` as

@@ -335,6 +335,9 @@ def _plan_oneshot(cfg: Config) -> RunPlan:
     if y.select_epochs is not None and (not y.select_epochs
                                         or any(e <= 0 for e in y.select_epochs)):
         raise ConfigError("fl.yoco.select_epochs: give one or more epoch counts > 0")
+    if y.select_lr is not None and (not y.select_lr or any(not (lr > 0 and math.isfinite(lr))
+                                                             for lr in y.select_lr)):
+        raise ConfigError("fl.yoco.select_lr: give one or more learning rates > 0")
     if not 0.0 < y.val_fraction < 1.0:
         raise ConfigError("fl.yoco.val_fraction: must lie in (0, 1)")
     if y.product_rank == "full" and y.method != "exact":
@@ -344,7 +347,10 @@ def _plan_oneshot(cfg: Config) -> RunPlan:
         notes.append(f"fl.yoco.init = {init}")
     lora = oneshot_lora(cfg)
     if y.targets == "auto":
-        notes.append("fl.yoco.targets = " + ("paper" if lora != cfg.lora else "lora"))
+        notes.append("fl.yoco.targets = " + (
+            "paper (auto: every lora.* key is at its default; the last LM layer's q_proj, "
+            "r 8, alpha 8)" if lora != cfg.lora else
+            "lora (auto: a lora.* key is set, so the lora.* targets, not the paper's)"))
     objective, obj_params = "ce", {}
     if y.method == "yoco":
         if init == "default" and y.variant != "init":

@@ -45,7 +45,7 @@ from collections.abc import Sequence
 import torch
 
 from ..config import Config, ConfigError
-from ..engine.bundle import build_bundle
+from ..engine.bundle import base_weights, build_bundle
 from ..engine.checkpoint import (
     Checkpoint,
     check_compatible,
@@ -63,6 +63,7 @@ from ..fl import (
     conflict_report,
     merge_lora_products,
     merge_lora_uploads,
+    spectral_gap,
     upload_units,
 )
 from ..fl.oneshot.keys import lora_pairs, lora_role
@@ -119,12 +120,29 @@ class OneShotClient:
         self.trainer, self.k, self.initial_state = trainer, client_id, initial_state
         self.train_items, self.val_items = items, []
         n = len(items)
-        if self.y.select_epochs and n >= 2:  # a client with one sample keeps it for training
+        if self.selects and n >= 2:  # a client with one sample keeps it for training
             order = torch.randperm(n, generator=torch_generator(cfg.seed, "holdout", client_id))
             order = order.tolist()
             n_val = min(n - 1, max(1, round(self.y.val_fraction * n)))
             self.val_items = _subset(items, order[:n_val])
             self.train_items = _subset(items, sorted(order[n_val:]))
+
+    @property
+    def selects(self) -> bool:
+        """Whether the client picks its epochs and/or learning rate on a held-out split."""
+        return bool(self.y.select_epochs or self.y.select_lr)
+
+    def candidates(self) -> list[tuple[float, float]]:
+        """The ``(epochs, lr)`` pairs a selecting client trains: ``select_epochs`` (else
+        ``local_epochs``) crossed with ``select_lr`` (else the run's rate)."""
+        epochs = sorted(set(self.y.select_epochs or [self.y.local_epochs]))
+        lrs = sorted(set(self.y.select_lr or [self.plan.lr]))
+        return [(e, lr) for e in epochs for lr in lrs]
+
+    def label(self, epochs: float, lr: float) -> str:
+        """A candidate's name in ``val_loss``: ``"5"`` (epochs), or ``"5@0.001"`` where the
+        learning rate is selected too."""
+        return f"{epochs:g}@{lr:g}" if self.y.select_lr else f"{epochs:g}"
 
     @torch.no_grad()
     def validation_loss(self) -> float:
@@ -143,34 +161,39 @@ class OneShotClient:
             tokens += n
         return total / max(tokens, 1)
 
-    def train_for(self, epochs: float) -> ClientUpdate:
-        """Trained from the shared initial adapter for ``epochs`` epochs."""
+    def train_for(self, epochs: float, lr: float | None = None) -> ClientUpdate:
+        """Trained from the shared initial adapter for ``epochs`` epochs at base rate ``lr``
+        (default: the run's ``train.lr``), with ``train.local_lr_schedule`` inside the run."""
         cfg, k, data = self.cfg, self.k, self.train_items
+        lr = self.plan.lr if lr is None else lr
         steps = local_steps(len(data), cfg.train.batch_size, cfg.train.grad_accum, epochs=epochs)
         if self.y.method == "yoco":
             self.trainer.objective.set_total_steps(steps)
         batches = batch_stream(data, cfg.train.batch_size,
                                torch_generator(cfg.seed, "batches", 1, k))
-        lrs = local_lrs(self.plan.lr, steps, cfg.train.local_lr_schedule,
-                        cfg.train.local_warmup_ratio)
+        lrs = local_lrs(lr, steps, cfg.train.local_lr_schedule, cfg.train.local_warmup_ratio)
         fit = self.trainer.fit(self.initial_state, {}, batches, lrs,
                                torch_seed(cfg.seed, "dropout", 1, k),
                                num_examples=len(data), client_id=k)
         fit.update.metrics["epochs"] = epochs
+        fit.update.metrics["lr"] = lr
         return fit.update
 
     def upload(self) -> ClientUpdate:
-        """The client's one upload: one fixed-epoch run, or the best of ``select_epochs`` on
-        its held-out split (``metrics["val_loss"]`` per candidate)."""
+        """The client's one upload: one fixed run, or the candidate of ``select_epochs`` x
+        ``select_lr`` with the lowest loss on its held-out split (``metrics["val_loss"]``,
+        by candidate label). Nothing here sees the test set."""
         if not self.val_items:
             return self.train_for(self.y.local_epochs)
-        candidates, losses = {}, {}
-        for epochs in sorted(set(self.y.select_epochs)):
-            candidates[epochs] = self.train_for(epochs)
-            losses[epochs] = self.validation_loss()
-        chosen = min(losses, key=losses.__getitem__)  # a tie keeps the fewer epochs
-        candidates[chosen].metrics["val_loss"] = losses
-        return candidates[chosen]
+        best, losses = None, {}
+        for epochs, lr in self.candidates():  # a tie keeps the earlier: fewer epochs, lower lr
+            update = self.train_for(epochs, lr)
+            losses[self.label(epochs, lr)] = loss = self.validation_loss()
+            if best is None or loss < best[0]:
+                best = (loss, update)
+        best[1].metrics["val_loss"] = losses
+        best[1].metrics["held_out"] = len(self.val_items)
+        return best[1]
 
 
 class OneShotRun:
@@ -298,10 +321,7 @@ class OneShotRun:
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self) -> None:
         uploads = {f"{k}/{key}": t for k, u in self.uploads.items() for key, t in u.state.items()}
-        metrics = {str(k): {**u.metrics,
-                            "val_loss": {f"{e:g}": v for e, v in
-                                         u.metrics.get("val_loss", {}).items()}}
-                   for k, u in self.uploads.items()}
+        metrics = {str(k): dict(u.metrics) for k, u in self.uploads.items()}
         save_checkpoint(self.session.out, Checkpoint(
             kind="oneshot", step=len(self.uploads), metrics_rows=0,
             config_sha256=config_digest(self.cfg), tensors={"uploads": uploads},
@@ -321,12 +341,48 @@ class OneShotRun:
         for k_str, info in ckpt.state["clients"].items():
             k = int(k_str)
             metrics = dict(ckpt.state["metrics"][k_str])
-            metrics["val_loss"] = {float(e): v for e, v in metrics.get("val_loss", {}).items()}
-            if not metrics["val_loss"]:
-                del metrics["val_loss"]
             self.uploads[k] = ClientUpdate(state=states.get(k, {}),
                                            num_examples=info["num_examples"], client_id=k,
                                            metrics=metrics)
+
+    # ------------------------------------------------------------------ training
+    def train_pending(self, pending: list[int]) -> None:
+        """Train the clients ``pending`` here, one after another, checkpointing as they finish."""
+        s, every, n = self.session, self.cfg.fl.checkpoint_every, self.cfg.fl.num_clients
+        with RoundProgress(s.console, n, self.cfg.output.progress, n - len(pending),
+                           what="clients trained") as progress:
+            for k in pending:
+                t1 = time.perf_counter()
+                self.uploads[k] = upload = self.train_client(k)
+                progress.client_done()
+                progress.print(f"client {k}: {upload.metrics['steps']} steps "
+                               f"({upload.metrics['epochs']:g} epochs), loss "
+                               f"{upload.metrics['train_loss']:.4f}, "
+                               f"{time.perf_counter() - t1:.1f} s")
+                failpoint("client_trained", len(self.uploads))
+                if every and (len(self.uploads) % every == 0 or len(self.uploads) == n):
+                    self.checkpoint()
+                    failpoint("client_checkpointed", len(self.uploads))
+
+    def train_or_load(self, pending: list[int]) -> str | None:
+        """``fl.yoco.upload_cache``: load the uploads of a run that trained the same way, or
+        train them and store them for the next. Returns the entry's key when loaded."""
+        from .uploads import load_uploads, locked, store_uploads, training_inputs, training_key
+
+        s, root = self.session, self.y.upload_cache
+        key = training_key(self.cfg, s.plan)
+        with locked(root, key):  # a second run of the same training waits for the first
+            stored = load_uploads(root, key, s.bundle.device)
+            if stored is not None and set(stored) == set(range(self.cfg.fl.num_clients)):
+                self.uploads.update({k: stored[k] for k in pending})
+                if s.console is not None:
+                    s.console.print(f"uploads of all {len(stored)} clients loaded from "
+                                    f"{root}/{key} (the same training, stored by an earlier "
+                                    "run)", markup=False)
+                return key
+            self.train_pending(pending)
+            store_uploads(root, key, self.uploads, training_inputs(self.cfg, s.plan))
+        return None
 
     # ------------------------------------------------------------------ the run
     def run(self, resume: bool = False) -> RunResult:
@@ -341,24 +397,15 @@ class OneShotRun:
         every = cfg.fl.checkpoint_every
         n = cfg.fl.num_clients
         pending = [k for k in range(n) if k not in self.uploads]  # every client, once
+        cached = None
         if self.clients is not None:  # trained elsewhere, all at once
             self.uploads.update(self.clients.fit_oneshot(pending))
             if every:
                 self.checkpoint()
-        with RoundProgress(s.console, n, cfg.output.progress, n - len(pending),
-                           what="clients trained") as progress:
-            for k in pending if self.clients is None else []:
-                t1 = time.perf_counter()
-                self.uploads[k] = upload = self.train_client(k)
-                progress.client_done()
-                progress.print(f"client {k}: {upload.metrics['steps']} steps "
-                               f"({upload.metrics['epochs']:g} epochs), loss "
-                               f"{upload.metrics['train_loss']:.4f}, "
-                               f"{time.perf_counter() - t1:.1f} s")
-                failpoint("client_trained", len(self.uploads))
-                if every and (len(self.uploads) % every == 0 or len(self.uploads) == n):
-                    self.checkpoint()
-                    failpoint("client_checkpointed", len(self.uploads))
+        elif y.upload_cache and pending:
+            cached = self.train_or_load(pending)
+        else:
+            self.train_pending(pending)
         if not self.uploads:
             raise RuntimeError("no client upload arrived")
         dropped = [k for k in range(n) if k not in self.uploads]
@@ -381,14 +428,19 @@ class OneShotRun:
             "upload_units": 0 if personal else len(updates) * units["units"],
             "upload_unit": units["unit"],
             "lora_params_per_client": units["lora_params"],
-            "held_out": {str(k): len(c.val_items) for k, c in self._local.items()
-                         if c.val_items},
-            "val_loss": {str(u.client_id): {f"{e:g}": round(v, 6)
-                                            for e, v in u.metrics["val_loss"].items()}
+            "held_out": {str(u.client_id): u.metrics["held_out"] for u in updates
+                         if u.metrics.get("held_out")},
+            "val_loss": {str(u.client_id): {c: round(v, 6)
+                                            for c, v in u.metrics["val_loss"].items()}
                          for u in updates if "val_loss" in u.metrics},
+            "uploads_loaded_from": cached,
+            "client_lr": {str(u.client_id): u.metrics.get("lr", s.plan.lr) for u in updates},
             "drift": {str(u.client_id): lora_drift(u.state, s.initial_state) for u in updates},
             "conflict": conflict_report([u.state for u in updates]),
             "conflict_update": conflict_report([u.state for u in updates], s.initial_state),
+            # the base's shared structure at rank r (not for a quantized base)
+            "spectrum": (spectral_gap(base_weights(s.bundle, s.initial_state), s.plan.lora.r)
+                         if s.bundle.quantization == "none" else None),
         }
         t1 = time.perf_counter()
         merged = s.initial_state

@@ -24,7 +24,13 @@ recognised by a ``lora_A`` / ``lora_B`` path segment (see
 
 from __future__ import annotations
 
-from .diagnostics import conflict_matrix, conflict_report, sign_conflict, upload_units
+from .diagnostics import (
+    conflict_matrix,
+    conflict_report,
+    sign_conflict,
+    spectral_gap,
+    upload_units,
+)
 from .init import code_init, svd_init, svd_residual
 from .objective import A_PENALTIES, YOCO_VARIANTS, YocoObjective
 from .pca import PCA_WEIGHTINGS, pca_weighted_merge
@@ -46,6 +52,7 @@ __all__ = [
     "pca_weighted_merge",
     "sign_conflict",
     "sign_penalty",
+    "spectral_gap",
     "svd_init",
     "svd_residual",
     "upload_units",

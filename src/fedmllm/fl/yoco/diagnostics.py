@@ -141,3 +141,28 @@ def upload_units(state: StateDict, *, rounds: int = 1) -> dict[str, Any]:
         "units": r * len(modules),
         "unit": f"{r}x{len(layers)}x{len(types)}",
     }
+
+
+def spectral_gap(weights: dict[str, Tensor], r: int) -> dict[str, Any]:
+    """How much shared structure a rank-``r`` SVD initialisation finds in the targeted weights.
+
+    YOCO's premise is a principal subspace worth sharing: the top-``r`` singular directions of
+    each pre-trained weight ``W`` should stand out of the rest. Per module (singular values
+    ``s_1 >= s_2 >= ...``): ``s1_sr = s_1 / s_r`` (spread inside the shared subspace),
+    ``gap = s_r / s_{r+1}`` (how clearly rank ``r`` separates it from the rest; 1 = no gap) and
+    ``energy = sum_{i<=r} s_i^2 / sum_i s_i^2`` (the share of ``||W||_F^2`` it holds; a random
+    square matrix of size ``n`` gives about ``r / n`` plus its spread). ``modules`` lists them
+    per weight name; ``median`` summarises each over the modules.
+    """
+    if r < 1:
+        raise ValueError(f"r must be >= 1, got {r}")
+    per: dict[str, dict[str, float]] = {}
+    for name, w in weights.items():
+        s = torch.linalg.svdvals(w.detach().to("cpu", torch.float64))
+        if s.numel() <= r or float(s[r - 1]) == 0.0:
+            continue
+        per[name] = {"s1_sr": float(s[0] / s[r - 1]), "gap": float(s[r - 1] / s[r]),
+                     "energy": float(s[:r].square().sum() / s.square().sum())}
+    median = {key: float(torch.tensor([m[key] for m in per.values()]).median())
+              for key in ("s1_sr", "gap", "energy")} if per else {}
+    return {"r": r, "median": median, "modules": per}

@@ -111,6 +111,11 @@ def build_model(p: Preset, tokenizer, seed: int):
                       vision_feature_layer=-1, image_seq_length=n_img)
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(cfg)
+    if p.init_scale != 1.0:
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "language_model" in name and name.endswith("proj.weight"):
+                    param.mul_(p.init_scale)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model

@@ -22,7 +22,15 @@ import re
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ...data.prompts import LETTERS, MC_TEMPLATES, STRATEGIES, build_prompt, mc_answer, mc_prompt
+from ...data.prompts import (
+    LETTERS,
+    MC_TEMPLATES,
+    STRATEGIES,
+    SYNTH_BINARY_OPTIONS,
+    build_prompt,
+    mc_answer,
+    mc_prompt,
+)
 from ...data.synth import (
     BINARY_SENTENCES,
     BINARY_WORDS,
@@ -110,8 +118,54 @@ def _pretrain_choice(rng: np.random.Generator, sid: str, question: str, correct:
 _KINDS: tuple[int, ...] = (*range(15), 11, 11, 14, 14, 14)
 
 
-def _pretrain_sample(rng: np.random.Generator, i: int) -> Sample:
-    kind = _KINDS[int(rng.integers(len(_KINDS)))]
+#: ``extra=("safety",)``: the kinds above plus the safety of a text (15), drawn five times as
+#: often as a plain kind.
+_KINDS_SAFETY: tuple[int, ...] = (*_KINDS, 15, 15, 15, 15, 15)
+_SAFETY_QUESTIONS = ("Would a moderator rate this post safe or unsafe?",
+                     "Is this message safe or unsafe to share?")
+
+
+def _safety_sample(rng: np.random.Generator, sid: str) -> Sample:
+    """What an instruction-tuned language model knows of content moderation: a sentence
+    holding an alarming word is unsafe, one holding a pleasant word or none is safe. Half the
+    samples ask it in the multiple-choice format of the binary task's *text-only* prompt (on
+    other sentences than the task's captions), the rest in free wording, sometimes beside an
+    unrelated picture. The task's rule, which also asks for a warm picture, is not taught: on
+    the binary task this knowledge reaches at most the text-only ceiling."""
+    group = int(rng.integers(3))  # 0 pleasant, 1 alarming, 2 an everyday sentence
+    if group == 2:
+        text = _TEXT_SENTENCES[int(rng.integers(len(_TEXT_SENTENCES)))]
+    else:
+        w = BINARY_WORDS[group][int(rng.integers(len(BINARY_WORDS[group])))]
+        text = _TONE_FRAMES[int(rng.integers(len(_TONE_FRAMES)))].format(w=w)
+    answer = "unsafe" if group == 1 else "safe"
+    im = None
+    if rng.integers(2):
+        names = list(COLOURS)
+        bg, fg = (names[int(j)] for j in rng.choice(len(names), size=2, replace=False))
+        im = shapes_image(rng, COLOURS[bg], COLOURS[fg], SHAPES[int(rng.integers(3))],
+                          int(rng.integers(1, 4)))
+    if rng.integers(2):  # a moderation question in the multiple-choice format of the binary
+        # task's text-only prompt (an instruction-tuned model has seen such prompts)
+        label = int(answer == "unsafe")
+        return Sample(id=sid, task="pretrain", answer=mc_answer(SYNTH_BINARY_OPTIONS, label),
+                      question=mc_prompt("synth_binary", text, has_image=False),
+                      meta={"kind": "safety_mc", "text": text})
+    question = f"{text}\n{_SAFETY_QUESTIONS[int(rng.integers(len(_SAFETY_QUESTIONS)))]}"
+    if rng.integers(2):
+        sample = _pretrain_choice(rng, sid, question, answer, ["safe", "unsafe"], im,
+                                  kind="safety")
+        sample.meta["text"] = text
+        return sample
+    return Sample(id=sid, task="pretrain", answer=answer, question=question, image=im,
+                  meta={"kind": "safety", "text": text})
+
+
+def _pretrain_sample(rng: np.random.Generator, i: int,
+                     kinds: tuple[int, ...] = _KINDS) -> Sample:
+    kind = kinds[int(rng.integers(len(kinds)))]
+    if kind == 15:
+        return _safety_sample(rng, f"pretrain-{i}")
     names = list(COLOURS)
     sid = f"pretrain-{i}"
     task = "pretrain"
@@ -288,7 +342,7 @@ def _lexicon() -> tuple[str, ...]:
     return _LEXICON
 
 
-def make_pretrain_corpus(n: int, seed: int) -> list[Sample]:
+def make_pretrain_corpus(n: int, seed: int, extra: tuple[str, ...] = ()) -> list[Sample]:
     """A generic multimodal corpus for the tiny base model's centralized pre-training.
 
     Captions and colour/shape/position/digit questions about generated images, caption-image
@@ -297,9 +351,16 @@ def make_pretrain_corpus(n: int, seed: int) -> list[Sample]:
     Samples have ``task = "pretrain"`` and ``text = None``: a sample's ``question`` is its whole
     user prompt (a caption or sentence to read is its first line, also kept in ``meta["text"]``),
     so ``s.question`` and ``build_prompt(s)`` are the same string.
+
+    ``extra``: ``("safety",)`` adds what a language model knows of content moderation
+    (:func:`_safety_sample`), for the ``tiny-structured`` base; the default corpus is unchanged.
     """
+    unknown = set(extra) - {"safety"}
+    if unknown:
+        raise ValueError(f"unknown pre-training corpus extra {sorted(unknown)}")
+    kinds = _KINDS_SAFETY if "safety" in extra else _KINDS
     rng = numpy_rng(seed, 7)
-    return [_pretrain_sample(rng, i) for i in range(n)]
+    return [_pretrain_sample(rng, i, kinds) for i in range(n)]
 
 
 def corpus_text(n: int, seed: int) -> list[str]:

@@ -25,11 +25,11 @@ def pretrain(model, processor, p: Preset, seed: int, progress=None) -> dict:
 
     ``progress(step, steps, loss, seconds)`` is called after every step (for a progress line).
     """
-    corpus = make_pretrain_corpus(p.pretrain_samples, seed=seed + 1)
+    corpus = make_pretrain_corpus(p.pretrain_samples, seed=seed + 1, extra=p.corpus_extra)
     encoded = [encode_sample(processor, s.question or "", s.image, s.answer, sample_id=s.id)
                for s in corpus]
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=p.pretrain_lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=p.pretrain_lr, weight_decay=p.weight_decay)
     model.train()
     pad = processor.tokenizer.pad_token_id
     losses = []

@@ -190,9 +190,10 @@ def handle_oneshot(msg: Message, context: Context) -> Message:
     client = OneShotClient(worker.cfg, worker.plan, worker.trainer, worker.items, worker.k,
                            worker.initial_state)
     upload = client.upload()
-    extra = {"epochs": float(upload.metrics["epochs"]), "held-out": len(client.val_items)}
-    for epochs, loss in upload.metrics.get("val_loss", {}).items():
-        extra[f"val_loss/{epochs:g}"] = float(loss)
+    extra = {"epochs": float(upload.metrics["epochs"]), "lr": float(upload.metrics["lr"]),
+             "held-out": len(client.val_items)}
+    for label, loss in upload.metrics.get("val_loss", {}).items():
+        extra[f"val_loss/{label}"] = float(loss)
     content = RecordDict({"arrays": to_record(upload.state),
                           "metrics": _metrics(upload, extra)})
     return Message(content, reply_to=msg)

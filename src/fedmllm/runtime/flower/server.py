@@ -209,8 +209,8 @@ class GridClients:
             content = reply.content
             m = content["metrics"]
             metrics = {"train_loss": float(m["train_loss"]), "steps": int(m["steps"]),
-                       "epochs": float(m["epochs"])}
-            losses = {float(key.split("/", 1)[1]): float(v) for key, v in m.items()
+                       "epochs": float(m["epochs"]), "lr": float(m["lr"])}
+            losses = {key.split("/", 1)[1]: float(v) for key, v in m.items()
                       if key.startswith("val_loss/")}
             if losses:
                 metrics["val_loss"] = losses
