@@ -9,7 +9,7 @@ export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
-.PHONY: demo test test-fast lint bench install model clean
+.PHONY: demo test test-fast lint bench install model clean yoco-study
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,3 +51,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
+
+# The YOCO study (docs/yoco_results.md): 216 runs, about an hour on 2 CPU cores; run again, it
+# resumes where it stopped and then rewrites the document.
+yoco-study: $(STAMP)
+	$(BIN)/fedmllm model build --preset tiny-structured
+	if [ -f runs/bench-yoco/bench.json ]; then resume=--resume; fi; \
+	$(BIN)/fedmllm bench benchmarks/grids/yoco.toml --out runs/bench-yoco --jobs 2 --threads 1 $$resume
+	$(BIN)/fedmllm report runs/bench-yoco --publish docs/yoco_results.md

@@ -3,7 +3,7 @@
 One-shot FedAvg merges A and B separately: B_g A_g = (sum_i w_i B_i)(sum_i w_i A_i), which is
 not sum_i w_i B_i A_i. This runs one one-shot FedAvg (tiny base, LoRA on every q/k/v/o, 10
 clients, Dirichlet 0.5, 5 local epochs; the setting of the `lora` tables in
-docs/yoco_results.md) and prints, over the adapted modules, the relative error
+docs/yoco_results_corpus_v3.md) and prints, over the adapted modules, the relative error
 |B_g A_g - mean(B_i A_i)| / |mean(B_i A_i)| and the norm ratio |B_g A_g| / |mean(B_i A_i)|.
 
     python benchmarks/factor_vs_product.py [--alpha 0.5] [--device cpu]

@@ -1,6 +1,8 @@
 """YOCO and the one-shot baselines vs multi-round FL on the synthetic benchmark, four scenarios.
 
-One documented command produces the results tables in docs/yoco_results.md:
+One documented command produced the single-seed results tables of
+docs/yoco_results_corpus_v3.md (the earlier study; docs/yoco_results.md now comes from
+`make yoco-study`, benchmarks/grids/yoco.toml):
 
     python benchmarks/yoco_table.py --epochs 5 --train-size 2000 \
         --targets paper,lora --alpha 0.5,5 [--jobs 8] [--device cpu]
@@ -152,7 +154,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads per run (0 = cores / jobs)")
     ap.add_argument("--device", default="cpu", help="train.device of every run")
-    ap.add_argument("--out", default="docs/yoco_results.md")
+    ap.add_argument("--out", default="docs/yoco_results_corpus_v3.md")
     ap.add_argument("--resume", help="JSON-lines file of finished rows (read and appended)")
     args = ap.parse_args()
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)

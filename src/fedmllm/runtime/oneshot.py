@@ -29,9 +29,18 @@ the *original* base (``fl.yoco.product_rank = client`` re-factorizes to rank ``r
 probabilities are averaged (cost: N forward passes per sample). ``local`` reports the mean and
 spread of the client models.
 
-Communication: one upload per client (``bytes_uploaded``, :func:`~fedmllm.fl.upload_units`);
-``bytes_downloaded`` is 0, since every client derives the shared initial adapter from the base
-weights and the run seed (the merged adapter's size is ``adapter_bytes``).
+Communication: one upload per client (``bytes_uploaded``, :func:`~fedmllm.fl.upload_units`)
+and one download: every client receives the result once (``bytes_downloaded`` = clients x
+the merged adapter's bytes; rank ``N r`` for the lossless ``exact``; for ``ensemble`` every
+client's adapter; nothing for ``local``). The shared initial adapter costs nothing: every
+client derives it from the base weights and the run seed.
+
+With ``fl.yoco.select_epochs`` and/or ``fl.yoco.select_lr`` each client picks its epochs and
+learning rate on its own held-out split; with ``fl.yoco.upload_cache`` runs that differ only in
+the merge share one training (:mod:`fedmllm.runtime.uploads`). Every run's row in
+``metrics.jsonl`` carries the diagnostics of the YOCO study: the clients' drift from the
+shared start, the sign conflicts of the uploads and of the updates, and the base's spectrum at
+the LoRA rank (:func:`~fedmllm.fl.spectral_gap`).
 """
 
 from __future__ import annotations
