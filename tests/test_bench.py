@@ -300,3 +300,42 @@ name = "fedadam-0.01"
     bad = text.replace('"fl.strategy.eta" = 0.01', '"fl.strategy.eta" = 0.01\n"seed" = 4')
     with pytest.raises(ConfigError, match="seed: set by the bench"):
         load_grid(_grid(tmp_path, bad, "bad.toml"))
+
+
+@pytest.mark.slow
+def test_one_shot_cells_share_one_training(tmp_path):
+    """share_uploads: of two one-shot cells that differ in the merge only, the second loads the
+    first's uploads; a resume after an added bench key keeps the finished cells."""
+    text = """
+[bench]
+seeds = [0]
+share_uploads = true
+
+[fixed]
+"model.preset" = "tiny"
+"fl.algorithm" = "yoco"
+fl = { num_clients = 3 }
+"fl.yoco.local_epochs" = 1
+data = { train_size = 24, test_size = 8, min_per_client = 4 }
+"eval.views" = ["image_text"]
+
+[axes]
+"fl.yoco.method" = ["fedavg", "ties"]
+"""
+    grid = _grid(tmp_path, text)
+    out = tmp_path / "sweep"
+    p = _bench([str(grid), "--out", str(out), "--jobs", "1"])
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    rows = {c: json.loads((out / "runs" / f"default__{c}__s0" / "metrics.jsonl")
+                          .read_text().splitlines()[0]) for c in ("fedavg", "ties")}
+    assert rows["fedavg"]["uploads_loaded_from"] is None
+    key = rows["ties"]["uploads_loaded_from"]
+    assert key and (out / "uploads" / key / "uploads.safetensors").is_file()
+    assert rows["ties"]["train_loss"] == rows["fedavg"]["train_loss"]
+    grid.write_text(text.replace("share_uploads = true",
+                                 'share_uploads = true\nfocus = "ties"\nagainst = ["fedavg"]'))
+    p = _bench([str(grid), "--out", str(out), "--resume"])
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert "Verdict: ties" in (out / "report.md").read_text()

@@ -58,6 +58,8 @@ seeds = [0, 1]
 metrics = ["auc_hard"]
 gate = ["fedavg", "local"]
 notes = "notes.md"
+focus = "fedavg"
+against = ["local"]
 
 [fixed]
 "model.preset" = "tiny"
@@ -82,7 +84,9 @@ def test_grid_gate_metrics_notes_and_their_errors(tmp_path):
                           ('metrics = ["auc_hard"]', 'metrics = ["speed"]', "bench.metrics"),
                           ('notes = "notes.md"', 'notes = "gone.md"', "bench.notes"),
                           ('seeds = [0, 1]', 'seeds = [0, 1]\nshare_uploads = "yes"',
-                           "bench.share_uploads")):
+                           "bench.share_uploads"),
+                          ('focus = "fedavg"', 'focus = "fedsgd"', "bench.focus"),
+                          ('focus = "fedavg"', '', "bench.against")):
         path.write_text(GRID.replace(old, new))
         with pytest.raises(ConfigError, match=msg):
             load_grid(path)
@@ -121,3 +125,5 @@ def test_grid_gate_metrics_notes_and_their_errors(tmp_path):
     assert "| local | 3 | 1.2 | 0.8 |" in md
     assert "| local | 0.00 | 0.00 | 0.100 |" in md  # bytes / the reference's (fedavg)
     assert md.rstrip().endswith("Because.")
+    # the verdict: fedavg - local = 0.40 in both seeds; fedavg is the reference: bytes 1
+    assert "| aligned | 0.910 ± 0.127 | 0.400 ± 0.000 (no signal) | 1.000 |" in md

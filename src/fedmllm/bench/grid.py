@@ -13,6 +13,8 @@ the keys every cell shares::
     gate = ["fedavg"]                        # optional: must beat the constant answer
     share_uploads = true                     # optional: one-shot merges of one training
     notes = "study_notes.md"                 # optional: Markdown the report appends
+    focus = "fedavg"                         # optional: a verdict table for this method ...
+    against = ["local"]                      # ... against these, per setting
 
     [fixed]                                            # keys shared by every cell
     "model.preset" = "tiny"
@@ -66,7 +68,7 @@ from ..config import Config, ConfigError, load_config, parse_override
 __all__ = ["Cell", "Claim", "Grid", "load_grid"]
 
 _BENCH_KEYS = {"base", "seeds", "metric", "reference", "description", "view", "metrics",
-               "gate", "share_uploads", "notes"}
+               "gate", "share_uploads", "notes", "focus", "against"}
 _METRICS = ("accuracy", "macro_f1", "auroc", "auc_hard")
 _VIEWS = ("image_text", "image_only", "text_only")
 
@@ -133,6 +135,10 @@ class Grid:
     cells that differ only in the merge train once."""
     notes: str | None = None
     """A Markdown file (relative to the grid) the report appends: the study's explanations."""
+    focus: str | None = None
+    """The method the study is about: the report's verdict table sets it against ``against``
+    in every setting (paired differences, and its bytes against the reference's)."""
+    against: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"grid": str(self.path), "description": self.description, "digest": self.digest,
@@ -140,6 +146,7 @@ class Grid:
                 "base": self.base, "settings": self.settings, "methods": self.methods,
                 "seeds": self.seeds, "metrics": self.metrics, "gate": self.gate,
                 "share_uploads": self.share_uploads, "notes": self.notes,
+                "focus": self.focus, "against": self.against,
                 "claims": [vars(c) for c in self.claims],
                 "cells": [{"id": c.id, "setting": c.setting, "method": c.method,
                            "seed": c.seed, "overrides": c.overrides} for c in self.cells]}
@@ -353,9 +360,20 @@ def load_grid(path: str | Path, overrides: list[str] | tuple = ()) -> Grid:
         if m not in methods:
             raise ConfigError(f"{path}: bench.gate: no method {m!r} (the grid has "
                               f"{'; '.join(methods)})")
+    focus = bench.get("focus")
+    against = bench.get("against", [])
+    if isinstance(against, str):
+        against = [against]
+    for key, names_ in (("focus", [focus] if focus is not None else []), ("against", against)):
+        for m in names_:
+            if m not in methods:
+                raise ConfigError(f"{path}: bench.{key}: no method {m!r} (the grid has "
+                                  f"{'; '.join(methods)})")
+    if against and focus is None:
+        raise ConfigError(f"{path}: bench.against: name the method it is against (bench.focus)")
     digest = hashlib.sha256(json.dumps(
         [[c.id, c.config.to_dict()] for c in cells], sort_keys=True, default=str
     ).encode()).hexdigest()
     return Grid(path, cells, names, methods, list(seeds), metric, view, reference,
                 str(bench.get("description", "")), str(base_path) if base_path else None,
-                claims, digest, list(extra), list(gate), share, notes)
+                claims, digest, list(extra), list(gate), share, notes, focus, list(against))

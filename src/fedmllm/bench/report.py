@@ -376,6 +376,8 @@ def build_report(out: str | Path, recollect: bool = True,
                    for s in settings if s in constant])
     doc.img(figs.get("radar", Path()), "radar across settings")
 
+    _verdict(doc, state, rows, settings, no_signal, view, metric, reference)
+
     # 2. ranking and paired comparisons
     doc.h(2, "Ranking")
     order = sorted((m for m in methods if ranks[m]), key=lambda m: statistics.fmean(ranks[m]))
@@ -507,6 +509,40 @@ def build_report(out: str | Path, recollect: bool = True,
     if publish is not None:
         paths["published"] = _publish(doc, Path(publish))
     return paths
+
+
+def _bytes(rows, method, setting, view) -> float | None:
+    sel = [r["bytes_uploaded"] + r["bytes_downloaded"] for r in rows
+           if r["method"] == method and r["setting"] == setting and r["view"] == view
+           and r.get("bytes_uploaded") is not None and r.get("bytes_downloaded") is not None]
+    return statistics.fmean(sel) if sel else None
+
+
+def _verdict(doc: _Doc, state, rows, settings, no_signal, view, metric, reference) -> None:
+    """The grid's ``focus`` method against each ``against`` method, setting by setting: its
+    score, the paired difference over seeds with its interval and verdict, and its bytes (up
+    and down) as a fraction of the reference's."""
+    focus, against = state.get("focus"), state.get("against") or []
+    if not focus or not against:
+        return
+    doc.h(2, f"Verdict: {focus}, setting by setting")
+    doc.p(f"{metric} ({_VIEW_NAMES[view]}) of `{focus}` and its paired difference over seeds "
+          "against each method (95 % interval; 'better'/'worse' where it excludes 0); bytes: "
+          f"what `{focus}` sends up and down per run as a fraction of `{reference}`'s. A "
+          "setting that fails the learnability gate says 'no signal' and is not judged.")
+    head = ["setting", focus, *(f"- {m}" for m in against), f"bytes / {reference}'s"]
+    table = []
+    for s in settings:
+        mine = _values(rows, focus, s, view, metric)
+        cells = [s, mean_ci(mine.values()).text()]
+        for m in against:
+            pr = paired(mine, _values(rows, m, s, view, metric))
+            word = "no signal" if s in no_signal else pr.verdict
+            cells.append(f"{pr.diff.text()} ({word})" if pr.diff.n else "-")
+        mb, rb = _bytes(rows, focus, s, view), _bytes(rows, reference, s, view)
+        cells.append(f"{mb / rb:.3f}" if mb is not None and rb else "-")
+        table.append(cells)
+    doc.table(head, table)
 
 
 def _oneshot_diagnostics(doc: _Doc, rows, methods, settings, view) -> None:

@@ -92,6 +92,14 @@ def _open_folder(out: Path, grid: Grid, resume: bool) -> dict:
     return {}
 
 
+def _place(out: Path, grid: Grid, cell) -> None:
+    """Set what a cell's configuration takes from the sweep folder: its run folder and, with
+    ``share_uploads``, the shared store of one-shot uploads."""
+    cell.config.output.dir = str(_cell_folder(out, cell))
+    if grid.share_uploads and cell.config.fl.algorithm in ("yoco", "oneshot"):
+        cell.config.fl.yoco.upload_cache = str(out / "uploads")
+
+
 def _check_extension(out: Path, grid: Grid) -> None:
     """A resumed sweep whose grid changed is accepted when it only adds cells (more seeds,
     methods or settings): every cell that already has a configuration in ``out`` must have
@@ -100,7 +108,7 @@ def _check_extension(out: Path, grid: Grid) -> None:
         saved = out / "configs" / f"{cell.id}.yaml"
         if not saved.is_file():
             continue
-        cell.config.output.dir = str(_cell_folder(out, cell))
+        _place(out, grid, cell)
         if saved.read_text() != cell.config.to_yaml():
             raise OutputError(f"{out}: cell {cell.id} ran with another configuration than the "
                               f"grid now gives it ({saved}); a resumed sweep may only add "
@@ -253,9 +261,7 @@ def run_bench(grid: Grid, out: str | Path, jobs: int = 1, resume: bool = False,
                     cell = queue.pop(0)
                     folder = _cell_folder(out, cell)
                     config_file = out / "configs" / f"{cell.id}.yaml"
-                    cell.config.output.dir = str(folder)
-                    if grid.share_uploads and cell.config.fl.algorithm in ("yoco", "oneshot"):
-                        cell.config.fl.yoco.upload_cache = str(out / "uploads")
+                    _place(out, grid, cell)
                     atomic_write_text(config_file, cell.config.to_yaml())
                     if (folder / "config.yaml").is_file():  # started before: continue it
                         args = ["run", "--resume", str(folder)]
