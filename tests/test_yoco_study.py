@@ -22,6 +22,14 @@ def test_spectral_gap_by_hand():
     assert rep["modules"]["m"] == pytest.approx({"s1_sr": 2.0, "gap": 2.0, "energy": 80 / 85})
     assert rep["median"] == pytest.approx({"s1_sr": 2.0, "gap": 2.0, "energy": 80 / 85})
     assert spectral_gap({"m": w}, r=5)["modules"] == {}  # 5 singular values: no s_6
+    # the median of an even count is the mean of the middle two: energy at r = 1 is 64/85 for
+    # w and 64.00390625/85.00390625 for w2 (s = 8, 0.0625 ...); s1/s1 = 1 for both
+    w2 = u @ torch.diag(torch.tensor([8.0, 0.0625, 0.03125, 0.015625],
+                                     dtype=torch.float64)) @ v.T
+    med = spectral_gap({"a": w, "b": w2}, r=1)["median"]
+    e2 = 64 / (64 + 0.0625 ** 2 + 0.03125 ** 2 + 0.015625 ** 2)
+    assert med["energy"] == pytest.approx((64 / 85 + e2) / 2)
+    assert med["gap"] == pytest.approx((2.0 + 128.0) / 2)
     with pytest.raises(ValueError):
         spectral_gap({"m": w}, r=0)
 
@@ -31,9 +39,10 @@ def test_structured_preset_leaves_the_other_recipes_alone():
     from fedmllm.model.tiny.presets import PRESETS, recipe
 
     for name in ("tiny", "small"):
-        assert not {"init_scale", "weight_decay", "corpus_extra"} & set(recipe(name, True)["sizes"])
+        assert not {"init_scale", "matrix_decay", "corpus_extra"} & set(recipe(name, True)["sizes"])
     sizes = recipe("tiny-structured", True)["sizes"]
-    assert sizes["init_scale"] == 0.1 and sizes["corpus_extra"] == ["safety"]
+    assert sizes["init_scale"] == 0.1 and sizes["matrix_decay"] == 1.0
+    assert sizes["corpus_extra"] == ["safety"]
     assert PRESETS["tiny-structured"].hidden == PRESETS["tiny"].hidden
     plain = make_pretrain_corpus(300, seed=1)
     assert [s.answer for s in plain] == [s.answer for s in make_pretrain_corpus(300, seed=1,
@@ -109,10 +118,13 @@ def test_grid_gate_metrics_notes_and_their_errors(tmp_path):
         if c.method == "local":  # a one-shot row's diagnostics
             row.update(drift={"0": {"dB_rel": 0.5, "dW_rel": 0.25}, "1": {"dB_rel": 1.5,
                                                                          "dW_rel": 0.75}},
+                       # the report takes the median over the modules, not the stored one
+                       spectrum={"median": {"s1_sr": 9.0}, "modules": {
+                           "q": {"s1_sr": 2.0, "gap": 1.0, "energy": 0.7},
+                           "v": {"s1_sr": 4.0, "gap": 1.4, "energy": 0.9}}},
                        conflict={"lora_B": {"rho_bar": 0.1}},
                        conflict_update={"lora_B": {"rho_bar": 0.3}},
-                       client_lr={"0": 0.001, "1": 0.001},
-                       spectrum={"median": {"s1_sr": 3.0, "gap": 1.2, "energy": 0.8}})
+                       client_lr={"0": 0.001, "1": 0.001})
         (folder / "metrics.jsonl").write_text(json.dumps(row) + "\n")
         status[c.id] = {"status": "done", "seconds": 3.0}
     (out / "bench.json").write_text(json.dumps({**g.to_json(), "status": status}))
@@ -122,7 +134,7 @@ def test_grid_gate_metrics_notes_and_their_errors(tmp_path):
     assert "| method | aligned (no signal) | mean rank |" in md
     assert "### auc_hard (image+text)" in md and "| fedavg | 0.810 ± 0.127 |" in md
     assert "| local | aligned | 0.1 | 0.3 | 1 | 0.5 | 0.001 |" in md  # medians over clients
-    assert "| local | 3 | 1.2 | 0.8 |" in md
+    assert "| local | 3 | 1.2 | 0.8 |" in md  # one row per distinct spectrum
     assert "| local | 0.00 | 0.00 | 0.100 |" in md  # bytes / the reference's (fedavg)
     assert md.rstrip().endswith("Because.")
     # the verdict: fedavg - local = 0.40 in both seeds; fedavg is the reference: bytes 1

@@ -482,6 +482,10 @@ def build_report(out: str | Path, recollect: bool = True,
     for r in comm_rows:
         r[3] = f"{r[3] / ref_total:.3f}" if ref_total else "-"
     doc.h(2, "Communication")
+    if any(r.get("bytes_uploaded") is not None and r.get("train_seconds") == 0 for r in rows
+           if r["method"] in {c[0] for c in comm_rows}):
+        doc.p("Train seconds of 0: the cell loaded its clients' uploads from a cell that "
+              "trained them (share_uploads); that cell's row carries the cost.")
     doc.table(["method", "MB up per run", "MB down per run", f"bytes / {reference}'s", metric,
                "train s per run"], comm_rows)
     doc.img(figs.get("communication", Path()), "communication vs accuracy")
@@ -571,19 +575,21 @@ def _oneshot_diagnostics(doc: _Doc, rows, methods, settings, view) -> None:
           "the clients chose (or were given).")
     doc.table(["method", "setting", "rho(B)", "rho(B - B0)", "dB/B0", "dW/W0", "client lr"],
               table)
-    base = []
+    spectra: dict[tuple, list[str]] = {}  # the same targets give the same spectrum
     for m in methods:
         sel = [r for r in rows if r["method"] == m and r["view"] == view
                and isinstance(r.get("base_s1_sr"), float)]
         if sel:
-            base.append([m, *(f"{statistics.fmean(r[k] for r in sel):.3g}"
-                              for k in ("base_s1_sr", "base_gap", "base_energy"))])
+            values = tuple(f"{statistics.fmean(r[k] for r in sel):.3g}"
+                           for k in ("base_s1_sr", "base_gap", "base_energy"))
+            spectra.setdefault(values, []).append(m)
+    base = [[", ".join(ms), *values] for values, ms in spectra.items()]
     if base:
         doc.h(3, "The base's spectrum at the LoRA rank")
         doc.p("Median over the targeted weights W of the base: s_1/s_r, the gap s_r/s_(r+1) "
               "(1 = none) and the share of ||W||^2 in the top r singular values: how much "
               "shared structure an SVD initialisation finds.")
-        doc.table(["method", "s_1/s_r", "s_r/s_(r+1)", "top-r energy"], base)
+        doc.table(["methods", "s_1/s_r", "s_r/s_(r+1)", "top-r energy"], base)
 
 
 def _publish(doc: _Doc, target: Path) -> Path:

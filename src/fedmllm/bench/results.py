@@ -81,7 +81,8 @@ def oneshot_diagnostics(folder: str | Path) -> dict:
         return {}
     if "drift" not in row:
         return {}
-    spectrum = (row.get("spectrum") or {}).get("median", {})
+    modules = ((row.get("spectrum") or {}).get("modules") or {}).values()
+    spectrum = {key: _median(m.get(key) for m in modules) for key in ("s1_sr", "gap", "energy")}
     drift = row["drift"].values()
     return {"rho_B": row.get("conflict", {}).get("lora_B", {}).get("rho_bar"),
             "rho_B_update": row.get("conflict_update", {}).get("lora_B", {}).get("rho_bar"),

@@ -4,6 +4,7 @@ communication cost of an upload (bytes and the paper's rounds x layers x modules
 from __future__ import annotations
 
 import numbers
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -163,6 +164,6 @@ def spectral_gap(weights: dict[str, Tensor], r: int) -> dict[str, Any]:
             continue
         per[name] = {"s1_sr": float(s[0] / s[r - 1]), "gap": float(s[r - 1] / s[r]),
                      "energy": float(s[:r].square().sum() / s.square().sum())}
-    median = {key: float(torch.tensor([m[key] for m in per.values()]).median())
+    median = {key: statistics.median(m[key] for m in per.values())
               for key in ("s1_sr", "gap", "energy")} if per else {}
     return {"r": r, "median": median, "modules": per}

@@ -46,15 +46,18 @@ class Preset:
     """Factor on the language model's linear weights at initialisation (before pre-training).
     Below 1 the random part of each weight stays small, so what pre-training writes into it
     -- a few strong directions -- dominates its spectrum."""
-    weight_decay: float = 0.01
-    """AdamW weight decay of the pre-training (matrices and vectors alike)."""
+    matrix_decay: float | None = None
+    """AdamW weight decay of the pre-training on the weight matrices only (vectors and norms
+    undecayed); ``None``: 0.01 on every parameter (the first presets' recipe). Strong decay
+    removes what the gradients do not keep renewing, so each weight's energy gathers in the
+    directions the training uses."""
     corpus_extra: tuple[str, ...] = ()
     """Extra kinds of pre-training sample (:func:`~fedmllm.model.tiny.corpus.make_pretrain_corpus`)."""
 
 
 #: The fields added to :class:`Preset` after the first presets were cached: left out of a
 #: recipe while at their default, so the presets that do not use them keep their cache folder.
-_LATER_FIELDS = {"init_scale": 1.0, "weight_decay": 0.01, "corpus_extra": ()}
+_LATER_FIELDS = {"init_scale": 1.0, "matrix_decay": None, "corpus_extra": ()}
 
 
 PRESETS: dict[str, Preset] = {
@@ -65,14 +68,15 @@ PRESETS: dict[str, Preset] = {
                     vision_hidden=128, vision_layers=3, vision_heads=4,
                     pretrain_steps=600, pretrain_batch=16, pretrain_lr=1.5e-3, pretrain_samples=6000),
     # The base of the YOCO study (docs/yoco_results.md): tiny's sizes, its language model's
-    # linear weights started at a tenth of their usual scale and pre-trained four times as long,
-    # with what a language model knows of content moderation in the corpus. Its attention
-    # weights hold most of their energy in a few directions (a principal subspace worth
-    # sharing), and it answers the synthetic binary task above chance without fine-tuning.
+    # linear weights started at a tenth of their usual scale and pre-trained four times as long
+    # with strong weight decay on the matrices, with what a language model knows of content
+    # moderation in the corpus. Its attention weights hold most of their energy in a few
+    # directions (a principal subspace worth sharing), and it answers the synthetic binary task
+    # above chance without fine-tuning.
     "tiny-structured": Preset(vocab_size=1024, hidden=128, layers=2, heads=4, intermediate=256,
                               vision_hidden=64, vision_layers=2, vision_heads=2,
                               pretrain_steps=2400, pretrain_batch=16, pretrain_lr=2e-3,
-                              pretrain_samples=6000, init_scale=0.1,
+                              pretrain_samples=6000, init_scale=0.1, matrix_decay=1.0,
                               corpus_extra=("safety",)),
 }
 

@@ -29,7 +29,14 @@ def pretrain(model, processor, p: Preset, seed: int, progress=None) -> dict:
     encoded = [encode_sample(processor, s.question or "", s.image, s.answer, sample_id=s.id)
                for s in corpus]
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=p.pretrain_lr, weight_decay=p.weight_decay)
+    if p.matrix_decay is None:
+        opt = torch.optim.AdamW(model.parameters(), lr=p.pretrain_lr, weight_decay=0.01)
+    else:  # decay the weight matrices only
+        params = list(model.parameters())
+        opt = torch.optim.AdamW(
+            [{"params": [q for q in params if q.ndim == 2], "weight_decay": p.matrix_decay},
+             {"params": [q for q in params if q.ndim != 2], "weight_decay": 0.0}],
+            lr=p.pretrain_lr)
     model.train()
     pad = processor.tokenizer.pad_token_id
     losses = []
