@@ -132,6 +132,7 @@ def test_grid_gate_metrics_notes_and_their_errors(tmp_path):
     # the gate asks for both: local stays at the constant answer (0.5), so no signal
     assert "fedavg and local do not all beat the constant answer in aligned" in md
     assert "| method | aligned (no signal) | mean rank |" in md
+    assert "| fedavg | 0.910 (0.014) |" in md  # mean (sd): 0.90, 0.92
     assert "### auc_hard (image+text)" in md and "| fedavg | 0.810 ± 0.127 |" in md
     assert "| local | aligned | 0.1 | 0.3 | 1 | 0.5 | 0.001 |" in md  # medians over clients
     assert "| local | 3 | 1.2 | 0.8 |" in md  # one row per distinct spectrum

@@ -358,6 +358,17 @@ def build_report(out: str | Path, recollect: bool = True,
         rank = f"{statistics.fmean(ranks[m]):.1f}" if ranks[m] else "-"
         table_rows.append([m, *cells, rank])
     doc.table(head, table_rows)
+    if len(seeds) > 1:
+        doc.h(3, f"{metric}: mean (standard deviation over seeds)")
+        sd_rows = []
+        for m in methods:
+            cells = []
+            for s in settings:
+                iv = mean_ci(_values(rows, m, s, view, metric).values())
+                cells.append("-" if not iv.n else f"{iv.mean:.3f}" if iv.n == 1 else
+                             f"{iv.mean:.3f} ({iv.sd:.3f})")
+            sd_rows.append([m, *cells])
+        doc.table(["method", *settings], sd_rows)
     for extra in state.get("metrics", []):
         if extra == metric:
             continue
