@@ -565,8 +565,9 @@ def _oneshot_diagnostics(doc: _Doc, rows, methods, settings, view) -> None:
     per method and setting: mean over seeds."""
     keys = ("rho_B", "rho_B_update", "dB_rel", "dW_rel", "client_lr")
     table = []
-    for m in methods:
-        for s in settings:
+    for s in settings:
+        groups: dict[tuple, list[str]] = {}  # methods of one training show the same values
+        for m in methods:
             sel = [r for r in rows if r["method"] == m and r["setting"] == s
                    and r["view"] == view and r.get("client_lr") is not None]
             if not sel:
@@ -575,16 +576,18 @@ def _oneshot_diagnostics(doc: _Doc, rows, methods, settings, view) -> None:
             for k in keys:
                 vals = [r[k] for r in sel if isinstance(r.get(k), float)]
                 cells.append(f"{statistics.fmean(vals):.3g}" if vals else "-")
-            table.append([m, s, *cells])
+            groups.setdefault(tuple(cells), []).append(m)
+        table += [[", ".join(ms), s, *cells] for cells, ms in groups.items()]
     if not table:
         return
     doc.h(2, "One-shot diagnostics")
-    doc.p("Mean over seeds. rho(B): the sign-conflict rate of the uploaded LoRA-B across "
+    doc.p("Mean over seeds; methods that merged the same uploads share a row. rho(B): the "
+          "sign-conflict rate of the uploaded LoRA-B across "
           "clients (YOCO's rho_bar); rho(B - B0): the same for the updates; dB/B0 and "
           "dW/W0: the median over clients of ||B_i - B0|| / ||B0|| and "
           "||B_i A_i - B0 A0|| / ||B0 A0|| ('-' where B0 = 0); client lr: the median rate "
           "the clients chose (or were given).")
-    doc.table(["method", "setting", "rho(B)", "rho(B - B0)", "dB/B0", "dW/W0", "client lr"],
+    doc.table(["methods", "setting", "rho(B)", "rho(B - B0)", "dB/B0", "dW/W0", "client lr"],
               table)
     spectra: dict[tuple, list[str]] = {}  # the same targets give the same spectrum
     for m in methods:
