@@ -140,3 +140,22 @@ def test_grid_gate_metrics_notes_and_their_errors(tmp_path):
     assert md.rstrip().endswith("Because.")
     # the verdict: fedavg - local = 0.40 in both seeds; fedavg is the reference: bytes 1
     assert "| aligned | 0.910 ± 0.127 | 0.400 ± 0.000 (no signal) | 1.000 |" in md
+
+
+def test_upload_store_round_trip_and_unreadable_entries(tmp_path):
+    from fedmllm.fl import ClientUpdate
+    from fedmllm.runtime.uploads import load_uploads, locked, store_uploads
+
+    ups = {k: ClientUpdate(state={"a.lora_A.weight": torch.full((2, 3), float(k))},
+                           num_examples=5 + k, client_id=k, metrics={"lr": 0.01, "steps": 3})
+           for k in range(2)}
+    with locked(tmp_path, "key1"):
+        store_uploads(tmp_path, "key1", ups, {"why": "test"})
+    back = load_uploads(tmp_path, "key1")
+    assert set(back) == {0, 1} and back[1].num_examples == 6 and back[1].metrics["lr"] == 0.01
+    torch.testing.assert_close(back[1].state["a.lora_A.weight"], ups[1].state["a.lora_A.weight"])
+    assert load_uploads(tmp_path, "nothing") is None
+    (tmp_path / "key1" / "meta.json").write_text('{"clients": {"0": {}}}')  # not ours: retrain
+    assert load_uploads(tmp_path, "key1") is None
+    (tmp_path / "key1" / "uploads.safetensors").write_bytes(b"junk")
+    assert load_uploads(tmp_path, "key1") is None

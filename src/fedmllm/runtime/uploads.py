@@ -88,13 +88,16 @@ def load_uploads(root: str | Path, key: str,
         flat = load_file(str(folder / "uploads.safetensors"), device=str(device))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, SafetensorError):
         return None
-    states: dict[int, dict[str, torch.Tensor]] = {}
-    for full, t in flat.items():
-        k, _, name = full.partition("/")
-        states.setdefault(int(k), {})[name] = t
-    return {int(k): ClientUpdate(state=states.get(int(k), {}), num_examples=c["num_examples"],
-                                 client_id=int(k), metrics=c["metrics"])
-            for k, c in meta["clients"].items()}
+    try:
+        states: dict[int, dict[str, torch.Tensor]] = {}
+        for full, t in flat.items():
+            k, _, name = full.partition("/")
+            states.setdefault(int(k), {})[name] = t
+        return {int(k): ClientUpdate(state=states[int(k)], num_examples=int(c["num_examples"]),
+                                     client_id=int(k), metrics=dict(c["metrics"]))
+                for k, c in meta["clients"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError):  # not an entry this code wrote
+        return None
 
 
 def store_uploads(root: str | Path, key: str, uploads: dict[int, ClientUpdate],
