@@ -450,9 +450,11 @@ def build_report(out: str | Path, recollect: bool = True,
                 lines.append([_label(mb, sb, settings), ia.text(), _label(mw, sw, settings),
                               ib.text(), pr.diff.text(), "holds" if ok else "not shown"])
             doc.h(3, claim["name"])
+            skipped = ("settings that fail the learnability gate" if gate else
+                       "settings where no method beats the constant answer")
             doc.p(f"{cm} ({_VIEW_NAMES[cv]}): holds in {held} of {checked} comparisons "
-                  "(the better side's 95 % interval wholly above the worse side's; settings "
-                  "where no method beats the constant answer are not counted).")
+                  "(the better side's 95 % interval wholly above the worse side's; "
+                  f"{skipped} are not counted).")
             doc.table(["better", cm, "worse", cm, "paired difference", "verdict"], lines)
 
     # 4. views, client-side evaluation, communication
