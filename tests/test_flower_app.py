@@ -138,4 +138,5 @@ def test_yoco_one_shot_through_the_flower_app_matches_the_simulation(tmp_path, t
     fl_row = json.loads((fl_out / "metrics.jsonl").read_text())
     assert fl_row["local_epochs"] == sim_row["local_epochs"]
     assert fl_row["val_loss"] == sim_row["val_loss"]
+    assert fl_row["held_out"] == sim_row["held_out"] and sim_row["held_out"]
     assert fl_row["eval"]["accuracy"] == sim_row["eval"]["accuracy"]

@@ -316,11 +316,11 @@ def test_upload_cache_shares_one_training_between_merges(plain, tmp_path):
 def test_training_key_ignores_the_merge_only():
     from fedmllm.config import load_config
     from fedmllm.engine.factory import plan_run
-    from fedmllm.runtime.uploads import training_key
+    from fedmllm.runtime.uploads import training_inputs, training_key
 
     def key(*extra):
         cfg = load_config(None, ["fl.algorithm=yoco", "lora.modules=[q_proj,v_proj]", *extra])
-        return training_key(cfg, plan_run(cfg))
+        return training_key(training_inputs(cfg, plan_run(cfg)))
 
     base = key("fl.yoco.method=fedavg")
     for same in (["fl.yoco.method=ties", "fl.yoco.density=0.3"], ["fl.yoco.method=ensemble"],

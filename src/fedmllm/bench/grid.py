@@ -152,6 +152,17 @@ class Grid:
                            "seed": c.seed, "overrides": c.overrides} for c in self.cells]}
 
 
+def _method_names(bench: dict, key: str, methods: list[str], path: Path) -> list[str]:
+    """``bench.<key>``, a method name or a list of them, each checked against the grid's."""
+    names = bench.get(key, [])
+    names = [names] if isinstance(names, str) else list(names)
+    for m in names:
+        if m not in methods:
+            raise ConfigError(f"{path}: bench.{key}: no method {m!r} (the grid has "
+                              f"{'; '.join(methods)})")
+    return names
+
+
 def _cli_value(v: Any) -> str:
     text = v if isinstance(v, str) else json.dumps(v)
     return text if re.fullmatch(r"[\w.:/+-]+", text) else f"'{text}'"
@@ -353,22 +364,9 @@ def load_grid(path: str | Path, overrides: list[str] | tuple = ()) -> Grid:
     if reference is not None and reference not in methods:
         raise ConfigError(f"{path}: bench.reference: no method {reference!r} (the grid has "
                           f"{'; '.join(methods)})")
-    gate = bench.get("gate", [])
-    if isinstance(gate, str):
-        gate = [gate]
-    for m in gate:
-        if m not in methods:
-            raise ConfigError(f"{path}: bench.gate: no method {m!r} (the grid has "
-                              f"{'; '.join(methods)})")
-    focus = bench.get("focus")
-    against = bench.get("against", [])
-    if isinstance(against, str):
-        against = [against]
-    for key, names_ in (("focus", [focus] if focus is not None else []), ("against", against)):
-        for m in names_:
-            if m not in methods:
-                raise ConfigError(f"{path}: bench.{key}: no method {m!r} (the grid has "
-                                  f"{'; '.join(methods)})")
+    gate, against = _method_names(bench, "gate", methods, path), \
+        _method_names(bench, "against", methods, path)
+    focus = (_method_names(bench, "focus", methods, path) or [None])[0]
     if against and focus is None:
         raise ConfigError(f"{path}: bench.against: name the method it is against (bench.focus)")
     digest = hashlib.sha256(json.dumps(
@@ -376,4 +374,4 @@ def load_grid(path: str | Path, overrides: list[str] | tuple = ()) -> Grid:
     ).encode()).hexdigest()
     return Grid(path, cells, names, methods, list(seeds), metric, view, reference,
                 str(bench.get("description", "")), str(base_path) if base_path else None,
-                claims, digest, list(extra), list(gate), share, notes, focus, list(against))
+                claims, digest, list(extra), gate, share, notes, focus, against)

@@ -495,8 +495,7 @@ def build_report(out: str | Path, recollect: bool = True,
     for r in comm_rows:
         r[3] = f"{r[3] / ref_total:.3f}" if ref_total else "-"
     doc.h(2, "Communication")
-    if any(r.get("bytes_uploaded") is not None and r.get("train_seconds") == 0 for r in rows
-           if r["method"] in {c[0] for c in comm_rows}):
+    if state.get("share_uploads"):
         doc.p("Train seconds of 0: the cell loaded its clients' uploads from a cell that "
               "trained them (share_uploads); that cell's row carries the cost.")
     doc.table(["method", "MB up per run", "MB down per run", f"bytes / {reference}'s", metric,

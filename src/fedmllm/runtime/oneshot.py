@@ -81,6 +81,15 @@ from ..report.console import RoundProgress
 from ..report.metrics import MetricsWriter
 from ..seeding import torch_generator, torch_seed
 from .session import RunResult, Session
+from .uploads import (
+    load_uploads,
+    locked,
+    pack_uploads,
+    store_uploads,
+    training_inputs,
+    training_key,
+    unpack_uploads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -329,30 +338,19 @@ class OneShotRun:
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self) -> None:
-        uploads = {f"{k}/{key}": t for k, u in self.uploads.items() for key, t in u.state.items()}
-        metrics = {str(k): dict(u.metrics) for k, u in self.uploads.items()}
+        tensors, clients = pack_uploads(self.uploads)
         save_checkpoint(self.session.out, Checkpoint(
             kind="oneshot", step=len(self.uploads), metrics_rows=0,
-            config_sha256=config_digest(self.cfg), tensors={"uploads": uploads},
-            state={"clients": {str(k): {"num_examples": u.num_examples} for k, u in
-                               self.uploads.items()},
-                   "metrics": metrics}))
+            config_sha256=config_digest(self.cfg), tensors={"uploads": tensors},
+            state={"clients": clients}))
 
     def restore(self) -> None:
         ckpt = load_checkpoint(self.session.out)
         if ckpt is None:
             return
         check_compatible(ckpt, "oneshot", self.cfg)
-        states: dict[int, dict[str, torch.Tensor]] = {}
-        for full, t in ckpt.tensors.get("uploads", {}).items():
-            k, _, key = full.partition("/")
-            states.setdefault(int(k), {})[key] = t.to(self.session.bundle.device)
-        for k_str, info in ckpt.state["clients"].items():
-            k = int(k_str)
-            metrics = dict(ckpt.state["metrics"][k_str])
-            self.uploads[k] = ClientUpdate(state=states.get(k, {}),
-                                           num_examples=info["num_examples"], client_id=k,
-                                           metrics=metrics)
+        self.uploads.update(unpack_uploads(ckpt.tensors.get("uploads", {}),
+                                           ckpt.state["clients"], self.session.bundle.device))
 
     # ------------------------------------------------------------------ training
     def train_pending(self, pending: list[int]) -> None:
@@ -376,10 +374,9 @@ class OneShotRun:
     def train_or_load(self, pending: list[int]) -> str | None:
         """``fl.yoco.upload_cache``: load the uploads of a run that trained the same way, or
         train them and store them for the next. Returns the entry's key when loaded."""
-        from .uploads import load_uploads, locked, store_uploads, training_inputs, training_key
-
         s, root = self.session, self.y.upload_cache
-        key = training_key(self.cfg, s.plan)
+        inputs = training_inputs(self.cfg, s.plan)
+        key = training_key(inputs)
         with locked(root, key):  # a second run of the same training waits for the first
             stored = load_uploads(root, key, s.bundle.device)
             if stored is not None and set(stored) == set(range(self.cfg.fl.num_clients)):
@@ -390,7 +387,7 @@ class OneShotRun:
                                     "run)", markup=False)
                 return key
             self.train_pending(pending)
-            store_uploads(root, key, self.uploads, training_inputs(self.cfg, s.plan))
+            store_uploads(root, key, self.uploads, inputs)
         return None
 
     # ------------------------------------------------------------------ the run

@@ -30,7 +30,8 @@ from ..engine.factory import RunPlan
 from ..files import atomic_dir
 from ..fl import ClientUpdate
 
-__all__ = ["MERGE_ONLY_KEYS", "load_uploads", "locked", "store_uploads", "training_key"]
+__all__ = ["MERGE_ONLY_KEYS", "load_uploads", "locked", "pack_uploads", "store_uploads",
+           "training_inputs", "training_key", "unpack_uploads"]
 
 #: ``fl.yoco`` keys that act on the server's merge (or name what the plan resolves) only.
 MERGE_ONLY_KEYS = ("method", "variant", "init", "targets", "merge_b", "merge_a", "params_a",
@@ -55,10 +56,33 @@ def training_inputs(cfg: Config, plan: RunPlan) -> dict:
     return data
 
 
-def training_key(cfg: Config, plan: RunPlan) -> str:
-    """The store's key of a run's uploads (:func:`training_inputs`, hashed)."""
-    text = json.dumps(training_inputs(cfg, plan), sort_keys=True, default=str)
+def training_key(inputs: dict) -> str:
+    """The store's key of a run's uploads: its :func:`training_inputs`, hashed."""
+    text = json.dumps(inputs, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def pack_uploads(uploads: dict[int, ClientUpdate]) -> tuple[dict[str, torch.Tensor], dict]:
+    """Uploads as flat tensors (``<client>/<name>``, on the CPU) and JSON-able per-client data
+    (example counts, metrics): the form the store and the one-shot checkpoint write."""
+    flat = {f"{k}/{name}": t.detach().to("cpu").contiguous()
+            for k, u in uploads.items() for name, t in u.state.items()}
+    clients = {str(k): {"num_examples": u.num_examples, "metrics": dict(u.metrics)}
+               for k, u in sorted(uploads.items())}
+    return flat, clients
+
+
+def unpack_uploads(flat: dict[str, torch.Tensor], clients: dict,
+                   device: torch.device | str = "cpu") -> dict[int, ClientUpdate]:
+    """:func:`pack_uploads` undone (tensors moved to ``device``); ``KeyError``/``TypeError``/
+    ``ValueError`` for data it did not write."""
+    states: dict[int, dict[str, torch.Tensor]] = {}
+    for full, t in flat.items():
+        k, _, name = full.partition("/")
+        states.setdefault(int(k), {})[name] = t.to(device)
+    return {int(k): ClientUpdate(state=states[int(k)], num_examples=int(c["num_examples"]),
+                                 client_id=int(k), metrics=dict(c["metrics"]))
+            for k, c in clients.items()}
 
 
 @contextlib.contextmanager
@@ -89,13 +113,7 @@ def load_uploads(root: str | Path, key: str,
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, SafetensorError):
         return None
     try:
-        states: dict[int, dict[str, torch.Tensor]] = {}
-        for full, t in flat.items():
-            k, _, name = full.partition("/")
-            states.setdefault(int(k), {})[name] = t
-        return {int(k): ClientUpdate(state=states[int(k)], num_examples=int(c["num_examples"]),
-                                     client_id=int(k), metrics=dict(c["metrics"]))
-                for k, c in meta["clients"].items()}
+        return unpack_uploads(flat, meta["clients"])
     except (KeyError, TypeError, ValueError, AttributeError):  # not an entry this code wrote
         return None
 
@@ -106,11 +124,8 @@ def store_uploads(root: str | Path, key: str, uploads: dict[int, ClientUpdate],
     from safetensors.torch import save_file
 
     folder = Path(root) / key
-    flat = {f"{k}/{name}": t.detach().to("cpu").contiguous()
-            for k, u in uploads.items() for name, t in u.state.items()}
-    meta = {"key": key, "training": inputs,
-            "clients": {str(k): {"num_examples": u.num_examples, "metrics": u.metrics}
-                        for k, u in sorted(uploads.items())}}
+    flat, clients = pack_uploads(uploads)
+    meta = {"key": key, "training": inputs, "clients": clients}
     with atomic_dir(folder) as tmp:
         save_file(flat, str(tmp / "uploads.safetensors"))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))

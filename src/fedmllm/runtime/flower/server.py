@@ -214,6 +214,7 @@ class GridClients:
                       if key.startswith("val_loss/")}
             if losses:
                 metrics["val_loss"] = losses
+                metrics["held_out"] = int(m["held-out"])
             uploads[k] = ClientUpdate(
                 state=_received(content["arrays"], run.session.initial_state,
                                 run.session.bundle.device),
