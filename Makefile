@@ -1,24 +1,41 @@
-# Quick start: `make demo` and `make test`. Both create or reuse .venv and install what they need.
+# Quick start: `make demo` and `make test`. Both create or reuse .venv and install the exact
+# versions in requirements-lock.txt (`make lock` regenerates it from pyproject.toml's ranges).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+LOCK := requirements-lock.txt
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
+# The lock's torch is the CPU build (2.13.0+cpu): pip takes it from a local wheel folder or from
+# PyTorch's CPU wheel index (PIP_EXTRA_INDEX_URL); GPU machines: see README, Install.
+LOCK_TORCH := torch==2.13.0+cpu
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
-.PHONY: demo test test-fast lint bench install model clean yoco-study
+.PHONY: demo test test-fast test-all test-latest test-lowest lock lint bench install model \
+	clean yoco-study
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch is pinned to the CPU build that pip finds locally; see README for CUDA.
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,flower]'
+	# exactly the lock (no resolver at work: --no-deps), then fedmllm itself, then a check
+	# that the venv holds what the lock says and nothing else
+	$(BIN)/python -m pip install --quiet --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python tools/lockcheck.py $(LOCK)
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
+
+# Regenerate the lock from pyproject.toml's ranges: the newest releases they allow today, torch
+# held at the CPU build. Commit the result with the tests it passed.
+lock:
+	test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet uv; }
+	printf '%s\n' '$(LOCK_TORCH)' > $(VENV)/lock-constraints.txt
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra flower --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --constraint $(VENV)/lock-constraints.txt \
+		$(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS)) \
+		--custom-compile-command 'make lock' --output-file $(LOCK)
 
 install: $(STAMP)
 
@@ -30,13 +47,32 @@ model: $(STAMP)
 demo: model
 	$(BIN)/fedmllm run
 
-# pytest exits 5 when it collected no tests: that is a failure here, not a pass.
+# pytest exits 5 when it collected no tests: that is a failure here, not a pass. The tiers:
+# `make test` (what CI runs: every test, on both cores), `make test-fast` (no processes
+# started, no slow tests), `make test-latest` / `make test-lowest` (other installs, below).
+PYTEST := $(BIN)/python -m pytest
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -x --durations=10; rc=$$?; \
+	$(PYTEST) -q -n 2 --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m 'not slow'
+	FEDMLLM_TEST_NO_PROCESSES=1 $(PYTEST) -q -n 2 -m 'not slow and not processes'
+
+# The family, loading, Flower and resume tests against the newest releases pyproject.toml's
+# ranges allow today, torchvision included (so the video families run too), in a second venv.
+# Nothing is pinned there: what it resolved is printed first.
+VENV_LATEST := .venv-latest
+LATEST_TESTS := tests/test_families.py tests/test_model.py tests/test_fl_flower.py \
+	tests/test_flower_app.py tests/test_flower_config.py tests/test_flower_deploy.py \
+	tests/test_flower_local.py tests/test_resume.py
+test-latest:
+	rm -rf $(VENV_LATEST) && $(PYTHON) -m venv $(VENV_LATEST)
+	$(VENV_LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager \
+		-e '.[dev,flower,video]'
+	$(VENV_LATEST)/bin/python tools/lockcheck.py --show $(LOCK) || true
+	FEDMLLM_CACHE=$(CURDIR)/$(VENV_LATEST)/cache $(VENV_LATEST)/bin/python -m pytest -q -n 2 \
+		$(LATEST_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from fedmllm.model.loading import image_only_processor_class
+from fedmllm.model.loading import torchvision_problem
 
 VOCAB = 320
 HIDDEN = 32
@@ -239,33 +239,38 @@ _CHATML = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
 
 
 def llava_onevision():
-    from transformers import (
-        LlavaOnevisionConfig,
-        LlavaOnevisionForConditionalGeneration,
-        LlavaOnevisionProcessor,
-    )
+    from transformers import LlavaOnevisionProcessor
+
+    model, tok, ip = _llava_onevision_parts()
+    from transformers import LlavaOnevisionVideoProcessor  # needs torchvision
+
+    vp = LlavaOnevisionVideoProcessor(size={"height": IMAGE, "width": IMAGE})
+    proc = LlavaOnevisionProcessor(image_processor=ip, tokenizer=tok, video_processor=vp,
+                                   **ONEVISION_PROCESSOR)
+    return model, proc
+
+
+ONEVISION_PROCESSOR = {"num_image_tokens": 16, "vision_feature_select_strategy": "full",
+                       "chat_template": LLAVA_ONEVISION, "image_token": "<image>",
+                       "video_token": "<video>"}
+
+
+def _llava_onevision_parts():
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
         LlavaOnevisionImageProcessorPil,
-    )
-    from transformers.models.llava_onevision.video_processing_llava_onevision import (
-        LlavaOnevisionVideoProcessor,
     )
 
     tok = tokenizer(_CHATML, ["<|im_start|>", "<image>", "<video>"], LLAVA_ONEVISION)
     ip = LlavaOnevisionImageProcessorPil(size={"height": IMAGE, "width": IMAGE},
                                          image_grid_pinpoints=PINPOINTS)
-    vp = LlavaOnevisionVideoProcessor(size={"height": IMAGE, "width": IMAGE})
-    proc = image_only_processor_class(LlavaOnevisionProcessor)(image_processor=ip, tokenizer=tok, video_processor=vp,
-                                   num_image_tokens=16, vision_feature_select_strategy="full",
-                                   chat_template=LLAVA_ONEVISION, image_token="<image>",
-                                   video_token="<video>")
     cfg = LlavaOnevisionConfig(vision_config=_siglip(), text_config=_qwen2_text(tok),
                                image_token_id=_ids(tok, "<image>")[0],
                                video_token_id=_ids(tok, "<video>")[0],
                                image_grid_pinpoints=PINPOINTS, vision_feature_layer=-1,
                                vision_feature_select_strategy="full",
                                vision_aspect_ratio="anyres_max_9")
-    return _finish(LlavaOnevisionForConditionalGeneration(cfg), tok), proc
+    return _finish(LlavaOnevisionForConditionalGeneration(cfg), tok), tok, ip
 
 
 _IDEFICS_TOKENS = ["<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>"]
@@ -296,15 +301,14 @@ def idefics3():
 
 
 def smolvlm():
-    """SmolVLM's processor needs the ``num2words`` package (it spells out video timestamps);
-    where it is not installed, :func:`smolvlm_pieces` writes the same folder without building
-    the processor."""
-    from transformers import SmolVLMProcessor
+    """SmolVLM's processor needs the ``num2words`` package (it spells out video timestamps)
+    and torchvision (its video processor, which it calls on images too)."""
+    from transformers import SmolVLMProcessor, SmolVLMVideoProcessor
 
     model, tok, ip = _smolvlm_parts()
-    proc = image_only_processor_class(SmolVLMProcessor)(image_processor=ip, tokenizer=tok,
-                                                        video_processor=None, image_seq_len=4,
-                                                        chat_template=SMOLVLM)
+    vp = SmolVLMVideoProcessor()
+    proc = SmolVLMProcessor(image_processor=ip, tokenizer=tok, video_processor=vp,
+                            image_seq_len=4, chat_template=SMOLVLM)
     return model, proc
 
 
@@ -326,29 +330,49 @@ def _smolvlm_parts():
     return _finish(SmolVLMForConditionalGeneration(cfg), tok), tok, ip
 
 
-def smolvlm_pieces(folder: Path) -> Path:
-    """A SmolVLM folder as downloaded (weights, tokenizer, processor config, chat template),
-    written without building ``SmolVLMProcessor``."""
+def write_pieces(folder: Path, model, tok, ip, processor_class: str, chat_template: str,
+                 **processor) -> Path:
+    """A checkpoint folder as downloaded (weights, tokenizer, image processor, processor config,
+    chat template), written without building the processor class: for families whose
+    processor cannot be built here (SmolVLM without ``num2words``, video families without
+    torchvision), to test what a user of such a download is told."""
     import json
 
-    torch.manual_seed(0)
-    model, tok, ip = _smolvlm_parts()
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     image = json.loads(ip.to_json_string())
-    image["image_processor_type"] = "SmolVLMImageProcessor"
+    image["image_processor_type"] = type(ip).__name__.removesuffix("Pil")
     (folder / "processor_config.json").write_text(json.dumps(
-        {"image_processor": image, "image_seq_len": 4, "processor_class": "SmolVLMProcessor"},
+        {"image_processor": image, **processor, "processor_class": processor_class},
         indent=2))
-    (folder / "chat_template.jinja").write_text(SMOLVLM)
+    (folder / "chat_template.jinja").write_text(chat_template)
     return folder
+
+
+def smolvlm_pieces(folder: Path) -> Path:
+    torch.manual_seed(0)
+    model, tok, ip = _smolvlm_parts()
+    return write_pieces(folder, model, tok, ip, "SmolVLMProcessor", SMOLVLM, image_seq_len=4)
+
+
+def video_family_pieces(name: str, folder: Path) -> Path:
+    """``name``'s folder (a family whose processor has a video part), written without
+    torchvision."""
+    torch.manual_seed(0)
+    if name == "llava-onevision":
+        model, tok, ip = _llava_onevision_parts()
+        extra = {k: v for k, v in ONEVISION_PROCESSOR.items() if k != "chat_template"}
+        return write_pieces(folder, model, tok, ip, "LlavaOnevisionProcessor", LLAVA_ONEVISION,
+                            **extra)
+    model, tok, ip, cls = _qwen_vl_parts("2" if name == "qwen2-vl" else "2.5")
+    return write_pieces(folder, model, tok, ip, cls.__name__, QWEN_VL)
 
 
 _QWEN_TOKENS = ["<|im_start|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
                 "<|video_pad|>"]
 
 
-def _qwen_vl(version: str):
+def _qwen_vl_parts(version: str):
     from transformers import Qwen2VLImageProcessorPil
 
     tok = tokenizer(_CHATML, _QWEN_TOKENS, QWEN_VL)
@@ -391,12 +415,16 @@ def _qwen_vl(version: str):
                   "fullatt_block_indexes": [1]}
         cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
         model_cls, proc_cls = Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
-    # no video processor: Qwen2VLVideoProcessor imports torchvision, which is not installed
-    # here; a processor class that has a video part cannot be built without it (the check
-    # against BaseVideoProcessor fails), hence image_only_processor_class, as in load_vlm
-    proc = image_only_processor_class(proc_cls)(image_processor=ip, tokenizer=tok,
-                                                video_processor=None, chat_template=QWEN_VL)
-    return _finish(model_cls(cfg), tok), proc
+    return _finish(model_cls(cfg), tok), tok, ip, proc_cls
+
+
+def _qwen_vl(version: str):
+    from transformers import Qwen2VLVideoProcessor  # needs torchvision
+
+    model, tok, ip, proc_cls = _qwen_vl_parts(version)
+    vp = Qwen2VLVideoProcessor(patch_size=PATCH, merge_size=2, temporal_patch_size=2)
+    return model, proc_cls(image_processor=ip, tokenizer=tok, video_processor=vp,
+                           chat_template=QWEN_VL)
 
 
 def qwen2_vl():
@@ -448,9 +476,8 @@ class Family:
 
 
 def has_torchvision() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("torchvision") is not None
+    """torchvision imports here: transformers can build processors that have a video part."""
+    return torchvision_problem() is None
 
 
 def has_num2words() -> bool:
@@ -464,17 +491,24 @@ def has_num2words() -> bool:
 # Idefics3 / SmolVLM: 16 patches, pixel-shuffled 2 x 2 -> 4. Qwen2-VL: 4 x 4 patches merged
 # 2 x 2 -> 4. Gemma 3: mm_tokens_per_image = 4. The models check the count against the number
 # of image features they compute, so a wrong expansion fails the forward pass too.
-FAMILIES = [
+#: families whose processor has a video part: transformers builds it only with torchvision
+VIDEO_FAMILIES = ("llava-onevision", "qwen2-vl", "qwen2.5-vl")
+
+ALL_FAMILIES = [
     Family("llava-1.5", llava15, 16),
     Family("llava-next", llava_next, 16 + 16 + 4),
     Family("llava-onevision", llava_onevision, 16 + 16 + 4),
     Family("idefics3", idefics3, 4),
-    # SmolVLM's processor calls its video part on images too: it needs torchvision as well
-    *([Family("smolvlm", smolvlm, 4)] if has_num2words() and has_torchvision() else []),
+    Family("smolvlm", smolvlm, 4),
     Family("qwen2-vl", qwen2_vl, 4),
     Family("qwen2.5-vl", qwen2_5_vl, 4),
     Family("gemma3", gemma3, 4),
 ]
+#: the families that run here: the video ones (and SmolVLM, whose processor calls its video
+#: part on images too, and needs num2words) only where torchvision imports
+FAMILIES = [f for f in ALL_FAMILIES
+            if has_torchvision() or (f.name not in VIDEO_FAMILIES and f.name != "smolvlm")]
+FAMILIES = [f for f in FAMILIES if f.name != "smolvlm" or has_num2words()]
 
 
 def build_folder(family: Family, folder: Path, seed: int = 0) -> Path:

@@ -3,8 +3,9 @@ classes (:mod:`families`): loaded by ``model.name=<folder>`` as a user's downloa
 LoRA on the language model only, image-token accounting, prompt masking, text-only samples in
 image batches, one federated round, evaluation by option scoring and by generation, the saved
 adapter reloaded with ``PeftModel.from_pretrained`` on the original base with equal logits.
-Checkpoints transformers cannot run here (SmolVLM without ``num2words``; remote code missing or
-not allowed; a remote model with its own calling convention) are one-line errors.
+Checkpoints transformers cannot run here (SmolVLM without ``num2words``; a processor with a
+video part without torchvision; remote code missing or not allowed; a remote model with its
+own calling convention) are one-line errors.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import torch
 from families import (
     FAMILIES,
     IMAGE,
+    VIDEO_FAMILIES,
     build_folder,
     has_num2words,
+    has_torchvision,
     smolvlm_pieces,
     tokenizer,
+    video_family_pieces,
 )
 from PIL import Image
 
@@ -177,6 +181,20 @@ def test_smolvlm_without_num2words_is_one_line(tmp_path, capsys):
     err = _one_line(capsys, ["run", f"model.name={folder}", f"output.dir={tmp_path / 'o'}",
                              "fl.rounds=1", "output.progress=false"])
     assert "num2words" in err
+
+
+@pytest.mark.skipif(has_torchvision(), reason="torchvision imports: these families run end to end")
+@pytest.mark.parametrize("name", VIDEO_FAMILIES)
+def test_video_family_without_torchvision_is_one_line(name, tmp_path, capsys):
+    """A downloaded Qwen2-VL / Qwen2.5-VL / LLaVA-OneVision folder where torchvision does not
+    import: transformers cannot build its processor (the video part); the user is told why
+    and what to install, in one line, before any training starts."""
+    folder = video_family_pieces(name, tmp_path / "ckpt")
+    with pytest.raises(ModelError, match=r"video part.*torchvision"):
+        load_vlm(folder)
+    err = _one_line(capsys, ["run", f"model.name={folder}", f"output.dir={tmp_path / 'o'}",
+                             "fl.rounds=1", "output.progress=false"])
+    assert "torchvision" in err and "pip install" in err
 
 
 MINICPMV_AUTO_MAP = {"AutoConfig": "configuration_minicpm.MiniCPMVConfig",

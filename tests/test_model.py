@@ -170,3 +170,31 @@ def test_load_vlm_gives_a_tokenizer_without_pad_token_the_eos_token(tiny_dir, tm
     _, loaded = load_vlm(tmp_path)
     tok = loaded.tokenizer
     assert tok.pad_token_id is not None and tok.pad_token_id == tok.eos_token_id
+
+
+@pytest.mark.slow
+def test_two_builds_of_one_recipe_at_once_build_it_once(tmp_path, monkeypatch):
+    """Two callers of ``ensure_tiny`` for a recipe not yet cached (two commands, two test
+    workers): one builds, the other waits on the lock and reads the same folder."""
+    import threading
+
+    from fedmllm.model.tiny import build
+
+    monkeypatch.setenv("FEDMLLM_CACHE", str(tmp_path))
+    calls, real = [], build._build
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build, "_build", counted)
+    out: list = []
+    threads = [threading.Thread(target=lambda: out.append(build.ensure_tiny("tiny", False,
+                                                                             quiet=True)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(out) == 2 and out[0] == out[1]
+    assert (out[0] / "recipe.json").is_file()

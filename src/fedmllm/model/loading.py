@@ -230,125 +230,47 @@ def _check_interface(name: str, model: nn.Module) -> None:
 
 
 def load_processor(name: str, trust_remote_code: bool = False):
-    """``AutoProcessor.from_pretrained(name)``, or, where that needs torchvision for a video
-    processor fedmllm never uses (Qwen2-VL, Qwen2.5-VL, LLaVA-OneVision, SmolVLM, MiniCPM-V
-    4.6 without torchvision installed), the same processor class built with its image
-    processor and tokenizer only (:func:`image_only_processor_class`)."""
+    """``AutoProcessor.from_pretrained(name)``, its failures as one-line :class:`ModelError`.
+
+    Processors that have a video part (Qwen2-VL, Qwen2.5-VL, LLaVA-OneVision, SmolVLM,
+    MiniCPM-V 4.6) are built by transformers only where torchvision imports, although fedmllm
+    never passes videos; without it the error says so and how to install it."""
     from transformers import AutoProcessor
 
     kwargs = {"trust_remote_code": True} if trust_remote_code else {}
     try:
         return AutoProcessor.from_pretrained(name, **kwargs)
     except (ImportError, AttributeError, ValueError, OSError, KeyError, TypeError) as e:
-        if not _is_video_backend_error(e):
-            raise ModelError(f"{name}: cannot load its processor: {_first_line(e)}") from None
-        first = e
-    cls = _processor_class(name, trust_remote_code)
-    if cls is None:
-        raise ModelError(f"{name}: cannot load its processor: {_first_line(first)}")
-    try:
-        return image_only_processor_class(cls).from_pretrained(name, **kwargs)
-    except (ImportError, AttributeError, ValueError, OSError, KeyError, TypeError) as e:
+        needs = torchvision_problem() if _is_video_backend_error(e) else None
+        if needs:
+            raise ModelError(f"{name}: its processor has a video part, which transformers "
+                             f"builds only with torchvision: {needs}") from None
         raise ModelError(f"{name}: cannot load its processor: {_first_line(e)}") from None
 
 
+def torchvision_problem() -> str | None:
+    """Why torchvision cannot be used here (one line with the fix), or ``None`` when it
+    imports."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is None:
+        return ("torchvision is not installed; install the torchvision build that matches "
+                f"your torch {torch.__version__} (pip install 'fedmllm[video]' beside it)")
+    try:
+        import torchvision  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - any failure to import is the answer
+        return (f"torchvision is installed but does not import beside torch "
+                f"{torch.__version__} ({_first_line(e)}); install the matching build")
+    return None
+
+
 def _is_video_backend_error(e: BaseException) -> bool:
-    """transformers' answers when a processor's video part cannot be loaded: an ImportError
-    naming torchvision, a lookup of ``BaseVideoProcessor`` / ``VIDEO_PROCESSOR_MAPPING`` that
-    fails because torchvision-only classes are not registered, or no video processor config
-    in the folder."""
+    """transformers' answers when a processor's video part cannot be built: an ImportError
+    naming torchvision, or a lookup of ``BaseVideoProcessor`` / ``VIDEO_PROCESSOR_MAPPING``
+    that fails because torchvision-only classes are not registered."""
     text = str(e)
     return ("torchvision" in text.lower() or "VIDEO_PROCESSOR_MAPPING" in text
             or "VideoProcessor" in text or "video processor" in text.lower())
-
-
-def _processor_class(name: str, trust_remote_code: bool):
-    """The processor class transformers maps the checkpoint's model type to."""
-    import transformers
-    from transformers import AutoConfig
-    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
-
-    try:
-        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError):
-        return None
-    cls_name = PROCESSOR_MAPPING_NAMES.get(getattr(config, "model_type", ""))
-    return getattr(transformers, cls_name, None) if cls_name else None
-
-
-_IMAGE_ONLY: dict[type, type] = {}
-
-
-def image_only_processor_class(cls: type) -> type:
-    """``cls`` (a transformers processor class) that accepts a missing video processor.
-
-    transformers checks every sub-processor against its base class, and without torchvision
-    ``BaseVideoProcessor`` is not importable, so a processor that has a video part cannot be
-    built at all, although images and text never touch it. The subclass (same name, so saved
-    folders still name ``cls``) skips that check for the video processor and loads it only when
-    it can (else ``None``: passing videos then fails, images and text work as before).
-    """
-    if cls in _IMAGE_ONLY:
-        return _IMAGE_ONLY[cls]
-
-    def check_argument_for_proper_class(self, argument_name, argument):
-        if "video" in argument_name:
-            return type(argument)
-        return cls.check_argument_for_proper_class(self, argument_name, argument)
-
-    @classmethod
-    def _get_arguments_from_pretrained(sub, pretrained, processor_dict=None, **kwargs):
-        attrs = sub.get_attributes()
-        video = [a for a in attrs if "video" in a]
-        if not video:
-            return cls._get_arguments_from_pretrained.__func__(sub, pretrained, processor_dict,
-                                                                **kwargs)
-        # load the others as transformers does, with the video attribute left out
-        orig = sub.get_attributes
-        try:
-            sub.get_attributes = classmethod(lambda c: [a for a in attrs if a not in video])
-            args = cls._get_arguments_from_pretrained.__func__(sub, pretrained, processor_dict,
-                                                                **kwargs)
-        finally:
-            sub.get_attributes = orig
-        by_name = dict(zip([a for a in attrs if a not in video], args, strict=True))
-        for a in video:
-            by_name[a] = _try_video_processor(pretrained, kwargs)
-        return [by_name[a] for a in attrs]
-
-    def save_pretrained(self, *args, **kwargs):
-        # the video processor, when absent, is not saved (transformers would call None.save)
-        sub = type(self)
-        attrs = sub.get_attributes()
-        present = [a for a in attrs if getattr(self, a, None) is not None]
-        if present == attrs:
-            return cls.save_pretrained(self, *args, **kwargs)
-        orig = sub.get_attributes
-        try:
-            sub.get_attributes = classmethod(lambda c: present)
-            return cls.save_pretrained(self, *args, **kwargs)
-        finally:
-            sub.get_attributes = orig
-
-    sub = type(cls.__name__, (cls,), {
-        "check_argument_for_proper_class": check_argument_for_proper_class,
-        "_get_arguments_from_pretrained": _get_arguments_from_pretrained,
-        "save_pretrained": save_pretrained,
-        "__module__": cls.__module__, "__qualname__": cls.__qualname__,
-        "__doc__": cls.__doc__})
-    _IMAGE_ONLY[cls] = sub
-    return sub
-
-
-def _try_video_processor(pretrained, kwargs):
-    from transformers import AutoVideoProcessor
-
-    kwargs = {k: v for k, v in kwargs.items() if k in ("cache_dir", "revision", "token",
-                                                       "local_files_only", "trust_remote_code")}
-    try:
-        return AutoVideoProcessor.from_pretrained(pretrained, **kwargs)
-    except Exception:  # noqa: BLE001 - any failure means: no video processor, which we never use
-        return None
 
 
 def enable_checkpointing(model: nn.Module) -> None:

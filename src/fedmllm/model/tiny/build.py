@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -123,10 +124,39 @@ def build_model(p: Preset, tokenizer, seed: int):
 
 def ensure_tiny(preset: str = "small", pretrain_base: bool = True, seed: int = 0,
                 quiet: bool = False) -> Path:
-    """Return the folder of the built-in model, building (and pre-training) it if not cached."""
+    """Return the folder of the built-in model, building (and pre-training) it if not cached.
+
+    Processes that ask for the same recipe at once (two commands, two test workers) build it
+    once: the others wait on a lock file beside the folder and then read what it wrote."""
     target = recipe_dir(preset, pretrain_base, seed)
     if (target / "recipe.json").is_file():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _build_lock(target, quiet):
+        if (target / "recipe.json").is_file():  # built while we waited
+            return target
+        return _build(target, preset, pretrain_base, seed, quiet)
+
+
+@contextmanager
+def _build_lock(target: Path, quiet: bool):
+    """An exclusive ``flock`` on ``<target>.lock`` (released when the process ends, however)."""
+    import fcntl
+
+    with open(target.with_name(target.name + ".lock"), "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not quiet:
+                print(f"[fedmllm] waiting for another process building {target}", flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build(target: Path, preset: str, pretrain_base: bool, seed: int, quiet: bool) -> Path:
     p = PRESETS[preset]
     t0 = time.perf_counter()
     if not quiet:

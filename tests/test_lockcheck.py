@@ -1,0 +1,66 @@
+"""The lock file: it pins every dependency pyproject.toml declares, inside its range, and
+``tools/lockcheck.py`` tells an environment that differs from it."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCK = ROOT / "requirements-lock.txt"
+
+
+def _lockcheck():
+    spec = importlib.util.spec_from_file_location("lockcheck", ROOT / "tools" / "lockcheck.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _declared() -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    return [Requirement(r) for r in [*project["dependencies"], *extras["dev"], *extras["flower"]]]
+
+
+def test_the_lock_pins_every_declared_dependency_inside_its_range():
+    lc = _lockcheck()
+    pins = lc.read_lock(LOCK)
+    for req in _declared():
+        name = lc.canonical(req.name)
+        assert name in pins, f"{LOCK.name}: {req.name} is declared but not locked: make lock"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"{LOCK.name}: {req.name}=={pins[name]} is outside pyproject's {req}: make lock")
+
+
+def test_lockcheck_names_each_difference(tmp_path):
+    lc = _lockcheck()
+    lock = tmp_path / "lock.txt"
+    lock.write_text("# a comment\nTorch==2.13.0+cpu\n    # via x\ntomli_w==1.2.0 ; python_version >= '3.11'\n"
+                    "gone==1.0\n")
+    pins = lc.read_lock(lock)
+    assert pins == {"torch": "2.13.0+cpu", "tomli-w": "1.2.0", "gone": "1.0"}
+    have = {"torch": "2.14.1", "tomli-w": "1.2.0", "extra": "0.1", "pip": "26.3",
+            "fedmllm": "0.1.0"}
+    assert lc.differences(pins, have) == ["extra: 0.1 installed, not in the lock",
+                                          "gone: locked at 1.0, not installed",
+                                          "torch: locked at 2.13.0+cpu, 2.14.1 installed"]
+    lock.write_text("torch>=2.13\n")
+    with pytest.raises(SystemExit, match=r"lock.txt:1: not a 'name==version' pin"):
+        lc.read_lock(lock)
+
+
+@pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="not in a virtualenv")
+def test_this_environment_is_the_lock_or_says_how_it_differs(capsys):
+    """In the venv `make install` built, the check passes; anywhere else it names what
+    differs (the test-latest venv, a hand-made one) and exits 1."""
+    lc = _lockcheck()
+    diff = lc.differences(lc.read_lock(LOCK), lc.installed())
+    assert lc.main([str(LOCK)]) == (1 if diff else 0)
+    err = capsys.readouterr().err
+    assert all(line in err for line in diff)
