@@ -128,22 +128,41 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(setup):
         torch.testing.assert_close(grads_c[k], grads_p[k], rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize(("overrides", "words"), [
-    (["model.quantization=4bit", "train.device=cpu"],
-     "model.quantization: 4bit needs a CUDA GPU (bitsandbytes); this run's device is cpu"),
-    (["model.quantization=8bit", "train.device=cpu"], "model.quantization: 8bit needs a CUDA"),
-    (["train.autocast=bf16", "train.device=cpu"], "train.autocast: bf16 needs a CUDA device"),
+@pytest.mark.parametrize(("overrides", "bnb", "words"), [
+    (["model.quantization=4bit", "train.device=cpu"], None,
+     ("model.quantization: 4bit needs bitsandbytes, which is not installed: pip install "
+      "'fedmllm[qlora]' (on the CPU: bitsandbytes>=0.50)")),
+    (["model.quantization=8bit", "train.device=cpu"], (0, 45),
+     "model.quantization: 8bit on the CPU needs bitsandbytes>=0.50 (installed: 0.45)"),
+    (["train.autocast=bf16", "train.device=cpu"], None,
+     "train.autocast: bf16 needs a CUDA device"),
 ])
-def test_gpu_only_options_are_one_line_errors_on_cpu(overrides, words, capsys):
+def test_cpu_options_it_cannot_run_are_one_line_errors(overrides, bnb, words, capsys,
+                                                        monkeypatch):
+    """QLoRA on the CPU needs a bitsandbytes with the CPU backend (the installed release is
+    faked here); bf16 autocast needs CUDA."""
     from fedmllm.cli import main
     from fedmllm.config import ConfigError
+    from fedmllm.model import loading
 
+    monkeypatch.setattr(loading, "_bnb_version", lambda: bnb)
     with pytest.raises(ConfigError) as e:
         plan_run(load_config(None, overrides))
     assert str(e.value).startswith(words)
     assert main(["run", *overrides]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"fedmllm: error: {words}") and "\n" not in err
+
+
+def test_qlora_is_accepted_on_the_cpu_with_a_recent_bitsandbytes(monkeypatch):
+    from fedmllm.model import loading
+
+    monkeypatch.setattr(loading, "_bnb_version", lambda: (0, 50))
+    for mode in ("4bit", "8bit"):
+        plan_run(load_config(None, [f"model.quantization={mode}", "train.device=cpu"]))
+    assert loading.quantization_problem("4bit", "mps").startswith(
+        "model.quantization: 4bit needs a CUDA GPU or the CPU (bitsandbytes)")
+    assert loading.quantization_compute_dtype(torch.device("cpu"), torch.bfloat16) == torch.float32
 
 
 def test_quantization_without_bitsandbytes_names_the_extra(monkeypatch):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,9 @@ def build_bundle(source: str, device: torch.device, dtype: torch.dtype, lora: Lo
 
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
         dtype = torch.float32
+        if device.type == "cpu":
+            keep_4bit_layout(base)
+            quiet_int8_casts()
     depth = num_lm_layers(base)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(torch_seed(seed, "lora_init"))
@@ -95,6 +99,37 @@ def build_bundle(source: str, device: torch.device, dtype: torch.dtype, lora: Lo
     if init == "code":
         apply_code_init(bundle, lora.r, seed)
     return bundle
+
+
+def keep_4bit_layout(model: torch.nn.Module) -> int:
+    """Keep bitsandbytes' 4-bit CPU layers in the layout they train in; the number changed.
+
+    On a CPU with AVX512-BF16, bitsandbytes (0.50) repacks a ``Linear4bit``'s weight into its
+    CPU inference layout the first time the layer runs in eval mode without gradients (an
+    evaluation), and from then on multiplies through ``bitsandbytes::gemv_4bit``, which has no
+    backward: the next round's training would backpropagate through it with silently wrong
+    gradients (PyTorch only warns). Turning the repacking off keeps every pass, training and
+    evaluation, on the dequantize-and-matmul path in float32."""
+    count = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    return count
+
+
+class _Int8CastFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("MatMul8bitLt: inputs will be cast")
+
+
+def quiet_int8_casts() -> None:
+    """Drop bitsandbytes' per-call warning that an 8-bit layer evaluated on the CPU casts its
+    float32 inputs to float16 (LLM.int8's inference path; training on the CPU stays float32):
+    one line per layer and batch, hundreds per evaluation. Other bitsandbytes messages stay."""
+    log = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(isinstance(f, _Int8CastFilter) for f in log.filters):
+        log.addFilter(_Int8CastFilter())
 
 
 def apply_code_init(bundle: ModelBundle, r: int, seed: int) -> None:

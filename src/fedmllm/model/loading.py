@@ -75,22 +75,64 @@ def quantization_config(mode: str, compute_dtype: torch.dtype = torch.bfloat16):
     raise ModelError(f"model.quantization: unknown mode {mode!r}; choices: none, 4bit, 8bit")
 
 
+BNB_CPU_MIN = (0, 50)
+"""The oldest bitsandbytes release this project has trained QLoRA with on the CPU (0.50.2:
+4-bit NF4 with double quantization and 8-bit LLM.int8 on the built-in tiny model,
+``tests/test_qlora_cpu.py``). Its CPU backend quantizes, dequantizes and trains both (8-bit
+training goes through ``MatMul8bitFp``, a float32 matmul); older releases are refused on the
+CPU rather than guessed at."""
+
+
+def _bnb_version() -> tuple[int, int] | None:
+    """The installed bitsandbytes' ``(major, minor)`` from its metadata (no import), or
+    ``None`` when it is not installed."""
+    import importlib.metadata
+    import importlib.util
+    import re
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return None
+    try:
+        version = importlib.metadata.version("bitsandbytes")
+    except importlib.metadata.PackageNotFoundError:
+        return (0, 0)
+    m = re.match(r"(\d+)\.(\d+)", version)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
 def quantization_problem(mode: str, device: torch.device | str) -> str | None:
     """Why ``model.quantization = mode`` cannot run on ``device`` here (one line), or
-    ``None``: bitsandbytes quantization needs a CUDA device and the ``bitsandbytes``
-    package."""
-    import importlib.util
-
+    ``None``. bitsandbytes must be installed; a CUDA device takes any supported release, the
+    CPU one whose CPU backend trains (:data:`BNB_CPU_MIN`, read from the package metadata);
+    other devices are refused."""
     if mode == "none":
         return None
     device = torch.device(device)
-    if device.type != "cuda" or not torch.cuda.is_available():
-        return (f"model.quantization: {mode} needs a CUDA GPU (bitsandbytes); this run's "
-                f"device is {device.type} — use model.quantization=none on this machine")
-    if importlib.util.find_spec("bitsandbytes") is None:
+    version = _bnb_version()
+    if device.type == "cuda" and torch.cuda.is_available():
+        if version is None:
+            return (f"model.quantization: {mode} needs bitsandbytes, which is not installed: "
+                    f"pip install 'fedmllm[qlora]'")
+        return None
+    if device.type != "cpu":
+        return (f"model.quantization: {mode} needs a CUDA GPU or the CPU (bitsandbytes); this "
+                f"run's device is {device.type} — use model.quantization=none on this machine")
+    need = ".".join(map(str, BNB_CPU_MIN))
+    if version is None:
         return (f"model.quantization: {mode} needs bitsandbytes, which is not installed: "
-                f"pip install 'fedmllm[qlora]'")
+                f"pip install 'fedmllm[qlora]' (on the CPU: bitsandbytes>={need})")
+    if version < BNB_CPU_MIN:
+        have = ".".join(map(str, version))
+        return (f"model.quantization: {mode} on the CPU needs bitsandbytes>={need} (installed: "
+                f"{have}) — upgrade it, or use model.quantization=none on this machine")
     return None
+
+
+def quantization_compute_dtype(device: torch.device | None, dtype: torch.dtype) -> torch.dtype:
+    """The dtype a quantized layer computes in: the model's ``dtype`` on a GPU, float32 on the
+    CPU, where bitsandbytes' training path dequantizes the weight and multiplies in the
+    compute dtype (float32 keeps CPU runs in the float32 numbers the rest of a CPU run uses)."""
+    return dtype if device is not None and device.type != "cpu" else torch.float32
 
 
 def load_vlm(name_or_path: str | os.PathLike, device: torch.device | None = None,
@@ -103,9 +145,9 @@ def load_vlm(name_or_path: str | os.PathLike, device: torch.device | None = None
     whose classes are not in transformers run the Python files it ships (``auto_map`` in its
     ``config.json``), as ``from_pretrained(..., trust_remote_code=True)`` does. With
     ``quantization`` (``4bit``/``8bit``, :func:`quantization_config`) bitsandbytes quantizes
-    the linear layers while they are loaded straight onto ``device`` (a CUDA device;
-    :func:`quantization_problem` says why not). Every failure is a one-line
-    :class:`ModelError` naming what is missing.
+    the linear layers while they are loaded straight onto ``device`` (a CUDA device, or the
+    CPU with a recent bitsandbytes; :func:`quantization_problem` says why not). Every failure
+    is a one-line :class:`ModelError` naming what is missing.
     """
     from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -127,8 +169,9 @@ def load_vlm(name_or_path: str | os.PathLike, device: torch.device | None = None
     processor = load_processor(name, trust_remote_code)
     load_kwargs: dict = {"dtype": dtype, **kwargs}
     if quantization != "none":
-        load_kwargs.update(quantization_config=quantization_config(quantization, dtype),
-                           device_map={"": device})
+        compute = quantization_compute_dtype(device, dtype)
+        load_kwargs.update(quantization_config=quantization_config(quantization, compute),
+                           device_map={"": device or "cpu"})
     try:
         model = AutoModelForImageTextToText.from_pretrained(name, **load_kwargs)
     except ValueError as e:
