@@ -17,11 +17,14 @@ pytestmark = pytest.mark.gpu
 ON_GPU = ["train.device=cuda", "train.autocast=bf16"]
 GPU = "cuda"
 
-#: bf16 against float32, as the one-shot tests state it (oneshot_common.tol): bfloat16 keeps 8
-#: bits of mantissa (2^-9 relative per rounding), accumulated over the tiny model's layers.
-LOGIT_TOL = {"atol": 0.1, "rtol": 0.05}
-#: answer-option probabilities (what evaluation scores) may move this much in absolute terms.
-PROB_TOL = 0.05
+#: bf16 against float32: bfloat16 keeps 8 bits of mantissa (2^-9 relative per rounding),
+#: accumulated over the tiny model's layers. Its logits span about +-12 (std 2.3); bf16 compute
+#: emulated on the CPU moved them by 0.011 on average and 0.18 at most, the answer
+#: probabilities by 0.006: the bounds below leave about 3x to 5x room for the GPU's kernels.
+LOGIT_MAX, LOGIT_MEAN = 0.5, 0.05
+#: answer-option probabilities (what evaluation scores) may move this much in absolute terms;
+#: the answer itself must not change where the float32 margin exceeds twice this.
+PROB_TOL = 0.03
 
 
 def _bundle_and_samples(*extra):
@@ -61,20 +64,32 @@ def test_bf16_autocast_training_on_cuda_lowers_a_finite_loss(tiny_dir):
 
 
 def test_bf16_forward_matches_the_float32_cpu_reference(tiny_dir):
-    """The pre-trained tiny model's logits and answer probabilities in bf16 on the GPU (bf16
-    weights with bf16 autocast, as ``model.dtype=auto`` runs it; and float32 weights with bf16
-    autocast) are the float32 CPU ones within bf16's tolerance (:data:`LOGIT_TOL`,
-    :data:`PROB_TOL`), and pick the same answer wherever the CPU's margin exceeds 0.2."""
+    """The tiny model with a LoRA adapter (B drawn at std 0.26, so that the answers differ from
+    sample to sample), copied to the GPU in bf16 weights (as ``model.dtype=auto`` runs it) and
+    in float32 weights, both under bf16 autocast: its logits and answer probabilities are the
+    float32 CPU ones within bf16's tolerance (:data:`LOGIT_MAX`, :data:`LOGIT_MEAN`,
+    :data:`PROB_TOL`), and it picks the same answer wherever the CPU's margin exceeds twice
+    :data:`PROB_TOL`."""
+    import copy
+
     from fedmllm.config import load_config
     from fedmllm.data import build_federated_data
     from fedmllm.eval.evaluate import predict
     from fedmllm.model.collate import collate
     from fedmllm.model.loading import load_vlm
+    from fedmllm.model.lora import wrap_lora
     from fedmllm.runtime.session import encode_samples
 
     cfg = load_config(None, ["model.preset=tiny", "data.train_size=40", "data.test_size=32"])
     samples = build_federated_data(cfg.data, 2, 0).test[:16]
-    ref, processor = load_vlm(tiny_dir)
+    base, processor = load_vlm(tiny_dir)
+    torch.manual_seed(0)
+    ref = wrap_lora(base, r=4, alpha=8, dropout=0.0)
+    with torch.no_grad():
+        for n, p in ref.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.26)
+    ref.eval()
     batch = collate(encode_samples(processor, samples, "plain", 256),
                     processor.tokenizer.pad_token_id)
     keep = batch["attention_mask"].bool()
@@ -82,20 +97,21 @@ def test_bf16_forward_matches_the_float32_cpu_reference(tiny_dir):
         want = ref(**batch).logits.float()[keep]
     want_p = predict(ref, processor, samples, batch_size=16)["probs"]
     margin = (want_p[:, 0] - want_p[:, 1]).abs()
-    assert (margin > 0.2).any()  # the comparison of answers below compares something
+    sure = margin > 2 * PROB_TOL
+    assert sure.any()  # the comparison of answers below compares something
 
     dev = torch.device(GPU)
     for dtype in (torch.bfloat16, torch.float32):
-        model, _ = load_vlm(tiny_dir, device=dev, dtype=dtype)
+        model = copy.deepcopy(ref).to(device=dev, dtype=dtype)
         on_dev = {k: v.to(dev) for k, v in batch.items()}
         with torch.no_grad(), torch.autocast(GPU, dtype=torch.bfloat16):
             got = model(**on_dev).logits.float().cpu()[keep]
             got_p = predict(model, processor, samples, batch_size=16, device=dev,
                             dtype=dtype)["probs"].float().cpu()
         assert torch.isfinite(got).all()
-        torch.testing.assert_close(got, want, **LOGIT_TOL)
+        diff = (got - want).abs()
+        assert diff.max() <= LOGIT_MAX and diff.mean() <= LOGIT_MEAN, (dtype, diff.max())
         assert (got_p - want_p).abs().max() <= PROB_TOL, dtype
-        sure = margin > 0.2
         assert torch.equal(got_p[sure].argmax(1), want_p[sure].argmax(1)), dtype
 
 
