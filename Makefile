@@ -15,7 +15,7 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
 .PHONY: demo test test-fast test-all test-latest test-lowest lock lint bench install model \
-	clean yoco-study
+	clean yoco-study gpu-check
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml $(LOCK)
 lock:
 	test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet uv; }
 	printf '%s\n' '$(LOCK_TORCH)' > $(VENV)/lock-constraints.txt
-	$(BIN)/uv pip compile pyproject.toml --extra dev --extra flower --python-version 3.11 \
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra flower --extra qlora --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 --constraint $(VENV)/lock-constraints.txt \
 		$(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS)) \
 		--custom-compile-command 'make lock' --output-file $(LOCK)
@@ -73,6 +73,11 @@ test-latest:
 	$(VENV_LATEST)/bin/python tools/lockcheck.py --show $(LOCK) || true
 	FEDMLLM_CACHE=$(CURDIR)/$(VENV_LATEST)/cache $(VENV_LATEST)/bin/python -m pytest -q -n 2 \
 		$(LATEST_TESTS)
+
+# Everything that needs a CUDA GPU (bf16 tests, throughput, QLoRA, the bf16 demo): one table,
+# within 8 minutes on an H100. Install a CUDA build of torch first: docs/gpu.md.
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

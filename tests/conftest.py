@@ -7,6 +7,38 @@ os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
 
 import pytest
+from devices import CHOICES, TEST_DEVICE
+
+# FEDMLLM_TEST_DEVICE=cpu: the float32 CPU reference even on a GPU machine (see devices.py).
+# Set before torch initialises CUDA, so every test and every subprocess it starts sees no GPU.
+if TEST_DEVICE == "cpu":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def pytest_configure(config):
+    if TEST_DEVICE not in CHOICES:
+        raise pytest.UsageError(f"FEDMLLM_TEST_DEVICE={TEST_DEVICE!r}: choices are cpu, cuda "
+                                f"(or unset: the configuration's auto device)")
+    if TEST_DEVICE == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():  # (bf16 support: the runs' train.autocast=bf16)
+            raise pytest.UsageError(f"FEDMLLM_TEST_DEVICE=cuda: torch {torch.__version__} sees "
+                                    f"no CUDA device")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu``-marked tests are skipped where torch sees no CUDA device."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (docs/gpu.md: make gpu-check)")
+    for item in gpu:
+        item.add_marker(skip)
 
 #: ``make test-fast`` sets this: a test that starts a process (a subprocess, a fork, a Flower
 #: federation) without the ``processes`` mark then fails, naming the mark, so the fast tier

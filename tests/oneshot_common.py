@@ -3,6 +3,7 @@ once per module (see the ``pissa``/``plain`` fixtures in conftest.py) and a run 
 resets the bundle's adapter before every run."""
 
 import torch
+from devices import run_overrides
 
 from fedmllm.config import load_config
 from fedmllm.engine.factory import plan_run
@@ -18,7 +19,7 @@ def base_cfg(out, *extra):
         "fl.yoco.local_epochs=1", "data.train_size=24", "data.test_size=16",
         "train.batch_size=4", "data.min_per_client=4",
         "eval.views=[image_text]", f"output.dir={out}", "output.progress=false",
-        "output.plot=false", *extra])
+        "output.plot=false", *run_overrides(), *extra])
 
 
 def shared_bundle(tmp_path_factory, *extra):

@@ -85,3 +85,14 @@ def test_every_key_is_documented_and_config_show_doc_lists_it(capsys):
     table = capsys.readouterr().out
     assert "| `fl.rounds` | int | `7` | Communication rounds. |" in table
     assert table.count("\n| `") == len(flat)
+
+
+def test_off_is_a_choice_not_a_boolean(tmp_path):
+    """YAML 1.1 reads a bare ``off`` as False: ``train.autocast=off`` (command line or YAML
+    file) still means the choice ``"off"``; a boolean stays an error where no such word fits."""
+    assert load_config(None, ["train.autocast=off"]).train.autocast == "off"
+    y = tmp_path / "exp.yaml"
+    y.write_text("train:\n  autocast: off\n")
+    assert load_config(y).train.autocast == "off"
+    with pytest.raises(ConfigError, match="train.optimizer: expected one of"):
+        load_config(None, ["train.optimizer=off"])

@@ -25,7 +25,8 @@ def _lockcheck():
 def _declared() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    return [Requirement(r) for r in [*project["dependencies"], *extras["dev"], *extras["flower"]]]
+    locked = [*project["dependencies"], *extras["dev"], *extras["flower"], *extras["qlora"]]
+    return [Requirement(r) for r in locked]
 
 
 def test_the_lock_pins_every_declared_dependency_inside_its_range():

@@ -389,6 +389,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         options = get_args(tp)
         if value in options:
             return value
+        if isinstance(value, bool):  # YAML 1.1 reads a bare off / on as a boolean
+            word = "on" if value else "off"
+            if word in options:
+                return word
         if isinstance(value, str):  # names are case-insensitive: "FedAvg", "Missing"
             same = [o for o in options if isinstance(o, str) and o.lower() == value.lower()]
             if len(same) == 1:
