@@ -74,6 +74,29 @@ test-latest:
 	FEDMLLM_CACHE=$(CURDIR)/$(VENV_LATEST)/cache $(VENV_LATEST)/bin/python -m pytest -q -n 2 \
 		$(LATEST_TESTS)
 
+# The oldest releases pyproject.toml's ranges allow (uv's lowest-direct resolution: the lower
+# bound of every direct dependency, what they need above that), with the test tools and torch
+# at the lock's versions, in a third venv; then every test that starts no process and the
+# family tests. A lower bound that fails here is raised in pyproject.toml.
+VENV_LOWEST := .venv-lowest
+LOWEST_PYTEST := FEDMLLM_CACHE=$(CURDIR)/$(VENV_LOWEST)/cache FEDMLLM_TEST_NO_PROCESSES=1 \
+	$(VENV_LOWEST)/bin/python -m pytest -q -n 2
+test-lowest: $(STAMP)
+	rm -rf $(VENV_LOWEST) && $(PYTHON) -m venv $(VENV_LOWEST)
+	grep -E '^(pytest|pytest-xdist|execnet|iniconfig|pluggy|pygments|packaging)==' $(LOCK) \
+		> $(VENV_LOWEST)/test-tools.txt
+	printf '%s\n' '$(LOCK_TORCH)' > $(VENV_LOWEST)/constraints.txt
+	$(BIN)/uv pip compile pyproject.toml $(VENV_LOWEST)/test-tools.txt --extra flower \
+		--extra qlora --resolution lowest-direct --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --constraint $(VENV_LOWEST)/constraints.txt \
+		$(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS)) --quiet \
+		--output-file $(VENV_LOWEST)/lowest.txt
+	$(VENV_LOWEST)/bin/python -m pip install --quiet --no-deps -r $(VENV_LOWEST)/lowest.txt
+	$(VENV_LOWEST)/bin/python -m pip install --quiet --no-deps -e .
+	$(VENV_LOWEST)/bin/python tools/lockcheck.py --show $(LOCK)
+	$(LOWEST_PYTEST) -m 'not slow and not processes'
+	$(LOWEST_PYTEST) -m 'not processes' tests/test_families.py tests/test_qlora_cpu.py
+
 # Everything that needs a CUDA GPU (bf16 tests, throughput, QLoRA, the bf16 demo): one table,
 # within 8 minutes on an H100. Install a CUDA build of torch first: docs/gpu.md.
 gpu-check: $(STAMP)
