@@ -8,6 +8,10 @@
   Flower run config.
 - :mod:`.local`: a federation of one SuperLink and N SuperNodes on this machine
   (``fedmllm flower local``).
+- :mod:`.fastnode`: ``flower-supernode`` with shorter polls, for :mod:`.local`.
+- :mod:`.flwr_internals`: the one module that imports flwr's non-public modules (the warm
+  ClientApp worker and the SuperNode poll patch), checked against the installed flwr by
+  ``tests/test_flower_internals.py``.
 
 Importing this package imports nothing from Flower; its modules do.
 """

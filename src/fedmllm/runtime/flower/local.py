@@ -26,7 +26,8 @@ How flwr 1.42 is driven (read from its source, checked on this machine):
   worker (``python -m fedmllm.runtime.flower.local clientapp-worker``) that takes the node's
   tasks one after the other from its Runtime API and calls the ClientApp in-process, so
   whatever the app keeps in module state (a loaded model) survives from round to round.
-  It reuses flwr 1.42's own task helpers (``flwr.supernode.runtime.run_clientapp``).
+  It reuses flwr 1.42's own task helpers (``flwr.supernode.runtime.run_clientapp``), through
+  :mod:`.flwr_internals`, the one module that imports flwr's non-public modules.
 * The ServerApp's stdout/stderr do not reach any file: its SuperExec starts it with
   ``stdout=DEVNULL`` and it uploads its output to the SuperLink, from where ``flwr run --stream``
   / ``flwr log`` print it; ``run_app`` keeps that text in ``logs/run-<k>.log``. ClientApp output
@@ -61,6 +62,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -68,7 +70,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-import tomli
 import tomli_w
 
 from .certs import NodeKeys, TlsFiles, generate_node_keys, generate_tls_files
@@ -374,7 +375,7 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def app_run_config_defaults(app_dir: Path) -> dict[str, Any]:
     """``[tool.flwr.app.config]`` of an app, flattened the way flwr flattens it."""
     with open(Path(app_dir) / "pyproject.toml", "rb") as fh:
-        conf = tomli.load(fh)
+        conf = tomllib.load(fh)
     flwr = conf.get("tool", {}).get("flwr", {})
     if "federations" in flwr:
         raise ValueError(
@@ -1000,134 +1001,6 @@ def kill_recorded(out_dir: Path) -> list[int]:
     return killed
 
 
-# ----------------------------------------------------------------------------- warm ClientApp
-
-
-def serve_clientapp_tasks(
-    runtime_api_address: str,
-    *,
-    insecure: bool,
-    root_certificates: str | None = None,
-    parent_pid: int | None = None,
-    poll_interval: float = 0.2,
-) -> None:
-    """Take a SuperNode's ClientApp tasks one by one and run them in this process, forever.
-
-    The SuperNode must run with ``--isolation process`` (it then starts no SuperExec and
-    waits for someone to ask its Runtime API for tasks). Per task this does what flwr 1.42's
-    ``flwr-clientapp`` does (pull the message, context, run and FAB with the task's token,
-    call the ClientApp, push the reply and the context) but does not exit: the ClientApp
-    module, and whatever it caches, is imported once. Exits when ``parent_pid`` dies.
-    """
-    from flwr.proto.runtime_pb2 import AcquireTaskRequest
-    from flwr.supercore.app_utils import start_parent_process_monitor
-    from flwr.supercore.constant import TaskType
-    from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
-    from flwr.supercore.retry import make_simple_http_retry_invoker
-    from flwr.supercore.runtime import RuntimeHttpClient
-    from flwr.supercore.tls import validate_and_resolve_root_certificates
-
-    if parent_pid is not None:
-        start_parent_process_monitor(parent_pid)  # SIGINT to us when the SuperNode is gone
-    certificates = validate_and_resolve_root_certificates(root_certificates, insecure)
-    client = RuntimeHttpClient.from_server_address(
-        server_address=runtime_api_address,
-        insecure=insecure,
-        root_certificates=certificates,
-        interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
-        retry_invoker=make_simple_http_retry_invoker(),
-    )
-    apps: dict[str, Any] = {}  # FAB hash -> loaded ClientApp
-    print(f"ClientApp worker {os.getpid()} serving {runtime_api_address}", flush=True)
-    try:
-        while True:
-            res = client.AcquireTask(
-                AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
-            )
-            if res.HasField("task") and res.token:
-                _run_clientapp_task(
-                    res.token, runtime_api_address, insecure, certificates, apps
-                )
-            else:
-                time.sleep(poll_interval)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        client.close()
-
-
-def _run_clientapp_task(
-    token: str,
-    runtime_api_address: str,
-    insecure: bool,
-    certificates: bytes | None,
-    apps: dict[str, Any],
-) -> None:
-    """One task, as ``flwr.supernode.runtime.run_clientapp.run_clientapp`` minus the exit."""
-    import traceback
-
-    from flwr.app import Error, Message
-    from flwr.cli.install import install_from_fab
-    from flwr.clientapp.client_app import LoadClientAppError
-    from flwr.clientapp.utils import get_load_client_app_fn
-    from flwr.common.constant import ErrorCode, SubStatus
-    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
-    from flwr.supercore.interceptors import (
-        RuntimeTokenHttpInterceptor,
-        RuntimeVersionHttpInterceptor,
-    )
-    from flwr.supercore.retry import make_simple_http_retry_invoker
-    from flwr.supercore.runtime import RuntimeHttpClient
-    from flwr.supernode.runtime.run_clientapp import (
-        pull_task_input,
-        push_message,
-        push_task_output,
-    )
-
-    retry = make_simple_http_retry_invoker()
-    client = RuntimeHttpClient.from_server_address(
-        server_address=runtime_api_address,
-        insecure=insecure,
-        root_certificates=certificates,
-        interceptors=[
-            RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
-            RuntimeTokenHttpInterceptor(token),
-        ],
-        retry_invoker=retry,
-    )
-    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
-    heartbeat.start()
-    message = context = reply = None
-    sub_status, details = SubStatus.FAILED, "ClientApp task failed due to unknown reason"
-    try:
-        message, context, run, fab = pull_task_input(client)
-        if fab.hash_str not in apps:
-            install_from_fab(fab.content, skip_prompt=True)  # no-op when already unpacked
-            load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
-            apps[fab.hash_str] = load(run.fab_id, run.fab_version, fab.hash_str)
-        reply = apps[fab.hash_str](message=message, context=context)
-        sub_status, details = SubStatus.COMPLETED, ""
-    except Exception as ex:  # noqa: BLE001 - reported to the ServerApp as an error reply
-        traceback.print_exc()
-        details = f"{type(ex)}:<'{ex}'>"
-        code = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
-        if isinstance(ex, LoadClientAppError):
-            code = ErrorCode.LOAD_CLIENT_APP_EXCEPTION
-        if message is not None:
-            reply = Message(Error(code=code, reason=details), reply_to=message)
-    finally:
-        try:
-            if reply is not None and context is not None:
-                push_message(client, reply, context)
-        except Exception:  # noqa: BLE001
-            traceback.print_exc()
-        retry.max_tries = 1
-        push_task_output(client=client, context=context, sub_status=sub_status,
-                         details=details)
-        heartbeat.stop()
-        client.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m fedmllm.runtime.flower.local clientapp-worker --runtime-api-address ...``"""
     import argparse
@@ -1140,6 +1013,8 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--root-certificates", default=None)
     worker.add_argument("--parent-pid", type=int, default=None)
     args = parser.parse_args(argv)
+    from .flwr_internals import serve_clientapp_tasks
+
     serve_clientapp_tasks(
         args.runtime_api_address,
         insecure=args.insecure,
