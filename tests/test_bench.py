@@ -205,6 +205,7 @@ def _bench(args, env=None, **kw):
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_sweep_fails_resumes_and_interrupts(tmp_path):
     text = GRID.replace('"fl.algorithm" = ["fedavg", "local"]', '"fl.algorithm" = ["fedavg"]')
     text = text.replace("seeds = [0, 1]", "seeds = [0]").split("[[settings]]")[0]
@@ -303,6 +304,7 @@ name = "fedadam-0.01"
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_one_shot_cells_share_one_training(tmp_path):
     """share_uploads: of two one-shot cells that differ in the merge only, the second loads the
     first's uploads; a resume after an added bench key keeps the finished cells."""

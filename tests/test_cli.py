@@ -43,6 +43,7 @@ def test_bad_config_is_one_line_exit_2(capsys):
     assert "fl.rounds" in capsys.readouterr().err
 
 
+@pytest.mark.processes
 def test_console_script_entry_point():
     r = subprocess.run([sys.executable, "-m", "fedmllm.cli", "config", "show", "seed=5"],
                        capture_output=True, text=True, check=True)
@@ -165,6 +166,7 @@ def test_run_model_flag_loads_a_local_folder(tmp_path, tiny_dir, capsys):
     assert "not a model folder" in capsys.readouterr().err
 
 
+@pytest.mark.processes
 def test_misspelt_algorithm_fails_before_anything_loads(tmp_path):
     """One line with a suggestion, exit 2, no output folder, and no model library imported."""
     code = ("import sys; from fedmllm.cli import main; "
@@ -185,6 +187,7 @@ def test_config_show_runs_the_checks_and_prints_what_auto_resolved(capsys):
     assert "fl.client.objective" in capsys.readouterr().err
 
 
+@pytest.mark.processes
 def test_run_help_shows_resume_and_overwrite():
     text = subprocess.run([sys.executable, "-m", "fedmllm.cli", "run", "--help"],
                           capture_output=True, text=True, check=True).stdout
@@ -267,6 +270,7 @@ def test_flower_certs_and_node_keys_are_made_offline(tmp_path, capsys):
     assert "flwr supernode register" in capsys.readouterr().out
 
 
+@pytest.mark.processes
 def test_verbose_and_quiet_anywhere_and_python_dash_m(tmp_path):
     r = subprocess.run([sys.executable, "-m", "fedmllm", "config", "show", "-v", "seed=4"],
                        capture_output=True, text=True, check=True)

@@ -177,6 +177,7 @@ def test_pretrain_corpus_and_tokenizer_text():
         assert phrase in blob
 
 
+@pytest.mark.processes
 def test_data_layer_imports_no_torch():
     import subprocess
     import sys

@@ -219,6 +219,7 @@ def test_a_half_written_checkpoint_is_ignored(tmp_path):
         load_checkpoint(tmp_path)
 
 
+@pytest.mark.processes
 def test_checkpoint_killed_while_writing_leaves_the_previous_one(tmp_path):
     """SIGKILL between the tensors and the metadata of checkpoint 2 (a failpoint)."""
     code = (
@@ -308,6 +309,7 @@ def test_folder_problems_are_one_line_errors(tmp_path):
             RunFolder.new(load_config(None, [f"output.dir={locked / 'run'}"]))
 
 
+@pytest.mark.processes
 def test_a_live_run_is_not_taken_over(tmp_path):
     out = tmp_path / "run"
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])

@@ -24,7 +24,7 @@ pytest.importorskip("flwr")
 from fedmllm.config import load_config
 from fedmllm.runtime import run_experiment
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.processes  # each test starts fedmllm or a federation
 
 BASE = ["model.preset=tiny", "train.device=cpu", "model.dtype=float32", "lora.dropout=0.1",
         "fl.num_clients=2", "fl.clients_per_round=2", "fl.local_steps=2", "fl.rounds=2",
@@ -70,6 +70,7 @@ def fedmllm(*args, env=None):
                           check=False)
 
 
+@pytest.mark.slow
 def test_flower_local_killed_server_resumes_to_the_simulated_adapter(tmp_path, tiny_dir):
     out = tmp_path / "flower"
     args = ["flower", "local", "--supernodes", "2", *BASE, "fl.algorithm=scaffold",
@@ -93,6 +94,7 @@ def test_flower_local_killed_server_resumes_to_the_simulated_adapter(tmp_path, t
     assert not any(alive(p) for p in recorded_pids(out))
 
 
+@pytest.mark.slow
 def test_fedavg_and_fedadam_over_one_federation_match_the_simulation(tmp_path, tiny_dir):
     from fedmllm.runtime.flower.launch import open_folder, write_app
     from fedmllm.runtime.flower.local import start_federation
@@ -112,6 +114,7 @@ def test_fedavg_and_fedadam_over_one_federation_match_the_simulation(tmp_path, t
             assert [r["train_loss"] for r in fl_rows] == [r["train_loss"] for r in sim_rows]
 
 
+@pytest.mark.slow
 def test_a_killed_supernode_is_dropped_and_rejoins(tmp_path, tiny_dir):
     from fedmllm.runtime.flower.launch import open_folder, write_app
     from fedmllm.runtime.flower.local import start_federation

@@ -120,6 +120,7 @@ def test_fedmllm_fab_holds_only_the_package_source():
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_echo_over_two_supernodes_with_tls_and_auth(tmp_path):
     configs = [{"data-dir": str(tmp_path / "data 0")}, {"data-dir": "it's \"quoted\""}]
     with start_federation(tmp_path, 2, node_configs=configs) as fed:
@@ -157,6 +158,7 @@ def test_echo_over_two_supernodes_with_tls_and_auth(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_insecure_federation_and_restart(tmp_path):
     with start_federation(tmp_path, 2, insecure=True) as fed:
         rec = json.loads((tmp_path / "flower" / "processes.json").read_text())
@@ -188,6 +190,7 @@ def test_insecure_federation_and_restart(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_stop_after_an_exception_in_the_with_block(tmp_path):
     with (
         pytest.raises(RuntimeError, match="boom"),
@@ -203,6 +206,7 @@ def test_stop_after_an_exception_in_the_with_block(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_killed_supernode_does_not_hang_the_run(tmp_path):
     with start_federation(tmp_path, 2) as fed:
         # (1) The ServerApp waits for replies with a timeout: the dead node's reply is missing.
@@ -234,6 +238,7 @@ def test_killed_supernode_does_not_hang_the_run(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_warm_clientapp_is_one_process_per_supernode(tmp_path):
     """clientapp="warm": the same ClientApp process answers every round (module state kept),
     and an exception in the ClientApp is an error reply, not the end of the process."""

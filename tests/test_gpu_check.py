@@ -26,6 +26,7 @@ def gc():
     sys.modules.pop("gpu_check", None)
 
 
+@pytest.mark.processes
 def test_without_cuda_it_prints_one_line_and_exits_0(tmp_path, gc):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out",
@@ -37,6 +38,7 @@ def test_without_cuda_it_prints_one_line_and_exits_0(tmp_path, gc):
     assert not (tmp_path / "out").exists() and not (tmp_path / "t.md").exists()
 
 
+@pytest.mark.processes
 def test_the_bf16_suite_refuses_to_run_without_cuda(tmp_path):
     """FEDMLLM_TEST_DEVICE=cuda where torch sees no GPU stops pytest at once (exit 4, usage
     error) instead of passing the suite on the CPU; an unknown value is refused too."""

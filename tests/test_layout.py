@@ -184,12 +184,14 @@ def test_only_the_flower_driver_imports_flower(layer):
     assert not bad, bad
 
 
+@pytest.mark.processes
 def test_the_simulation_and_the_cli_load_no_flower():
     code = ("import sys, fedmllm.cli, fedmllm.runtime, fedmllm.runtime.simulation, "
             "fedmllm.runtime.flower; sys.exit('flwr' in sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.processes
 def test_importing_fl_loads_no_transformers_peft_or_flower():
     code = (
         "import sys, fedmllm.fl; "

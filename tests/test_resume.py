@@ -21,7 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.processes]
 
 BASE = ["model.preset=tiny", "train.device=cpu", "model.dtype=float32", "lora.dropout=0.1",
         "fl.rounds=3", "fl.num_clients=4", "fl.clients_per_round=2", "fl.local_steps=3",
@@ -63,16 +63,25 @@ def assert_bitwise_equal(a: dict, b: dict) -> None:
         assert torch.equal(t, b[k]), f"{k} differs"
 
 
+class References:
+    """Uninterrupted runs, one per algorithm, made the first time a test asks for one and then
+    shared by every test of that algorithm: ``refs[name] -> (folder, adapter tensors)``."""
+
+    def __init__(self, tmp_path_factory):
+        self.tmp, self.runs = tmp_path_factory, {}
+
+    def __getitem__(self, name: str):
+        if name not in self.runs:
+            out = self.tmp.mktemp(f"ref-{name}")
+            proc = fedmllm(out, *BASE, *CASES[name][0], f"output.dir={out}", "--overwrite")
+            assert proc.returncode == 0, proc.stderr
+            self.runs[name] = (out, adapter_tensors(out))
+        return self.runs[name]
+
+
 @pytest.fixture(scope="module")
 def references(tmp_path_factory, tiny_dir):
-    """Uninterrupted runs: algorithm -> (folder, adapter tensors)."""
-    refs = {}
-    for name, (extra, _) in CASES.items():
-        out = tmp_path_factory.mktemp(f"ref-{name}")
-        proc = fedmllm(out, *BASE, *extra, f"output.dir={out}", "--overwrite")
-        assert proc.returncode == 0, proc.stderr
-        refs[name] = (out, adapter_tensors(out))
-    return refs
+    return References(tmp_path_factory)
 
 
 @pytest.mark.parametrize("name", list(CASES))
