@@ -34,7 +34,12 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """``gpu``-marked tests are skipped where torch sees no CUDA device."""
+    """The slow tests that start processes (Flower federations, killed runs: most of the
+    suite's time, much of it waiting) run first, so that pytest-xdist's workers fill the rest
+    of their time with the short ones instead of ending on a long one. ``gpu``-marked tests
+    are skipped where torch sees no CUDA device."""
+    items.sort(key=lambda item: not (item.get_closest_marker("slow")
+                                     and item.get_closest_marker("processes")))
     gpu = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu:
         return

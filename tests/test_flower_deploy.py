@@ -1,4 +1,5 @@
 """fedmllm over a real Flower deployment on loopback (SuperLink + 2 SuperNodes, processes).
+The tests that need no fresh federation share one (FedAvg and FedAdam, then the killed node).
 
 - ``fedmllm flower local`` with TLS: the ServerApp killed with SIGKILL after round 1's
   checkpoint, then ``--resume``: the final adapter equals the in-process simulation's (SCAFFOLD,
@@ -94,47 +95,61 @@ def test_flower_local_killed_server_resumes_to_the_simulated_adapter(tmp_path, t
     assert not any(alive(p) for p in recorded_pids(out))
 
 
-@pytest.mark.slow
-def test_fedavg_and_fedadam_over_one_federation_match_the_simulation(tmp_path, tiny_dir):
-    from fedmllm.runtime.flower.launch import open_folder, write_app
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory, tiny_dir):
+    """One insecure 2-node federation with warm ClientApps, shared by the tests that need no
+    fresh one (they leave it as they found it: a killed node is restarted)."""
+    from fedmllm.runtime.flower.launch import write_app
     from fedmllm.runtime.flower.local import start_federation
 
-    with start_federation(tmp_path / "fed", 2, insecure=True, clientapp="warm") as fed:
-        app = write_app(tmp_path / "fed" / "flower" / "app")
-        for algorithm in ("fedavg", "fedadam"):
-            out = tmp_path / algorithm
-            cfg = load_config(None, [*BASE, f"fl.algorithm={algorithm}", f"output.dir={out}"])
-            open_folder(cfg, 2, resume=None, overwrite=False)
-            result = fed.run_app(app, {"config-file": str(out / "config.yaml"),
-                                       "output.dir": str(out)}, timeout=600)
-            assert result.ok, result.log_text[-2000:]
-            reference = simulated(tmp_path / f"sim-{algorithm}", f"fl.algorithm={algorithm}")
-            assert max_difference(out, reference) <= 1e-5
-            fl_rows, sim_rows = rows(out), rows(tmp_path / f"sim-{algorithm}")
-            assert [r["train_loss"] for r in fl_rows] == [r["train_loss"] for r in sim_rows]
+    root = tmp_path_factory.mktemp("shared-fed")
+    with start_federation(root / "fed", 2, insecure=True, clientapp="warm") as fed:
+        yield fed, write_app(root / "fed" / "flower" / "app")
+
+
+#: the tests on the shared federation run on one xdist worker, one after the other
+SHARED = pytest.mark.xdist_group("flower-deploy-shared-federation")
 
 
 @pytest.mark.slow
-def test_a_killed_supernode_is_dropped_and_rejoins(tmp_path, tiny_dir):
-    from fedmllm.runtime.flower.launch import open_folder, write_app
-    from fedmllm.runtime.flower.local import start_federation
+@SHARED
+def test_fedavg_and_fedadam_over_one_federation_match_the_simulation(federation, tmp_path):
+    from fedmllm.runtime.flower.launch import open_folder
 
+    fed, app = federation
+    for algorithm in ("fedavg", "fedadam"):
+        out = tmp_path / algorithm
+        cfg = load_config(None, [*BASE, f"fl.algorithm={algorithm}", f"output.dir={out}"])
+        open_folder(cfg, 2, resume=None, overwrite=False)
+        result = fed.run_app(app, {"config-file": str(out / "config.yaml"),
+                                   "output.dir": str(out)}, timeout=600)
+        assert result.ok, result.log_text[-2000:]
+        reference = simulated(tmp_path / f"sim-{algorithm}", f"fl.algorithm={algorithm}")
+        assert max_difference(out, reference) <= 1e-5
+        fl_rows, sim_rows = rows(out), rows(tmp_path / f"sim-{algorithm}")
+        assert [r["train_loss"] for r in fl_rows] == [r["train_loss"] for r in sim_rows]
+
+
+@pytest.mark.slow
+@SHARED
+def test_a_killed_supernode_is_dropped_and_rejoins(federation, tmp_path):
+    from fedmllm.runtime.flower.launch import open_folder
+
+    fed, app = federation
     out = tmp_path / "run"
     cfg = load_config(None, [*BASE, "fl.rounds=3", "fl.round_timeout=20", "eval.every=3",
                              f"output.dir={out}"])
-    with start_federation(tmp_path / "fed", 2, insecure=True, clientapp="warm") as fed:
-        app = write_app(tmp_path / "fed" / "flower" / "app")
-        open_folder(cfg, 2, resume=None, overwrite=False)
-        run = fed.submit_app(app, {"config-file": str(out / "config.yaml"),
-                                   "output.dir": str(out)})
-        deadline = time.time() + 300
-        while not (out / "metrics.jsonl").is_file() or not rows(out):
-            assert time.time() < deadline and run.proc.alive()
-            time.sleep(0.2)
-        fed.kill_supernode(1)  # round 2 has just been sent
-        fed.restart_supernode(1)
-        result = run.wait(600)
-        assert result.ok, result.log_text[-2000:]
+    open_folder(cfg, 2, resume=None, overwrite=False)
+    run = fed.submit_app(app, {"config-file": str(out / "config.yaml"),
+                               "output.dir": str(out)})
+    deadline = time.time() + 300
+    while not (out / "metrics.jsonl").is_file() or not rows(out):
+        assert time.time() < deadline and run.proc.alive()
+        time.sleep(0.2)
+    fed.kill_supernode(1)  # round 2 has just been sent
+    fed.restart_supernode(1)
+    result = run.wait(600)
+    assert result.ok, result.log_text[-2000:]
     got = rows(out)
     assert [r["round"] for r in got] == [1, 2, 3]
     assert "dropped" not in got[0] and got[1]["dropped"] == [1]
