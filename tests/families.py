@@ -198,8 +198,12 @@ _LLAMA2 = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_t
 # ----------------------------------------------------------------------------- builders
 
 def llava15():
-    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    from transformers import (
+        CLIPImageProcessorPil,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     tok = tokenizer(_LLAMA2, ["<image>"], LLAVA15, add_bos=True)
     ip = CLIPImageProcessorPil(size={"shortest_edge": IMAGE},
@@ -217,9 +221,11 @@ PINPOINTS = [[IMAGE, IMAGE], [IMAGE, 2 * IMAGE], [2 * IMAGE, IMAGE], [2 * IMAGE,
 
 
 def llava_next():
-    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
-    from transformers.models.llava_next.image_processing_pil_llava_next import (
+    from transformers import (
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
         LlavaNextImageProcessorPil,
+        LlavaNextProcessor,
     )
 
     tok = tokenizer(_LLAMA2, ["<image>"], LLAVA_NEXT, add_bos=True)
@@ -256,8 +262,9 @@ ONEVISION_PROCESSOR = {"num_image_tokens": 16, "vision_feature_select_strategy":
 
 
 def _llava_onevision_parts():
-    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
-    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
         LlavaOnevisionImageProcessorPil,
     )
 
@@ -277,10 +284,12 @@ _IDEFICS_TOKENS = ["<fake_token_around_image>", "<image>", "<global-img>", "<end
 
 
 def idefics3():
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
-    from transformers.models.idefics3.configuration_idefics3 import Idefics3VisionConfig
-    from transformers.models.idefics3.image_processing_pil_idefics3 import (
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
         Idefics3ImageProcessorPil,
+        Idefics3Processor,
+        Idefics3VisionConfig,
     )
 
     specials = {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>",
@@ -313,9 +322,12 @@ def smolvlm():
 
 
 def _smolvlm_parts():
-    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
-    from transformers.models.smolvlm.configuration_smolvlm import SmolVLMVisionConfig
-    from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
+    from transformers import (
+        SmolVLMConfig,
+        SmolVLMForConditionalGeneration,
+        SmolVLMImageProcessorPil,
+        SmolVLMVisionConfig,
+    )
 
     specials = {"bos_token": "<|im_start|>", "eos_token": "<end_of_utterance>",
                 "pad_token": "<|im_end|>"}
@@ -439,10 +451,10 @@ def gemma3():
     from transformers import (
         Gemma3Config,
         Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessorPil,
         Gemma3Processor,
         Gemma3TextConfig,
     )
-    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
     specials = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"}
     named = {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>",

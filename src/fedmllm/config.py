@@ -41,8 +41,9 @@ class ModelConfig:
     quantization: Literal["none", "4bit", "8bit"] = "none"
     """Load the frozen base quantized with bitsandbytes (QLoRA): ``4bit`` (NF4, double
     quantization, bf16 compute) or ``8bit`` (LLM.int8); the LoRA adapters stay in full
-    precision. CUDA only, needs ``pip install 'fedmllm[qlora]'``; not with a PiSSA or
-    ``code`` initialisation (they read the full-precision weights)."""
+    precision. On CUDA, or on the CPU with bitsandbytes >= 0.50 (float32 compute there); needs
+    ``pip install 'fedmllm[qlora]'``; not with a PiSSA or ``code`` initialisation (they read
+    the full-precision weights)."""
     modules_to_save: list[str] = field(default_factory=list)
     """Extra modules trained in full and communicated (e.g. ``multi_modal_projector``)."""
     pretrain: bool = True
