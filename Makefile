@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCK := requirements-lock.txt
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 # The lock's torch is the CPU build (2.13.0+cpu): pip takes it from a local wheel folder or from
-# PyTorch's CPU wheel index (PIP_EXTRA_INDEX_URL); GPU machines: see README, Install.
+# PyTorch's CPU wheel index (PIP_EXTRA_INDEX_URL); GPU machines: README, section GPU.
 LOCK_TORCH := torch==2.13.0+cpu
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
@@ -14,7 +14,7 @@ export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
-.PHONY: demo test test-fast test-all test-latest test-lowest lock lint bench install model \
+.PHONY: demo test test-fast test-latest test-lowest lock lint bench install model \
 	clean yoco-study gpu-check
 
 # bitsandbytes (QLoRA, the qlora extra) is locked too but installed beside the venv, not in
@@ -56,7 +56,7 @@ demo: model
 	$(BIN)/fedmllm run
 
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass. The tiers:
-# `make test` (what CI runs: every test, on both cores), `make test-fast` (no processes
+# `make test` (what CI runs: every test), `make test-fast` (no processes
 # started, no slow tests), `make test-latest` / `make test-lowest` (other installs, below).
 # Three workers on two cores: much of the slow tests' time is spent waiting on the processes
 # they start (measured: 339 s of pytest with -n 3, 365 s with -n 2). The built-in model is
@@ -85,7 +85,7 @@ test-latest:
 		-e '.[dev,flower,video]'
 	$(VENV_LATEST)/bin/python tools/lockcheck.py --show $(LOCK) || true
 	FEDMLLM_CACHE=$(CURDIR)/$(VENV_LATEST)/cache $(VENV_LATEST)/bin/python -m pytest -q -n 2 \
-		$(LATEST_TESTS)
+		--dist loadgroup $(LATEST_TESTS)
 
 # The oldest releases pyproject.toml's ranges allow (uv's lowest-direct resolution: the lower
 # bound of every direct dependency, what they need above that), with the test tools and torch
@@ -116,7 +116,7 @@ gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu_check.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/round_overhead.py
