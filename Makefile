@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d'
 # The lock's torch is the CPU build (2.13.0+cpu): pip takes it from a local wheel folder or from
 # PyTorch's CPU wheel index (PIP_EXTRA_INDEX_URL); GPU machines: README, section GPU.
 LOCK_TORCH := torch==2.13.0+cpu
+COMMA := ,
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export FLWR_TELEMETRY_ENABLED := 0
@@ -22,16 +23,22 @@ export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 # on some CPUs), so only the QLoRA tests and runs that ask for it put it on their path.
 QLORA := $(VENV)/qlora
 
+# A venv that already holds a CUDA build of torch (a GPU machine, README section GPU) keeps it
+# and its torchvision; everything else still comes from the lock.
+CUDA_TORCH = $(shell test -x $(BIN)/python && $(BIN)/python -c \
+	"import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null && echo yes)
+
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# exactly the lock (no resolver at work: --no-deps), then fedmllm itself, then a check
 	# that the venv (with $(QLORA)) holds what the lock says and nothing else
-	grep -v '^bitsandbytes==' $(LOCK) > $(VENV)/lock-venv.txt
+	grep -v -E '^(bitsandbytes$(if $(CUDA_TORCH),|torch))==' $(LOCK) > $(VENV)/lock-venv.txt
 	$(BIN)/python -m pip install --quiet --no-deps -r $(VENV)/lock-venv.txt
 	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(QLORA) \
 		$$(grep '^bitsandbytes==' $(LOCK))
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	PYTHONPATH=$(QLORA) $(BIN)/python tools/lockcheck.py $(LOCK)
+	PYTHONPATH=$(QLORA) $(BIN)/python tools/lockcheck.py \
+		$(if $(CUDA_TORCH),--except torch$(COMMA)torchvision) $(LOCK)
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -113,7 +120,7 @@ test-lowest: $(STAMP)
 # Everything that needs a CUDA GPU (bf16 tests, throughput, QLoRA, the bf16 demo): one table,
 # within 8 minutes on an H100. Install a CUDA build of torch first: docs/gpu.md.
 gpu-check: $(STAMP)
-	$(BIN)/python benchmarks/gpu_check.py
+	PYTHONPATH=$(QLORA) $(BIN)/python benchmarks/gpu_check.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tools

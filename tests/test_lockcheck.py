@@ -65,3 +65,17 @@ def test_this_environment_is_the_lock_or_says_how_it_differs(capsys):
     assert lc.main([str(LOCK)]) == (1 if diff else 0)
     err = capsys.readouterr().err
     assert all(line in err for line in diff)
+
+
+def test_lockcheck_can_leave_a_gpu_machines_torch_out(tmp_path, monkeypatch, capsys):
+    """A GPU venv keeps its CUDA torch and torchvision: ``--except`` compares the rest."""
+    lc = _lockcheck()
+    lock = tmp_path / "lock.txt"
+    lock.write_text("torch==2.13.0+cpu\nnumpy==2.4.6\n")
+    monkeypatch.setattr(lc, "installed", lambda: {"torch": "2.13.0+cu128", "torchvision": "0.28.0",
+                                                  "numpy": "2.4.6", "pip": "26.3"})
+    assert lc.main([str(lock)]) == 1
+    assert "torch: locked at 2.13.0+cpu, 2.13.0+cu128 installed" in capsys.readouterr().err
+    assert lc.main(["--except", "torch,torchvision", str(lock)]) == 0
+    monkeypatch.setattr(lc, "installed", lambda: {"torch": "2.13.0+cu128", "numpy": "2.3.0"})
+    assert lc.main(["--except", "torch,torchvision", str(lock)]) == 1

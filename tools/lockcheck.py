@@ -1,12 +1,14 @@
 """Check that this Python environment holds exactly the packages a lock file pins.
 
-    python tools/lockcheck.py [--show] requirements-lock.txt
+    python tools/lockcheck.py [--show] [--except NAME,...] requirements-lock.txt
 
 Every ``name==version`` line of the lock must be installed at that version, and nothing else
 may be installed except pip itself and the project (``fedmllm``, installed editable beside the
 lock). Prints one line per difference and exits 1, or one line saying the two agree. With
 ``--show`` it only reports: how an unpinned environment (``make test-latest``) differs from
-the lock, exit 0. Standard library only: it runs right after ``pip install -r LOCK``.
+the lock, exit 0. ``--except torch,torchvision`` leaves those packages out of the comparison
+(a GPU machine keeps its own CUDA build of torch). Standard library only: it runs right after
+``pip install -r LOCK``.
 """
 
 from __future__ import annotations
@@ -61,11 +63,19 @@ def differences(lock: dict[str, str], have: dict[str, str]) -> list[str]:
 def main(argv: list[str]) -> int:
     show = "--show" in argv
     argv = [a for a in argv if a != "--show"]
+    skip: set[str] = set()
+    if "--except" in argv and argv.index("--except") + 1 < len(argv):
+        i = argv.index("--except")
+        skip = {canonical(n) for n in argv[i + 1].split(",") if n}
+        argv = argv[:i] + argv[i + 2:]
     if len(argv) != 1:
-        print("usage: python tools/lockcheck.py [--show] LOCK", file=sys.stderr)
+        print("usage: python tools/lockcheck.py [--show] [--except NAME,...] LOCK",
+              file=sys.stderr)
         return 2
     path = Path(argv[0])
-    diff = differences(read_lock(path), installed())
+    lock = {k: v for k, v in read_lock(path).items() if k not in skip}
+    have = {k: v for k, v in installed().items() if k not in skip}
+    diff = differences(lock, have)
     if show:
         print(f"this environment against {path}: " + ("the same" if not diff else
                                                       f"{len(diff)} difference(s)"))
