@@ -78,19 +78,21 @@ test: model
 test-fast: $(STAMP)
 	FEDMLLM_TEST_NO_PROCESSES=1 $(PYTEST) -q -n 2 --dist loadgroup -m 'not slow and not processes'
 
-# The family, loading, Flower and resume tests against the newest releases pyproject.toml's
-# ranges allow today, torchvision included (so the video families run too), in a second venv.
+# The family, loading, QLoRA, Flower and resume tests against the newest releases
+# pyproject.toml's ranges allow today, torchvision included (so the video families run too),
+# in a second venv.
 # Nothing is pinned there: what it resolved is printed first.
 VENV_LATEST := .venv-latest
-LATEST_TESTS := tests/test_families.py tests/test_model.py tests/test_fl_flower.py \
-	tests/test_flower_app.py tests/test_flower_config.py tests/test_flower_deploy.py \
-	tests/test_flower_local.py tests/test_resume.py
+LATEST_TESTS := tests/test_families.py tests/test_model.py tests/test_qlora_cpu.py \
+	tests/test_fl_flower.py tests/test_flower_app.py tests/test_flower_config.py \
+	tests/test_flower_deploy.py tests/test_flower_internals.py tests/test_flower_local.py \
+	tests/test_resume.py
 test-latest:
 	rm -rf $(VENV_LATEST) && $(PYTHON) -m venv $(VENV_LATEST)
 	$(VENV_LATEST)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV_LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager \
-		-e '.[dev,flower,video]'
-	$(VENV_LATEST)/bin/python tools/lockcheck.py --show $(LOCK) || true
+		-e '.[dev,flower,video,qlora]'
+	$(VENV_LATEST)/bin/python tools/lockcheck.py --show $(LOCK)
 	FEDMLLM_CACHE=$(CURDIR)/$(VENV_LATEST)/cache $(VENV_LATEST)/bin/python -m pytest -q -n 2 \
 		--dist loadgroup $(LATEST_TESTS)
 
