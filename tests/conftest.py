@@ -57,6 +57,15 @@ def pytest_collection_modifyitems(config, items):
 NO_PROCESSES = os.environ.get("FEDMLLM_TEST_NO_PROCESSES") == "1"
 
 
+def _while_importing() -> bool:
+    """Whether a module is being imported up the stack: libraries that start a helper process
+    as they load (matplotlib's first fc-list for its font cache, numpy 1.26's lscpu in
+    ``numpy.testing``) are not the test starting one."""
+    import traceback
+
+    return any(f.filename.startswith("<frozen importlib") for f in traceback.extract_stack())
+
+
 @pytest.fixture(autouse=True)
 def _no_processes_in_the_fast_tier(request, monkeypatch):
     if not NO_PROCESSES or request.node.get_closest_marker("processes"):
@@ -64,13 +73,19 @@ def _no_processes_in_the_fast_tier(request, monkeypatch):
     import multiprocessing.process
     import subprocess
 
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"{request.node.nodeid} starts a process: mark it "
-                             "@pytest.mark.processes (make test-fast runs without them)")
+    def guard(original):
+        def refuse(*args, **kwargs):
+            if _while_importing():
+                return original(*args, **kwargs)
+            raise AssertionError(f"{request.node.nodeid} starts a process: mark it "
+                                 "@pytest.mark.processes (make test-fast runs without them)")
+        return refuse
 
-    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
-    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
-    monkeypatch.setattr(os, "fork", refuse)
+    monkeypatch.setattr(subprocess.Popen, "_execute_child",
+                        guard(subprocess.Popen._execute_child))
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start",
+                        guard(multiprocessing.process.BaseProcess.start))
+    monkeypatch.setattr(os, "fork", guard(os.fork))
 
 
 @pytest.fixture(scope="session")

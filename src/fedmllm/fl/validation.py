@@ -24,7 +24,9 @@ def validate_update(
     reasons: list[str] = []
     n = update.num_examples
     if not is_integer(n) or n <= 0:  # numpy integers are integers too
-        reasons.append(f"num_examples must be a positive integer, got {n!r}")
+        # the value and its type, the same under every numpy (numpy 2 writes np.float64(7.0))
+        reasons.append(f"num_examples must be a positive integer, got {n} "
+                       f"({type(n).__name__})")
     for key, t in update.state.items():
         g = global_state.get(key)
         if g is None:
