@@ -168,9 +168,8 @@ def _build(target: Path, preset: str, pretrain_base: bool, seed: int, quiet: boo
     model = build_model(p, tokenizer, seed)
     stats: dict = {"pretrain": None}
     if pretrain_base:
-        with _threads(PRETRAIN_THREADS):
-            stats["pretrain"] = pretrain(model, processor, p, seed,
-                                         progress=None if quiet else _StepLines())
+        stats["pretrain"] = pretrain(model, processor, p, seed,
+                                     progress=None if quiet else _StepLines())
     stats["build_seconds"] = round(time.perf_counter() - t0, 2)
     stats["parameters"] = sum(t.numel() for t in model.parameters())
     try:
@@ -186,24 +185,6 @@ def _build(target: Path, preset: str, pretrain_base: bool, seed: int, quiet: boo
     if not quiet:
         print(f"[fedmllm] built-in model ready: {stats}", flush=True)
     return target
-
-
-#: CPU threads of the pre-training, whatever the caller's setting (``OMP_NUM_THREADS=1`` in a
-#: test worker, more cores elsewhere): a float32 reduction's order follows the thread count, so
-#: the cached base (whose folder name does not say who built it) would otherwise differ in its
-#: last bits, and so would every figure measured on it. Two: the cores of the machines this
-#: project's figures come from.
-PRETRAIN_THREADS = 2
-
-
-@contextmanager
-def _threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class _StepLines:
