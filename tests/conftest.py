@@ -51,6 +51,7 @@ def pytest_collection_modifyitems(config, items):
     for item in gpu:
         item.add_marker(skip)
 
+
 #: ``make test-fast`` sets this: a test that starts a process (a subprocess, a fork, a Flower
 #: federation) without the ``processes`` mark then fails, naming the mark, so the fast tier
 #: stays free of them as tests are added.

@@ -11,7 +11,7 @@ from fedmllm.fl import ALGORITHMS
 from fedmllm.runtime import build_driver
 from fedmllm.runtime.session import load_bundle
 
-pytestmark = pytest.mark.slow
+# (no slow mark: each test takes about a second once the shared model is loaded)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from fedmllm.report.metrics import read_metrics
 from fedmllm.runtime import build_driver
 from fedmllm.runtime.session import load_bundle
 
-pytestmark = pytest.mark.slow
+# (no slow mark: each test takes about a second once the shared model is loaded)
 
 
 def tiny_cfg(out, *extra):
