@@ -38,7 +38,7 @@ def test_config_show_prints_defaults(capsys):
 def test_bad_config_is_one_line_exit_2(capsys):
     assert main(["run", "fl.roundz=3"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "fedmllm: error: unknown config key 'fl.roundz'"
+    assert err == "fedmllm: error: unknown config key 'fl.roundz'; did you mean 'fl.rounds'?"
     assert main(["config", "show", "fl.rounds=many"]) == 2
     assert "fl.rounds" in capsys.readouterr().err
 

@@ -96,3 +96,38 @@ def test_off_is_a_choice_not_a_boolean(tmp_path):
     assert load_config(y).train.autocast == "off"
     with pytest.raises(ConfigError, match="train.optimizer: expected one of"):
         load_config(None, ["train.optimizer=off"])
+
+
+@pytest.mark.parametrize("where", ["override", "toml", "yaml"])
+@pytest.mark.parametrize("key, hint", [
+    ("fl.rouds", "fl.rounds"), ("fll.rounds", "fl"), ("fl.yoco.lamm", "fl.yoco.lam"),
+    ("fl.yocoo.lam", "fl.yoco"), ("zzzz", None)])
+def test_a_misspelt_key_gets_did_you_mean(where, key, hint, tmp_path):
+    """A key that is not there is named with the closest key beside it, wherever it was
+    written; a key like no other is named alone."""
+    *sections, leaf = key.split(".")
+    if where == "override":
+        args = (None, [f"{key}=3"])
+    elif where == "toml":
+        path = tmp_path / "c.toml"
+        head = f"[{'.'.join(sections)}]\n" if sections else ""
+        path.write_text(f"{head}{leaf} = 3\n")
+        args = (path, [])
+    else:
+        path = tmp_path / "c.yaml"
+        text, indent = "", ""
+        for part in sections:
+            text += f"{indent}{part}:\n"
+            indent += "  "
+        path.write_text(f"{text}{indent}{leaf}: 3\n")
+        args = (path, [])
+    with pytest.raises(ConfigError) as e:
+        load_config(*args)
+    msg = str(e.value)
+    assert "unknown config key '" in msg
+    if hint is None:
+        assert "did you mean" not in msg
+    else:
+        assert msg.endswith(f"; did you mean '{hint}'?"), msg
+    if where != "override":
+        assert msg.startswith(f"{path}: ")

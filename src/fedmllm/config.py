@@ -446,12 +446,20 @@ def _build(cls: type, data: dict, prefix: str = ""):
     for k in data:
         if k not in names:
             where = f"{prefix}.{k}" if prefix else k
-            raise ConfigError(f"unknown config key '{where}'")
+            raise ConfigError(f"unknown config key '{where}'{_key_hint(k, names, prefix)}")
     obj = cls()
     for k, v in data.items():
         where = f"{prefix}.{k}" if prefix else k
         setattr(obj, k, _coerce(v, hints[k], where))
     return obj
+
+
+def _key_hint(key: str, names: typing.Iterable[str], prefix: str = "") -> str:
+    """``"; did you mean 'fl.rounds'?"`` for the closest of the keys beside ``key``, or ``""``."""
+    close = difflib.get_close_matches(str(key), sorted(names), n=1)
+    if not close:
+        return ""
+    return f"; did you mean '{prefix + '.' if prefix else ''}{close[0]}'?"
 
 
 def _merge(base: dict, upd: dict) -> dict:
@@ -516,7 +524,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         for i, k in enumerate(keys[:-1]):
             nxt = node.get(k) if isinstance(node, dict) else None
             if not isinstance(nxt, dict):
-                raise ConfigError(f"unknown config key '{'.'.join(keys[: i + 1])}'")
+                hint = _key_hint(k, node, ".".join(keys[:i])) if isinstance(node, dict) else ""
+                raise ConfigError(f"unknown config key '{'.'.join(keys[: i + 1])}'{hint}")
             node = nxt
         node[keys[-1]] = value
     try:
