@@ -78,8 +78,8 @@ def test_grid_expands_settings_axes_and_seeds(tmp_path):
     (('"fl.algorithm" = ["fedavg", "local"]', '"fl.algorithm" = ["fedavg", "fedadm"]'),
      "cell aligned__fedadm__s0: fl.algorithm: unknown algorithm 'fedadm'; did you mean"),
     (('"data.missing_rate" = 0.5', '"data.missing_rte" = 0.5'),
-     "cell missing-50__fedavg__s0: unknown config key 'data.missing_rte'; did you mean "
-     "'data.missing_rate'?"),
+     ("cell missing-50__fedavg__s0: unknown config key 'data.missing_rte'; did you mean "
+      "'data.missing_rate'?")),
     (('worse = { method = "local" }', 'worse = { method = "lokal" }'),
      "claim 'federated beats local': no method 'lokal'"),
     (('reference = "fedavg"', 'reference = "fedadam"'), "bench.reference: no method"),
