@@ -42,14 +42,18 @@ $(STAMP): pyproject.toml $(LOCK)
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
+# The one resolution both the lock and test-lowest use: this platform, the locked extras, torch
+# from the local wheel folder where pip has one.
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --extra flower --extra qlora \
+	--python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	$(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS))
+
 # Regenerate the lock from pyproject.toml's ranges: the newest releases they allow today, torch
 # held at the CPU build. Commit the result with the tests it passed.
 lock:
 	test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet uv; }
 	printf '%s\n' '$(LOCK_TORCH)' > $(VENV)/lock-constraints.txt
-	$(BIN)/uv pip compile pyproject.toml --extra dev --extra flower --extra qlora --python-version 3.11 \
-		--python-platform x86_64-manylinux_2_28 --constraint $(VENV)/lock-constraints.txt \
-		$(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS)) \
+	$(UV_COMPILE) --extra dev --constraint $(VENV)/lock-constraints.txt \
 		--custom-compile-command 'make lock' --output-file $(LOCK)
 
 install: $(STAMP)
@@ -108,11 +112,8 @@ test-lowest: $(STAMP)
 	grep -E '^(pytest|pytest-xdist|execnet|iniconfig|pluggy|pygments|packaging)==' $(LOCK) \
 		> $(VENV_LOWEST)/test-tools.txt
 	printf '%s\n' '$(LOCK_TORCH)' > $(VENV_LOWEST)/constraints.txt
-	$(BIN)/uv pip compile pyproject.toml $(VENV_LOWEST)/test-tools.txt --extra flower \
-		--extra qlora --resolution lowest-direct --python-version 3.11 \
-		--python-platform x86_64-manylinux_2_28 --constraint $(VENV_LOWEST)/constraints.txt \
-		$(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS)) --quiet \
-		--output-file $(VENV_LOWEST)/lowest.txt
+	$(UV_COMPILE) $(VENV_LOWEST)/test-tools.txt --resolution lowest-direct \
+		--constraint $(VENV_LOWEST)/constraints.txt --quiet --output-file $(VENV_LOWEST)/lowest.txt
 	$(VENV_LOWEST)/bin/python -m pip install --quiet --no-deps -r $(VENV_LOWEST)/lowest.txt
 	$(VENV_LOWEST)/bin/python -m pip install --quiet --no-deps -e .
 	$(VENV_LOWEST)/bin/python tools/lockcheck.py --show $(LOCK)
