@@ -16,7 +16,7 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
 .PHONY: demo test test-fast test-latest test-lowest lock lint bench install model \
-	clean yoco-study gpu-check
+	clean yoco-study gpu-check docs
 
 # bitsandbytes (QLoRA, the qlora extra) is locked too but installed beside the venv, not in
 # it: peft imports it in every process where it is installed (+1.2 s each, and a warning line
@@ -124,6 +124,11 @@ test-lowest: $(STAMP)
 # within 8 minutes on an H100. Install a CUDA build of torch first: docs/gpu.md.
 gpu-check: $(STAMP)
 	PYTHONPATH=$(QLORA) $(BIN)/python benchmarks/gpu_check.py
+
+# The documentation site (docs/, mkdocs.yml): --strict turns a broken link or a page missing
+# from the nav into a failure; CI runs it after the tests.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet --site-dir .site
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tools
