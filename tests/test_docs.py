@@ -6,8 +6,9 @@
   README's);
 - every page is in the site's navigation (``mkdocs.yml``), and the navigation names no page
   that is missing;
-- the package layout page names every subpackage of ``src/fedmllm/``, and the benchmarks page
-  every shipped grid.
+- the package layout page names every subpackage of ``src/fedmllm/``, the benchmarks page
+  every shipped grid, the configuration page's section table every key of
+  ``fedmllm config show --doc``, and the README's command table every ``fedmllm`` command.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import re
 from pathlib import Path
 
 import pytest
+
+from fedmllm.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -84,3 +87,36 @@ def test_benchmarks_page_names_every_grid():
     grids = sorted(p.name for p in (ROOT / "benchmarks" / "grids").glob("*.toml"))
     missing = [g for g in grids if f"`{g}`" not in page]
     assert not missing, f"docs/benchmarks.md does not describe {missing}"
+
+
+def test_configuration_page_names_every_key(capsys):
+    """Each key ``a.b[.c]`` of the reference has ``b`` in the row of section ``a`` (``fl.yoco.*``
+    under ``yoco.*``, ``fl.client.prox_mu`` under ``client.objective``); ``seed`` its own row."""
+    assert main(["config", "show", "--doc"]) == 0
+    keys = re.findall(r"^\| `([\w.]+)` \|", capsys.readouterr().out, re.MULTILINE)
+    assert len(keys) > 50
+    page = (DOCS / "configuration.md").read_text(encoding="utf-8")
+    rows = {m.group(1): m.group(0) for m in
+            re.finditer(r"^\| `(\w+)` \|.*$", page, re.MULTILINE)}
+    missing = []
+    for key in keys:
+        section, _, rest = key.partition(".")
+        if not rest:
+            found = re.search(rf"^\| \| `{section}` \|", page, re.MULTILINE)
+        else:
+            found = f"`{rest.split('.')[0]}" in rows.get(section, "")
+        if not found:
+            missing.append(key)
+    assert not missing, f"docs/configuration.md's sections table lacks {missing}"
+
+
+def test_readme_names_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    listing = text[text.index("COMMAND\n"):text.index("options:")]
+    commands = re.findall(r"^    (\w[\w-]*) ", listing, re.MULTILINE)
+    assert "run" in commands and "flower" in commands
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [c for c in commands if f"| `fedmllm {c}" not in readme]
+    assert not missing, f"README's command table lacks {missing}"
