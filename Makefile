@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCK := requirements-lock.txt
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 # The lock's torch is the CPU build (2.13.0+cpu): pip takes it from a local wheel folder or from
-# PyTorch's CPU wheel index (PIP_EXTRA_INDEX_URL); GPU machines: README, section GPU.
+# PyTorch's CPU wheel index (PIP_EXTRA_INDEX_URL); GPU machines: docs/models.md, "On a GPU".
 LOCK_TORCH := torch==2.13.0+cpu
 COMMA := ,
 export HF_HUB_OFFLINE := 1
@@ -23,7 +23,7 @@ export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 # on some CPUs), so only the QLoRA tests and runs that ask for it put it on their path.
 QLORA := $(VENV)/qlora
 
-# A venv that already holds a CUDA build of torch (a GPU machine, README section GPU) keeps it
+# A venv that already holds a CUDA build of torch (a GPU machine, docs/models.md) keeps it
 # and its torchvision; everything else still comes from the lock.
 CUDA_TORCH = $(shell test -x $(BIN)/python && $(BIN)/python -c \
 	"import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null && echo yes)

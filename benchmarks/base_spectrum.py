@@ -4,7 +4,7 @@ For each preset: the median over the targeted weights of ``s_1/s_r``, ``s_r/s_(r
 top-``r`` share of ``||W||^2`` (:func:`fedmllm.fl.spectral_gap`), for the YOCO study's targets
 (``q_proj``/``v_proj`` of every language-model layer) and the paper's (the last layer's
 ``q_proj``); and the zero-shot accuracy and AUROC on synth binary (image+text, 1,000 test
-samples, seed 0). The figures quoted in the README and in docs/yoco_results.md's notes.
+samples, seed 0). The figures quoted in docs/yoco.md and in docs/yoco_results.md's notes.
 
     python benchmarks/base_spectrum.py [--presets tiny tiny-structured] [--r 8]
 """

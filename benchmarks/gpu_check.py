@@ -10,7 +10,7 @@ does not stop the others), within :data:`TOTAL_BUDGET_S` (8 minutes) on an H100:
    ``fedmllm run --model FOLDER model.quantization=4bit train.device=cuda ...``; its last
    training loss and image+text accuracy. Skipped, with the pip line, without bitsandbytes.
 3. **demo-bf16** — ``fedmllm run train.device=cuda train.autocast=bf16`` (the demo's config;
-   the tiny model is built and cached first) beside the README's float32 CPU accuracies
+   the tiny model is built and cached first) beside the float32 CPU accuracies of docs/figures.md
    (:data:`CPU_DEMO`); a pass needs image+text accuracy >= :data:`DEMO_JOINT_RULE`, i.e. the
    bf16 run learned the joint image-and-text rule as the CPU run does.
 4. **tests-bf16** — ``pytest -m 'gpu or not slow'`` with ``FEDMLLM_TEST_DEVICE=cuda``
@@ -46,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TOTAL_BUDGET_S = 480.0
 VIEWS = ("image_text", "image_only", "text_only")
-#: The demo's final accuracies on the float32 CPU (README, "The demo"): image+text,
+#: The demo's final accuracies on the float32 CPU (docs/figures.md, "The demo"): image+text,
 #: image only, text only.
 CPU_DEMO = (1.000, 0.7925, 0.7925)
 #: Image+text accuracy above what either modality alone allows (Bayes ceilings 0.8): the run
@@ -319,7 +319,7 @@ def check_qlora(ctx: Context) -> Row:
 def check_demo(ctx: Context) -> Row:
     log, run = ctx.out / "demo.log", ctx.out / "demo-run"
     row = Row("demo-bf16 (fedmllm run; accuracy image+text / image / text)", "fail",
-              cpu_ref=f"{accuracies(dict(zip(VIEWS, CPU_DEMO, strict=True)))} (README)")
+              cpu_ref=f"{accuracies(dict(zip(VIEWS, CPU_DEMO, strict=True)))} (docs/figures.md)")
     t0 = time.perf_counter()
     build = ["--no-pretrain"] if ctx.smoke else []
     proc = run_proc(fedmllm("model", "build", "--preset", "tiny", *build), ctx.limit(90), log,

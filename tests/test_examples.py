@@ -1,12 +1,12 @@
-"""The example configurations and the README's dataset documentation, checked against the code.
+"""The example configurations and the dataset documentation, checked against the code.
 
 - every ``examples/*.toml`` passes ``fedmllm config show`` (the real-dataset ones with their
   placeholder ``data.data_dir`` overridden by an existing folder);
-- the README's "Examples" table names exactly the files in ``examples/``;
-- every path and field of the README's "Datasets" layouts exists in the fixtures built in each
-  dataset's published format (``tests/fixtures_data.py``), and the layouts name the files the
-  readers open;
-- every ``fedmllm prepare`` command of the README's "Datasets" section runs on those fixtures.
+- the examples page's table (``docs/examples.md``) names exactly the files in ``examples/``;
+- every path and field of the layouts on the datasets page (``docs/datasets.md``) exists in the
+  fixtures built in each dataset's published format (``tests/fixtures_data.py``), and the
+  layouts name the files the readers open;
+- every ``fedmllm prepare`` command of the datasets page runs on those fixtures.
 """
 
 from __future__ import annotations
@@ -28,21 +28,16 @@ from fedmllm.data.readers.vqa_rad import VQA_RAD_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+EXAMPLES_PAGE = (ROOT / "docs" / "examples.md").read_text(encoding="utf-8")
+DATASETS_PAGE = (ROOT / "docs" / "datasets.md").read_text(encoding="utf-8")
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
 
-# the README's placeholder dataset folders and the fixture that builds each one
+# the placeholder dataset folders (examples, datasets page) and the fixture that builds each
 BUILDERS = {
     "/data/hateful_memes": make_hateful,
     "/data/crisismmd": make_crisismmd,
     "/data/medical": make_medical,
 }
-
-
-def section(title: str) -> str:
-    """The README text under ``## <title>...`` up to the next ``## `` heading."""
-    m = re.search(rf"^## {re.escape(title)}.*?$(.*?)(?=^## |\Z)", README, re.MULTILINE | re.DOTALL)
-    assert m, f"README has no section '## {title}'"
-    return m.group(1)
 
 
 def fenced_blocks(text: str, lang: str | None = None) -> list[str]:
@@ -52,7 +47,7 @@ def fenced_blocks(text: str, lang: str | None = None) -> list[str]:
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory) -> dict[str, Path]:
-    """Each placeholder folder of the README built as a fixture in the published layout."""
+    """Each placeholder dataset folder built as a fixture in the published layout."""
     base = tmp_path_factory.mktemp("datasets")
     return {ph: build(base / Path(ph).name) for ph, build in BUILDERS.items()}
 
@@ -77,7 +72,7 @@ def test_example_passes_config_show(path, tmp_path, capsys):
     data = cfg.get("data", {})
     overrides = []
     if data.get("dataset", "synth") != "synth":
-        # a placeholder of the README's "Datasets" section, replaced here by a real folder
+        # a placeholder of the datasets page, replaced here by a real folder
         assert data.get("data_dir") in BUILDERS, f"{path.name}: data.data_dir"
         overrides.append(f"data.data_dir={tmp_path}")
     assert main(["config", "show", "--config", str(path), *overrides]) == 0
@@ -100,24 +95,28 @@ def test_example_says_what_it_maps_to(path):
     assert "2411.14717" in text or "NeurIPS 2025" in text, path.name
 
 
-def test_readme_examples_table_names_exactly_the_files():
-    table = section("Examples")
-    listed = re.findall(r"^\| \[`examples/([\w.-]+\.toml)`\]\(examples/\1\)", table,
-                        re.MULTILINE)
+def test_examples_page_table_names_exactly_the_files():
+    listed = re.findall(r"^\| `examples/([\w.-]+\.toml)` \|", EXAMPLES_PAGE, re.MULTILINE)
     assert len(listed) == len(set(listed)), "a file is listed twice"
     assert sorted(listed) == [p.name for p in EXAMPLES]
+    mentioned = set(re.findall(r"examples/([\w.-]+\.toml)", EXAMPLES_PAGE))
+    assert mentioned == {p.name for p in EXAMPLES}, "docs/examples.md names a file examples/ lacks"
+
+
+def test_readme_names_only_existing_examples():
     mentioned = set(re.findall(r"examples/([\w.-]+\.toml)", README))
-    assert mentioned == {p.name for p in EXAMPLES}, "README names a file examples/ lacks"
+    assert mentioned, "README names no example"
+    assert mentioned <= {p.name for p in EXAMPLES}, "README names a file examples/ lacks"
 
 
 # ----------------------------------------------------------------------------- datasets
 
 
 def layout_lines() -> list[tuple[str, list[str]]]:
-    """``(path, fields)`` for each line of the "Datasets" layout blocks: a path, then after
+    """``(path, fields)`` for each line of the datasets page's layout blocks: a path, then after
     two or more spaces an optional ``{field, ...}`` and a comment."""
     out = []
-    for block in fenced_blocks(section("Datasets"), "text"):
+    for block in fenced_blocks(DATASETS_PAGE, "text"):
         for line in block.splitlines():
             if not line.startswith("/data/"):
                 continue
@@ -138,22 +137,22 @@ def record_keys(path: Path) -> set[str]:
     return set(json.loads(path.read_text(encoding="utf-8"))[0])
 
 
-def test_readme_layouts_match_the_fixtures(datasets):
+def test_datasets_page_layouts_match_the_fixtures(datasets):
     lines = layout_lines()
-    assert lines, "no layout lines in README 'Datasets'"
-    for readme_path, fields in lines:
-        local = Path(localise(readme_path, datasets))
-        assert str(local) != readme_path, f"{readme_path}: not under a known placeholder"
-        if readme_path.endswith("/"):
-            assert local.is_dir(), f"README layout: {readme_path} is not a folder in the fixture"
+    assert lines, "no layout lines in docs/datasets.md"
+    for doc_path, fields in lines:
+        local = Path(localise(doc_path, datasets))
+        assert str(local) != doc_path, f"{doc_path}: not under a known placeholder"
+        if doc_path.endswith("/"):
+            assert local.is_dir(), f"docs layout: {doc_path} is not a folder in the fixture"
             assert not fields
             continue
-        assert local.is_file(), f"README layout: {readme_path} is not a file in the fixture"
+        assert local.is_file(), f"docs layout: {doc_path} is not a file in the fixture"
         missing = set(fields) - record_keys(local)
-        assert not missing, f"README layout: {readme_path} lacks fields {sorted(missing)}"
+        assert not missing, f"docs layout: {doc_path} lacks fields {sorted(missing)}"
 
 
-def test_readme_layouts_name_the_files_the_readers_open():
+def test_datasets_page_layouts_name_the_files_the_readers_open():
     paths = {p for p, _ in layout_lines()}
     hm, cm, med = "/data/hateful_memes", "/data/crisismmd", "/data/medical"
     wanted = {
@@ -168,21 +167,21 @@ def test_readme_layouts_name_the_files_the_readers_open():
 
 def prepare_commands() -> list[list[str]]:
     cmds = []
-    for block in fenced_blocks(section("Datasets")):
+    for block in fenced_blocks(DATASETS_PAGE):
         text = block.replace("\\\n", " ")
         cmds += [shlex.split(ln) for ln in text.splitlines()
                  if ln.startswith("fedmllm prepare ")]
     return cmds
 
 
-def test_readme_names_a_prepare_command_per_dataset():
+def test_datasets_page_names_a_prepare_command_per_dataset():
     names = {c[c.index("--dataset") + 1] for c in prepare_commands()}
     assert names == {"hateful_memes", "crisismmd", "medical"}
 
 
 @pytest.mark.parametrize("cmd", prepare_commands(),
                          ids=lambda c: c[c.index("--dataset") + 1])
-def test_readme_prepare_command_runs_on_the_fixture(cmd, datasets, tmp_path, capsys):
+def test_datasets_page_prepare_command_runs_on_the_fixture(cmd, datasets, tmp_path, capsys):
     args = [localise(a, datasets) for a in cmd[1:]]
     out = tmp_path / Path(args[args.index("--out") + 1]).name
     args[args.index("--out") + 1] = str(out)
