@@ -64,11 +64,16 @@ def _weighted_mean(tensors: list[Tensor], weights: list[float]) -> Tensor:
     return acc.to(tensors[0].dtype)
 
 
-UPLOAD_RULES: tuple[str, ...] = merge_names("key") + tuple(
-    n for n in ALGORITHMS if n not in ("fedavg", "local", "zeroshot", "scaffold")
-)
-"""Rules accepted by :func:`merge_lora_uploads` for each key group: the ``key`` merges of the
-registry (:mod:`.registry`), then the server strategies applied once."""
+def upload_rules() -> tuple[str, ...]:
+    """Rules accepted by :func:`merge_lora_uploads` for each key group: the ``key`` merges of
+    the registry (:mod:`.registry`), then the server strategies applied once."""
+    return merge_names("key") + tuple(
+        n for n in ALGORITHMS if n not in ("fedavg", "local", "zeroshot", "scaffold")
+    )
+
+
+UPLOAD_RULES: tuple[str, ...] = upload_rules()
+"""The built-in rules of :func:`upload_rules`."""
 
 
 def _group(key: str) -> str:
@@ -136,9 +141,9 @@ def merge_lora_uploads(
 
 def _check_rules(rules: dict[str, str], params: dict[str, dict]) -> None:
     for group, rule in rules.items():
-        if rule not in UPLOAD_RULES:
+        if rule not in upload_rules():
             raise ValueError(
-                f"unknown rule {rule!r} for {group} keys; choices: {', '.join(UPLOAD_RULES)}"
+                f"unknown rule {rule!r} for {group} keys; choices: {', '.join(upload_rules())}"
             )
         if params[group] and rule in merge_names("key"):
             raise ValueError(f"rule {rule!r} takes no params (got {sorted(params[group])})")

@@ -165,9 +165,14 @@ def _elect_and_mean(pruned: list[Tensor], weights: Tensor, sign: str) -> Tensor:
     return _weighted_disjoint_mean(stack, agree, weights)
 
 
-PRODUCT_METHODS: tuple[str, ...] = ("exact", *merge_names("product"))
-"""Every ``method`` accepted by :func:`merge_lora_products`: ``exact``, then the registry's
-``product`` merges (:mod:`.registry`)."""
+def product_methods() -> tuple[str, ...]:
+    """Every ``method`` accepted by :func:`merge_lora_products`: ``exact``, then the
+    registry's ``product`` merges (:mod:`.registry`)."""
+    return ("exact", *merge_names("product"))
+
+
+PRODUCT_METHODS: tuple[str, ...] = product_methods()
+"""The built-in methods of :func:`product_methods`."""
 
 
 def _peft_merge(
@@ -211,7 +216,7 @@ def merge_lora_products(
     Args:
         states: one uploaded adapter state per client (same LoRA modules and shapes).
         num_examples: ``n_i`` per client (weights ``w_i``; ignored when ``weighted=False``).
-        method: one of :data:`PRODUCT_METHODS`.
+        method: one of :func:`product_methods`.
         weighted: ``w_i = n_i / sum n`` (True) or ``1/N``.
         rank: rank of the returned factors. ``None``: ``exact`` keeps ``N r`` (lossless), the
             other methods return the clients' ``r``; ``"client"``: the clients' ``r`` for
@@ -284,8 +289,10 @@ def _check_product_args(method: str, output: str, majority_sign_method: str, den
                         lam: float, rank: int | str | None) -> float:
     """The arguments of :func:`merge_lora_products` that do not depend on the states;
     returns ``density`` as a float."""
-    if method not in PRODUCT_METHODS:
-        raise ValueError(f"unknown product merge {method!r}; choices: {', '.join(PRODUCT_METHODS)}")
+    if method not in product_methods():
+        raise ValueError(
+            f"unknown product merge {method!r}; choices: {', '.join(product_methods())}"
+        )
     if output not in ("factors", "delta"):
         raise ValueError(f"output must be 'factors' or 'delta', got {output!r}")
     if majority_sign_method not in ("total", "frequency"):
