@@ -122,12 +122,13 @@ class Source:
         self.skipped.extend(result.skipped)
         return result.samples
 
-    def checked(self, samples: list[Sample], source: str) -> list[Sample]:
+    def checked(self, samples: list[Sample], part: str) -> list[Sample]:
         """``samples`` whose image files exist and decode (unless ``verify_images`` is off);
-        bad ones raise, or with ``skip_bad`` are dropped and collected under ``source``."""
+        bad ones raise, or with ``skip_bad`` are dropped and collected, tagged with ``part``
+        (the dataset, or the part of a composite: ``vqa_rad``, ``slake``)."""
         if not self.verify_images:
             return samples
-        kept, bad = check_images(samples, skip_bad=self.skip_bad, source=source)
+        kept, bad = check_images(samples, skip_bad=self.skip_bad, source=part)
         self.skipped.extend(bad)
         return kept
 
