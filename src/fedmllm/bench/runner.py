@@ -9,7 +9,8 @@ The sweep folder ``OUT`` holds::
     logs/<cell>.log       each cell's console output
     results.csv, report.md, report.html, figures/   (:mod:`fedmllm.bench.report`)
 
-Cells run in ``jobs`` parallel processes, each limited to ``threads`` CPU threads
+Cells run in ``jobs`` parallel processes (a ``concurrent.futures`` pool of ``jobs`` threads,
+each starting a cell's process and waiting for it), each limited to ``threads`` CPU threads
 (``OMP_NUM_THREADS``; default: the cores divided by the jobs) so that parallel cells do not
 oversubscribe the machine. A cell that fails is recorded with its one-line error and the sweep
 goes on. Ctrl-C stops the running cells the way Ctrl-C stops a run (each is told once and
