@@ -34,6 +34,19 @@ def modules() -> list[str]:
     return sorted(m for m in graph().modules if in_layer(m, "fedmllm"))
 
 
+class _Imports:
+    """``GRAPH[m]``: the modules ``m`` imports directly; ``len(GRAPH)``: the project's modules."""
+
+    def __getitem__(self, module: str) -> set[str]:
+        return graph().find_modules_directly_imported_by(module)
+
+    def __len__(self) -> int:
+        return len(modules())
+
+
+GRAPH = _Imports()
+
+
 def in_layer(module: str, layer: str) -> bool:
     return module == layer or module.startswith(layer + ".")
 
@@ -62,18 +75,15 @@ def test_cycle_finder_finds_a_planted_cycle():
 
 
 def test_graph_sees_relative_lazy_and_submodule_imports():
-    def imported_by(m: str) -> set[str]:
-        return graph().find_modules_directly_imported_by(m)
-
-    assert "fedmllm.runtime" in imported_by("fedmllm.cli")  # relative, inside a function
-    assert "fedmllm.fl" in imported_by("fedmllm.engine.factory")
-    assert "fedmllm.fl.strategies.base" in imported_by("fedmllm.fl.strategies.fedavg")
-    assert "fedmllm.fl.oneshot.keys" in imported_by("fedmllm.fl.yoco.objective")
-    assert "fedmllm.data.prepared" in imported_by("fedmllm.data.build")
-    assert "fedmllm.data.readers.common" in imported_by("fedmllm.data.readers.vqa_rad")
-    assert "fedmllm.data.synth" in imported_by("fedmllm.model.tiny.corpus")
-    assert "fedmllm.files" in imported_by("fedmllm.data.prepared")
-    assert len(modules()) >= 80
+    assert "fedmllm.runtime" in GRAPH["fedmllm.cli"]  # relative, inside a function
+    assert "fedmllm.fl" in GRAPH["fedmllm.engine.factory"]
+    assert "fedmllm.fl.strategies.base" in GRAPH["fedmllm.fl.strategies.fedavg"]
+    assert "fedmllm.fl.oneshot.keys" in GRAPH["fedmllm.fl.yoco.objective"]
+    assert "fedmllm.data.prepared" in GRAPH["fedmllm.data.build"]
+    assert "fedmllm.data.readers.common" in GRAPH["fedmllm.data.readers.vqa_rad"]
+    assert "fedmllm.data.synth" in GRAPH["fedmllm.model.tiny.corpus"]
+    assert "fedmllm.files" in GRAPH["fedmllm.data.prepared"]
+    assert len(GRAPH) >= 80
 
 
 def test_no_import_cycle_anywhere():
