@@ -195,7 +195,8 @@ class _Sweep:
         self.out, self.grid, self.status, self.jobs, self.threads = \
             out, grid, status, jobs, threads
         # FEDMLLM_BENCH_CELL: the cell's process takes SIGINT as Ctrl-C even where the sweep
-        # was started with SIGINT ignored (a background job of a non-interactive shell)
+        # was started with SIGINT ignored (a background job of a non-interactive shell, see
+        # cli.main)
         self.env = {**os.environ, "OMP_NUM_THREADS": str(threads),
                     "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
                     "FEDMLLM_BENCH_CELL": "1"}
