@@ -197,6 +197,38 @@ def test_report_tables_and_claims_by_hand(tmp_path):
     assert (tmp_path / "docs" / "results_figures" / "views.png").is_file()
 
 
+def test_report_html_is_its_markdown_rendered(tmp_path):
+    """report.html: report.md rendered by markdown-it (tables, code, a grid's notes as
+    Markdown with raw HTML escaped), every figure embedded."""
+    out = _fake_sweep(tmp_path)
+    state = json.loads((out / "bench.json").read_text())
+    notes = tmp_path / "notes.md"
+    notes.write_text("## Why\n\nThe *aligned* setting <script>x</script> `fedavg`.\n")
+    (out / "bench.json").write_text(json.dumps({**state, "notes": str(notes)}))
+    paths = build_report(out)
+    html, md = paths["html"].read_text(), paths["markdown"].read_text()
+    assert "<h2>Why</h2>" in html and "<em>aligned</em>" in html
+    assert "&lt;script&gt;" in html and "<script>" not in html
+    assert "<td>fedavg</td>" in html and "<code>fedavg</code>" in html
+    assert html.count("<img src=\"data:image/png;base64,") == md.count("](figures/")
+
+
+def test_bench_progress_heartbeat_counts_running_cells_and_the_eta():
+    import io
+
+    from rich.console import Console
+
+    from fedmllm.report.console import RoundProgress
+
+    buf = io.StringIO()
+    with RoundProgress(Console(file=buf, force_terminal=False, width=100), 8, True, 3,
+                       heartbeat=0.5, what="cells", eta=True) as progress:
+        progress.running = 2
+        time.sleep(1.3)
+    assert buf.getvalue().splitlines()[0].startswith("... 3/8 cells, 2 running, ")
+    assert buf.getvalue().splitlines()[0].endswith(" s, ETA ?")
+
+
 # ----------------------------------------------------------------------------- a real sweep
 
 def _bench(args, env=None, **kw):

@@ -47,9 +47,9 @@ algorithm with its own server learning rate)::
 
 A cell is (setting, method, seed); its *method* is the ``[[methods]]`` name and/or its axis
 values (``fedavg``, or ``algorithm=fedavg lr=0.01`` with several axes). Later keys win: base
-file < ``fixed`` < setting < method < axes < seed. Every cell's configuration is built and validated (:func:`fedmllm.engine.plan_run`)
-when the grid is read, so a misspelt key or value fails the whole sweep in a second, naming the
-grid file and the cell, before anything runs.
+file < ``fixed`` < setting < method < axes < seed. Every cell's configuration is built and
+validated (:func:`fedmllm.engine.plan_run`) when the grid is read, so a misspelt key or value
+fails the whole sweep in a second, naming the grid file and the cell, before anything runs.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ _BENCH_KEYS = {"base", "seeds", "metric", "reference", "description", "view", "m
                "gate", "share_uploads", "notes", "focus", "against"}
 _METRICS = ("accuracy", "macro_f1", "auroc", "auc_hard")
 _VIEWS = ("image_text", "image_only", "text_only")
+_BENCH_SET = ("seed", "output.dir")  # keys a grid may not set: bench.seeds, --out
 
 
 @dataclass
@@ -229,9 +230,38 @@ def load_grid(path: str | Path, overrides: list[str] | tuple = ()) -> Grid:
     """Read, expand and validate a grid file (see the module docstring). ``overrides``
     (``key=value``, as on the ``fedmllm run`` command line) are added to ``fixed``: the way
     to point a shipped grid at your data and model (``data.data_dir=... model.name=...``)."""
-    from ..engine.factory import plan_run
-
     path = Path(path)
+    raw = _read(path)
+    bench = raw.get("bench", {})
+    opts = _bench_options(bench, path)
+    fixed, axes = _fixed_and_axes(raw, path, overrides)
+    settings = _settings(raw, path, fixed, axes)
+    names = [n for n, _ in settings]
+    cells, methods = _expand(path, opts["base"], settings, _method_groups(raw, path, axes),
+                             axes, fixed, opts["seeds"])
+    claims = [_claim(c, i, path) for i, c in enumerate(raw.get("claims", []))]
+    _check_claims(claims, methods, names, path)
+    reference = bench.get("reference")
+    if reference is not None and reference not in methods:
+        raise ConfigError(f"{path}: bench.reference: no method {reference!r} (the grid has "
+                          f"{'; '.join(methods)})")
+    gate, against = _method_names(bench, "gate", methods, path), \
+        _method_names(bench, "against", methods, path)
+    focus = (_method_names(bench, "focus", methods, path) or [None])[0]
+    if against and focus is None:
+        raise ConfigError(f"{path}: bench.against: name the method it is against (bench.focus)")
+    digest = hashlib.sha256(json.dumps(
+        [[c.id, c.config.to_dict()] for c in cells], sort_keys=True, default=str
+    ).encode()).hexdigest()
+    base = opts["base"]
+    return Grid(path, cells, names, methods, list(opts["seeds"]), opts["metric"], opts["view"],
+                reference, str(bench.get("description", "")), str(base) if base else None,
+                claims, digest, list(opts["metrics"]), gate, opts["share_uploads"],
+                opts["notes"], focus, against)
+
+
+def _read(path: Path) -> dict:
+    """The grid file's tables, checked for unknown ones."""
     if not path.is_file():
         raise ConfigError(f"{path}: grid file not found")
     try:
@@ -242,7 +272,12 @@ def load_grid(path: str | Path, overrides: list[str] | tuple = ()) -> Grid:
     if unknown:
         raise ConfigError(f"{path}: unknown table {min(unknown)!r} (expected bench, "
                           "fixed, axes, methods, settings, claims)")
-    bench = raw.get("bench", {})
+    return raw
+
+
+def _bench_options(bench: dict, path: Path) -> dict[str, Any]:
+    """The ``[bench]`` keys that need no method names, checked: seeds, metric, metrics,
+    share_uploads, notes and base (both resolved against the grid's folder) and view."""
     bad = set(bench) - _BENCH_KEYS
     if bad:
         raise ConfigError(f"{path}: bench.{min(bad)}: unknown key (expected "
@@ -270,24 +305,36 @@ def load_grid(path: str | Path, overrides: list[str] | tuple = ()) -> Grid:
     if view not in _VIEWS:
         raise ConfigError(f"{path}: bench.view: expected one of {_VIEWS}, got {view!r}")
     base = bench.get("base")
-    base_path = None
     if base is not None:
-        base_path = (path.parent / base).resolve()
-        if not base_path.is_file():
-            raise ConfigError(f"{path}: bench.base: {base_path} not found")
+        base = (path.parent / base).resolve()
+        if not base.is_file():
+            raise ConfigError(f"{path}: bench.base: {base} not found")
+    return {"seeds": seeds, "metric": metric, "metrics": extra, "share_uploads": share,
+            "notes": notes, "view": view, "base": base}
+
+
+def _fixed_and_axes(raw: dict, path: Path, overrides) -> tuple[dict, dict]:
+    """The ``fixed`` keys with the command line's ``overrides`` added (which may not touch an
+    axis or setting key), and the axes, each a non-empty list."""
     fixed = _flatten(raw.get("fixed", {}), f"{path}: fixed")
-    axes_raw = _flatten(raw.get("axes", {}), f"{path}: axes")
+    axes = _flatten(raw.get("axes", {}), f"{path}: axes")
     for item in overrides:
         keys, value = parse_override(item)
         key = ".".join(keys)
-        if key in axes_raw or any(key in _flatten(s, str(path))
-                                  for s in raw.get("settings", []) if isinstance(s, dict)):
+        if key in axes or any(key in _flatten(s, str(path))
+                              for s in raw.get("settings", []) if isinstance(s, dict)):
             raise ConfigError(f"{item}: {key} is an axis or setting key of {path}; edit the "
                               "grid file to change it")
         fixed[key] = value
-    for k, v in axes_raw.items():
+    for k, v in axes.items():
         if not isinstance(v, list) or not v:
             raise ConfigError(f"{path}: axes.{k}: expected a non-empty list of values")
+    return fixed, axes
+
+
+def _settings(raw: dict, path: Path, fixed: dict, axes: dict) -> list[tuple[str, dict]]:
+    """``[[settings]]`` as (name, keys), the names distinct (one ``default`` without any);
+    the keys the bench sets itself are refused here and in ``fixed`` and the axes."""
     settings_raw = raw.get("settings", [{"name": "default"}])
     if not isinstance(settings_raw, list) or not settings_raw:
         raise ConfigError(f"{path}: settings: expected [[settings]] tables")
@@ -300,56 +347,69 @@ def load_grid(path: str | Path, overrides: list[str] | tuple = ()) -> Grid:
     names = [n for n, _ in settings]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: settings: duplicate name")
-    for key in ("seed", "output.dir"):
-        if key in fixed or key in axes_raw or any(key in k for _, k in settings):
+    for key in _BENCH_SET:
+        if key in fixed or key in axes or any(key in k for _, k in settings):
             raise ConfigError(f"{path}: {key}: set by the bench itself "
                               f"({'bench.seeds' if key == 'seed' else '--out'})")
+    return settings
 
-    # [[methods]]: named groups of keys that make one method (an algorithm with its own
-    # parameters), crossed with the axes
-    groups: list[tuple[str | None, dict]] = [(None, {})]
-    if "methods" in raw:
-        groups = []
-        for i, m in enumerate(raw["methods"] if isinstance(raw["methods"], list) else [None]):
-            if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not m["name"]:
-                raise ConfigError(f"{path}: methods[{i}]: needs a name")
-            keys = _flatten({k: v for k, v in m.items() if k != "name"}, str(path))
-            both = set(keys) & set(axes_raw)
-            if both:
-                raise ConfigError(f"{path}: methods[{i}]: {min(both)} is also an axis")
-            for key in ("seed", "output.dir"):
-                if key in keys:
-                    raise ConfigError(f"{path}: methods[{i}]: {key}: set by the bench itself")
-            groups.append((m["name"], keys))
-    cells: list[Cell] = []
-    methods: list[str] = []
+
+def _method_groups(raw: dict, path: Path, axes: dict) -> list[tuple[str | None, dict]]:
+    """``[[methods]]``: named groups of keys that make one method (an algorithm with its own
+    parameters), crossed with the axes; one unnamed empty group without any."""
+    if "methods" not in raw:
+        return [(None, {})]
+    groups = []
+    for i, m in enumerate(raw["methods"] if isinstance(raw["methods"], list) else [None]):
+        if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not m["name"]:
+            raise ConfigError(f"{path}: methods[{i}]: needs a name")
+        keys = _flatten({k: v for k, v in m.items() if k != "name"}, str(path))
+        both = set(keys) & set(axes)
+        if both:
+            raise ConfigError(f"{path}: methods[{i}]: {min(both)} is also an axis")
+        for key in _BENCH_SET:
+            if key in keys:
+                raise ConfigError(f"{path}: methods[{i}]: {key}: set by the bench itself")
+        groups.append((m["name"], keys))
+    return groups
+
+
+def _expand(path: Path, base: Path | None, settings: list[tuple[str, dict]], groups: list,
+            axes: dict, fixed: dict, seeds: list[int]) -> tuple[list[Cell], list[str]]:
+    """Every (setting, method, seed) cell with its configuration built and validated
+    (:func:`fedmllm.engine.plan_run`); the cells and the method names in order."""
+    from ..engine.factory import plan_run
+
     combos = []
     for group, group_keys in groups:
-        for vals in itertools.product(*axes_raw.values()):
-            axis = dict(zip(axes_raw, vals, strict=True))
+        for vals in itertools.product(*axes.values()):
+            axis = dict(zip(axes, vals, strict=True))
             label = _method_name(axis) if axis else None
             combos.append(({**group_keys, **axis},
                            " ".join(x for x in (group, label) if x) or "default"))
-    for name, keys in settings:
-        for combo, method in combos:
-            if method not in methods:
-                methods.append(method)
-            for seed in seeds:
-                overrides = {**fixed, **keys, **combo, "seed": seed}
-                cid = f"{_safe(name)}__{_safe(method)}__s{seed}"
-                items = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
-                where = f"{path}: cell {cid}"
-                try:
-                    cfg = load_config(base_path, items)
-                    plan_run(cfg)
-                except ConfigError as e:
-                    raise ConfigError(f"{where}: {e}") from None
-                cells.append(Cell(cid, name, method, seed, overrides, cfg))
+    cells: list[Cell] = []
+    methods: list[str] = []
+    for (name, keys), (combo, method), seed in itertools.product(settings, combos, seeds):
+        if method not in methods:
+            methods.append(method)
+        overrides = {**fixed, **keys, **combo, "seed": seed}
+        cid = f"{_safe(name)}__{_safe(method)}__s{seed}"
+        try:
+            cfg = load_config(base, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+            plan_run(cfg)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: cell {cid}: {e}") from None
+        cells.append(Cell(cid, name, method, seed, overrides, cfg))
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{path}: two cells get the same folder name; make the setting "
                           "names or axis values distinct")
-    claims = [_claim(c, i, path) for i, c in enumerate(raw.get("claims", []))]
+    return cells, methods
+
+
+def _check_claims(claims: list[Claim], methods: list[str], settings: list[str],
+                  path: Path) -> None:
+    """Every method and setting a claim names is one of the grid's."""
     for c in claims:
         for side in (c.better, c.worse):
             for m in side.get("method", []):
@@ -357,21 +417,6 @@ def load_grid(path: str | Path, overrides: list[str] | tuple = ()) -> Grid:
                     raise ConfigError(f"{path}: claim {c.name!r}: no method {m!r} (the grid "
                                       f"has {'; '.join(methods)})")
             for s in side.get("setting", []):
-                if s not in names:
+                if s not in settings:
                     raise ConfigError(f"{path}: claim {c.name!r}: no setting {s!r} (the grid "
-                                      f"has {', '.join(names)})")
-    reference = bench.get("reference")
-    if reference is not None and reference not in methods:
-        raise ConfigError(f"{path}: bench.reference: no method {reference!r} (the grid has "
-                          f"{'; '.join(methods)})")
-    gate, against = _method_names(bench, "gate", methods, path), \
-        _method_names(bench, "against", methods, path)
-    focus = (_method_names(bench, "focus", methods, path) or [None])[0]
-    if against and focus is None:
-        raise ConfigError(f"{path}: bench.against: name the method it is against (bench.focus)")
-    digest = hashlib.sha256(json.dumps(
-        [[c.id, c.config.to_dict()] for c in cells], sort_keys=True, default=str
-    ).encode()).hexdigest()
-    return Grid(path, cells, names, methods, list(seeds), metric, view, reference,
-                str(bench.get("description", "")), str(base_path) if base_path else None,
-                claims, digest, list(extra), gate, share, notes, focus, against)
+                                      f"has {', '.join(settings)})")

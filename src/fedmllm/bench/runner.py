@@ -9,7 +9,8 @@ The sweep folder ``OUT`` holds::
     logs/<cell>.log       each cell's console output
     results.csv, report.md, report.html, figures/   (:mod:`fedmllm.bench.report`)
 
-Cells run in ``jobs`` parallel processes, each limited to ``threads`` CPU threads
+Cells run in ``jobs`` parallel processes (a ``concurrent.futures`` pool of ``jobs`` threads,
+each starting a cell's process and waiting for it), each limited to ``threads`` CPU threads
 (``OMP_NUM_THREADS``; default: the cores divided by the jobs) so that parallel cells do not
 oversubscribe the machine. A cell that fails is recorded with its one-line error and the sweep
 goes on. Ctrl-C stops the running cells the way Ctrl-C stops a run (each is told once and
@@ -29,11 +30,13 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from ..config import ConfigError
 from ..errors import OutputError
 from ..files import atomic_write_json, atomic_write_text
+from ..report.console import RoundProgress
 from .grid import Cell, Grid
 
 __all__ = ["BenchInterrupted", "run_bench"]
@@ -65,8 +68,6 @@ def _error_line(log: Path) -> str:
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
-
-
 
 
 def _open_folder(out: Path, grid: Grid, resume: bool) -> dict:
@@ -128,78 +129,6 @@ def _build_presets(grid: Grid, console) -> None:
         ensure_tiny(preset, pretrain, quiet=console is None)
 
 
-class _Progress:
-    """A bar over cells with an ETA in a terminal; elsewhere a line per finished cell and a
-    line at least every ``heartbeat`` seconds."""
-
-    def __init__(self, console, total: int, done: int, heartbeat: float = 10.0):
-        self.console, self.total, self.done = console, total, done
-        self.start_done = done
-        self.running = 0
-        self.t0 = time.monotonic()
-        self.heartbeat = heartbeat
-        self._bar = None
-        self._stop = threading.Event()
-        self._last = self.t0
-
-    def __enter__(self):
-        if self.console is None:
-            return self
-        if self.console.is_terminal:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._bar = Progress("cells", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 "ETA", TimeRemainingColumn(), console=self.console,
-                                 transient=True)
-            self._bar.__enter__()
-            self._task = self._bar.add_task("cells", total=self.total, completed=self.done)
-        else:
-            threading.Thread(target=self._beat, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-    def eta(self) -> str:
-        finished = self.done - self.start_done
-        if not finished:
-            return "?"
-        left = (time.monotonic() - self.t0) / finished * (self.total - self.done)
-        return f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
-
-    def stopping(self) -> None:
-        """Ctrl-C: the heartbeat stops; the running cells are being told to stop."""
-        self._stop.set()
-        self.line(f"stopping: telling the {self.running} running cell(s) to checkpoint and "
-                  "stop (up to 60 s)")
-
-    def _beat(self) -> None:
-        while not self._stop.wait(1.0):
-            now = time.monotonic()
-            if now - self._last >= self.heartbeat:
-                self.line(f"... {self.done}/{self.total} cells, {self.running} running, "
-                          f"{now - self.t0:.0f} s, ETA {self.eta()}")
-
-    def line(self, text: str) -> None:
-        if self.console is not None:
-            self._last = time.monotonic()
-            self.console.print(text, markup=False, soft_wrap=True)
-
-    def cell_done(self, text: str) -> None:
-        self.done += 1
-        if self._bar is not None:
-            self._bar.advance(self._task)
-        self.line(f"[{self.done}/{self.total}] {text}")
-
-
 def _headline(folder: Path, grid: Grid) -> str:
     try:
         summary = json.loads((folder / "summary.json").read_text())
@@ -224,100 +153,147 @@ def run_bench(grid: Grid, out: str | Path, jobs: int = 1, resume: bool = False,
         (out / sub).mkdir(parents=True, exist_ok=True)
     if grid.path.resolve() != (out / "grid.toml").resolve():
         shutil.copyfile(grid.path, out / "grid.toml")
-
-    def save() -> None:
-        atomic_write_json(out / STATE, {**grid.to_json(), "jobs": jobs, "threads": threads,
-                                        "status": status})
-
-    todo: list[Cell] = []
-    for cell in grid.cells:
-        folder = _cell_folder(out, cell)
-        if (folder / "summary.json").is_file():
-            status[cell.id] = {**status.get(cell.id, {}), "status": "done"}
-            continue
-        status[cell.id] = {**status.get(cell.id, {}), "status": "pending"}
-        todo.append(cell)
-    save()
+    todo = [cell for cell in grid.cells if not _mark(out, cell, status)]
+    sweep = _Sweep(out, grid, status, jobs, threads)
+    sweep.save()
     _build_presets(grid, console)
-    # FEDMLLM_BENCH_CELL: the cell's process takes SIGINT as Ctrl-C even where the sweep was
-    # started with SIGINT ignored (a background job of a non-interactive shell), see cli.main
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "TOKENIZERS_PARALLELISM": "false", "FEDMLLM_BENCH_CELL": "1"}
-    running: dict[str, tuple[subprocess.Popen, float, object]] = {}
-    interrupted = False
     # the cells run in sessions of their own (a terminal's Ctrl-C reaches only this process,
     # which tells each cell once); SIGTERM stops the sweep the same way as Ctrl-C
     previous = signal.getsignal(signal.SIGTERM)
-    if threading.current_thread() is threading.main_thread():
+    main = threading.current_thread() is threading.main_thread()
+    if main:
         signal.signal(signal.SIGTERM, _raise_interrupt)
-    with _Progress(console, len(grid.cells), len(grid.cells) - len(todo)) as progress:
-        if console is not None:
-            progress.line(f"fedmllm bench: {len(grid.cells)} cells ({len(todo)} to run) in "
-                          f"{out}, {jobs} at a time, {threads} threads each")
-        queue = list(todo)
+    with RoundProgress(console, len(grid.cells), True, len(grid.cells) - len(todo),
+                       what="cells", eta=True) as progress:
+        progress.print(f"fedmllm bench: {len(grid.cells)} cells ({len(todo)} to run) in "
+                       f"{out}, {jobs} at a time, {threads} threads each")
+        sweep.progress, progress.running = progress, 0
         try:
-            while queue or running:
-                while queue and len(running) < jobs:
-                    cell = queue.pop(0)
-                    folder = _cell_folder(out, cell)
-                    config_file = out / "configs" / f"{cell.id}.yaml"
-                    _place(out, grid, cell)
-                    atomic_write_text(config_file, cell.config.to_yaml())
-                    if (folder / "config.yaml").is_file():  # started before: continue it
-                        args = ["run", "--resume", str(folder)]
-                    else:
-                        if folder.exists():  # made but never started: nothing of value
-                            shutil.rmtree(folder)
-                        args = ["run", "--config", str(config_file)]
-                    log = open(out / "logs" / f"{cell.id}.log", "a")  # noqa: SIM115
-                    proc = subprocess.Popen([sys.executable, "-m", "fedmllm", *args],
-                                            stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
-                    running[cell.id] = (proc, time.monotonic(), log)
-                    status[cell.id] = {"status": "running", "command": cell.command(grid.base)}
-                    progress.running = len(running)
-                    save()
-                for cid in list(running):
-                    proc, t0, log = running[cid]
-                    if proc.poll() is None:
-                        continue
-                    log.close()
-                    del running[cid]
-                    progress.running = len(running)
-                    seconds = round(time.monotonic() - t0, 1)
-                    folder = out / "runs" / cid
-                    if proc.returncode == 0 and (folder / "summary.json").is_file():
-                        status[cid].update(status="done", seconds=seconds)
-                        progress.cell_done(f"{cid} done in {seconds:.0f} s"
-                                           f"{_headline(folder, grid)} (ETA {progress.eta()})")
-                    else:
-                        rc = proc.returncode
-                        err = (f"killed by {signal.Signals(-rc).name}" if rc < 0 else
-                               _error_line(out / "logs" / f"{cid}.log"))
-                        status[cid].update(status="failed", seconds=seconds, error=err,
-                                           returncode=proc.returncode)
-                        progress.cell_done(f"{cid} FAILED: {err}")
-                    save()
-                time.sleep(0.2)
+            sweep.run(todo)
         except KeyboardInterrupt:
-            interrupted = True
-            progress.stopping()
-            for cid, (proc, _, _) in running.items():
+            sweep.stop()
+            raise BenchInterrupted(str(out)) from None
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
+    return status
+
+
+def _mark(out: Path, cell: Cell, status: dict) -> bool:
+    """Record ``cell`` as done (its summary exists) or pending; whether it is done."""
+    done = (_cell_folder(out, cell) / "summary.json").is_file()
+    status[cell.id] = {**status.get(cell.id, {}), "status": "done" if done else "pending"}
+    return done
+
+
+class _Sweep:
+    """The cells of one sweep in a pool of ``jobs`` threads, each of which starts a cell's
+    process and waits for it; cells start in the grid's order and are recorded as they end.
+    ``bench.json`` is rewritten at every change of a cell's status."""
+
+    def __init__(self, out: Path, grid: Grid, status: dict, jobs: int, threads: int):
+        self.out, self.grid, self.status, self.jobs, self.threads = \
+            out, grid, status, jobs, threads
+        # FEDMLLM_BENCH_CELL: the cell's process takes SIGINT as Ctrl-C even where the sweep
+        # was started with SIGINT ignored (a background job of a non-interactive shell, see
+        # cli.main)
+        self.env = {**os.environ, "OMP_NUM_THREADS": str(threads),
+                    "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
+                    "FEDMLLM_BENCH_CELL": "1"}
+        self.running: dict[str, tuple[subprocess.Popen, float, object]] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.progress: RoundProgress | None = None
+
+    def save(self) -> None:
+        atomic_write_json(self.out / STATE, {**self.grid.to_json(), "jobs": self.jobs,
+                                             "threads": self.threads, "status": self.status})
+
+    def run(self, todo: list[Cell]) -> None:
+        pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="bench-cell")
+        try:
+            for future in as_completed([pool.submit(self._cell, c) for c in todo]):
+                cid = future.result()
+                if cid is not None:
+                    self._finished(cid)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _cell(self, cell: Cell) -> str | None:
+        """A pool thread: start ``cell``'s process and wait for it (``None``: not started,
+        the sweep is stopping)."""
+        with self.lock:
+            if self.stopping.is_set():
+                return None
+            proc, log = self._start(cell)
+            self.running[cell.id] = (proc, time.monotonic(), log)
+            self.status[cell.id] = {"status": "running",
+                                    "command": cell.command(self.grid.base)}
+            self.progress.running = len(self.running)
+            self.save()
+        proc.wait()
+        return cell.id
+
+    def _start(self, cell: Cell):
+        """The cell's ``fedmllm run`` in a process of its own: resumed from its checkpoint
+        when it started before, else from its configuration file."""
+        folder = _cell_folder(self.out, cell)
+        config_file = self.out / "configs" / f"{cell.id}.yaml"
+        _place(self.out, self.grid, cell)
+        atomic_write_text(config_file, cell.config.to_yaml())
+        if (folder / "config.yaml").is_file():  # started before: continue it
+            args = ["run", "--resume", str(folder)]
+        else:
+            if folder.exists():  # made but never started: nothing of value
+                shutil.rmtree(folder)
+            args = ["run", "--config", str(config_file)]
+        log = open(self.out / "logs" / f"{cell.id}.log", "a")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, "-m", "fedmllm", *args], stdout=log,
+                                stderr=subprocess.STDOUT, env=self.env,
+                                start_new_session=True)
+        return proc, log
+
+    def _finished(self, cid: str) -> None:
+        """Record an ended cell as done (exit 0 and a summary) or failed, with its seconds."""
+        with self.lock:
+            proc, t0, log = self.running.pop(cid)
+            log.close()
+            self.progress.running = len(self.running)
+            seconds = round(time.monotonic() - t0, 1)
+            folder = self.out / "runs" / cid
+            if proc.returncode == 0 and (folder / "summary.json").is_file():
+                self.status[cid].update(status="done", seconds=seconds)
+                text = (f"{cid} done in {seconds:.0f} s{_headline(folder, self.grid)} "
+                        f"(ETA {self.progress.eta()})")
+            else:
+                rc = proc.returncode
+                err = (f"killed by {signal.Signals(-rc).name}" if rc < 0 else
+                       _error_line(self.out / "logs" / f"{cid}.log"))
+                self.status[cid].update(status="failed", seconds=seconds, error=err,
+                                        returncode=rc)
+                text = f"{cid} FAILED: {err}"
+            self.progress.client_done()
+            self.progress.print(f"[{self.progress.done}/{self.progress.total}] {text}")
+            self.save()
+
+    def stop(self) -> None:
+        """Ctrl-C: no more cells start; each running one is told once (it checkpoints and
+        stops), given up to 60 s in all, then killed; all are recorded as interrupted."""
+        with self.lock:
+            self.stopping.set()
+            self.progress.stop_heartbeat()
+            self.progress.print(f"stopping: telling the {len(self.running)} running cell(s) "
+                                "to checkpoint and stop (up to 60 s)")
+            for proc, _, _ in self.running.values():
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGINT)  # the run checkpoints and stops
             deadline = time.monotonic() + 60
-            for cid, (proc, _, log) in running.items():
+            for cid, (proc, _, log) in self.running.items():
                 try:
                     proc.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
                 log.close()
-                status[cid]["status"] = "interrupted"
-            save()
-        finally:
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGTERM, previous)
-    if interrupted:
-        raise BenchInterrupted(str(out))
-    return status
+                self.status[cid]["status"] = "interrupted"
+            self.save()

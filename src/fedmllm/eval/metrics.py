@@ -112,41 +112,12 @@ def classification_metrics(
     p = _as_predictions(y_pred, num_classes)
     if t.shape != p.shape:
         raise ValueError(f"y_true and y_pred differ in length: {t.size} vs {p.size}")
-    n = int(t.size)
-    prob_arr: np.ndarray | None = None
-    if probs is not None:
-        prob_arr = np.asarray(probs, dtype=np.float64)
-        if prob_arr.shape != (n, num_classes):
-            raise ValueError(f"probs must have shape ({n}, {num_classes}), got {prob_arr.shape}")
-        if not np.isfinite(prob_arr).all():
-            raise ValueError("probs must be finite")
-
-    invalid_mask = p == INVALID
-    labels = list(range(num_classes))
-    invalid_by_class = np.bincount(t[invalid_mask], minlength=num_classes)
-    valid = ~invalid_mask
-    confusion = (
-        confusion_matrix(t[valid], p[valid], labels=labels)
-        if valid.any()
-        else (np.zeros((num_classes, num_classes), dtype=np.int64))
-    )
-    out: dict[str, Any] = {
-        "n": n,
-        "accuracy": None,
-        "macro_f1": None,
-        "f1_per_class": None,
-        "invalid_rate": None,
-        "invalid": int(invalid_mask.sum()),
-        "invalid_by_class": [int(c) for c in invalid_by_class],
-        "auroc": None,
-        "auc_hard": None,
-        "macro_f1_research": None,
-        "confusion": [[int(c) for c in row] for row in confusion],
-    }
-    if n == 0:
+    prob_arr = None if probs is None else _as_probs(probs, t.size, num_classes)
+    out = _counts(t, p, num_classes)
+    if not t.size:
         return out
-
-    per_class = f1_score(t, p, labels=labels, average=None, zero_division=0.0)
+    invalid_mask = p == INVALID
+    per_class = f1_score(t, p, labels=list(range(num_classes)), average=None, zero_division=0.0)
     research_pred = np.where(invalid_mask, RESEARCH_FAILURE_INDEX, p)
     out.update(
         accuracy=float(np.mean(t == p)),
@@ -164,3 +135,38 @@ def classification_metrics(
         else:
             out["auroc"] = multiclass_auroc(t, prob_arr)
     return out
+
+
+def _as_probs(probs, n: int, num_classes: int) -> np.ndarray:
+    prob_arr = np.asarray(probs, dtype=np.float64)
+    if prob_arr.shape != (n, num_classes):
+        raise ValueError(f"probs must have shape ({n}, {num_classes}), got {prob_arr.shape}")
+    if not np.isfinite(prob_arr).all():
+        raise ValueError("probs must be finite")
+    return prob_arr
+
+
+def _counts(t: np.ndarray, p: np.ndarray, num_classes: int) -> dict[str, Any]:
+    """The metrics dict with its counts filled in (``n``, the invalid answers, the confusion
+    matrix of the valid ones) and every fraction ``None``."""
+    invalid_mask = p == INVALID
+    valid = ~invalid_mask
+    confusion = (
+        confusion_matrix(t[valid], p[valid], labels=list(range(num_classes)))
+        if valid.any()
+        else np.zeros((num_classes, num_classes), dtype=np.int64)
+    )
+    return {
+        "n": int(t.size),
+        "accuracy": None,
+        "macro_f1": None,
+        "f1_per_class": None,
+        "invalid_rate": None,
+        "invalid": int(invalid_mask.sum()),
+        "invalid_by_class": [int(c) for c in
+                             np.bincount(t[invalid_mask], minlength=num_classes)],
+        "auroc": None,
+        "auc_hard": None,
+        "macro_f1_research": None,
+        "confusion": [[int(c) for c in row] for row in confusion],
+    }

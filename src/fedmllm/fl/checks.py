@@ -35,14 +35,6 @@ def optional_positive(name: str, value: Any) -> float | None:
     return None if value is None else positive(name, value)
 
 
-def non_negative(name: str, value: Any) -> float:
-    """``value`` as a float in ``[0, inf)``."""
-    value = float(value)
-    if not value >= 0 or math.isinf(value):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return value
-
-
 def in_unit(name: str, value: Any) -> float:
     """``value`` as a float in ``[0, 1)`` (momentum-like coefficients)."""
     value = float(value)

@@ -127,9 +127,6 @@ class AdapterState:
             for k, p in self.params.items():
                 p.copy_(state[k])
 
-    def num_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self.params.values())
-
 
 def check_state_keys(state: Mapping[str, torch.Tensor], expected: Mapping) -> None:
     """Raise :class:`ModelError` on missing, unexpected or mis-shaped keys."""

@@ -26,25 +26,29 @@ def quiet_libraries() -> None:
 
 
 class RoundProgress:
-    """Progress over ``total`` client updates plus a per-round table line.
+    """Progress over ``total`` units of work (client updates of a run, cells of a sweep) plus
+    the lines of the run's own output.
 
-    In a terminal: a rich progress bar. Elsewhere (a log file, a pipe): no bar, but a line at
-    least every ``heartbeat`` seconds while work goes on (``... 3/48 client updates, 40 s``),
-    so a long round never looks stuck. ``enabled=False`` or no console prints nothing
-    (``output.progress=false``, ``--quiet``). Entered inside another one (the evaluation
-    within a round), it shows nothing: the outer one goes on.
+    In a terminal: a rich progress bar (with an ETA column when ``eta``). Elsewhere (a log
+    file, a pipe): no bar, but a line at least every ``heartbeat`` seconds while work goes on
+    (``... 3/48 client updates, 40 s``; with ``running`` set and ``eta``: ``... 3/8 cells,
+    2 running, 40 s, ETA 2 min``), so a long round never looks stuck. ``enabled=False`` or no
+    console prints nothing (``output.progress=false``, ``--quiet``). Entered inside another
+    one (the evaluation within a round), it shows nothing: the outer one goes on.
     """
 
     _open = 0  # instances entered and not yet left: one at a time shows anything
 
     def __init__(self, console, total: int, enabled: bool, done: int = 0,
-                 heartbeat: float = 10.0, what: str = "client updates"):
+                 heartbeat: float = 10.0, what: str = "client updates", eta: bool = False):
         self.console = console
         self.enabled = enabled and console is not None
         self.total, self.done, self.what = total, done, what
-        self.heartbeat = heartbeat
+        self.start_done = done
+        self.running: int | None = None
+        """Units under way (shown in the heartbeat line when set)."""
+        self.heartbeat, self.show_eta = heartbeat, eta
         self._p = None
-        self._timer = None
         self._stop = threading.Event()
         self._t0 = time.monotonic()
         self._last = self._t0
@@ -54,34 +58,56 @@ class RoundProgress:
         self._quiet = RoundProgress._open > 1  # inside another one (evaluation in a round)
         if self.enabled and not self._quiet:
             if self.console.is_terminal:
-                from rich.progress import (
-                    BarColumn,
-                    MofNCompleteColumn,
-                    Progress,
-                    TimeElapsedColumn,
-                )
-
-                self._p = Progress("[progress.description]{task.description}", BarColumn(),
-                                   MofNCompleteColumn(), TimeElapsedColumn(),
-                                   console=self.console, transient=True)
+                self._p = self._bar()
                 self._p.__enter__()
                 self._task = self._p.add_task(self.what, total=self.total,
                                               completed=self.done)
             else:
-                self._timer = threading.Thread(target=self._beat, daemon=True)
-                self._timer.start()
+                threading.Thread(target=self._beat, daemon=True).start()
         return self
+
+    def _bar(self):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        eta = ("ETA", TimeRemainingColumn()) if self.show_eta else ()
+        return Progress("[progress.description]{task.description}", BarColumn(),
+                        MofNCompleteColumn(), TimeElapsedColumn(), *eta,
+                        console=self.console, transient=True)
+
+    def eta(self) -> str:
+        """The time left at the rate of the units finished since the start: ``? ``, ``40 s``,
+        ``12 min``."""
+        finished = self.done - self.start_done
+        if not finished:
+            return "?"
+        left = (time.monotonic() - self._t0) / finished * (self.total - self.done)
+        return f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
 
     def _beat(self) -> None:
         while not self._stop.wait(1.0):
             now = time.monotonic()
             if now - self._last >= self.heartbeat:
-                self._line(f"... {self.done}/{self.total} {self.what}, "
-                           f"{now - self._t0:.0f} s")
+                parts = [f"... {self.done}/{self.total} {self.what}"]
+                if self.running is not None:
+                    parts.append(f"{self.running} running")
+                parts.append(f"{now - self._t0:.0f} s")
+                if self.show_eta:
+                    parts.append(f"ETA {self.eta()}")
+                self._line(", ".join(parts))
 
     def _line(self, text: str) -> None:
         self._last = time.monotonic()
         self.console.print(text, markup=False)
+
+    def stop_heartbeat(self) -> None:
+        """No more heartbeat lines (a sweep that is stopping says so itself)."""
+        self._stop.set()
 
     def __exit__(self, *exc):
         RoundProgress._open -= 1
@@ -90,11 +116,12 @@ class RoundProgress:
             self._p.__exit__(*exc)
 
     def print(self, text: str) -> None:
-        """A line of the run's own output (the table header, a round)."""
+        """A line of the run's own output (the table header, a round, a finished cell)."""
         if self.enabled and not getattr(self, "_quiet", False):
             self._line(text)
 
     def client_done(self) -> None:
+        """One unit of work done (a client update, a cell)."""
         self.done += 1
         if self._p is not None:
             self._p.advance(self._task)

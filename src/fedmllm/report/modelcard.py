@@ -40,7 +40,7 @@ CITATION_FEDMLLM = """\
   author  = {Xu, Binqian and Shu, Xiangbo and Mei, Haiyang and Xie, Guosen and Fernando, Basura and Tang, Jinhui},
   journal = {arXiv preprint arXiv:2411.14717},
   year    = {2024}
-}"""
+}"""  # noqa: E501 - the authors' entry as they give it
 
 CITATION_YOCO = """\
 @inproceedings{xu2025you,
@@ -49,7 +49,7 @@ CITATION_YOCO = """\
   booktitle = {The Thirty-ninth Annual Conference on Neural Information Processing Systems},
   year      = {2025},
   url       = {https://openreview.net/forum?id=FoVF3iL6o3}
-}"""
+}"""  # noqa: E501
 
 ONESHOT_ALGORITHMS = ("yoco", "oneshot")  # fedmllm.engine.factory.ONESHOT_ALGORITHMS
 
@@ -108,14 +108,14 @@ def load_snippet(base_name: str, adapter_path: str) -> str:
     return "\n".join(lines)
 
 
-def _front_matter(base_name: str, tags: list[str]) -> str:
-    lines = ["---", "library_name: peft"]
-    if _is_hub_id(base_name):
-        lines.append(f"base_model: {base_name}")
-    lines.append("tags:")
-    lines += [f"- {t}" for t in tags]
-    lines.append("---")
-    return "\n".join(lines)
+def _card(base_name: str, tags: list[str], body: list[str]) -> str:
+    """A model card: the Hub's front matter (``huggingface_hub.ModelCardData``: the library,
+    the base model where it is a Hub id, the tags) above the Markdown ``body``."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(library_name="peft", tags=tags,
+                         base_model=base_name if _is_hub_id(base_name) else None)
+    return str(ModelCard("\n".join(["---", data.to_yaml(), "---", "", *body])))
 
 
 def _base_of(meta: dict) -> str:
@@ -126,27 +126,26 @@ def adapter_card(meta: dict, adapter_path: str | Path) -> str:
     """The card written with the adapter, before the run's summary exists."""
     base = _base_of(meta)
     algo = meta.get("algorithm", "federated")
-    return "\n".join([
-        _front_matter(base, ["fedmllm", "federated-learning", "lora", str(algo)]),
-        "",
+    return _card(base, ["fedmllm", "federated-learning", "lora", str(algo)], [
         f"# {algo} LoRA adapter for {base}",
         "",
         ("A LoRA adapter trained with fedmllm (federated fine-tuning of vision-language models). "
         "The run's results are added to this card when the run finishes (`summary.json`)."),
         "",
-        "## How to load it",
-        "",
-        "```python",
-        load_snippet(base, str(adapter_path)),
-        "```",
-        "",
+        *_how_to_load(base, str(adapter_path)),
         "## Citation",
         "",
-        "```bibtex",
-        CITATION_FEDMLLM,
-        "```",
-        "",
+        *_bibtex(False),
     ])
+
+
+def _how_to_load(base: str, adapter_path: str) -> list[str]:
+    return ["## How to load it", "", "```python", load_snippet(base, adapter_path), "```", ""]
+
+
+def _bibtex(oneshot: bool) -> list[str]:
+    """The citations as a bibtex block: FedMLLM's, and YOCO's for a one-shot run."""
+    return ["```bibtex", CITATION_FEDMLLM, *(["", CITATION_YOCO] if oneshot else []), "```", ""]
 
 
 def _metric_table(final: dict) -> list[str]:
@@ -198,55 +197,18 @@ def _training_rows(cfg, summary: dict, base: str) -> list[tuple[str, str]]:
     from .. import __version__
 
     fl, resolved = cfg.fl, summary.get("resolved") or {}
-    oneshot = fl.algorithm in ONESHOT_ALGORITHMS
     what = " (fedmllm's built-in offline model)" if base.startswith(PRESET_SCHEME) else ""
     rows: list[tuple[str, str]] = [("Base model", f"`{base}`{what}"),
                                    ("Trained with", f"fedmllm {__version__}")]
-    if oneshot:
-        y = fl.yoco
-        method = summary.get("method", y.method)
-        what = f"one-shot ({fl.algorithm}), method {method}"
-        if method == "yoco":
-            what += f", variant {y.variant}"
-        rows += [("Algorithm", what),
-                 ("Merge", f"B: {y.merge_b}, A: {y.merge_a}" if method in ("yoco", "combine")
-                  else method),
-                 ("Initialisation", str(resolved.get("init", y.init)))]
-        epochs = (f"best of {y.select_epochs} on a held-out {y.val_fraction:g}"
-                  if y.select_epochs else f"{y.local_epochs:g}")
-        rows += [("Rounds", "1 (every client trains once and uploads once)"),
-                 ("Clients", f"{fl.num_clients} total, all in the single round"),
-                 ("Local epochs", epochs)]
-    else:
-        params = dict(fl.strategy)
-        try:  # the strategy's full parameters, defaults included
-            from ..fl import make_strategy
-
-            if fl.algorithm == "scaffold":
-                params.setdefault("num_clients", fl.num_clients)
-            params = make_strategy(fl.algorithm, **params).config() or params
-        except (ValueError, TypeError) as e:  # the card shows what was configured instead
-            log.debug("strategy parameters: %s", e)
-        totals = summary.get("totals") or {}
-        per_round = min(fl.clients_per_round, fl.num_clients)
-        local = (f"{fl.local_epochs:g} epochs" if fl.local_epochs is not None
-                 else f"{fl.local_steps} steps")
-        rows += [("Algorithm", fl.algorithm),
-                 ("Strategy parameters", _params(params)),
-                 ("Rounds", str(totals.get("rounds", fl.rounds))),
-                 ("Clients", f"{fl.num_clients} total, {per_round} per round"),
-                 ("Local training per round", local)]
-        skipped = totals.get("skipped_rounds")
-        if skipped:
-            rows.append(("Skipped rounds", ", ".join(map(str, skipped))))
+    rows += (_oneshot_rows(fl, summary, resolved) if fl.algorithm in ONESHOT_ALGORITHMS
+             else _round_rows(fl, summary))
     objective = resolved.get("objective", fl.client.objective)
     obj_params = {"prox": {"prox_mu": fl.client.prox_mu},
                   "adaptive_prox": {"prox_mu": fl.client.prox_mu, "mu_w": fl.client.mu_w,
-                                    "s_layer": fl.client.s_layer}}.get(objective)
-    if objective == "yoco":
-        y = fl.yoco
-        obj_params = {"a_penalty": y.a_penalty, "lam": y.lam, "gamma_min": y.gamma_min,
-                      "gamma_max": y.gamma_max}
+                                    "s_layer": fl.client.s_layer},
+                  "yoco": {"a_penalty": fl.yoco.a_penalty, "lam": fl.yoco.lam,
+                           "gamma_min": fl.yoco.gamma_min,
+                           "gamma_max": fl.yoco.gamma_max}}.get(objective)
     rows.append(("Client objective", objective + (f" ({_params(obj_params)})"
                                                   if obj_params else "")))
     lr = resolved.get("lr", cfg.train.lr)
@@ -255,6 +217,50 @@ def _training_rows(cfg, summary: dict, base: str) -> list[tuple[str, str]]:
     rows.append(("Client optimizer",
                  f"{optimizer}, lr {_fmt(lr)} ({schedule}), batch size {cfg.train.batch_size}"))
     rows.append(("Seed", str(cfg.seed)))
+    return rows
+
+
+def _oneshot_rows(fl, summary: dict, resolved: dict) -> list[tuple[str, str]]:
+    """The training of a one-shot run: the method, its merge, the initialisation, epochs."""
+    y = fl.yoco
+    method = summary.get("method", y.method)
+    what = f"one-shot ({fl.algorithm}), method {method}"
+    if method == "yoco":
+        what += f", variant {y.variant}"
+    epochs = (f"best of {y.select_epochs} on a held-out {y.val_fraction:g}"
+              if y.select_epochs else f"{y.local_epochs:g}")
+    return [("Algorithm", what),
+            ("Merge", f"B: {y.merge_b}, A: {y.merge_a}" if method in ("yoco", "combine")
+             else method),
+            ("Initialisation", str(resolved.get("init", y.init))),
+            ("Rounds", "1 (every client trains once and uploads once)"),
+            ("Clients", f"{fl.num_clients} total, all in the single round"),
+            ("Local epochs", epochs)]
+
+
+def _round_rows(fl, summary: dict) -> list[tuple[str, str]]:
+    """The training of a multi-round run: the strategy with its full parameters, rounds,
+    clients and local training."""
+    params = dict(fl.strategy)
+    try:  # the strategy's full parameters, defaults included
+        from ..fl import make_strategy
+
+        if fl.algorithm == "scaffold":
+            params.setdefault("num_clients", fl.num_clients)
+        params = make_strategy(fl.algorithm, **params).config() or params
+    except (ValueError, TypeError) as e:  # the card shows what was configured instead
+        log.debug("strategy parameters: %s", e)
+    totals = summary.get("totals") or {}
+    per_round = min(fl.clients_per_round, fl.num_clients)
+    local = (f"{fl.local_epochs:g} epochs" if fl.local_epochs is not None
+             else f"{fl.local_steps} steps")
+    rows = [("Algorithm", fl.algorithm),
+            ("Strategy parameters", _params(params)),
+            ("Rounds", str(totals.get("rounds", fl.rounds))),
+            ("Clients", f"{fl.num_clients} total, {per_round} per round"),
+            ("Local training per round", local)]
+    if totals.get("skipped_rounds"):
+        rows.append(("Skipped rounds", ", ".join(map(str, totals["skipped_rounds"]))))
     return rows
 
 
@@ -291,68 +297,66 @@ def model_card(cfg, summary: dict, adapter_dir: Path, manifest: dict | None = No
     meta = _read_json(adapter_dir / "fedmllm.json") or {}
     adapter_config = _read_json(adapter_dir / "adapter_config.json")
     base = _base_of(meta) or str((adapter_config or {}).get("base_model_name_or_path", ""))
-    algo = cfg.fl.algorithm
+    algo, d = cfg.fl.algorithm, cfg.data
     oneshot = algo in ONESHOT_ALGORITHMS
-    final = summary.get("final") or {}
-    d = cfg.data
     what = d.dataset + (f"/{d.task}" if d.dataset == "synth" else "") + f" ({d.scenario})"
     title = f"{algo} LoRA adapter for {base} on {what}"
-    if client is not None:
-        title = f"Client {client}'s local LoRA adapter ({algo}) for {base} on {what}"
-    tags = ["fedmllm", "federated-learning", "lora", algo, d.dataset]
-    out = [_front_matter(base, tags), "", f"# {title}", ""]
     intro = ("A LoRA adapter for a vision-language model, fine-tuned with fedmllm by "
              + ("one-shot federated learning: every client trained once and uploaded once, "
                 "and the server merged the uploads once." if oneshot else
                 f"{algo} over {cfg.fl.rounds} federated rounds."))
     if client is not None:
+        title = f"Client {client}'s local LoRA adapter ({algo}) for {base} on {what}"
         intro = (f"Client {client}'s own adapter of a local-only run: the client trained alone "
                  "on its own data (no aggregation); one such adapter per client sits in "
                  "`adapters/`.")
-    out += [intro, "", "## Training", ""] + _table(_training_rows(cfg, summary, base))
+    out = [f"# {title}", "", intro, "", "## Training", ""]
+    out += _table(_training_rows(cfg, summary, base))
     out += ["", "## Data", ""] + _table(_data_rows(cfg, manifest))
     out += ["", "## LoRA", ""] + _table(_lora_rows(cfg, summary, adapter_config))
-    out += ["", "## Results", ""]
-    if client is not None:
-        mine = (final.get("per_client") or {}).get(client) or \
-            (final.get("per_client") or {}).get(str(client)) or {}
-        out += [f"Final test metrics of client {client}'s adapter, per modality view:", ""]
-        out += _metric_table(mine)
-        if isinstance(final.get("accuracy"), (int, float)):
-            out += ["", (f"Over all {len(final.get('per_client') or {})} clients: accuracy "
-                        f"{final['accuracy']:.4f} (mean), std "
-                        f"{final.get('accuracy_std', float('nan')):.4f}, min "
-                        f"{final.get('accuracy_min', float('nan')):.4f}, max "
-                        f"{final.get('accuracy_max', float('nan')):.4f}.")]
-    else:
-        out += [("Final test metrics per modality view (the same test samples shown with both "
-                "modalities, the image only and the text only):"), ""]
-        out += _metric_table(final)
-    totals = summary.get("totals") or {}
-    out += ["", "## Communication", "",
-            f"- Uploaded (clients to server): {_mb(totals.get('bytes_uploaded'))}",
-            f"- Downloaded (server to clients): {_mb(totals.get('bytes_downloaded'))}"]
-    if isinstance(totals.get("adapter_bytes"), int):
-        out.append(f"- Adapter size: {_mb(totals['adapter_bytes'])}")
-    if totals.get("upload_units"):
-        out.append(f"- Upload units (client uploads × layers × LoRA modules): "
-                   f"{totals['upload_units']:,}")
-    out += ["", "## How to load it", "", "```python",
-            load_snippet(base, str(adapter_dir)), "```", "",
+    out += ["", "## Results", ""] + _results(summary.get("final") or {}, client)
+    out += ["", "## Communication", ""] + _communication(summary.get("totals") or {})
+    run = adapter_dir.parent if client is None else adapter_dir.parents[1]
+    out += ["", *_how_to_load(base, str(adapter_dir)),
             "To evaluate it again on the run's own test set and views: "
-            f"`fedmllm eval --run {adapter_dir.parent if client is None else adapter_dir.parents[1]}`"
+            f"`fedmllm eval --run {run}`"
             + (f" `--client {client}`" if client is not None else "") + ".", ""]
     if base.startswith(PRESET_SCHEME):
         out += [(f"`{base}` names fedmllm's built-in offline base model (`model.preset`); "
                 "`ensure_tiny` builds it deterministically into the cache."), ""]
     out += ["## Citation", "", "The federated setting, scenarios and baselines follow FedMLLM "
             "(arXiv 2411.14717)" + (", and the one-shot methods YOCO (NeurIPS 2025)"
-                                    if oneshot else "") + ":", "",
-            "```bibtex", CITATION_FEDMLLM]
-    if oneshot:
-        out += ["", CITATION_YOCO]
-    out += ["```", ""]
-    return "\n".join(out)
+                                    if oneshot else "") + ":", "", *_bibtex(oneshot)]
+    return _card(base, ["fedmllm", "federated-learning", "lora", algo, d.dataset], out)
+
+
+def _results(final: dict, client: int | None) -> list[str]:
+    """The final test metrics per modality view (of one client's adapter, when given)."""
+    if client is None:
+        return [("Final test metrics per modality view (the same test samples shown with both "
+                "modalities, the image only and the text only):"), "", *_metric_table(final)]
+    per_client = final.get("per_client") or {}
+    mine = per_client.get(client) or per_client.get(str(client)) or {}
+    out = [f"Final test metrics of client {client}'s adapter, per modality view:", "",
+           *_metric_table(mine)]
+    if isinstance(final.get("accuracy"), (int, float)):
+        out += ["", (f"Over all {len(per_client)} clients: accuracy "
+                    f"{final['accuracy']:.4f} (mean), std "
+                    f"{final.get('accuracy_std', float('nan')):.4f}, min "
+                    f"{final.get('accuracy_min', float('nan')):.4f}, max "
+                    f"{final.get('accuracy_max', float('nan')):.4f}.")]
+    return out
+
+
+def _communication(totals: dict) -> list[str]:
+    out = [f"- Uploaded (clients to server): {_mb(totals.get('bytes_uploaded'))}",
+           f"- Downloaded (server to clients): {_mb(totals.get('bytes_downloaded'))}"]
+    if isinstance(totals.get("adapter_bytes"), int):
+        out.append(f"- Adapter size: {_mb(totals['adapter_bytes'])}")
+    if totals.get("upload_units"):
+        out.append(f"- Upload units (client uploads × layers × LoRA modules): "
+                   f"{totals['upload_units']:,}")
+    return out
 
 
 # ----------------------------------------------------------------------------- writing

@@ -62,19 +62,39 @@ def generate_tls_files(
     """
     folder = Path(folder)
     now = _dt.datetime.now(_dt.UTC)
-    not_before = now - _dt.timedelta(minutes=5)
-    not_after = now + _dt.timedelta(days=days)
-
+    valid = (now - _dt.timedelta(minutes=5), now + _dt.timedelta(days=days))
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedmllm local Flower CA")])
-    ca_cert = (
+    ca_cert = _ca_cert(ca_key, ca_name, valid)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = _server_cert(server_key, hosts, ca_key, ca_name, valid)
+
+    files = TlsFiles(folder / "ca.crt", folder / "server.crt", folder / "server.key")
+    _write(folder / "ca.key", _key_pem(ca_key), private=True)
+    _write(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write(files.server_key, _key_pem(server_key), private=True)
+    _write(files.server_cert, server_cert.public_bytes(serialization.Encoding.PEM))
+    return files
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, key, valid) -> x509.CertificateBuilder:
+    """A certificate of ``key``'s public key for ``subject``, signed by ``issuer``, valid over
+    ``valid`` = (not before, not after)."""
+    return (
         x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
+        .not_valid_before(valid[0])
+        .not_valid_after(valid[1])
+    )
+
+
+def _ca_cert(ca_key, ca_name: x509.Name, valid) -> x509.Certificate:
+    """The self-signed CA: it signs certificates (path length 0) and CRLs, nothing else."""
+    return (
+        _builder(ca_name, ca_name, ca_key, valid)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -88,21 +108,19 @@ def generate_tls_files(
         .sign(ca_key, hashes.SHA256())
     )
 
+
+def _server_cert(key, hosts: tuple[str, ...], ca_key, ca_name: x509.Name,
+                 valid) -> x509.Certificate:
+    """The server's certificate for ``hosts`` (IP addresses or DNS names), signed by the CA."""
     sans: list[x509.GeneralName] = []
     for host in hosts:
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             sans.append(x509.DNSName(host))
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+    return (
+        _builder(subject, ca_name, key, valid)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -111,13 +129,6 @@ def generate_tls_files(
         )
         .sign(ca_key, hashes.SHA256())
     )
-
-    files = TlsFiles(folder / "ca.crt", folder / "server.crt", folder / "server.key")
-    _write(folder / "ca.key", _key_pem(ca_key), private=True)
-    _write(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
-    _write(files.server_key, _key_pem(server_key), private=True)
-    _write(files.server_cert, server_cert.public_bytes(serialization.Encoding.PEM))
-    return files
 
 
 def generate_node_keys(folder: Path, name: str) -> NodeKeys:

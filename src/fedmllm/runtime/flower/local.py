@@ -897,21 +897,6 @@ class AppRun:
                 self.run_id = int(m.group(1))
         return self.run_id
 
-    def wait_started(self, timeout: float = 60.0) -> int:
-        """Block until the SuperLink accepted the run; its run id."""
-        deadline = time.monotonic() + timeout
-        while self._scan_run_id() is None:
-            if not self.proc.alive():
-                raise FederationError(
-                    f"flwr run exited before starting a run: "
-                    f"{_last_line(_log_tail(self.proc.log_path, self.log_offset))} "
-                    f"(log: {self.proc.log_path})"
-                )
-            if time.monotonic() > deadline:
-                raise FederationError(f"flwr run: no run id after {timeout:.0f} s")
-            time.sleep(0.2)
-        return self.run_id  # type: ignore[return-value]
-
     def wait(self, timeout: float = 600.0) -> RunResult:
         """Wait for ``flwr run --stream`` to end (it ends when the run is finished)."""
         assert self.proc.popen is not None
