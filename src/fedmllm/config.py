@@ -417,6 +417,28 @@ def _leaves(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, datacla
             yield f"{prefix}{name}", f, tp
 
 
+@dataclass(frozen=True)
+class Declared:
+    """One key's declaration, as a command-line option built from it needs it."""
+
+    type: Any
+    default: Any
+    choices: tuple | None
+    """The ``Literal`` choices (of the items, for a list), else ``None``."""
+    doc: str
+
+
+def declared(dotted: str) -> Declared:
+    """The declaration of the key ``dotted`` (``"data.alpha"``), for options that mirror it."""
+    for name, f, tp in _leaves():
+        if name == dotted:
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            item = get_args(tp)[0] if get_origin(tp) is list else tp
+            choices = get_args(item) if get_origin(item) is Literal else None
+            return Declared(tp, default, choices, f.metadata["description"])
+    raise KeyError(dotted)
+
+
 def _is_table(tp: Any) -> bool:
     return get_origin(tp) is dict or any(get_origin(a) is dict for a in get_args(tp))
 
