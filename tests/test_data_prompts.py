@@ -65,7 +65,7 @@ def test_hateful_templates(has_image, has_text):
 
 @pytest.mark.parametrize("has_image,has_text", CASES)
 def test_crisismmd_templates(has_image, has_text):
-    from fedmllm.data.prompts import CRISISMMD_OPTIONS
+    from fedmllm.data.datasets.crisismmd import CRISISMMD_OPTIONS
 
     s = _sample("crisismmd", CRISISMMD_OPTIONS, "/x/a.jpg" if has_image else None,
                 TEXT if has_text else None, label=7)

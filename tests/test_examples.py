@@ -21,10 +21,10 @@ import pytest
 from fixtures_data import make_crisismmd, make_hateful, make_medical
 
 from fedmllm.cli import main
-from fedmllm.data.readers.crisismmd import crisismmd_path
-from fedmllm.data.readers.hateful_memes import hateful_memes_path
-from fedmllm.data.readers.medalpaca import MEDALPACA_FILE
-from fedmllm.data.readers.vqa_rad import VQA_RAD_FILE
+from fedmllm.data.datasets.crisismmd import crisismmd_path
+from fedmllm.data.datasets.hateful_memes import hateful_memes_path
+from fedmllm.data.datasets.medalpaca import MEDALPACA_FILE
+from fedmllm.data.datasets.vqa_rad import VQA_RAD_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -112,7 +112,7 @@ def test_graph_sees_relative_lazy_and_submodule_imports():
     assert "fedmllm.fl.strategies.base" in GRAPH["fedmllm.fl.strategies.fedavg"]
     assert "fedmllm.fl.oneshot.keys" in GRAPH["fedmllm.fl.yoco.objective"]
     assert "fedmllm.data.prepared" in GRAPH["fedmllm.data.build"]
-    assert "fedmllm.data.readers.common" in GRAPH["fedmllm.data.readers.vqa_rad"]
+    assert "fedmllm.data.reading" in GRAPH["fedmllm.data.datasets.vqa_rad"]
     assert "fedmllm.data.synth" in GRAPH["fedmllm.model.tiny.corpus"]
     assert "fedmllm.files" in GRAPH["fedmllm.data.prepared"]
     assert len(GRAPH) >= 80

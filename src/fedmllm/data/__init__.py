@@ -5,17 +5,21 @@ scikit-learn; matplotlib only for stats).
 
 One module per concept:
 
-- :mod:`.types`: :class:`Sample`, :class:`TaskInfo`, :class:`FederatedData`, :data:`DATASETS`;
+- :mod:`.types`: :class:`Sample`, :class:`TaskInfo`, :class:`FederatedData`;
 - :mod:`.errors`: :class:`DataError`, the one-line user-facing error;
-- :mod:`.readers`: one reader per public dataset (Hateful Memes, CrisisMMD, VQA-RAD, SLAKE,
-  MedAlpaca);
-- :mod:`.synth`: the offline synthetic benchmark;
+- :mod:`.registry`: the dataset registry (:func:`register_dataset`, :func:`get_dataset`,
+  :func:`dataset_names`), which the config, the CLI and the build read;
+- :mod:`.datasets`: one file per dataset (reader, test split, prompt template, kind, name:
+  Hateful Memes, CrisisMMD, the synthetic benchmark, VQA-RAD, SLAKE, MedAlpaca, ``medical``)
+  and their registration lines; :mod:`.readers` gathers the readers, :mod:`.reading` what
+  they share;
+- :mod:`.synth`: the offline synthetic benchmark's generator;
 - :mod:`.partition`: Dirichlet / IID client partitions;
 - :mod:`.scenarios`: the modality-heterogeneity scenarios;
 - :mod:`.prompts`: the prompt templates;
 - :mod:`.manifest`: the JSON description of a federated dataset;
-- :mod:`.build`: the one dataset switch (:func:`federated_data`, :func:`build_federated_data`,
-  :func:`prepare`);
+- :mod:`.build`: the federated data of any registered dataset (:func:`federated_data`,
+  :func:`build_federated_data`, :func:`prepare`);
 - :mod:`.prepared`: prepared folders on disk (:func:`write_prepared`, :func:`load_prepared`);
 - :mod:`.stats`: ``fedmllm data stats``.
 
@@ -24,10 +28,20 @@ One module per concept:
 whose data formats, prompts and scenarios this layer reproduces.
 """
 
+from . import datasets  # noqa: F401  (registers the built-in datasets first)
 from .build import build_federated_data, federated_data, prepare
 from .errors import DataError
 from .prepared import load_prepared, load_prepared_client, write_prepared
 from .prompts import build_prompt, to_conversation
+from .registry import (
+    DatasetOption,
+    DatasetSpec,
+    dataset_names,
+    get_dataset,
+    read_split,
+    register_dataset,
+    unregister_dataset,
+)
 from .stats import DataStats, data_stats
 from .synth import ceilings, make_synth
 from .types import MODALITIES, FederatedData, Sample, TaskInfo, load_image
@@ -35,6 +49,8 @@ from .types import MODALITIES, FederatedData, Sample, TaskInfo, load_image
 __all__ = [
     "MODALITIES",
     "DataError",
+    "DatasetOption",
+    "DatasetSpec",
     "DataStats",
     "FederatedData",
     "Sample",
@@ -43,12 +59,17 @@ __all__ = [
     "build_prompt",
     "ceilings",
     "data_stats",
+    "dataset_names",
     "federated_data",
+    "get_dataset",
     "load_image",
     "load_prepared",
     "load_prepared_client",
     "make_synth",
     "prepare",
+    "read_split",
+    "register_dataset",
     "to_conversation",
+    "unregister_dataset",
     "write_prepared",
 ]

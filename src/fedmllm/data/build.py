@@ -1,15 +1,17 @@
-"""The data layer's one dataset switch: clients' training data, the test set, task info, manifest.
+"""Clients' training data, the test set, task info and manifest, for any registered dataset.
 
 :func:`build_federated_data` (from the typed config; loads ``cfg.prepared`` when set) and
-:func:`federated_data` (plain arguments) read or generate the dataset, partition the training
-set over the clients, apply the modality scenario to the clients (the test set keeps image and
+:func:`federated_data` (plain arguments) look the dataset up in the registry
+(:mod:`fedmllm.data.registry`), let its spec read or generate it, partition the training set
+over the clients, apply the modality scenario to the clients (the test set keeps image and
 text), and describe the result in a JSON-able manifest (:mod:`fedmllm.data.manifest`).
 :func:`prepare` builds the data and writes it as a prepared folder
 (:mod:`fedmllm.data.prepared`).
 
-- Multiple-choice datasets (``synth`` binary/multiclass, ``hateful_memes``, ``crisismmd``):
-  Dirichlet label skew or IID split, then ``aligned`` / ``missing`` / ``cross`` / ``hybrid``.
-- Question-answer datasets (``synth`` vqa, ``medical``): the image VQA samples and the
+- Multiple-choice datasets (kind ``mc``: ``synth`` binary/multiclass, ``hateful_memes``,
+  ``crisismmd``): Dirichlet label skew or IID split, then ``aligned`` / ``missing`` /
+  ``cross`` / ``hybrid``.
+- Question-answer datasets (kind ``qa``: ``synth`` vqa, ``medical``): the image VQA samples and the
   text-only QA samples are two *datasets*, as in FedMLLM's medical setting (VQA-RAD +
   MedAlpaca, arXiv 2411.14717); ``aligned`` gives every client an equal share of both,
   ``cross``/``hybrid`` decide per client which dataset(s) it holds, ``missing`` is not defined
@@ -25,25 +27,17 @@ from .errors import DataError
 from .manifest import make_manifest
 from .partition import dirichlet_partition, iid_partition
 from .prepared import load_prepared, write_prepared
-from .prompts import MC_TEMPLATES
-from .readers import (
-    TEST_SPLITS,
-    check_images,
-    read_crisismmd,
-    read_hateful_memes,
-    read_medalpaca,
-    read_slake,
-    read_vqa_rad,
-)
+from .prompts import MC_TEMPLATES, STRATEGIES
+from .registry import Loaded, Source, dataset_options, get_dataset
 from .scenarios import (
     SCENARIOS,
+    ScenarioResult,
     apply_scenario,
     medical_aligned,
     medical_cross,
     medical_hybrid,
 )
-from .synth import TASK_NAMES, make_synth
-from .types import DATASETS, FederatedData, Sample, TaskInfo
+from .types import FederatedData, Sample, TaskInfo
 
 if TYPE_CHECKING:  # the config module is only needed for the annotation
     from ..config import DataConfig
@@ -92,13 +86,58 @@ def _qa_scenario(image_data, text_data, num_clients, scenario, image_clients, pr
     raise DataError(f"data.scenario: unknown scenario {scenario!r} (expected {SCENARIOS})")
 
 
-def _need_dir(data_dir, dataset: str) -> Path:
-    if not data_dir:
-        raise DataError(f"data.data_dir: required for dataset {dataset!r}")
-    p = Path(data_dir)
-    if not p.is_dir():
-        raise DataError(f"{p}: data directory not found")
-    return p
+def _dataset_source(dataset: str, num_clients: int, seed: int, data_dir, scenario: str,
+                    prompt_strategy: str, verify_images: bool, skip_bad: bool,
+                    options: dict[str, Any]) -> tuple:
+    """The spec of ``dataset`` and its :class:`Source` (the manifest's first ``params``),
+    after the arguments every dataset shares are checked."""
+    spec = get_dataset(dataset, "build")
+    if scenario not in SCENARIOS:
+        raise DataError(f"data.scenario: unknown scenario {scenario!r} (expected {SCENARIOS})")
+    if prompt_strategy not in STRATEGIES:
+        raise DataError(f"data.prompt_strategy: unknown strategy {prompt_strategy!r}")
+    if num_clients < 1:
+        raise DataError(f"fl.num_clients: must be >= 1, got {num_clients}")
+    known = {o.name for o in dataset_options()}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"federated_data: unknown option {unknown[0]!r} "
+                        f"(the datasets' options: {', '.join(sorted(known))})")
+    params: dict[str, Any] = {
+        "dataset": dataset, "num_clients": num_clients, "seed": seed, "scenario": scenario,
+        "prompt_strategy": prompt_strategy, "verify_images": verify_images,
+        "skip_bad": skip_bad,
+    }
+    source = Source(dataset, Path(data_dir) if data_dir else None,
+                    spec.with_defaults(options), seed, skip_bad, verify_images, params)
+    return spec, source
+
+
+def _qa_clients(loaded: Loaded, params: dict, num_clients: int, seed: int, scenario: str,
+                image_clients: int, presence: float) -> ScenarioResult:
+    """Question answering: the image samples and the text-only samples are two datasets
+    shared over the clients by the scenario (no label partition)."""
+    image_data = [s for s in loaded.train if s.image is not None]
+    text_data = [s for s in loaded.train if s.image is None]
+    result = _qa_scenario(image_data, text_data, num_clients, scenario, image_clients,
+                          presence, seed)
+    params["partition"] = "equal"
+    return result
+
+
+def _mc_clients(loaded: Loaded, params: dict, num_clients: int, seed: int, scenario: str, *,
+                partition: str, alpha: float, min_per_client: int, missing_rate: float,
+                image_clients: int, presence: float) -> ScenarioResult:
+    """Multiple choice: a Dirichlet or IID label partition, then the modality scenario."""
+    params.update(partition=partition, min_per_client=min_per_client)
+    if partition == "dirichlet":
+        params["alpha"] = alpha
+    clients = _partition_mc(loaded.train, num_clients, partition, alpha, min_per_client, seed)
+    try:
+        return apply_scenario(clients, scenario, seed, missing_rate=missing_rate,
+                              image_clients=image_clients, presence=presence)
+    except ValueError as e:
+        raise DataError(f"data.scenario: {e}") from None
 
 
 def federated_data(
@@ -106,7 +145,6 @@ def federated_data(
     num_clients: int = 10,
     seed: int = 0,
     *,
-    task: str = "binary",
     data_dir: str | Path | None = None,
     scenario: str = "aligned",
     missing_rate: float = 0.5,
@@ -116,121 +154,46 @@ def federated_data(
     partition: str = "dirichlet",
     alpha: float = 0.5,
     min_per_client: int = 2,
-    train_size: int = 2000,
-    test_size: int = 400,
     verify_images: bool = True,
     skip_bad: bool = False,
-    vqa_rad_dir: str | Path | None = None,
-    medalpaca_dir: str | Path | None = None,
-    slake_dir: str | Path | None = None,
-    synth_params: dict | None = None,
+    **options: Any,
 ) -> FederatedData:
     """Build the federated data with plain arguments (see :func:`build_federated_data`).
 
-    ``train_size``/``test_size`` and ``task`` apply to ``synth`` only. ``medical`` reads
-    ``data_dir/vqa_rad``, ``data_dir/medalpaca`` and, if present, ``data_dir/slake`` (each
-    overridable). ``verify_images`` checks every image path's header; ``skip_bad`` skips bad
-    items (counted in ``manifest["skipped"]``) instead of raising :class:`DataError`.
+    ``dataset`` is a registered name (:func:`~fedmllm.data.registry.dataset_names`), built by
+    its spec; ``options`` are the datasets' own (``synth``: ``task``, ``train_size``,
+    ``test_size``, ``synth_params``; ``medical``: ``vqa_rad_dir``, ``medalpaca_dir``,
+    ``slake_dir``; ``None`` means the default), and one another dataset declares is ignored.
+    ``verify_images`` checks every image path's header; ``skip_bad`` skips bad items (counted
+    in ``manifest["skipped"]``) instead of raising :class:`DataError`.
     """
-    if dataset not in DATASETS:
-        raise DataError(f"data.dataset: unknown dataset {dataset!r} (expected {DATASETS})")
-    if scenario not in SCENARIOS:
-        raise DataError(f"data.scenario: unknown scenario {scenario!r} (expected {SCENARIOS})")
-    if prompt_strategy not in ("plain", "agnostic"):
-        raise DataError(f"data.prompt_strategy: unknown strategy {prompt_strategy!r}")
-    if num_clients < 1:
-        raise DataError(f"fl.num_clients: must be >= 1, got {num_clients}")
-    params: dict[str, Any] = {
-        "dataset": dataset, "num_clients": num_clients, "seed": seed, "scenario": scenario,
-        "prompt_strategy": prompt_strategy, "verify_images": verify_images,
-        "skip_bad": skip_bad,
-    }
+    spec, source = _dataset_source(dataset, num_clients, seed, data_dir, scenario,
+                                   prompt_strategy, verify_images, skip_bad, options)
+    params = source.params
     if scenario == "missing":
         params["missing_rate"] = missing_rate
     elif scenario == "cross":
         params["image_clients"] = image_clients
     elif scenario == "hybrid":
         params["presence"] = presence
-    skipped: list[dict] = []
-    extra: dict[str, list[Sample]] = {}
-
-    def checked(samples: list[Sample], source: str) -> list[Sample]:
-        if not verify_images:
-            return samples
-        kept, bad = check_images(samples, skip_bad=skip_bad, source=source)
-        skipped.extend(bad)
-        return kept
-
-    qa = dataset == "medical" or (dataset == "synth" and task == "vqa")
-    if dataset == "synth":
-        params.update(task=task, train_size=train_size, test_size=test_size)
-        if synth_params:
-            params["synth_params"] = dict(synth_params)
-        try:
-            train, test = make_synth(task, train_size, test_size, seed, **(synth_params or {}))
-        except ValueError as e:
-            raise DataError(f"data.task: {e}") from None
-        name = TASK_NAMES[task]
-        if qa:
-            image_data = [s for s in train if s.image is not None]
-            text_data = [s for s in train if s.image is None]
-    elif dataset in ("hateful_memes", "crisismmd"):
-        root = _need_dir(data_dir, dataset)
-        params["data_dir"] = str(root.absolute())
-        reader = read_hateful_memes if dataset == "hateful_memes" else read_crisismmd
-        test_split = TEST_SPLITS[dataset]
-        params["test_split"] = test_split
-        r_train = reader(root, "train", skip_bad=skip_bad)
-        r_test = reader(root, test_split, skip_bad=skip_bad)
-        skipped += r_train.skipped + r_test.skipped
-        train = checked(r_train.samples, dataset)
-        test = checked(r_test.samples, dataset)
-        name = dataset
-    else:  # medical
-        root = Path(data_dir) if data_dir else None
-        if root is None and not (vqa_rad_dir and medalpaca_dir):
-            raise DataError("data.data_dir: required for dataset 'medical'")
-        vdir = Path(vqa_rad_dir) if vqa_rad_dir else root / "vqa_rad"
-        mdir = Path(medalpaca_dir) if medalpaca_dir else root / "medalpaca"
-        sdir = Path(slake_dir) if slake_dir else (root / "slake" if root else None)
-        params.update(vqa_rad_dir=str(vdir.absolute()), medalpaca_dir=str(mdir.absolute()))
-        r_v = read_vqa_rad(vdir, "train", skip_bad=skip_bad)
-        r_vt = read_vqa_rad(vdir, "test", skip_bad=skip_bad)
-        r_m = read_medalpaca(mdir, skip_bad=skip_bad)
-        skipped += r_v.skipped + r_vt.skipped + r_m.skipped
-        image_data = checked(r_v.samples, "vqa_rad")
-        text_data = r_m.samples
-        test = checked(r_vt.samples, "vqa_rad")
-        if sdir is not None and (sdir / "Slake1.0" / "test.json").is_file():
-            params["slake_dir"] = str(sdir.absolute())
-            r_s = read_slake(sdir, "test", skip_bad=skip_bad)
-            skipped += r_s.skipped
-            extra["slake"] = checked(r_s.samples, "slake")
-        name = "medical"
-
-    if qa:
-        result = _qa_scenario(image_data, text_data, num_clients, scenario, image_clients,
-                              presence, seed)
-        info = TaskInfo(name, "vqa", None, prompt_strategy)
-        params["partition"] = "equal"
+    loaded = spec.build(source)
+    if loaded.kind == "qa":
+        result = _qa_clients(loaded, params, num_clients, seed, scenario, image_clients,
+                             presence)
+        info = TaskInfo(loaded.task, "vqa", None, prompt_strategy)
     else:
-        params.update(partition=partition, min_per_client=min_per_client)
-        if partition == "dirichlet":
-            params["alpha"] = alpha
-        clients = _partition_mc(train, num_clients, partition, alpha, min_per_client, seed)
-        try:
-            result = apply_scenario(clients, scenario, seed, missing_rate=missing_rate,
-                                    image_clients=image_clients, presence=presence)
-        except ValueError as e:
-            raise DataError(f"data.scenario: {e}") from None
-        info = TaskInfo(name, "mc", MC_TEMPLATES[name].options, prompt_strategy)
-    data = FederatedData(result.clients, list(test), info, {}, extra)
-    data.manifest = make_manifest(data, params, result.info, skipped)
+        result = _mc_clients(loaded, params, num_clients, seed, scenario, partition=partition,
+                             alpha=alpha, min_per_client=min_per_client,
+                             missing_rate=missing_rate, image_clients=image_clients,
+                             presence=presence)
+        info = TaskInfo(loaded.task, "mc", MC_TEMPLATES[loaded.task].options, prompt_strategy)
+    data = FederatedData(result.clients, list(loaded.test), info, {}, loaded.extra_tests)
+    data.manifest = make_manifest(data, params, result.info, source.skipped)
     return data
 
 
-def build_federated_data(cfg: DataConfig, num_clients: int, seed: int, *, verify_images: bool = True,
-                         skip_bad: bool = False) -> FederatedData:
+def build_federated_data(cfg: DataConfig, num_clients: int, seed: int, *,
+                         verify_images: bool = True, skip_bad: bool = False) -> FederatedData:
     """The runtime's entry point: ``cfg`` is the config's ``DataConfig``.
 
     ``cfg.prepared`` set: load that folder (written by :func:`prepare`;
@@ -253,7 +216,6 @@ def build_federated_data(cfg: DataConfig, num_clients: int, seed: int, *, verify
     )
 
 
-
 def prepare(
     out: str | Path,
     dataset: str = "synth",
@@ -264,12 +226,12 @@ def prepare(
     overwrite: bool = False,
     **options: Any,
 ) -> dict:
-    """Build the federated data (same options as :func:`federated_data`: ``task``,
-    ``scenario``, ``missing_rate``, ``image_clients``, ``presence``, ``prompt_strategy``,
-    ``partition``, ``alpha``, ``min_per_client``, ``train_size``, ``test_size``,
-    ``verify_images``, ``skip_bad``, ``vqa_rad_dir``, ``medalpaca_dir``, ``slake_dir``) and
-    write it to ``out`` (:func:`~fedmllm.data.prepared.write_prepared`). Returns the
-    manifest."""
+    """Build the federated data (same options as :func:`federated_data`: ``scenario``,
+    ``missing_rate``, ``image_clients``, ``presence``, ``prompt_strategy``, ``partition``,
+    ``alpha``, ``min_per_client``, ``verify_images``, ``skip_bad`` and the datasets' own
+    options, e.g. ``task``, ``train_size``, ``test_size``, ``vqa_rad_dir``,
+    ``medalpaca_dir``, ``slake_dir``) and write it to ``out``
+    (:func:`~fedmllm.data.prepared.write_prepared`). Returns the manifest."""
     data = federated_data(dataset, num_clients, seed, data_dir=data_dir, **options)
     write_prepared(data, out, overwrite=overwrite)
     return data.manifest

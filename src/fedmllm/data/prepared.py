@@ -31,7 +31,7 @@ from typing import Any
 from ..files import atomic_dir
 from .errors import DataError
 from .prompts import IMAGE_TOKEN, MC_TEMPLATES, to_conversation
-from .readers.common import load_json
+from .reading import load_json
 from .types import FederatedData, Sample, TaskInfo
 
 __all__ = ["load_prepared", "write_prepared"]

@@ -1,4 +1,8 @@
-"""Prompt templates, kept as data in one place so the exact wording is visible and testable.
+"""Prompt templates, kept as data so the exact wording is visible and testable.
+
+The wording shared by every task is here; each multiple-choice dataset's question and options
+(an :class:`MCTemplate`) are in its file of :mod:`fedmllm.data.datasets` and join
+:data:`MC_TEMPLATES` when it is registered (:mod:`fedmllm.data.registry`).
 
 Multiple-choice tasks (Hateful-Memes, CrisisMMD, the synthetic ``binary``/``multiclass`` tasks)
 use the template of the FedMLLM code (arXiv 2411.14717): an instruction sentence, the content
@@ -10,7 +14,10 @@ text (when present), the task question, the options block and a fixed suffix, on
     Options:
     (A) not-hateful
     (B) hateful
-    Answer with the option's letter from the given choices directly and only give the best option. The best answer is:␠
+    Answer with the option's letter from the given choices directly and only give the best
+    option. The best answer is:␠
+
+(the last line is one line).
 
 The wording names the modalities present (``the text and image`` / ``the text`` / ``the image`` /
 nothing). The *modality-agnostic* strategy of FedMLLM (``prompt_strategy = "agnostic"``) uses
@@ -64,17 +71,8 @@ class MCTemplate:
     both_phrase: str = "the text and image"
 
 
-HATEFUL_OPTIONS = ("not-hateful", "hateful")
-CRISISMMD_OPTIONS = (
-    "affected_individuals",
-    "infrastructure_and_utility_damage",
-    "injured_or_dead_people",
-    "missing_or_found_people",
-    "rescue_volunteering_or_donation_effort",
-    "vehicle_damage",
-    "other_relevant_information",
-    "not_humanitarian",
-)
+# The synthetic benchmark's options (its generator, :mod:`fedmllm.data.synth`, and the built-in
+# model's corpus use them; its templates are in :mod:`fedmllm.data.datasets.synth`).
 SYNTH_BINARY_OPTIONS = ("safe", "unsafe")
 SYNTH_MULTICLASS_OPTIONS = (
     "warm_round_urgent",
@@ -87,16 +85,11 @@ SYNTH_MULTICLASS_OPTIONS = (
     "cool_square_routine",
 )
 
-MC_TEMPLATES: dict[str, MCTemplate] = {
-    "hateful_memes": MCTemplate("Is the content hateful", HATEFUL_OPTIONS),
-    "crisismmd": MCTemplate(
-        "What is the humanitarian category", CRISISMMD_OPTIONS, both_phrase="the image and text"
-    ),
-    "synth_binary": MCTemplate("Is the content unsafe", SYNTH_BINARY_OPTIONS),
-    "synth_multiclass": MCTemplate(
-        "What is the scene category", SYNTH_MULTICLASS_OPTIONS, both_phrase="the image and text"
-    ),
-}
+MC_TEMPLATES: dict[str, MCTemplate] = {}
+"""Every multiple-choice template by sample task name, filled by
+:func:`fedmllm.data.registry.register_dataset` from the datasets' ``templates`` (registration
+order: ``hateful_memes``, ``crisismmd``, ``synth_binary``, ``synth_multiclass``, then any
+dataset registered later)."""
 
 
 def is_multiple_choice(task: str) -> bool:

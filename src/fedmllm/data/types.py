@@ -7,7 +7,6 @@
   options, prompt strategy).
 - :class:`FederatedData`: the clients' training samples, the test set(s), the task and the
   manifest (see :mod:`fedmllm.data.manifest`).
-- :data:`DATASETS`: the dataset names :func:`fedmllm.data.build.federated_data` accepts.
 
 A :class:`Sample`'s ``image`` and ``text`` are the two modalities of the *content* (a meme's
 picture and caption, a tweet's photo and text); either may be ``None`` when a scenario removed
@@ -27,9 +26,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 MODALITIES = ("image_text", "image_only", "text_only", "none")
-DATASETS = ("synth", "hateful_memes", "crisismmd", "medical")
 
-__all__ = ["DATASETS", "MODALITIES", "FederatedData", "Sample", "TaskInfo", "load_image"]
+__all__ = ["MODALITIES", "FederatedData", "Sample", "TaskInfo", "load_image"]
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,13 @@
-"""Reader of CrisisMMD v2.0 (Alam et al. 2018, "CrisisMMD: Multimodal Twitter Datasets from
-Natural Disasters", ICWSM; arXiv 1805.00713), humanitarian task, text+image split.
+"""The CrisisMMD v2.0 dataset (Alam et al. 2018, "CrisisMMD: Multimodal Twitter Datasets from
+Natural Disasters", ICWSM; arXiv 1805.00713), humanitarian task, text+image split: reader,
+template, spec.
 
 Published layout: ``ROOT/crisismmd_datasplit_all/task_humanitarian_text_img_{train,dev,test}.tsv``
 (tab-separated, UTF-8, one header line) with at least the columns ``image_id``, ``tweet_text``,
 ``image`` (path relative to ``ROOT``, e.g. ``data_image/<event>/<date>/<id>.jpg``) and
 ``label_image``; ``event_name`` is kept when present. The ground truth is ``label_image``, one
 of the 8 humanitarian classes in the order of
-:data:`~fedmllm.data.prompts.CRISISMMD_OPTIONS`. The tweet text is cleaned as in the FedMLLM
+:data:`CRISISMMD_OPTIONS`. The tweet text is cleaned as in the FedMLLM
 code (arXiv 2411.14717): URLs removed (:func:`remove_url`).
 """
 
@@ -17,9 +18,8 @@ import re
 from pathlib import Path
 
 from ..errors import DataError
-from ..prompts import CRISISMMD_OPTIONS, mc_answer
-from ..types import Sample
-from .common import (
+from ..prompts import MCTemplate, mc_answer
+from ..reading import (
     ReadResult,
     RowCollector,
     RowError,
@@ -28,14 +28,29 @@ from .common import (
     require_rows,
     resolve_image,
 )
+from ..registry import DatasetSpec, train_test_build
+from ..types import Sample
 
 CRISISMMD_SPLITS = ("train", "dev", "test")
 CRISISMMD_DIR = "crisismmd_datasplit_all"
 CRISISMMD_COLUMNS = ("image_id", "tweet_text", "image", "label_image")
 _URL = re.compile(r"http\S+")
+CRISISMMD_OPTIONS = (
+    "affected_individuals",
+    "infrastructure_and_utility_damage",
+    "injured_or_dead_people",
+    "missing_or_found_people",
+    "rescue_volunteering_or_donation_effort",
+    "vehicle_damage",
+    "other_relevant_information",
+    "not_humanitarian",
+)
+TEMPLATE = MCTemplate(
+    "What is the humanitarian category", CRISISMMD_OPTIONS, both_phrase="the image and text"
+)
 
-__all__ = ["CRISISMMD_COLUMNS", "CRISISMMD_DIR", "CRISISMMD_SPLITS", "crisismmd_path",
-           "read_crisismmd", "remove_url"]
+__all__ = ["CRISISMMD_COLUMNS", "CRISISMMD_DIR", "CRISISMMD_OPTIONS", "CRISISMMD_SPLITS", "SPEC",
+           "TEMPLATE", "crisismmd_path", "read_crisismmd", "remove_url"]
 
 
 def remove_url(text: str) -> str:
@@ -109,3 +124,14 @@ def read_crisismmd(root: str | Path, split: str = "train", skip_bad: bool = Fals
         ))
     require_rows(out, path, "rows")
     return ReadResult(out, col.skipped)
+
+
+def _read(source, split: str) -> ReadResult:
+    return read_crisismmd(source.data_dir, split, skip_bad=source.skip_bad)
+
+
+SPEC = DatasetSpec(
+    name="crisismmd", kind="mc", doc="CrisisMMD v2.0 humanitarian task (image + tweet, 8 classes)",
+    read=_read, build=train_test_build(_read, "test"), test_split="test",
+    templates={"crisismmd": TEMPLATE},
+)

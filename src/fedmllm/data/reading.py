@@ -1,5 +1,5 @@
-"""What every dataset reader shares: the result type, the bad-item collector, JSON and image
-helpers, and the image check.
+"""What every dataset reader (:mod:`fedmllm.data.datasets`) shares: the result type, the
+bad-item collector, JSON and image helpers, and the image check.
 
 Images become absolute path strings, resolved inside the dataset root: a path that escapes it
 (``..``, absolute) is an error (:func:`resolve_image`). :func:`check_images` verifies existence
@@ -22,14 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
-from ..types import Sample
-
-# the split a plain "test" means, where the dataset has no split of that name
-TEST_SPLITS = {"hateful_memes": "test_seen", "crisismmd": "test"}
+from .errors import DataError
+from .types import Sample
 
 __all__ = [
-    "TEST_SPLITS",
     "ReadResult",
     "RowCollector",
     "RowError",

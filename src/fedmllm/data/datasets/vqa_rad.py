@@ -1,5 +1,6 @@
-"""Reader of VQA-RAD (Lau et al. 2018, "A dataset of clinically generated visual questions and
-answers about radiology images", Scientific Data 5:180251).
+"""The VQA-RAD dataset (Lau et al. 2018, "A dataset of clinically generated visual questions and
+answers about radiology images", Scientific Data 5:180251): reader and spec (evaluation; its
+training split is the image half of ``medical``).
 
 Published layout: ``ROOT/VQA_RAD Dataset Public.json`` (a JSON list of questions with ``qid``,
 ``image_name``, ``question``, ``answer``, ``answer_type`` ``OPEN``/``CLOSED``,
@@ -12,8 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DataError
-from ..types import Sample
-from .common import (
+from ..reading import (
     ReadResult,
     RowCollector,
     RowError,
@@ -22,11 +22,13 @@ from .common import (
     typed_field,
     vqa_row,
 )
+from ..registry import DatasetSpec
+from ..types import Sample
 
 VQA_RAD_FILE = "VQA_RAD Dataset Public.json"
 VQA_RAD_PHRASES = {"train": ("freeform", "para"), "test": ("test_freeform", "test_para")}
 
-__all__ = ["VQA_RAD_FILE", "VQA_RAD_PHRASES", "read_vqa_rad"]
+__all__ = ["SPEC", "VQA_RAD_FILE", "VQA_RAD_PHRASES", "read_vqa_rad"]
 
 
 def read_vqa_rad(root: str | Path, split: str = "train", skip_bad: bool = False) -> ReadResult:
@@ -58,3 +60,10 @@ def read_vqa_rad(root: str | Path, split: str = "train", skip_bad: bool = False)
         ))
     require_rows(out, path, f"{split} questions")
     return ReadResult(out, col.skipped)
+
+
+def _read(source, split: str) -> ReadResult:
+    return read_vqa_rad(source.data_dir, split, skip_bad=source.skip_bad)
+
+
+SPEC = DatasetSpec(name="vqa_rad", kind="qa", doc="VQA-RAD (radiology VQA)", read=_read)

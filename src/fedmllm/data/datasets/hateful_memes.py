@@ -1,10 +1,10 @@
-"""Reader of the Hateful Memes challenge data (Kiela et al. 2020, arXiv 2005.04790).
+"""The Hateful Memes dataset (Kiela et al. 2020, arXiv 2005.04790): reader, template, spec.
 
 Published layout: ``ROOT/{train,dev_seen,dev_unseen,test_seen,test_unseen}.jsonl`` and
 ``ROOT/img/``. One JSON object per line with ``id`` (int), ``img`` (path relative to ``ROOT``,
 e.g. ``img/42953.png``), ``label`` (0 not-hateful, 1 hateful; may be absent in prediction-only
 splits) and ``text`` (the caption written on the meme). A plain "test" means ``test_seen``
-(:data:`~fedmllm.data.readers.common.TEST_SPLITS`).
+(the spec's ``test_split``).
 
 A line that is not UTF-8, not JSON or not a valid row is one bad row (an error naming the
 line, or skipped with ``skip_bad``).
@@ -16,9 +16,8 @@ import json
 from pathlib import Path
 
 from ..errors import DataError
-from ..prompts import HATEFUL_OPTIONS, mc_answer
-from ..types import Sample
-from .common import (
+from ..prompts import MCTemplate, mc_answer
+from ..reading import (
     ReadResult,
     RowCollector,
     RowError,
@@ -28,15 +27,22 @@ from .common import (
     resolve_image,
     typed_field,
 )
+from ..registry import DatasetSpec, train_test_build
+from ..types import Sample
 
 HATEFUL_SPLITS = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen")
+HATEFUL_OPTIONS = ("not-hateful", "hateful")
+TEMPLATE = MCTemplate("Is the content hateful", HATEFUL_OPTIONS)
 
-__all__ = ["HATEFUL_SPLITS", "hateful_memes_path", "read_hateful_memes"]
+__all__ = ["HATEFUL_OPTIONS", "HATEFUL_SPLITS", "SPEC", "TEMPLATE", "hateful_memes_path",
+           "read_hateful_memes"]
 
 
 def hateful_memes_path(root: str | Path, split: str) -> Path:
     if split not in HATEFUL_SPLITS:
-        raise DataError(f"{root}: unknown Hateful-Memes split {split!r} (expected {HATEFUL_SPLITS})")
+        raise DataError(
+            f"{root}: unknown Hateful-Memes split {split!r} (expected {HATEFUL_SPLITS})"
+        )
     return Path(root) / f"{split}.jsonl"
 
 
@@ -86,3 +92,14 @@ def read_hateful_memes(
             ))
     require_rows(out, path, "rows")
     return ReadResult(out, col.skipped)
+
+
+def _read(source, split: str) -> ReadResult:
+    return read_hateful_memes(source.data_dir, split, skip_bad=source.skip_bad)
+
+
+SPEC = DatasetSpec(
+    name="hateful_memes", kind="mc", doc="Hateful Memes (image + caption, 2 classes)",
+    read=_read, build=train_test_build(_read, "test_seen"), test_split="test_seen",
+    templates={"hateful_memes": TEMPLATE},
+)

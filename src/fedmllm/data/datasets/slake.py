@@ -1,10 +1,11 @@
-"""Reader of SLAKE 1.0 (Liu et al. 2021, "SLAKE: A Semantically-Labeled Knowledge-Enhanced
+"""The SLAKE 1.0 dataset (Liu et al. 2021, "SLAKE: A Semantically-Labeled Knowledge-Enhanced
 Dataset for Medical Visual Question Answering", ISBI; arXiv 2102.09542).
 
 Published layout: ``ROOT/Slake1.0/{train,validate,test}.json`` (JSON lists of questions with
 ``qid``, ``img_name``, ``question``, ``answer``, ``answer_type`` ``OPEN``/``CLOSED``,
 ``q_lang`` ``en``/``zh``, ``content_type``) and the images in ``ROOT/Slake1.0/imgs/``
-(``img_name`` is relative to it). English questions only by default.
+(``img_name`` is relative to it). English questions only by default. Reader and spec
+(evaluation; ``medical``'s extra test set).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DataError
-from ..types import Sample
-from .common import (
+from ..reading import (
     ReadResult,
     RowCollector,
     RowError,
@@ -22,10 +22,12 @@ from .common import (
     typed_field,
     vqa_row,
 )
+from ..registry import DatasetSpec
+from ..types import Sample
 
 SLAKE_SPLITS = ("train", "validate", "test")
 
-__all__ = ["SLAKE_SPLITS", "read_slake"]
+__all__ = ["SLAKE_SPLITS", "SPEC", "read_slake"]
 
 
 def read_slake(
@@ -57,3 +59,10 @@ def read_slake(
         ))
     require_rows(out, path, f"{split} questions")
     return ReadResult(out, col.skipped)
+
+
+def _read(source, split: str) -> ReadResult:
+    return read_slake(source.data_dir, split, skip_bad=source.skip_bad)
+
+
+SPEC = DatasetSpec(name="slake", kind="qa", doc="SLAKE 1.0 (medical VQA, English)", read=_read)

@@ -1,10 +1,11 @@
-"""Reader of the MedAlpaca medical flashcards (Medical Meadow, Han et al. 2023, "MedAlpaca",
+"""The MedAlpaca medical flashcards (Medical Meadow, Han et al. 2023, "MedAlpaca",
 arXiv 2304.08247), the text-only QA data of the medical setting.
 
 Published layout: one JSON file, ``medical_meadow_wikidoc_medical_flashcards.json``, a list of
 ``{instruction, input, output}`` objects; question = ``input``, answer = ``output``. The path
 may be the file or a folder holding it (or exactly one ``.json`` file). Items missing either
-field are skipped and counted, as in the FedMLLM code (arXiv 2411.14717).
+field are skipped and counted, as in the FedMLLM code (arXiv 2411.14717). Reader and spec (the
+text half of ``medical``; not offered by ``fedmllm eval``).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DataError
+from ..reading import ReadResult, RowCollector, RowError, json_objects, require_rows
+from ..registry import DatasetSpec
 from ..types import Sample
-from .common import ReadResult, RowCollector, RowError, json_objects, require_rows
 
 MEDALPACA_FILE = "medical_meadow_wikidoc_medical_flashcards.json"
 
-__all__ = ["MEDALPACA_FILE", "read_medalpaca"]
+__all__ = ["MEDALPACA_FILE", "SPEC", "read_medalpaca"]
 
 
 def _medalpaca_file(path: Path) -> Path:
@@ -59,3 +61,12 @@ def read_medalpaca(path: str | Path, skip_bad: bool = False) -> ReadResult:
                           answer_type="OPEN", meta={"source": "medalpaca"}))
     require_rows(out, path, "question/answer items")
     return ReadResult(out, col.skipped + incomplete)
+
+
+def _read(source, split: str) -> ReadResult:
+    """Every flashcard (the file has no splits)."""
+    return read_medalpaca(source.data_dir, skip_bad=source.skip_bad)
+
+
+SPEC = DatasetSpec(name="medalpaca", kind="qa", doc="MedAlpaca medical flashcards (text QA)",
+                   read=_read, eval=False)
