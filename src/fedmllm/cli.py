@@ -201,12 +201,10 @@ def cmd_model_build(args) -> int:
 def cmd_prepare(args) -> int:
     from .data import prepare
 
-    options = {name: getattr(args, name) for name in PREPARE_KEYS}
-    options.update(verify_images=not args.no_verify_images, skip_bad=args.skip_bad,
-                   vqa_rad_dir=args.vqa_rad_dir, medalpaca_dir=args.medalpaca_dir,
-                   slake_dir=args.slake_dir)
+    options = {name: getattr(args, name) for name in (*PREPARE_KEYS, *args.dataset_options)}
     manifest = prepare(args.out, args.dataset, args.data_dir, num_clients=args.clients,
-                       seed=args.seed, overwrite=args.overwrite, **options)
+                       seed=args.seed, overwrite=args.overwrite,
+                       verify_images=not args.no_verify_images, skip_bad=args.skip_bad, **options)
     print(f"wrote {args.out}: {manifest['num_clients']} client files, test.json, manifest.json")
     return 0
 
@@ -282,9 +280,10 @@ CLIENTAPP_MODES = ("warm", "subprocess")  # fedmllm.runtime.flower.launch, witho
 
 #: ``fedmllm prepare``'s options that are ``data.*`` keys (``--missing-rate`` is
 #: ``data.missing_rate``): their type, default, choices and help are the key's declaration.
-PREPARE_KEYS = ("task", "scenario", "missing_rate", "image_clients", "presence",
-                "prompt_strategy", "partition", "alpha", "min_per_client", "train_size",
-                "test_size")
+#: The datasets' own options (``synth``'s ``--task``, ``medical``'s ``--vqa-rad-dir`` ...) are
+#: their registry entries' (:func:`_dataset_options`).
+PREPARE_KEYS = ("scenario", "missing_rate", "image_clients", "presence", "prompt_strategy",
+                "partition", "alpha", "min_per_client")
 
 
 def _key_option(parser: argparse.ArgumentParser, flag: str, key: str,
@@ -297,6 +296,21 @@ def _key_option(parser: argparse.ArgumentParser, flag: str, key: str,
     parser.add_argument(flag, type=d.type if d.type in (int, float) else None,
                         default=None if given_only else d.default, choices=d.choices,
                         help=text)
+
+
+def _dataset_options(parser: argparse.ArgumentParser, purpose: str) -> list[str]:
+    """A flag for each option of the registered datasets offered for ``purpose`` (``build``:
+    prepare, ``eval``), default ``None`` (the dataset's own default applies); their names."""
+    from .data.registry import dataset_options
+
+    names = []
+    for o in dataset_options(purpose):
+        if o.cli:
+            default = "" if o.default is None else f" (default {o.default})"
+            parser.add_argument(o.flag, type=o.type, choices=o.choices,
+                                help=o.help.replace("%", "%%") + default)
+            names.append(o.name)
+    return names
 
 
 def _overrides(parser: argparse.ArgumentParser, metavar: str = "KEY=VALUE",
@@ -340,11 +354,13 @@ def _add_prepare(sub) -> None:
                         description="Read a dataset in its published layout, partition it over "
                                     "clients, apply a modality scenario and write "
                                     "OUT/client_{k}.json, OUT/test.json and OUT/manifest.json.")
-    pr.add_argument("--dataset", required=True, choices=declared("data.dataset").choices)
+    pr.add_argument("--dataset", required=True, choices=declared("data.dataset").choices,
+                    help="a registered dataset")
     pr.add_argument("--data-dir", help="dataset root in its published layout")
     pr.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
     for name in PREPARE_KEYS:
         _key_option(pr, "--" + name.replace("_", "-"), f"data.{name}")
+    pr.set_defaults(dataset_options=_dataset_options(pr, "build"))
     _key_option(pr, "--clients", "fl.num_clients")
     _key_option(pr, "--seed", "seed")
     pr.add_argument("--no-verify-images", action="store_true",
@@ -352,9 +368,6 @@ def _add_prepare(sub) -> None:
     pr.add_argument("--skip-bad", action="store_true",
                     help="skip (and count) bad rows and images instead of failing")
     pr.add_argument("--overwrite", action="store_true")
-    pr.add_argument("--vqa-rad-dir", help="medical: VQA-RAD folder (default DATA_DIR/vqa_rad)")
-    pr.add_argument("--medalpaca-dir", help="medical: MedAlpaca file or folder")
-    pr.add_argument("--slake-dir", help="medical: SLAKE folder (default DATA_DIR/slake)")
     pr.set_defaults(func=cmd_prepare)
 
 
@@ -372,6 +385,8 @@ def _add_data(sub) -> None:
 
 
 def _add_eval(sub) -> None:
+    from .data import dataset_names
+
     e = sub.add_parser("eval", help="evaluate a finished run, a saved adapter or the base model",
                        description="Evaluate a finished run as it evaluated itself (--run RUN: "
                                    "its base model, adapter, test set, views and batch size; an "
@@ -391,12 +406,11 @@ def _add_eval(sub) -> None:
     e.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="run the Python code the base checkpoint ships (auto_map in its "
                         "config.json); with --run, the run's model.trust_remote_code")
-    e.add_argument("--dataset", choices=["synth", "hateful_memes", "crisismmd", "vqa_rad", "slake"],
+    e.add_argument("--dataset", choices=dataset_names("eval"),
                    help="required without --run; with --run, another dataset's test split")
-    _key_option(e, "--task", "data.task", given_only=True)
     e.add_argument("--data-dir", help="dataset root in its published layout")
     e.add_argument("--split", help="dataset split (default test)")
-    _key_option(e, "--test-size", "data.test_size", given_only=True)
+    _dataset_options(e, "eval")
     _key_option(e, "--seed", "seed", given_only=True)
     _key_option(e, "--prompt-strategy", "data.prompt_strategy", given_only=True)
     e.add_argument("--views", help="comma-separated modality views (default "

@@ -33,7 +33,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -70,11 +70,16 @@ Lenient = WrapValidator(_lenient_choice)
 BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
 
-def key(default: Any, doc: str, **bounds: float) -> Any:
-    """A configuration key: its default, its one-line doc and its bounds (``ge``, ``gt``, ``le``,
-    ``lt``; checked by pydantic). A list or table default is copied for every instance."""
+def key(default: Any, doc: str, choices: Callable[[], tuple[str, ...]] | None = None,
+        **bounds: float) -> Any:
+    """A configuration key: its default, its one-line doc, its bounds (``ge``, ``gt``, ``le``,
+    ``lt``; checked by pydantic) and, for a name a registry holds, ``choices``: a function
+    giving the names registered when the configuration is checked. A list or table default is
+    copied for every instance."""
     assert set(bounds) <= set(BOUNDS), bounds
     meta = {"description": " ".join(doc.split()), **bounds}
+    if choices is not None:
+        meta["choices"] = choices
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -84,6 +89,12 @@ def key(default: Any, doc: str, **bounds: float) -> Any:
 def table(cls: type) -> type:
     """A table of keys: a dataclass whose unknown keys pydantic refuses (``extra="forbid"``)."""
     return with_config(ConfigDict(extra="forbid"))(dataclass(cls))
+
+
+def _buildable_datasets() -> tuple[str, ...]:
+    from .data import dataset_names  # the built-in datasets register when fedmllm.data loads
+
+    return dataset_names("build")
 
 
 def section(cls: type, doc: str) -> Any:
@@ -137,10 +148,10 @@ class LoraConfig:
 
 @table
 class DataConfig:
-    dataset: Annotated[Literal["synth", "hateful_memes", "crisismmd", "medical"], Lenient] = key(
-        "synth", """
+    dataset: str = key("synth", """
         ``synth`` (built-in, offline), ``hateful_memes``, ``crisismmd`` or ``medical`` (VQA-RAD
-        + SLAKE + MedAlpaca) in their published layouts under ``data_dir``.""")
+        + SLAKE + MedAlpaca) in their published layouts under ``data_dir``; any dataset
+        registered with ``fedmllm.data.register_dataset``.""", choices=_buildable_datasets)
     task: Annotated[Literal["binary", "multiclass", "vqa"], Lenient] = key("binary", """
         Synthetic benchmark task (``synth`` only).""")
     data_dir: str | None = key(None, """
@@ -433,10 +444,16 @@ def declared(dotted: str) -> Declared:
     for name, f, tp in _leaves():
         if name == dotted:
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-            item = get_args(tp)[0] if get_origin(tp) is list else tp
-            choices = get_args(item) if get_origin(item) is Literal else None
-            return Declared(tp, default, choices, f.metadata["description"])
+            return Declared(tp, default, _choices(f, tp), f.metadata["description"])
     raise KeyError(dotted)
+
+
+def _choices(f: dataclasses.Field, tp: Any) -> tuple | None:
+    """The key's choices (its items', for a list): a registry's names now, or its ``Literal``."""
+    if "choices" in f.metadata:
+        return f.metadata["choices"]()
+    item = get_args(tp)[0] if get_origin(tp) is list else tp
+    return get_args(item) if get_origin(item) is Literal else None
 
 
 def _is_table(tp: Any) -> bool:
@@ -474,11 +491,21 @@ def _validated(data: dict) -> Config:
     pydantic's strict mode reads a table as a nested dataclass only from JSON input, hence the
     JSON text. The first error is reported: an unknown key, else a wrong type, else a bound."""
     try:
-        return _adapter().validate_json(json.dumps(data, default=_not_json), strict=True)
+        cfg = _adapter().validate_json(json.dumps(data, default=_not_json), strict=True)
     except ValidationError as e:
         first = min(e.errors(), key=lambda x: (x["type"] != "unexpected_keyword_argument",
                                                x["type"] in _BOUND_ERRORS))
         raise _error(first, data) from None
+    for name, f, _ in _leaves():  # names a registry holds: checked against it now
+        if "choices" in f.metadata:
+            *path, leaf = name.split(".")
+            node = functools.reduce(getattr, path, cfg)
+            options, value = f.metadata["choices"](), getattr(node, leaf)
+            same = [o for o in options if o.lower() == value.lower()]
+            if not same:
+                raise _not_a_choice(name, options, value)
+            setattr(node, leaf, same[0] if value not in options else value)
+    return cfg
 
 
 def _not_json(value: Any) -> dict:
@@ -510,18 +537,20 @@ def _error(err: Any, data: dict) -> ConfigError:
         return ConfigError(f"unknown config key '{full}'{_key_hint(leaf, _fields(tp), where)}")
     if field is not None and err["type"] in _BOUND_ERRORS:
         return ConfigError(f"{where}: must be {_bounds_text(field.metadata)}")
-    hint = ""
     if get_origin(tp) is Literal:
-        close = difflib.get_close_matches(str(value).lower(),
-                                          [str(o).lower() for o in get_args(tp)], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"{where}: expected {_expected(tp)}, got {value!r}{hint}")
+        return _not_a_choice(where, get_args(tp), value)
+    return ConfigError(f"{where}: expected {_expected(tp)}, got {value!r}")
+
+
+def _not_a_choice(where: str, options: tuple, value: Any) -> ConfigError:
+    close = difflib.get_close_matches(str(value).lower(), [str(o).lower() for o in options], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    choices = ", ".join(repr(o) for o in options)
+    return ConfigError(f"{where}: expected one of {choices}, got {value!r}{hint}")
 
 
 def _expected(tp: Any) -> str:
     """What a value of the declared type ``tp`` is, in words."""
-    if get_origin(tp) is Literal:
-        return "one of " + ", ".join(repr(a) for a in get_args(tp))
     if get_origin(tp) in (typing.Union, types.UnionType):
         return str(tp).replace("typing.", "")
     if get_origin(tp) is dict or dataclasses.is_dataclass(tp):
@@ -675,6 +704,7 @@ def doc_table(cfg: Config | None = None) -> str:
     values = flatten((cfg or Config()).to_dict())
     rows = ["| key | type | value | meaning |", "|---|---|---|---|"]
     for key, f, tp in _leaves():
+        kind = " / ".join(_choices(f, tp)) if "choices" in f.metadata else _type_text(tp)
         doc = f.metadata["description"].replace("|", "\\|")
-        rows.append(f"| `{key}` | {_type_text(tp)} | `{json.dumps(values.get(key))}` | {doc} |")
+        rows.append(f"| `{key}` | {kind} | `{json.dumps(values.get(key))}` | {doc} |")
     return "\n".join(rows)
