@@ -139,7 +139,7 @@ def test_adaptive_prox_selects_middle_layers(style):
 def test_adaptive_prox_research_defaults_and_errors():
     obj = make_objective("adaptive_prox", num_layers=28)
     assert obj.config() == {"prox_mu": 0.01, "mu_w": 0.1, "s_layer": 4, "num_layers": 28}
-    obj.begin({PEFT_LM.format(l, "q", "A"): torch.zeros(1) for l in range(28)}, {}, {})
+    obj.begin({PEFT_LM.format(i, "q", "A"): torch.zeros(1) for i in range(28)}, {}, {})
     assert sorted(lm_layer_index(k) for k in obj.selected_keys) == list(range(4, 24))
     with pytest.raises(ValueError, match="needs parameter 'num_layers'"):
         make_objective("adaptive_prox")
@@ -325,3 +325,27 @@ def test_unknown_objective_gets_a_suggestion():
         make_objective("scafold")
     assert str(e.value) == ("unknown client objective 'scafold'; did you mean 'scaffold'? "
                             "choices: ce, prox, adaptive_prox, scaffold, yoco")
+
+
+def test_a_registered_objective_is_made_by_name(monkeypatch):
+    from fedmllm.fl import objectives
+    from fedmllm.fl.types import ClientObjective
+
+    monkeypatch.setattr(objectives, "_REGISTRY", dict(objectives._REGISTRY))
+
+    class Scaled(ClientObjective):
+        """A toy: the task loss times ``factor``."""
+
+        name = "scaled"
+
+        def __init__(self, *, factor: float = 2.0):
+            self.factor = factor
+
+    assert objectives.register_objective(Scaled) is Scaled
+    assert objectives.objective_names()[-1] == "scaled"
+    assert objective_params("scaled") == ("factor",)
+    assert make_objective("scaled", factor=3.0).factor == 3.0
+    with pytest.raises(ValueError, match="client objective 'scaled' is already registered"):
+        objectives.register_objective(Scaled)
+    monkeypatch.undo()
+    assert "scaled" not in objectives.objective_names() and OBJECTIVES[-1] == "yoco"

@@ -79,3 +79,44 @@ def test_dare_takes_any_63_bit_seed():
     c = merge_lora_products(states, [1, 2, 3], method="dare_ties", density=0.5, seed=seed - 1,
                             output="delta")
     assert torch.equal(a[MOD], b[MOD]) and not torch.equal(a[MOD], c[MOD])
+
+
+# ----------------------------------------------------------------------------- the registry
+
+@pytest.fixture
+def merge_registry(monkeypatch):
+    """A copy of the merge registry, so a test's rules are gone afterwards."""
+    from fedmllm.fl.oneshot import registry
+
+    monkeypatch.setattr(registry, "_MERGES", {k: dict(v) for k, v in registry._MERGES.items()})
+    return registry
+
+
+def test_a_registered_rule_is_a_merge_of_both_families(merge_registry):
+    from fedmllm.fl import merge_lora_uploads
+    from fedmllm.fl.oneshot import merge_names, product_methods, register_merge, upload_rules
+
+    assert merge_names("key") == ("fedavg", "mean", "pca")
+    assert product_methods() == ("exact", "task_arithmetic", "magnitude_prune", "ties",
+                                 "dare_linear", "dare_ties")
+
+    @register_merge("key", "first")
+    def first(tensors, counts, options):
+        return tensors[0]
+
+    @register_merge("product", "largest")
+    def largest(taus, weights, density, sign):
+        return taus[int(torch.stack([t.norm() for t in taus]).argmax())]
+
+    assert "first" in upload_rules() and "largest" in product_methods()
+    states = [_rank_one([2.0, 3.0]), _rank_one([-1.0, 7.0])]
+    out = merge_lora_uploads(states, [1, 3], rule_A="first", rule_B="mean")
+    torch.testing.assert_close(out[KA], states[0][KA], rtol=0, atol=0)
+    out = merge_lora_products(states, [1, 3], method="largest", output="delta")
+    torch.testing.assert_close(out[MOD], torch.tensor([[-1.0, 7.0]], dtype=F64), rtol=0,
+                               atol=0)
+    with pytest.raises(ValueError, match="key merge 'first' is already registered"):
+        register_merge("key", "first")
+    with pytest.raises(ValueError, match="unknown product merge 'larg'"):
+        merge_lora_products(states, [1, 3], method="larg")
+

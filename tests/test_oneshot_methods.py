@@ -210,7 +210,8 @@ def _gram_gap(a):
 def test_orthogonal_a_penalty_changes_client_training(penalty_runs):
     sim_l1, _ = penalty_runs["l1", "full"]
     sim_o, res_o = penalty_runs["orthogonal", "full"]
-    assert sim_o.trainer.objective.a_penalty == "orthogonal" and sim_l1.trainer.objective.a_penalty == "l1"
+    assert sim_o.trainer.objective.a_penalty == "orthogonal"
+    assert sim_l1.trainer.objective.a_penalty == "l1"
     assert all(math.isfinite(v) for v in res_o.rows[0]["train_loss"].values())
     assert 0.0 <= res_o.final["final"]["accuracy"] <= 1.0
     ka, _ = _pair(sim_o.global_state)

@@ -274,6 +274,13 @@ def _caption(rng, words: Iterable[str], sentences: tuple[str, ...]) -> tuple[str
     return sentences[int(rng.integers(len(sentences)))].format(w=w), w
 
 
+def _mc_sample(sid: str, task: str, opts: tuple[str, ...], y: int, image, text: str,
+               meta: dict) -> Sample:
+    """A multiple-choice sample with label ``y`` of ``opts``."""
+    return Sample(id=sid, task=task, answer=mc_answer(opts, y), image=image, text=text,
+                  label=y, options=opts, meta=meta)
+
+
 def _gen_binary(rng, n: int, prefix: str, params: dict) -> list[Sample]:
     rule = params.get("rule", "and")
     noise = float(params.get("label_noise", 0.0))
@@ -289,19 +296,9 @@ def _gen_binary(rng, n: int, prefix: str, params: dict) -> list[Sample]:
         image, digit = digit_image(rng, family[cname])
         text, word = _caption(rng, BINARY_WORDS[ct], BINARY_SENTENCES)
         y = _noisy(rng, _binary_label(ci, ct, rule), 2, noise)
-        out.append(
-            Sample(
-                id=f"{prefix}{i}",
-                task=task,
-                answer=mc_answer(opts, y),
-                image=image,
-                text=text,
-                label=y,
-                options=opts,
-                meta={"cues": {"image": ci, "text": ct}, "colour": cname, "digit": digit,
-                      "word": word},
-            )
-        )
+        out.append(_mc_sample(f"{prefix}{i}", task, opts, y, image, text,
+                              {"cues": {"image": ci, "text": ct}, "colour": cname,
+                               "digit": digit, "word": word}))
     return out
 
 
@@ -320,19 +317,9 @@ def _gen_multiclass(rng, n: int, prefix: str, params: dict) -> list[Sample]:
         image, digit = digit_image(rng, family[cname], frame=frame)
         text, word = _caption(rng, MULTICLASS_WORDS[ct], MULTICLASS_SENTENCES)
         y = _noisy(rng, 2 * ci + ct, 8, noise)
-        out.append(
-            Sample(
-                id=f"{prefix}{i}",
-                task=task,
-                answer=mc_answer(opts, y),
-                image=image,
-                text=text,
-                label=y,
-                options=opts,
-                meta={"cues": {"image": ci, "text": ct}, "colour": cname, "frame": frame,
-                      "digit": digit, "word": word},
-            )
-        )
+        out.append(_mc_sample(f"{prefix}{i}", task, opts, y, image, text,
+                              {"cues": {"image": ci, "text": ct}, "colour": cname,
+                               "frame": frame, "digit": digit, "word": word}))
     return out
 
 

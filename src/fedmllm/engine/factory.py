@@ -217,8 +217,10 @@ def _resolve_training(cfg: Config, objective: str, notes: list[str]) -> tuple[st
 
 
 def _plan_multiround(cfg: Config) -> RunPlan:
-    from ..fl import OBJECTIVES, make_objective, make_strategy
+    from ..fl import make_objective, make_strategy
+    from ..fl.objectives import objective_names
 
+    objectives = objective_names()
     algo, c = cfg.fl.algorithm, cfg.fl.client
     notes: list[str] = []
     params = dict(cfg.fl.strategy)
@@ -229,20 +231,20 @@ def _plan_multiround(cfg: Config) -> RunPlan:
     except (ValueError, TypeError) as e:
         raise ConfigError(f"fl.strategy: {e}") from None
     name = c.objective
-    if name not in OBJECTIVES and isinstance(name, str) and name.lower() in (*OBJECTIVES,
+    if name not in objectives and isinstance(name, str) and name.lower() in (*objectives,
                                                                              "auto"):
         name = c.objective = name.lower()
     if name == "auto":
         name = strategy.default_objective
         notes.append(f"fl.client.objective = {name}")
-    elif name not in OBJECTIVES:
+    elif name not in objectives:
         raise ConfigError(f"fl.client.objective: unknown objective {name!r}"
-                          f"{suggest(name, OBJECTIVES)} choices: auto, {', '.join(OBJECTIVES)}")
+                          f"{suggest(name, objectives)} choices: auto, {', '.join(objectives)}")
     if name == "yoco":
         raise ConfigError("fl.client.objective: 'yoco' is one-shot; use fl.algorithm=yoco")
     allowed = strategy.allowed_objectives
     if allowed is None:
-        allowed = tuple(o for o in OBJECTIVES if o not in ("scaffold", "yoco"))
+        allowed = tuple(o for o in objectives if o not in ("scaffold", "yoco"))
     if name not in allowed:
         raise ConfigError(f"fl.client.objective: {name!r} does not go with fl.algorithm {algo!r} "
                           f"(it takes {', '.join(allowed)}; auto picks "
@@ -313,7 +315,8 @@ def oneshot_init(cfg: Config) -> str:
 
 
 def _plan_oneshot(cfg: Config) -> RunPlan:
-    from ..fl import UPLOAD_RULES, make_objective
+    from ..fl import make_objective
+    from ..fl.oneshot import upload_rules
 
     y = cfg.fl.yoco
     notes: list[str] = []
@@ -323,9 +326,9 @@ def _plan_oneshot(cfg: Config) -> RunPlan:
     if y.local_epochs <= 0:
         raise ConfigError("fl.yoco.local_epochs: must be > 0")
     for key, rule in (("merge_b", y.merge_b), ("merge_a", y.merge_a)):
-        if rule not in UPLOAD_RULES:
-            raise ConfigError(f"fl.yoco.{key}: unknown rule {rule!r}{suggest(rule, UPLOAD_RULES)}"
-                              f" choices: {', '.join(UPLOAD_RULES)}")
+        if rule not in upload_rules():
+            raise ConfigError(f"fl.yoco.{key}: unknown rule {rule!r}{suggest(rule, upload_rules())}"
+                              f" choices: {', '.join(upload_rules())}")
     if y.merge_b == "pca":
         raise ConfigError("fl.yoco.merge_b: 'pca' is a rule for A (fl.yoco.merge_a)")
     if not 0.0 < y.density <= 1.0:
@@ -377,11 +380,12 @@ def _plan_oneshot(cfg: Config) -> RunPlan:
 def _check_factor_rules(cfg: Config) -> None:
     """Build each server rule a factor-wise one-shot merge will apply, with its parameters."""
     from ..fl import make_strategy
+    from ..fl.oneshot import merge_names
 
     y = cfg.fl.yoco
     rule_b, rule_a = factor_rules(cfg)
     for rule, own, key in ((rule_b, y.params_b, "params_b"), (rule_a, y.params_a, "params_a")):
-        if rule in ("mean", "fedavg", "pca"):
+        if rule in merge_names("key"):
             if own:
                 raise ConfigError(f"fl.yoco.{key}: rule {rule!r} takes no parameters")
             continue

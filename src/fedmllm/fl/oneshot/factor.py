@@ -1,5 +1,24 @@
 """One-shot merges of single LoRA uploads factor by factor, with separate rules for ``lora_A``,
-``lora_B`` and other keys (YOCO's server step and the "combine" baselines)."""
+``lora_B`` and other keys (YOCO's server step and the "combine" baselines).
+
+The rules, for one key, with the clients ``S`` that uploaded it, ``y_i`` their tensors and
+``n_i`` their example counts (the first three are the registry's ``key`` merges,
+:mod:`.registry`):
+
+- ``"fedavg"``: ``sum_{i in S} n_i y_i / sum_{i in S} n_i``.
+- ``"mean"``: ``(1/|S|) sum_{i in S} y_i``.
+- ``"pca"``: :func:`pca_weighted_merge` of the ``y_i`` with ``k = pca_k``,
+  ``weighting = pca_weighting``, ``power = pca_power``, ``center = pca_center`` and weights
+  ``n_i`` (``pca_sample_weighted``) or equal; ``pca_weighting="mean"`` equals ``fedavg``
+  (or ``mean``).
+- any other server strategy in :data:`UPLOAD_RULES` (``fedavgm``, ``fedadam``,
+  ``fedadagrad``, ``fedyogi``, ``median``, ``trimmed_mean``, ``fedprox``): one application,
+  ``make_strategy(rule, **params_X).aggregate(initial, updates, round=1)``; the global state
+  is ``initial`` (required), the adapter every client started from (the YOCO research code
+  stepped from a fresh zero-B adapter instead, which drops the shared initialisation every
+  client trained from). E.g. textbook ``fedavgm`` one-shot is
+  ``x0 + D_w`` = fedavg; ``fedadam`` moves ``x0`` by ``eta_t m / (sqrt(v) + tau)``.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +26,54 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from ..aggregation import in_compute_dtype
 from ..strategies import ALGORITHMS, make_strategy
 from ..types import ClientUpdate, StateDict
 from ..yoco.pca import pca_weighted_merge
 from .keys import client_weights, lora_role
+from .registry import get_merge, merge_names, register_merge
 
-UPLOAD_RULES: tuple[str, ...] = ("mean", "fedavg", "pca") + tuple(
-    n for n in ALGORITHMS if n not in ("fedavg", "local", "zeroshot", "scaffold")
-)
-"""Rules accepted by :func:`merge_lora_uploads` for each key group."""
+
+@register_merge("key", "fedavg")
+def _fedavg(tensors: list[Tensor], counts: list[float], options: Mapping[str, Any]) -> Tensor:
+    """``sum_i n_i y_i / sum_i n_i``."""
+    return _weighted_mean(tensors, counts)
+
+
+@register_merge("key", "mean")
+def _mean(tensors: list[Tensor], counts: list[float], options: Mapping[str, Any]) -> Tensor:
+    """``(1/|S|) sum_i y_i``."""
+    return _weighted_mean(tensors, [1.0] * len(tensors))
+
+
+@register_merge("key", "pca")
+def _pca(tensors: list[Tensor], counts: list[float], options: Mapping[str, Any]) -> Tensor:
+    """:func:`~fedmllm.fl.yoco.pca.pca_weighted_merge` with the ``pca_*`` options."""
+    return pca_weighted_merge(
+        tensors, counts if options["pca_sample_weighted"] else None, k=options["pca_k"],
+        center=options["pca_center"], weighting=options["pca_weighting"],
+        power=options["pca_power"],
+    )
+
+
+def _weighted_mean(tensors: list[Tensor], weights: list[float]) -> Tensor:
+    total = sum(weights)
+    acc = sum(c / total * in_compute_dtype(t) for c, t in zip(weights, tensors, strict=True))
+    return acc.to(tensors[0].dtype)
+
+
+def upload_rules() -> tuple[str, ...]:
+    """Rules accepted by :func:`merge_lora_uploads` for each key group: the ``key`` merges of
+    the registry (:mod:`.registry`), then the server strategies applied once."""
+    return merge_names("key") + tuple(
+        n for n in ALGORITHMS if n not in ("fedavg", "local", "zeroshot", "scaffold")
+    )
+
+
+UPLOAD_RULES: tuple[str, ...] = upload_rules()
+"""The built-in rules of :func:`upload_rules`."""
 
 
 def _group(key: str) -> str:
@@ -45,22 +101,9 @@ def merge_lora_uploads(
     """YOCO's one-shot server merge of single uploads, with separate rules per key group.
 
     Groups: ``lora_B`` keys (``rule_B``), ``lora_A`` keys (``rule_A``), every other key, e.g.
-    ``modules_to_save`` copies (``rule_other``). For one key, with the clients ``S`` that
-    uploaded it, ``y_i`` their tensors and ``n_i`` their example counts:
-
-    - ``"fedavg"``: ``sum_{i in S} n_i y_i / sum_{i in S} n_i``.
-    - ``"mean"``: ``(1/|S|) sum_{i in S} y_i``.
-    - ``"pca"``: :func:`pca_weighted_merge` of the ``y_i`` with ``k = pca_k``,
-      ``weighting = pca_weighting``, ``power = pca_power``, ``center = pca_center`` and weights
-      ``n_i`` (``pca_sample_weighted``) or equal; ``pca_weighting="mean"`` equals ``fedavg``
-      (or ``mean``).
-    - any other server strategy in :data:`UPLOAD_RULES` (``fedavgm``, ``fedadam``,
-      ``fedadagrad``, ``fedyogi``, ``median``, ``trimmed_mean``, ``fedprox``): one application,
-      ``make_strategy(rule, **params_X).aggregate(initial, updates, round=1)``; the global state
-      is ``initial`` (required), the adapter every client started from (the YOCO research code
-      stepped from a fresh zero-B adapter instead, which drops the shared initialisation every
-      client trained from). E.g. textbook ``fedavgm`` one-shot is
-      ``x0 + D_w`` = fedavg; ``fedadam`` moves ``x0`` by ``eta_t m / (sqrt(v) + tau)``.
+    ``modules_to_save`` copies (``rule_other``); each rule is one of :data:`UPLOAD_RULES`
+    (formulas in the module docstring), ``params_X`` a strategy rule's parameters, ``pca_*``
+    the ``pca`` rule's options.
 
     ``rule_A != rule_B`` is the paper's "combine" baseline (e.g. ``rule_B="mean"``,
     ``rule_A="fedavgm"``). The YOCO variants ``init``/``init_b``/``init_ba`` merge ``A`` with a
@@ -73,18 +116,42 @@ def merge_lora_uploads(
     client_weights(num_examples)  # validates the counts
     counts = [int(n) for n in num_examples]
     rules = {"A": rule_A, "B": rule_B, "other": rule_other}
-    params = {
-        "A": dict(params_A or {}),
-        "B": dict(params_B or {}),
-        "other": dict(params_other or {}),
-    }
+    params = {"A": dict(params_A or {}), "B": dict(params_B or {}),
+              "other": dict(params_other or {})}
+    _check_rules(rules, params)
+    keys = _checked_keys(states, initial)
+    options = {"pca_k": pca_k, "pca_weighting": pca_weighting, "pca_power": pca_power,
+               "pca_center": pca_center, "pca_sample_weighted": pca_sample_weighted}
+    out: StateDict = dict(initial) if initial is not None else {}
+    by_group: dict[str, list[str]] = {"A": [], "B": [], "other": []}
+    for key in keys:
+        by_group[_group(key)].append(key)
+    with torch.no_grad():
+        for group, gkeys in by_group.items():
+            if not gkeys:
+                continue
+            if rules[group] in merge_names("key"):
+                for key in gkeys:
+                    out[key] = _key_merge(rules[group], key, states, counts, initial, options)
+            else:
+                out.update(_strategy_merge(rules[group], params[group], gkeys, states, counts,
+                                           initial))
+    return out
+
+
+def _check_rules(rules: dict[str, str], params: dict[str, dict]) -> None:
     for group, rule in rules.items():
-        if rule not in UPLOAD_RULES:
+        if rule not in upload_rules():
             raise ValueError(
-                f"unknown rule {rule!r} for {group} keys; choices: {', '.join(UPLOAD_RULES)}"
+                f"unknown rule {rule!r} for {group} keys; choices: {', '.join(upload_rules())}"
             )
-        if params[group] and rule in ("mean", "fedavg", "pca"):
+        if params[group] and rule in merge_names("key"):
             raise ValueError(f"rule {rule!r} takes no params (got {sorted(params[group])})")
+
+
+def _checked_keys(states: list[StateDict], initial: StateDict | None) -> list[str]:
+    """Every uploaded key in first-seen order, once each client's tensor (and the initial
+    one) has the shape of the first upload."""
     keys: list[str] = []
     for st in states:
         keys.extend(k for k in st if k not in keys)
@@ -98,56 +165,35 @@ def merge_lora_uploads(
                 )
         if initial is not None and key in initial and initial[key].shape != ref.shape:
             raise ValueError(f"initial {key!r} has shape {tuple(initial[key].shape)}")
-    out: StateDict = dict(initial) if initial is not None else {}
-    by_group: dict[str, list[str]] = {"A": [], "B": [], "other": []}
-    for key in keys:
-        by_group[_group(key)].append(key)
-    with torch.no_grad():
-        for group, gkeys in by_group.items():
-            if not gkeys:
-                continue
-            rule = rules[group]
-            if rule in ("mean", "fedavg", "pca"):
-                for key in gkeys:
-                    holders = [i for i, st in enumerate(states) if key in st]
-                    tensors = [states[i][key] for i in holders]
-                    if not tensors[0].is_floating_point():
-                        out[key] = (
-                            initial[key] if initial is not None and key in initial else tensors[0]
-                        )
-                        continue
-                    cw = [float(counts[i]) for i in holders]
-                    if rule == "pca":
-                        out[key] = pca_weighted_merge(
-                            tensors,
-                            cw if pca_sample_weighted else None,
-                            k=pca_k,
-                            center=pca_center,
-                            weighting=pca_weighting,
-                            power=pca_power,
-                        )
-                        continue
-                    if rule == "mean":
-                        cw = [1.0] * len(tensors)
-                    total = sum(cw)
-                    acc = sum(c / total * in_compute_dtype(t) for c, t in zip(cw, tensors, strict=True))
-                    out[key] = acc.to(tensors[0].dtype)
-                continue
-            if initial is None:
-                raise ValueError(
-                    f"rule {rule!r} steps from the initial adapter: pass initial= (the state "
-                    "every client started from)"
-                )
-            missing = [k for k in gkeys if k not in initial]
-            if missing:
-                raise ValueError(f"initial state lacks {missing[0]!r} (rule {rule!r})")
-            strategy = make_strategy(rule, **params[group])
-            glob = {k: initial[k] for k in gkeys}
-            updates = [
-                ClientUpdate(
-                    state={k: st[k] for k in gkeys if k in st}, num_examples=n, client_id=i
-                )
-                for i, (st, n) in enumerate(zip(states, counts, strict=True))
-            ]
-            out.update(strategy.aggregate(glob, updates, 1))
-    return out
+    return keys
+
+
+def _key_merge(rule: str, key: str, states: list[StateDict], counts: list[int],
+               initial: StateDict | None, options: Mapping[str, Any]) -> Tensor:
+    """One key by a registered ``key`` rule over the clients that uploaded it (non-floating
+    tensors: the initial value, else the first upload)."""
+    holders = [i for i, st in enumerate(states) if key in st]
+    tensors = [states[i][key] for i in holders]
+    if not tensors[0].is_floating_point():
+        return initial[key] if initial is not None and key in initial else tensors[0]
+    return get_merge("key", rule)(tensors, [float(counts[i]) for i in holders], options)
+
+
+def _strategy_merge(rule: str, params: dict, gkeys: list[str], states: list[StateDict],
+                    counts: list[int], initial: StateDict | None) -> StateDict:
+    """One application of server strategy ``rule`` to the keys ``gkeys``, from ``initial``."""
+    if initial is None:
+        raise ValueError(
+            f"rule {rule!r} steps from the initial adapter: pass initial= (the state "
+            "every client started from)"
+        )
+    missing = [k for k in gkeys if k not in initial]
+    if missing:
+        raise ValueError(f"initial state lacks {missing[0]!r} (rule {rule!r})")
+    strategy = make_strategy(rule, **params)
+    glob = {k: initial[k] for k in gkeys}
+    updates = [
+        ClientUpdate(state={k: st[k] for k in gkeys if k in st}, num_examples=n, client_id=i)
+        for i, (st, n) in enumerate(zip(states, counts, strict=True))
+    ]
+    return strategy.aggregate(glob, updates, 1)

@@ -56,16 +56,7 @@ from torch import Tensor
 from ..aggregation import in_compute_dtype
 from ..types import StateDict
 from .keys import client_weights, lora_pairs
-
-PRODUCT_METHODS: tuple[str, ...] = (
-    "exact",
-    "task_arithmetic",
-    "magnitude_prune",
-    "ties",
-    "dare_linear",
-    "dare_ties",
-)
-"""Every ``method`` accepted by :func:`merge_lora_products`."""
+from .registry import get_merge, merge_names, register_merge
 
 
 def factorize(delta: Tensor, rank: int) -> tuple[Tensor, Tensor]:
@@ -128,6 +119,62 @@ def _weighted_disjoint_mean(stack: Tensor, agree: Tensor, weights: Tensor) -> Te
     return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), 0.0)
 
 
+def _merge_utils():
+    from peft.utils import merge_utils  # lazy: keeps ``import fedmllm.fl`` light
+
+    return merge_utils
+
+
+@register_merge("product", "task_arithmetic")
+def _task_arithmetic(taus: list[Tensor], weights: Tensor, density: float, sign: str) -> Tensor:
+    """``sum_i w_i tau_i``."""
+    return _merge_utils().task_arithmetic(taus, weights)
+
+
+@register_merge("product", "magnitude_prune")
+def _magnitude_prune(taus: list[Tensor], weights: Tensor, density: float, sign: str) -> Tensor:
+    """``sum_i w_i tau_i`` of the ``density`` largest-magnitude entries of each ``tau_i``."""
+    return _merge_utils().magnitude_prune(taus, weights, density)
+
+
+@register_merge("product", "ties")
+def _ties(taus: list[Tensor], weights: Tensor, density: float, sign: str) -> Tensor:
+    """Magnitude trim, sign election, weighted disjoint mean (TIES)."""
+    pruned = [_merge_utils().prune(t, density, method="magnitude") for t in taus]
+    return _elect_and_mean(pruned, weights, sign)
+
+
+@register_merge("product", "dare_linear")
+def _dare_linear(taus: list[Tensor], weights: Tensor, density: float, sign: str) -> Tensor:
+    """Random drop and ``1/density`` rescale, then ``sum_i w_i tau_i`` (DARE)."""
+    return _merge_utils().dare_linear(taus, weights, density)
+
+
+@register_merge("product", "dare_ties")
+def _dare_ties(taus: list[Tensor], weights: Tensor, density: float, sign: str) -> Tensor:
+    """DARE drop and rescale, then TIES sign election and weighted disjoint mean."""
+    pruned = [_merge_utils().prune(t, density, method="random", rescale=True) for t in taus]
+    return _elect_and_mean(pruned, weights, sign)
+
+
+def _elect_and_mean(pruned: list[Tensor], weights: Tensor, sign: str) -> Tensor:
+    """peft's sign election (``sign``: ``total`` or ``frequency``), then our weighted disjoint
+    mean (peft's ``disjoint_merge`` divides by the *count* of agreeing clients)."""
+    stack = torch.stack(pruned)
+    agree = _merge_utils().calculate_majority_sign_mask(stack, method=sign)
+    return _weighted_disjoint_mean(stack, agree, weights)
+
+
+def product_methods() -> tuple[str, ...]:
+    """Every ``method`` accepted by :func:`merge_lora_products`: ``exact``, then the
+    registry's ``product`` merges (:mod:`.registry`)."""
+    return ("exact", *merge_names("product"))
+
+
+PRODUCT_METHODS: tuple[str, ...] = product_methods()
+"""The built-in methods of :func:`product_methods`."""
+
+
 def _peft_merge(
     method: str,
     taus: list[Tensor],
@@ -136,33 +183,18 @@ def _peft_merge(
     majority_sign_method: str,
     seed: int | None,
 ) -> Tensor:
-    from peft.utils import merge_utils  # lazy: keeps ``import fedmllm.fl`` light
-
+    """The registered ``product`` merge ``method`` of the task vectors, with torch's RNG
+    seeded by ``seed`` (when given) and restored afterwards."""
     dtype, device = taus[0].dtype, taus[0].device
     linear = torch.tensor(weights, dtype=dtype, device=device)
-    with warnings.catch_warnings():
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=devices,
+                                                          enabled=seed is not None):
         # peft warns that density >= 1 prunes nothing: that is what was asked for
         warnings.filterwarnings("ignore", message=r"The density .* no pruning")
-        if method == "task_arithmetic":
-            return merge_utils.task_arithmetic(taus, linear)
-        if method == "magnitude_prune":
-            return merge_utils.magnitude_prune(taus, linear, density)
-        devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices, enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
-            if method == "dare_linear":
-                return merge_utils.dare_linear(taus, linear, density)
-            # ties / dare_ties: peft's pruning and sign election, then our weighted disjoint
-            # mean (peft's disjoint_merge divides by the *count* of agreeing clients)
-            if method == "ties":
-                pruned = [merge_utils.prune(t, density, method="magnitude") for t in taus]
-            else:
-                pruned = [merge_utils.prune(t, density, method="random", rescale=True)
-                          for t in taus]
-        stack = torch.stack(pruned)
-        agree = merge_utils.calculate_majority_sign_mask(stack, method=majority_sign_method)
-        return _weighted_disjoint_mean(stack, agree, linear)
+        if seed is not None:
+            torch.manual_seed(seed)
+        return get_merge("product", method)(taus, linear, density, majority_sign_method)
 
 
 def merge_lora_products(
@@ -184,7 +216,7 @@ def merge_lora_products(
     Args:
         states: one uploaded adapter state per client (same LoRA modules and shapes).
         num_examples: ``n_i`` per client (weights ``w_i``; ignored when ``weighted=False``).
-        method: one of :data:`PRODUCT_METHODS`.
+        method: one of :func:`product_methods`.
         weighted: ``w_i = n_i / sum n`` (True) or ``1/N``.
         rank: rank of the returned factors. ``None``: ``exact`` keeps ``N r`` (lossless), the
             other methods return the clients' ``r``; ``"client"``: the clients' ``r`` for
@@ -203,8 +235,64 @@ def merge_lora_products(
     Non-LoRA keys (``modules_to_save`` copies) are merged by the ``w_i``-weighted mean.
     Returns a new state; tensors keep the clients' dtype.
     """
-    if method not in PRODUCT_METHODS:
-        raise ValueError(f"unknown product merge {method!r}; choices: {', '.join(PRODUCT_METHODS)}")
+    density = _check_product_args(method, output, majority_sign_method, density, lam, rank)
+    states = list(states)
+    if len(states) != len(num_examples):
+        raise ValueError(f"{len(states)} states but {len(num_examples)} example counts")
+    w = client_weights(num_examples, weighted)
+    pairs = lora_pairs(states[0])
+    for i, st in enumerate(states[1:], start=1):
+        if set(st) != set(states[0]):
+            raise ValueError(f"client {i}: its keys differ from client 0's")
+    lora_keys = {k for ab in pairs.values() for k in ab}
+    with torch.no_grad():
+        out = _mean_other_keys(states, w, lora_keys)
+        for index, (module, (ka, kb)) in enumerate(pairs.items()):
+            # DARE: one draw per module (the same seed everywhere would repeat the mask)
+            out.update(_merge_module(
+                module, ka, kb, states, w, method=method, rank=rank, output=output,
+                initial=initial, density=density, majority_sign_method=majority_sign_method,
+                lam=lam, seed=None if seed is None else module_seed(seed, index)))
+    return out
+
+
+def _merge_module(module: str, ka: str, kb: str, states: list[StateDict], w: list[float], *,
+                  method: str, rank: int | str | None, output: str, initial: StateDict | None,
+                  density: float, majority_sign_method: str, lam: float,
+                  seed: int | None) -> StateDict:
+    """One LoRA module's merged entries: its ``lora_A``/``lora_B`` keys (``ka``, ``kb``) or,
+    for ``output="delta"``, the dense product under the module name."""
+    a_list = [st[ka] for st in states]
+    b_list = [st[kb] for st in states]
+    for i, (a, b) in enumerate(zip(a_list, b_list, strict=True)):
+        if a.shape != a_list[0].shape or b.shape != b_list[0].shape:
+            raise ValueError(f"client {i}: {module!r} has other LoRA shapes than client 0")
+    target = a_list[0].shape[0] if rank in (None, "client") else int(rank)
+    a_dtype, b_dtype = a_list[0].dtype, b_list[0].dtype
+    if method == "exact" and output == "factors":
+        a_new, b_new = _exact_factors(a_list, b_list, w, None if rank is None else target)
+        return {ka: a_new.to(a_dtype), kb: b_new.to(b_dtype)}
+    base = None
+    if method != "exact" and initial is not None:
+        if ka not in initial or kb not in initial:
+            raise ValueError(f"initial state lacks {ka!r} / {kb!r}")
+        base = in_compute_dtype(initial[kb]) @ in_compute_dtype(initial[ka])
+    merged = _merged_product(method, a_list, b_list, w, base, density, majority_sign_method,
+                             lam, seed)
+    if output == "delta":
+        return {module: merged.to(a_dtype)}
+    a_new, b_new = factorize(merged, target)
+    return {ka: a_new.to(a_dtype), kb: b_new.to(b_dtype)}
+
+
+def _check_product_args(method: str, output: str, majority_sign_method: str, density: float,
+                        lam: float, rank: int | str | None) -> float:
+    """The arguments of :func:`merge_lora_products` that do not depend on the states;
+    returns ``density`` as a float."""
+    if method not in product_methods():
+        raise ValueError(
+            f"unknown product merge {method!r}; choices: {', '.join(product_methods())}"
+        )
     if output not in ("factors", "delta"):
         raise ValueError(f"output must be 'factors' or 'delta', got {output!r}")
     if majority_sign_method not in ("total", "frequency"):
@@ -214,68 +302,54 @@ def merge_lora_products(
     density = float(density)
     if not 0.0 < density <= 1.0:
         raise ValueError(f"density must lie in (0, 1], got {density!r}")
-    states = list(states)
-    if len(states) != len(num_examples):
-        raise ValueError(f"{len(states)} states but {len(num_examples)} example counts")
-    w = client_weights(num_examples, weighted)
-    pairs = lora_pairs(states[0])
-    for i, st in enumerate(states[1:], start=1):
-        if set(st) != set(states[0]):
-            raise ValueError(f"client {i}: its keys differ from client 0's")
     if method == "exact" and lam != 1.0:
         raise ValueError("lam applies to task vectors; use method='task_arithmetic' to scale")
     if rank not in (None, "client") and (
         isinstance(rank, bool) or not isinstance(rank, int) or rank < 1
     ):
         raise ValueError(f"rank must be a positive integer, 'client' or None, got {rank!r}")
+    return density
+
+
+def _mean_other_keys(states: list[StateDict], w: list[float], lora_keys: set[str]) -> StateDict:
+    """The non-LoRA keys: the ``w_i``-weighted mean (non-floating tensors: client 0's)."""
     out: StateDict = {}
-    lora_keys = {k for ab in pairs.values() for k in ab}
-    with torch.no_grad():
-        for key in states[0]:
-            if key in lora_keys:
-                continue
-            ref = states[0][key]
-            if not ref.is_floating_point():
-                out[key] = ref
-                continue
-            acc = sum(wi * in_compute_dtype(st[key]) for wi, st in zip(w, states, strict=True))
-            out[key] = acc.to(ref.dtype)
-        for index, (module, (ka, kb)) in enumerate(pairs.items()):
-            a_list = [st[ka] for st in states]
-            b_list = [st[kb] for st in states]
-            for i, (a, b) in enumerate(zip(a_list, b_list, strict=True)):
-                if a.shape != a_list[0].shape or b.shape != b_list[0].shape:
-                    raise ValueError(f"client {i}: {module!r} has other LoRA shapes than client 0")
-            r = a_list[0].shape[0]
-            a_dtype, b_dtype = a_list[0].dtype, b_list[0].dtype
-            target = r if rank in (None, "client") else int(rank)
-            if method == "exact" and output == "factors":
-                a_cat = torch.cat([in_compute_dtype(a) for a in a_list], dim=0)
-                b_cat = torch.cat([wi * in_compute_dtype(b) for wi, b in zip(w, b_list, strict=True)], 1)
-                if rank is not None:
-                    a_cat, b_cat = refactorize(a_cat, b_cat, target)
-                out[ka], out[kb] = a_cat.to(a_dtype), b_cat.to(b_dtype)
-                continue
-            prods = [in_compute_dtype(b) @ in_compute_dtype(a) for a, b in zip(a_list, b_list, strict=True)]
-            if method == "exact":
-                merged = sum(wi * p for wi, p in zip(w, prods, strict=True))
-            else:
-                base = None
-                if initial is not None:
-                    if ka not in initial or kb not in initial:
-                        raise ValueError(f"initial state lacks {ka!r} / {kb!r}")
-                    base = in_compute_dtype(initial[kb]) @ in_compute_dtype(initial[ka])
-                taus = prods if base is None else [p - base for p in prods]
-                # DARE: one draw per module (the same seed everywhere would repeat the mask)
-                merged = _peft_merge(method, taus, w, density, majority_sign_method,
-                                     None if seed is None else module_seed(seed, index))
-                if lam != 1.0:
-                    merged = merged * lam
-                if base is not None:
-                    merged = base + merged
-            if output == "delta":
-                out[module] = merged.to(a_dtype)
-                continue
-            a_new, b_new = factorize(merged, target)
-            out[ka], out[kb] = a_new.to(a_dtype), b_new.to(b_dtype)
+    for key in states[0]:
+        if key in lora_keys:
+            continue
+        ref = states[0][key]
+        if not ref.is_floating_point():
+            out[key] = ref
+            continue
+        acc = sum(wi * in_compute_dtype(st[key]) for wi, st in zip(w, states, strict=True))
+        out[key] = acc.to(ref.dtype)
     return out
+
+
+def _exact_factors(a_list: list[Tensor], b_list: list[Tensor], w: list[float],
+                   rank: int | None) -> tuple[Tensor, Tensor]:
+    """``A_g = [A_1; ...; A_N]``, ``B_g = [w_1 B_1, ..., w_N B_N]`` (rank ``N r``, lossless),
+    or their :func:`refactorize` to ``rank``."""
+    a_cat = torch.cat([in_compute_dtype(a) for a in a_list], dim=0)
+    b_cat = torch.cat([wi * in_compute_dtype(b) for wi, b in zip(w, b_list, strict=True)], 1)
+    if rank is not None:
+        a_cat, b_cat = refactorize(a_cat, b_cat, rank)
+    return a_cat, b_cat
+
+
+def _merged_product(method: str, a_list: list[Tensor], b_list: list[Tensor], w: list[float],
+                    base: Tensor | None, density: float, majority_sign_method: str,
+                    lam: float, seed: int | None) -> Tensor:
+    """One module's merged product ``P_g``: ``sum_i w_i P_i`` (``exact``), else
+    ``P_0 + lam * merge(tau)`` with ``tau_i = P_i - P_0`` (``P_0 = base``, or 0)."""
+    prods = [in_compute_dtype(b) @ in_compute_dtype(a)
+             for a, b in zip(a_list, b_list, strict=True)]
+    if method == "exact":
+        return sum(wi * p for wi, p in zip(w, prods, strict=True))
+    taus = prods if base is None else [p - base for p in prods]
+    merged = _peft_merge(method, taus, w, density, majority_sign_method, seed)
+    if lam != 1.0:
+        merged = merged * lam
+    if base is not None:
+        merged = base + merged
+    return merged
