@@ -92,7 +92,8 @@ def table(cls: type) -> type:
 
 
 def _buildable_datasets() -> tuple[str, ...]:
-    from .data import dataset_names  # the built-in datasets register when fedmllm.data loads
+    # importing it loads the fedmllm.data package first, which registers the built-in datasets
+    from .data.registry import dataset_names
 
     return dataset_names("build")
 
