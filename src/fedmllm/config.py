@@ -15,11 +15,14 @@ the Flower app table (``runtime/flower/appconfig.py``), the defaults of ``fedmll
 Why dataclasses with field metadata rather than pydantic models: the tree is passed around as
 plain dataclasses (``dataclasses.replace``, ``dataclasses.asdict``, attribute assignment by the
 drivers), and a value that bypassed :func:`load_config` must still reach the checks of
-``plan_run`` instead of failing where it is built. pydantic still does the type checking:
-:func:`load_config` validates the merged tree with a :class:`pydantic.TypeAdapter` over these
-dataclasses (pydantic reads the ``description`` and bounds from the field metadata), in strict
-mode (an integer is not a float written ``2.0``, a boolean not ``1``; an integer widens to a
-float), and its errors are mapped to one :class:`ConfigError` line naming the key (and file).
+``plan_run`` instead of failing where it is built (a pydantic model or pydantic dataclass
+validates on construction). pydantic still does the type checking: :func:`load_config`
+validates the merged tree with a :class:`pydantic.TypeAdapter` over these dataclasses (pydantic
+reads its ``Field`` arguments, ``description`` and the bounds, from
+``dataclasses.field(metadata=...)``), in strict mode (an integer is not a float written
+``2.0``, a boolean not ``1``; an integer widens to a float), and its errors are mapped to one
+:class:`ConfigError` line naming the key (and file). The one key whose choices a registry holds
+(``data.dataset``) is checked against the names registered at that moment.
 """
 
 from __future__ import annotations
@@ -85,12 +88,6 @@ def key(default: Any, doc: str, choices: Callable[[], tuple[str, ...]] | None = 
     return dataclasses.field(default=default, metadata=meta)
 
 
-@typing.dataclass_transform(field_specifiers=(dataclasses.field,))
-def table(cls: type) -> type:
-    """A table of keys: a dataclass whose unknown keys pydantic refuses (``extra="forbid"``)."""
-    return with_config(ConfigDict(extra="forbid"))(dataclass(cls))
-
-
 def _buildable_datasets() -> tuple[str, ...]:
     # importing it loads the fedmllm.data package first, which registers the built-in datasets
     from .data.registry import dataset_names
@@ -101,6 +98,12 @@ def _buildable_datasets() -> tuple[str, ...]:
 def section(cls: type, doc: str) -> Any:
     """A table of keys (a nested dataclass) with its one-line doc."""
     return dataclasses.field(default_factory=cls, metadata={"description": doc})
+
+
+@typing.dataclass_transform(field_specifiers=(key, section))
+def table(cls: type) -> type:
+    """A table of keys: a dataclass whose unknown keys pydantic refuses (``extra="forbid"``)."""
+    return with_config(ConfigDict(extra="forbid"))(dataclass(cls))
 
 
 @table
