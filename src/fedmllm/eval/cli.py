@@ -227,8 +227,8 @@ def job_from_args(args) -> EvalJob:
             "split": args.split, "prompt_strategy": args.prompt_strategy}
     return EvalJob(base, {None: adapter}, samples, views, args.prompt_strategy, args.mode,
                    args.batch_size, args.max_samples, Config().model.dtype, args.device,
-                   Path(args.out),
-                   meta, notes, trust_remote_code=bool(_arg(args, "trust_remote_code")))
+                   Path(args.out), meta, notes,
+                   trust_remote_code=bool(_arg(args, "trust_remote_code")))
 
 
 def check_run_folder(run: Path) -> None:
