@@ -344,13 +344,16 @@ def _run_job_adapters(args, run: Path, cfg, client: int | None) -> dict:
 
 
 def _pissa_note(adapter: Path | None) -> list[str]:
+    """A note when the adapter was converted from PiSSA (its numbers may differ slightly)."""
     try:
         pissa = adapter is not None and json.loads(
             (adapter / "fedmllm.json").read_text()).get("converted_from_pissa") is True
     except (OSError, ValueError, AttributeError):
         pissa = False
-    return ["note: the adapter was converted from PiSSA to load on the original base model, "
-            "so its numbers can differ from the run's by float rounding"] if pissa else []
+    if not pissa:
+        return []
+    return [("note: the adapter was converted from PiSSA to load on the original base model, "
+             "so its numbers can differ from the run's by float rounding")]
 
 
 def _run_test_set(args, cfg) -> tuple[list[Sample], str, str, str]:
