@@ -131,3 +131,44 @@ def test_a_misspelt_key_gets_did_you_mean(where, key, hint, tmp_path):
         assert msg.endswith(f"; did you mean '{hint}'?"), msg
     if where != "override":
         assert msg.startswith(f"{path}: ")
+
+
+def test_table_valued_keys_are_derived_and_stay_whole_when_flattened():
+    from fedmllm.config import TABLE_KEYS, flatten
+
+    assert TABLE_KEYS == {"fl.strategy", "fl.yoco.params_a", "fl.yoco.params_b"}
+    flat = flatten(load_config(None, ["fl.strategy.eta=0.1"]).to_dict())
+    assert flat["fl.strategy"] == {"eta": 0.1} and flat["fl.yoco.lam"] == 1e-3
+    assert not any(k.startswith("fl.strategy.") for k in flat)
+
+
+def test_bounds_and_types_are_one_line_with_the_declared_bound(tmp_path):
+    for override, message in (("lora.dropout=1", "lora.dropout: must be in [0, 1)"),
+                              ("data.presence=2", "data.presence: must be in [0, 1]"),
+                              ("train.lr=0", "train.lr: must be > 0"),
+                              ("lora.layers=[0, a]", "lora.layers: expected list[int] | None"),
+                              ("eval.views=[image_text, x]", "eval.views[1]: expected one of"),
+                              ("fl.rounds=2.0", "fl.rounds: expected an integer, got 2.0")):
+        with pytest.raises(ConfigError) as e:
+            load_config(None, [override])
+        assert str(e.value).startswith(message), (override, str(e.value))
+    # a wrong type is named before a bound; a YAML date is no string
+    with pytest.raises(ConfigError, match="fl.rounds: expected an integer"):
+        load_config(None, ["lora.r=0", "fl.rounds=x"])
+    y = tmp_path / "d.yaml"
+    y.write_text("model:\n  name: 2024-01-01\n")
+    with pytest.raises(ConfigError, match=r"model\.name: expected str \| None, got datetime"):
+        load_config(y)
+
+
+def test_command_line_defaults_are_the_declared_ones():
+    from fedmllm.cli import build_parser
+    from fedmllm.config import declared
+
+    cfg = Config()
+    args = build_parser().parse_args(["prepare", "--dataset", "synth", "--out", "x"])
+    assert (args.alpha, args.missing_rate, args.scenario, args.clients, args.seed) == (
+        cfg.data.alpha, cfg.data.missing_rate, cfg.data.scenario, cfg.fl.num_clients, cfg.seed)
+    assert declared("model.preset").choices == ("tiny", "small", "tiny-structured")
+    assert declared("eval.views").default == cfg.eval.views
+    assert "synth" in declared("data.dataset").choices

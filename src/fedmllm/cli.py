@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import Config, ConfigError, ModelConfig, load_config
+from .config import Config, ConfigError, declared, load_config
 from .data.errors import DataError
 from .errors import CheckpointError, ModelError, OutputError
 
@@ -201,16 +201,10 @@ def cmd_model_build(args) -> int:
 def cmd_prepare(args) -> int:
     from .data import prepare
 
-    options = {"task": args.task, "scenario": args.scenario, "missing_rate": args.missing_rate,
-               "image_clients": args.image_clients, "presence": args.presence,
-               "prompt_strategy": args.prompt_strategy, "partition": args.partition,
-               "alpha": args.alpha, "min_per_client": args.min_per_client,
-               "train_size": args.train_size, "test_size": args.test_size,
-               "verify_images": not args.no_verify_images, "skip_bad": args.skip_bad,
-               "vqa_rad_dir": args.vqa_rad_dir, "medalpaca_dir": args.medalpaca_dir,
-               "slake_dir": args.slake_dir}
+    options = {name: getattr(args, name) for name in (*PREPARE_KEYS, *args.dataset_options)}
     manifest = prepare(args.out, args.dataset, args.data_dir, num_clients=args.clients,
-                       seed=args.seed, overwrite=args.overwrite, **options)
+                       seed=args.seed, overwrite=args.overwrite,
+                       verify_images=not args.no_verify_images, skip_bad=args.skip_bad, **options)
     print(f"wrote {args.out}: {manifest['num_clients']} client files, test.json, manifest.json")
     return 0
 
@@ -284,16 +278,47 @@ def cmd_report(args) -> int:
 
 CLIENTAPP_MODES = ("warm", "subprocess")  # fedmllm.runtime.flower.launch, without importing it
 
+#: ``fedmllm prepare``'s options that are ``data.*`` keys (``--missing-rate`` is
+#: ``data.missing_rate``): their type, default, choices and help are the key's declaration.
+#: The datasets' own options (``synth``'s ``--task``, ``medical``'s ``--vqa-rad-dir`` ...) are
+#: their registry entries' (:func:`_dataset_options`).
+PREPARE_KEYS = ("scenario", "missing_rate", "image_clients", "presence", "prompt_strategy",
+                "partition", "alpha", "min_per_client")
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="fedmllm",
-        description="Federated LoRA fine-tuning of vision-language models on clients whose data "
-                    "differ in modality.")
-    p.add_argument("--version", action="version", version=f"fedmllm {__version__}")
-    _add_common_options(p, top=True)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
+def _key_option(parser: argparse.ArgumentParser, flag: str, key: str,
+                given_only: bool = False) -> None:
+    """The option ``flag`` with the type, default, choices and doc of the configuration key
+    ``key``; ``given_only``: its default is ``None`` (it overrides a value found elsewhere only
+    when given; the help still names the key's default)."""
+    d = declared(key)
+    text = d.doc.replace("``", "").replace("%", "%%") + f" (default {d.default})"
+    parser.add_argument(flag, type=d.type if d.type in (int, float) else None,
+                        default=None if given_only else d.default, choices=d.choices,
+                        help=text)
+
+
+def _dataset_options(parser: argparse.ArgumentParser, purpose: str) -> list[str]:
+    """A flag for each option of the registered datasets offered for ``purpose`` (``build``:
+    prepare, ``eval``), default ``None`` (the dataset's own default applies); their names."""
+    from .data.registry import dataset_options
+
+    names = []
+    for o in dataset_options(purpose):
+        if o.cli:
+            default = "" if o.default is None else f" (default {o.default})"
+            parser.add_argument(o.flag, type=o.type, choices=o.choices,
+                                help=o.help.replace("%", "%%") + default)
+            names.append(o.name)
+    return names
+
+
+def _overrides(parser: argparse.ArgumentParser, metavar: str = "KEY=VALUE",
+               text: str = "dotted config overrides") -> None:
+    parser.add_argument("overrides", nargs="*", metavar=metavar, help=text)
+
+
+def _add_run(sub) -> None:
     r = sub.add_parser("run", help="run a federated experiment (default: the built-in demo)",
                        description="Run a federated experiment in the in-process simulator. "
                                    "Override any config key with key=value, e.g. fl.rounds=20. "
@@ -307,9 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "DIR's config.yaml (only output.progress / output.plot may be changed)")
     r.add_argument("--overwrite", action="store_true",
                    help="replace the run already in output.dir (finished or not)")
-    r.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    _overrides(r)
     r.set_defaults(func=cmd_run)
 
+
+def _add_config(sub) -> None:
     c = sub.add_parser("config", help="inspect configuration",
                        description="Inspect the configuration tree.")
     csub = c.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
@@ -318,42 +345,33 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--config", help="TOML or YAML config file")
     cs.add_argument("--doc", action="store_true",
                     help="every key with its type, value and meaning (a Markdown table)")
-    cs.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    _overrides(cs)
     cs.set_defaults(func=cmd_config_show)
 
+
+def _add_prepare(sub) -> None:
     pr = sub.add_parser("prepare", help="partition a dataset into client files (research format)",
                         description="Read a dataset in its published layout, partition it over "
                                     "clients, apply a modality scenario and write "
                                     "OUT/client_{k}.json, OUT/test.json and OUT/manifest.json.")
-    pr.add_argument("--dataset", required=True,
-                    choices=["synth", "hateful_memes", "crisismmd", "medical"])
+    pr.add_argument("--dataset", required=True, choices=declared("data.dataset").choices,
+                    help="a registered dataset")
     pr.add_argument("--data-dir", help="dataset root in its published layout")
     pr.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
-    pr.add_argument("--task", default="binary", choices=["binary", "multiclass", "vqa"],
-                    help="synth task")
-    pr.add_argument("--scenario", default="aligned",
-                    choices=["aligned", "missing", "cross", "hybrid"])
-    pr.add_argument("--missing-rate", type=float, default=0.5, help="missing: rate beta")
-    pr.add_argument("--image-clients", type=int, default=3, help="cross: image-only clients")
-    pr.add_argument("--presence", type=float, default=0.7, help="hybrid: modality presence p")
-    pr.add_argument("--prompt-strategy", default="plain", choices=["plain", "agnostic"])
-    pr.add_argument("--partition", default="dirichlet", choices=["dirichlet", "iid"])
-    pr.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration")
-    pr.add_argument("--min-per-client", type=int, default=2)
-    pr.add_argument("--clients", type=int, default=10, help="number of clients K")
-    pr.add_argument("--train-size", type=int, default=2000, help="synth only")
-    pr.add_argument("--test-size", type=int, default=400, help="synth only")
-    pr.add_argument("--seed", type=int, default=0)
+    for name in PREPARE_KEYS:
+        _key_option(pr, "--" + name.replace("_", "-"), f"data.{name}")
+    pr.set_defaults(dataset_options=_dataset_options(pr, "build"))
+    _key_option(pr, "--clients", "fl.num_clients")
+    _key_option(pr, "--seed", "seed")
     pr.add_argument("--no-verify-images", action="store_true",
                     help="skip the image header check")
     pr.add_argument("--skip-bad", action="store_true",
                     help="skip (and count) bad rows and images instead of failing")
     pr.add_argument("--overwrite", action="store_true")
-    pr.add_argument("--vqa-rad-dir", help="medical: VQA-RAD folder (default DATA_DIR/vqa_rad)")
-    pr.add_argument("--medalpaca-dir", help="medical: MedAlpaca file or folder")
-    pr.add_argument("--slake-dir", help="medical: SLAKE folder (default DATA_DIR/slake)")
     pr.set_defaults(func=cmd_prepare)
 
+
+def _add_data(sub) -> None:
     d = sub.add_parser("data", help="inspect prepared data",
                        description="Inspect a folder written by `fedmllm prepare`.")
     dsub = d.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
@@ -364,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--png", help="plot path (default FOLDER/data_stats.png)")
     ds.add_argument("--no-plot", action="store_true")
     ds.set_defaults(func=cmd_data_stats)
+
+
+def _add_eval(sub) -> None:
+    from .data import dataset_names
 
     e = sub.add_parser("eval", help="evaluate a finished run, a saved adapter or the base model",
                        description="Evaluate a finished run as it evaluated itself (--run RUN: "
@@ -379,33 +401,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --run on a local-only run: client K's adapter only")
     e.add_argument("--adapter", help="PEFT adapter folder, or 'none' (required without --run)")
     e.add_argument("--model", help="base model hub id or folder (default: the adapter's own)")
-    e.add_argument("--model-preset", choices=["tiny", "small", "tiny-structured"], help="built-in base model")
+    e.add_argument("--model-preset", choices=declared("model.preset").choices,
+                   help="built-in base model")
     e.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="run the Python code the base checkpoint ships (auto_map in its "
                         "config.json); with --run, the run's model.trust_remote_code")
-    e.add_argument("--dataset", choices=["synth", "hateful_memes", "crisismmd", "vqa_rad", "slake"],
+    e.add_argument("--dataset", choices=dataset_names("eval"),
                    help="required without --run; with --run, another dataset's test split")
-    e.add_argument("--task", choices=["binary", "multiclass", "vqa"],
-                   help="synth task (default binary)")
     e.add_argument("--data-dir", help="dataset root in its published layout")
     e.add_argument("--split", help="dataset split (default test)")
-    e.add_argument("--test-size", type=int, help="synth only (default 400)")
-    e.add_argument("--seed", type=int, help="synth only (default 0)")
-    e.add_argument("--prompt-strategy", choices=["plain", "agnostic"], help="default plain")
+    _dataset_options(e, "eval")
+    _key_option(e, "--seed", "seed", given_only=True)
+    _key_option(e, "--prompt-strategy", "data.prompt_strategy", given_only=True)
     e.add_argument("--views", help="comma-separated modality views (default "
-                                   "image_text,image_only,text_only)")
+                                   f"{','.join(declared('eval.views').default)})")
     e.add_argument("--mode", choices=["score", "generate"],
                    help="multiple choice: 'score' reads option-token probabilities (default); "
                         "'generate' decodes greedily and parses the answer strictly (unreadable "
                         "answers are counted as invalid; no AUROC)")
     e.add_argument("--max-new-tokens", type=int, default=16,
                    help="generation length cap (VQA, and --mode generate)")
-    e.add_argument("--batch-size", type=int, help="default 32")
+    _key_option(e, "--batch-size", "eval.batch_size", given_only=True)
     e.add_argument("--max-samples", type=int)
-    e.add_argument("--device", help="default auto")
+    _key_option(e, "--device", "train.device", given_only=True)
     e.add_argument("--out", help="output folder (required without --run)")
     e.set_defaults(func=cmd_eval)
 
+
+def _add_plot(sub) -> None:
     pl = sub.add_parser("plot", help="overlay the learning curves of runs",
                         description="Plot the test metric of one modality view and the mean "
                                     "client train loss per round of one or more runs, one "
@@ -413,10 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("runs", nargs="+", metavar="RUN", help="run folders (with metrics.jsonl)")
     pl.add_argument("--out", required=True, help="plot file (.png, .svg or .pdf)")
     pl.add_argument("--metric", default="accuracy", choices=["accuracy", "auroc", "macro_f1"])
-    pl.add_argument("--view", default="image_text",
-                    choices=["image_text", "image_only", "text_only"])
+    views = declared("eval.views")
+    pl.add_argument("--view", default=views.default[0], choices=views.choices)
     pl.set_defaults(func=cmd_plot)
 
+
+def _add_flower(sub) -> None:
     fl = sub.add_parser("flower", help="run over Flower (federations across processes/machines)",
                         description="Run fedmllm as a Flower App.")
     flsub = fl.add_subparsers(dest="flower_command", metavar="SUBCOMMAND", required=True)
@@ -443,8 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replace the run already in output.dir")
     fll.add_argument("--timeout", type=float, default=24 * 3600.0,
                      help="seconds before the run is stopped (default: a day)")
-    fll.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    _overrides(fll)
     fll.set_defaults(func=cmd_flower_local)
+    _add_flower_keys(flsub)
+
+
+def _add_flower_keys(flsub) -> None:
     flc = flsub.add_parser(
         "certs", help="a CA and a SuperLink TLS certificate, made offline",
         description="Write ca.crt, ca.key, server.crt and server.key (EC P-256) to OUT: the "
@@ -464,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     flk.add_argument("--overwrite", action="store_true")
     flk.set_defaults(func=cmd_flower_node_key)
 
+
+def _add_bench(sub) -> None:
     b = sub.add_parser(
         "bench", help="run a grid of experiments over seeds and write a report",
         description="Run every cell of a grid file (settings x axes x seeds; see "
@@ -472,8 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "intervals over seeds, ranking, paired comparisons, the radar across "
                     "settings, per-view bars, communication). Ctrl-C keeps finished cells.")
     b.add_argument("grid", help="grid file (TOML)")
-    b.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config keys for every cell (e.g. data.data_dir=... model.name=...)")
+    _overrides(b, "key=value",
+               "config keys for every cell (e.g. data.data_dir=... model.name=...)")
     b.add_argument("--out", required=True, help="sweep folder")
     b.add_argument("--jobs", type=int, default=1, help="cells run in parallel (default 1)")
     b.add_argument("--threads", type=int, default=None,
@@ -493,17 +524,34 @@ def build_parser() -> argparse.ArgumentParser:
                          "it in FILE_figures/")
     rp.set_defaults(func=cmd_report)
 
+
+def _add_model(sub) -> None:
     m = sub.add_parser("model", help="the built-in offline model",
                        description="Build and inspect the built-in offline model.")
     msub = m.add_subparsers(dest="model_command", metavar="SUBCOMMAND", required=True)
     mb = msub.add_parser("build", help="build (and pre-train) a preset into the cache",
                          description="Build a built-in preset into the cache and print its "
                                      "folder and build statistics.")
-    mb.add_argument("--preset", default=ModelConfig.preset, choices=["tiny", "small", "tiny-structured"],
-                    help=f"the preset to build (default: {ModelConfig.preset}, the one "
+    preset = declared("model.preset")
+    mb.add_argument("--preset", default=preset.default, choices=preset.choices,
+                    help=f"the preset to build (default: {preset.default}, the one "
                          "`fedmllm run` uses by default)")
     mb.add_argument("--no-pretrain", action="store_true", help="random initialisation only")
     mb.set_defaults(func=cmd_model_build)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fedmllm`` parser: one small function per command adds its subparser."""
+    p = argparse.ArgumentParser(
+        prog="fedmllm",
+        description="Federated LoRA fine-tuning of vision-language models on clients whose data "
+                    "differ in modality.")
+    p.add_argument("--version", action="version", version=f"fedmllm {__version__}")
+    _add_common_options(p, top=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_run, _add_config, _add_prepare, _add_data, _add_eval, _add_plot,
+                _add_flower, _add_bench, _add_model):
+        add(sub)
     _add_common_options_everywhere(p)
     return p
 

@@ -97,3 +97,9 @@ def atomic_dir(path: str | os.PathLike, *, replace: bool = True) -> Iterator[Pat
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def looks_local(name: str) -> bool:
+    """Whether a model name means a folder on this machine rather than a hub id: it is written
+    as a path (``/``, ``./``, ``../``, ``~``) or names something that exists."""
+    return name.startswith(("/", "./", "../", "~")) or Path(name).expanduser().exists()

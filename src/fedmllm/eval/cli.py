@@ -24,35 +24,53 @@ Two ways in:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import ConfigError, load_config
+from ..config import Config, ConfigError, flatten, load_config
 from ..data.errors import DataError
 from ..data.types import Sample
 from ..errors import ModelError, OutputError
-from ..files import atomic_write_text
+from ..files import atomic_write_text, looks_local
 from .evaluate import VIEWS, evaluate
 from .parsing import LETTERS
 
-#: Option defaults without ``--run`` (with ``--run`` they come from the run's configuration).
-DEFAULTS = {"task": "binary", "split": "test", "test_size": 400, "seed": 0,
-            "prompt_strategy": "plain", "views": "image_text,image_only,text_only",
-            "mode": "score", "batch_size": 32, "device": "auto"}
+#: The options that are configuration keys: one not given takes the run's value (``--run``)
+#: or the key's default.
+CONFIG_OPTIONS = {"seed": "seed", "prompt_strategy": "data.prompt_strategy",
+                  "views": "eval.views", "batch_size": "eval.batch_size",
+                  "max_samples": "eval.max_samples", "device": "train.device"}
 
-#: Arguments that choose the test samples.
-DATA_OPTIONS = ("dataset", "split", "task", "test_size", "seed", "data_dir")
+#: The defaults of the options that are not configuration keys (a dataset's own options, such
+#: as ``synth``'s ``task``, default in its registry entry).
+DEFAULTS = {"split": "test", "mode": "score"}
 
 
 def _arg(args, name: str):
     return getattr(args, name, None)
 
 
-def _looks_local(name: str) -> bool:
-    """A folder rather than a hub id (the rule ``model.name`` is checked with)."""
-    return name.startswith(("/", "./", "../", "~")) or Path(name).expanduser().exists()
+def _fill(args, cfg: Config) -> None:
+    """Set every :data:`CONFIG_OPTIONS` option not given to its key's value in ``cfg``, and
+    the others of :data:`DEFAULTS`."""
+    values = flatten(cfg.to_dict())
+    for name, key in CONFIG_OPTIONS.items():
+        if _arg(args, name) is None:
+            setattr(args, name, values[key])
+    for name, value in DEFAULTS.items():
+        if _arg(args, name) is None:
+            setattr(args, name, value)
+
+
+def _dataset_options(args) -> dict:
+    """The datasets' own options given on the command line (``--task``, ``--test-size`` ...)."""
+    from ..data.registry import dataset_options
+
+    return {o.name: _arg(args, o.name) for o in dataset_options("eval")
+            if _arg(args, o.name) is not None}
 
 
 # ----------------------------------------------------------------------------- base model
@@ -95,7 +113,7 @@ def recorded_base(folder: Path) -> tuple[str, list[str]]:
                              f"{recipe}; this fedmllm builds {Path(resolved).name}, so results "
                              "may differ from the run's")
             return resolved, notes
-        if _looks_local(base):
+        if looks_local(base):
             if Path(base).expanduser().is_dir():
                 return base, []
             missing.append(f"{base} ({where})")
@@ -112,11 +130,6 @@ def recorded_base(folder: Path) -> tuple[str, list[str]]:
     raise ModelError(f"no base model: {folder} has no fedmllm.json (base_model) or "
                      "adapter_config.json (base_model_name_or_path) naming one; pass --model "
                      "or --model-preset")
-
-
-def base_model_for(args) -> str:
-    """``--model``, else ``--model-preset``, else the base recorded with the adapter."""
-    return _base_for(args)[0]
 
 
 def _base_for(args) -> tuple[str, list[str]]:
@@ -144,30 +157,16 @@ def _check_adapter_folder(adapter: str | Path) -> None:
 # ----------------------------------------------------------------------------- test samples
 
 def load_test_samples(args) -> list[Sample]:
-    """The evaluation samples; a real dataset's images are checked first (as ``prepare``
+    """The evaluation samples: ``args.split`` of the registered dataset ``args.dataset``, with
+    its own options from ``args``; a real dataset's images are checked first (as ``prepare``
     does), so a missing or unreadable image is a one-line error before any model loads."""
-    from ..data import readers
+    from ..data import get_dataset, read_split
 
-    ds, split = args.dataset, args.split
-    if ds == "synth":
-        from ..data.synth import make_synth
-
-        return make_synth(args.task, 0, args.test_size, args.seed)[1]
-    if not args.data_dir:
-        raise DataError(f"--data-dir is required for --dataset {ds}")
-    if split == "test":
-        split = readers.TEST_SPLITS.get(ds, split)
-    if ds == "hateful_memes":
-        samples = readers.read_hateful_memes(args.data_dir, split).samples
-    elif ds == "crisismmd":
-        samples = readers.read_crisismmd(args.data_dir, split).samples
-    elif ds == "vqa_rad":
-        samples = readers.read_vqa_rad(args.data_dir, split).samples
-    elif ds == "slake":
-        samples = readers.read_slake(args.data_dir, split).samples
-    else:  # pragma: no cover - argparse restricts it
-        raise DataError(f"unknown dataset {ds}")
-    return readers.check_images(samples)[0]
+    spec = get_dataset(args.dataset, "eval")
+    if spec.reads_folder and not args.data_dir:
+        raise DataError(f"--data-dir is required for --dataset {args.dataset}")
+    options = {o.name: _arg(args, o.name) for o in spec.options}
+    return read_split(args.dataset, args.data_dir, args.split, seed=args.seed, **options)
 
 
 # ----------------------------------------------------------------------------- the job
@@ -217,9 +216,7 @@ def job_from_args(args) -> EvalJob:
     if _arg(args, "client") is not None:
         raise ConfigError("--client picks one client adapter of a local-only run: use it "
                           "with --run RUN")
-    for key, value in DEFAULTS.items():
-        if _arg(args, key) is None:
-            setattr(args, key, value)
+    _fill(args, Config())
     base, notes = _base_for(args)
     adapter = None if args.adapter == "none" else Path(args.adapter)
     if adapter is not None:
@@ -229,8 +226,9 @@ def job_from_args(args) -> EvalJob:
     meta = {"adapter": args.adapter, "base_model": base, "dataset": args.dataset,
             "split": args.split, "prompt_strategy": args.prompt_strategy}
     return EvalJob(base, {None: adapter}, samples, views, args.prompt_strategy, args.mode,
-                   args.batch_size, args.max_samples, "auto", args.device, Path(args.out),
-                   meta, notes, trust_remote_code=bool(_arg(args, "trust_remote_code")))
+                   args.batch_size, args.max_samples, Config().model.dtype, args.device,
+                   Path(args.out), meta, notes,
+                   trust_remote_code=bool(_arg(args, "trust_remote_code")))
 
 
 def check_run_folder(run: Path) -> None:
@@ -292,7 +290,7 @@ def _run_base(cfg, adapter: Path | None) -> tuple[str, list[str]]:
             return loaded, []
     name = cfg.model.name
     if name:
-        if _looks_local(name) and not Path(name).expanduser().is_dir():
+        if looks_local(name) and not Path(name).expanduser().is_dir():
             raise ModelError(f"the run's base model {name} (model.name in config.yaml) is not "
                              "on this machine; pass --model (its folder or hub id)")
         return name, []
@@ -302,12 +300,36 @@ def _run_base(cfg, adapter: Path | None) -> tuple[str, list[str]]:
 
 def job_from_run(args) -> EvalJob:
     """``--run RUN``: the run's own evaluation, with the options given as overrides."""
-    from ..data import build_federated_data
-
     run = Path(args.run)
     check_run_folder(run)
     cfg = load_config(run / "config.yaml")
     client = _arg(args, "client")
+    adapters = _run_job_adapters(args, run, cfg, client)
+    first = next(iter(adapters.values()))
+    if args.model or args.model_preset:
+        base, notes = _base_for(args)
+    else:
+        base, notes = _run_base(cfg, first)
+    notes += _pissa_note(first)
+    samples, dataset, split, test_set = _run_test_set(args, cfg)
+    expected = _run_expected(args, run, client) if test_set == "run" else None
+    _fill(args, cfg)
+    shown = {k: (str(v) if v is not None else "none") for k, v in adapters.items()}
+    meta = {"run": str(run), "adapter": shown.get(None, shown),
+            "base_model": base, "dataset": dataset, "split": split, "test_set": test_set,
+            "prompt_strategy": args.prompt_strategy}
+    if client is not None:
+        meta.update(client=client, adapter=shown[client])
+    return EvalJob(
+        base, adapters, samples, _views(args.views), args.prompt_strategy, args.mode,
+        args.batch_size, args.max_samples, cfg.model.dtype, args.device,
+        Path(args.out) if args.out else run / "eval", meta, notes, expected,
+        trust_remote_code=cfg.model.trust_remote_code if _arg(args, "trust_remote_code") is None
+        else bool(args.trust_remote_code))
+
+
+def _run_job_adapters(args, run: Path, cfg, client: int | None) -> dict:
+    """``--adapter`` (``none``: the base model) or the run's own adapters, checked."""
     if args.adapter is not None:
         if client is not None:
             raise ConfigError("--client picks a client adapter of the run; it takes no "
@@ -318,78 +340,63 @@ def job_from_run(args) -> EvalJob:
     for folder in adapters.values():
         if folder is not None:
             _check_adapter_folder(folder)
-    if args.model or args.model_preset:
-        base, notes = _base_for(args)
-    else:
-        base, notes = _run_base(cfg, next(iter(adapters.values())))
-    first = next(iter(adapters.values()))
+    return adapters
+
+
+def _pissa_note(adapter: Path | None) -> list[str]:
+    """A note when the adapter was converted from PiSSA (its numbers may differ slightly)."""
     try:
-        pissa = first is not None and json.loads(
-            (first / "fedmllm.json").read_text()).get("converted_from_pissa") is True
+        pissa = adapter is not None and json.loads(
+            (adapter / "fedmllm.json").read_text()).get("converted_from_pissa") is True
     except (OSError, ValueError, AttributeError):
         pissa = False
-    if pissa:
-        notes.append("note: the adapter was converted from PiSSA to load on the original base "
-                     "model, so its numbers can differ from the run's by float rounding")
-    other = (args.dataset is not None and args.dataset != cfg.data.dataset) or \
-        args.split is not None
-    if other:  # another dataset or split: read as without --run, the run's values by default
+    if not pissa:
+        return []
+    return [("note: the adapter was converted from PiSSA to load on the original base model, "
+             "so its numbers can differ from the run's by float rounding")]
+
+
+def _run_test_set(args, cfg) -> tuple[list[Sample], str, str, str]:
+    """``(samples, dataset, split, "run" or "dataset")``: another dataset or split (``--dataset``,
+    ``--split``) read as without ``--run``, the run's values by default; else the run's own test
+    set, rebuilt as the run built it (with the data options given here)."""
+    from ..data import build_federated_data
+    from ..data.registry import dataset_options
+
+    given = _dataset_options(args)
+    seed = args.seed if args.seed is not None else cfg.seed
+    if (args.dataset is not None and args.dataset != cfg.data.dataset) or args.split is not None:
         same = args.dataset in (None, cfg.data.dataset)
-        ns = _Namespace(dataset=args.dataset or cfg.data.dataset, split=args.split or "test", task=args.task or cfg.data.task, test_size=args.test_size if args.test_size is not None else cfg.data.test_size, seed=args.seed if args.seed is not None else cfg.seed, data_dir=args.data_dir or (cfg.data.data_dir if same else None))
-        samples = load_test_samples(ns)
-        dataset, split, test_set = ns.dataset, ns.split, "dataset"
-    else:  # the run's own test set, rebuilt as the run built it
-        data_cfg = dataclasses.replace(cfg.data)
-        if args.task is not None:
-            data_cfg.task = args.task
-        if args.test_size is not None:
-            data_cfg.test_size = args.test_size
-        if args.data_dir is not None:
-            data_cfg.data_dir = args.data_dir
-        seed = args.seed if args.seed is not None else cfg.seed
-        samples = build_federated_data(data_cfg, cfg.fl.num_clients, seed).test
-        dataset, split, test_set = cfg.data.dataset, "test", "run"
-    views = _views(args.views if args.views is not None else cfg.eval.views)
-    repeats = (test_set == "run" and args.adapter is None and not args.model
-               and not args.model_preset and args.mode in (None, "score")
-               and args.max_samples is None and args.batch_size is None
-               and args.prompt_strategy is None
-               and all(_arg(args, k) is None for k in DATA_OPTIONS))
-    expected = None
-    if repeats:
-        try:
-            summary = json.loads((run / "summary.json").read_text())
-            expected = summary.get("final") if isinstance(summary, dict) else None
-        except (OSError, ValueError):
-            expected = None
-        if client is not None and isinstance(expected, dict):
-            expected = (expected.get("per_client") or {}).get(str(client))
-    shown = {k: (str(v) if v is not None else "none") for k, v in adapters.items()}
-    meta = {"run": str(run), "adapter": shown.get(None, shown),
-            "base_model": base, "dataset": dataset, "split": split, "test_set": test_set,
-            "prompt_strategy": args.prompt_strategy or cfg.data.prompt_strategy}
-    if client is not None:
-        meta.update(client=client, adapter=shown[client])
-    return EvalJob(
-        base, adapters, samples, views, args.prompt_strategy or cfg.data.prompt_strategy,
-        args.mode or "score", args.batch_size or cfg.eval.batch_size,
-        args.max_samples if args.max_samples is not None else cfg.eval.max_samples,
-        cfg.model.dtype, args.device or cfg.train.device,
-        Path(args.out) if args.out else run / "eval", meta, notes, expected,
-        trust_remote_code=cfg.model.trust_remote_code if _arg(args, "trust_remote_code") is None
-        else bool(args.trust_remote_code))
+        run_values = {o.name: getattr(cfg.data, o.name) for o in dataset_options("eval")
+                      if hasattr(cfg.data, o.name)}
+        ns = argparse.Namespace(**{**run_values, **given}, dataset=args.dataset or cfg.data.dataset,
+                                split=args.split or "test", seed=seed,
+                                data_dir=args.data_dir or (cfg.data.data_dir if same else None))
+        return load_test_samples(ns), ns.dataset, ns.split, "dataset"
+    data_cfg = dataclasses.replace(cfg.data, **{k: v for k, v in given.items()
+                                                if hasattr(cfg.data, k)})
+    if args.data_dir is not None:
+        data_cfg.data_dir = args.data_dir
+    samples = build_federated_data(data_cfg, cfg.fl.num_clients, seed).test
+    return samples, cfg.data.dataset, "test", "run"
 
 
-@dataclass
-class _Namespace:
-    """The fields :func:`load_test_samples` reads."""
-
-    dataset: str = "synth"
-    split: str = "test"
-    task: str = "binary"
-    test_size: int = 400
-    seed: int = 0
-    data_dir: str | None = None
+def _run_expected(args, run: Path, client: int | None) -> dict | None:
+    """The run's own final metrics when this evaluation repeats the run's (nothing that
+    changes the numbers given), else ``None``."""
+    changes = ("adapter", "model", "model_preset", "max_samples", "batch_size",
+               "prompt_strategy", "dataset", "split", "seed", "data_dir")
+    if any(_arg(args, name) is not None for name in changes) or _dataset_options(args) \
+            or args.mode not in (None, "score"):
+        return None
+    try:
+        summary = json.loads((run / "summary.json").read_text())
+        expected = summary.get("final") if isinstance(summary, dict) else None
+    except (OSError, ValueError):
+        return None
+    if client is not None and isinstance(expected, dict):
+        expected = (expected.get("per_client") or {}).get(str(client))
+    return expected
 
 
 # ----------------------------------------------------------------------------- results
@@ -448,10 +455,10 @@ def _comparison(expected: dict, got: dict) -> str:
 
 
 def run_eval(args, console) -> int:
-    import torch
-
+    """``fedmllm eval``: decide the job (before any model loads), load the base model once,
+    evaluate each adapter, write ``OUT/eval.json`` and ``OUT/predictions.jsonl``, print the
+    tables."""
     from ..model.loading import load_vlm, resolve_device, resolve_dtype
-    from ..report.console import RoundProgress
 
     if args.max_new_tokens < 1:
         raise DataError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
@@ -469,8 +476,25 @@ def run_eval(args, console) -> int:
                       f"'s test set), views {', '.join(job.views)}", markup=False)
     model, processor = load_vlm(job.base, device=device, dtype=dtype,
                                 trust_remote_code=job.trust_remote_code)
+    results = _evaluate_adapters(job, model, processor, device, dtype, args, console)
+    per = {c: {k: v for k, v in res.items() if not k.startswith("_")}
+           for c, res in results.items()}
+    metrics = _job_metrics(job, per)
+    _write_results(job, results, metrics)
+    _print_results(console, job, per, metrics)
+    return 0
+
+
+def _evaluate_adapters(job: EvalJob, model, processor, device, dtype, args,
+                       console) -> dict[int | None, dict]:
+    """Each adapter of the job (loaded into the one base model in turn) on the test set."""
+    import torch
+
+    from ..report.console import RoundProgress
+
     cache: dict = {}
     results: dict[int | None, dict] = {}
+    n = len(job.samples[:job.max_samples] if job.max_samples else job.samples)
     for i, (client, folder) in enumerate(job.adapters.items()):
         if folder is not None:
             from peft import PeftModel
@@ -483,7 +507,6 @@ def run_eval(args, console) -> int:
                 model.set_adapter(name)
             model = model.to(device).eval()
         torch.manual_seed(0)
-        n = len(job.samples[:job.max_samples] if job.max_samples else job.samples)
         with RoundProgress(console, n * len(job.views), not getattr(args, "quiet", False),
                            what="test samples scored") as progress:
             results[client] = evaluate(
@@ -491,9 +514,12 @@ def run_eval(args, console) -> int:
                 batch_size=job.batch_size, device=device, dtype=dtype,
                 max_samples=job.max_samples, return_predictions=True, mode=job.mode,
                 max_new_tokens=args.max_new_tokens, cache=cache, progress=progress.client_done)
-    rows = [r for client, res in results.items() for r in prediction_rows(res, client)]
-    per = {c: {k: v for k, v in res.items() if not k.startswith("_")}
-           for c, res in results.items()}
+    return results
+
+
+def _job_metrics(job: EvalJob, per: dict[int | None, dict]) -> dict:
+    """``eval.json``: the one adapter's metrics, client K's, or the mean over the clients;
+    with what was evaluated under ``meta``."""
     if None in per:
         metrics = per[None]
     elif job.meta.get("client") is not None:  # --client K: that client's metrics alone
@@ -507,14 +533,21 @@ def run_eval(args, console) -> int:
                        "mode": job.mode if job.samples and job.samples[0].options
                        else "generate",
                        **({"clients": sorted(per)} if "per_client" in metrics else {})}
-    out = job.out
+    return metrics
+
+
+def _write_results(job: EvalJob, results: dict[int | None, dict], metrics: dict) -> None:
+    rows = [r for client, res in results.items() for r in prediction_rows(res, client)]
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        job.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutputError(f"{e.filename or out}: cannot create the output folder "
+        raise OutputError(f"{e.filename or job.out}: cannot create the output folder "
                           f"({e.strerror})") from None
-    atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    atomic_write_text(out / "eval.json", json.dumps(metrics, indent=2))
+    atomic_write_text(job.out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(job.out / "eval.json", json.dumps(metrics, indent=2))
+
+
+def _print_results(console, job: EvalJob, per: dict[int | None, dict], metrics: dict) -> None:
     for client, m in per.items():
         if client is not None:
             console.print(f"client {client}", markup=False)
@@ -527,8 +560,8 @@ def run_eval(args, console) -> int:
         line = _comparison(job.expected, metrics)
         if line:
             console.print(line, markup=False)
-    console.print(f"wrote {out / 'eval.json'} and {out / 'predictions.jsonl'}", markup=False)
-    return 0
+    console.print(f"wrote {job.out / 'eval.json'} and {job.out / 'predictions.jsonl'}",
+                  markup=False)
 
 
 def format_table(metrics: dict) -> str:

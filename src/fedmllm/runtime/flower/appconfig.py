@@ -4,12 +4,12 @@ A Flower App declares its run-config keys with defaults in ``[tool.flwr.app.conf
 ``pyproject.toml``; ``flwr run . <federation> --run-config "fl.rounds=3"`` may only set keys
 declared there. So that every scalar key of our configuration can be set that way, the table
 mirrors the tree, flattened with dots, with Flower-compatible values: ``None`` is ``""``, a list
-is its YAML flow text (``"[q_proj, v_proj]"``). Tables of free keys (``fl.strategy``,
-``fl.yoco.params_a`` ...) are set through the ``overrides`` key instead
-(``overrides="fl.strategy.eta=0.1 fl.strategy.variant=fedmllm"``), and a whole file through
-``config-file`` (an absolute path on the server). :func:`flower_defaults` gives the table;
-``python -m fedmllm.runtime.flower.appconfig`` prints it as TOML, and a test keeps
-``pyproject.toml`` equal to it.
+is its YAML flow text (``"[q_proj, v_proj]"``). Tables of free keys
+(:data:`~fedmllm.config.TABLE_KEYS`: ``fl.strategy``, ``fl.yoco.params_a`` ...) are set through
+the ``overrides`` key instead (``overrides="fl.strategy.eta=0.1 fl.strategy.variant=fedmllm"``),
+and a whole file through ``config-file`` (an absolute path on the server). :func:`flower_defaults`
+gives the table; ``python -m fedmllm.runtime.flower.appconfig`` prints it as TOML, and a test
+keeps ``pyproject.toml`` equal to it.
 
 On the server, :func:`config_from_run` builds the configuration: defaults, then ``config-file``,
 then every flattened key whose value differs from its declared default, then ``overrides``.
@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from ...config import Config, load_config
+from ...config import Config, flatten, load_config
 
 #: Run-config keys of the app that are not configuration keys.
 APP_KEYS = {"config-file": "", "overrides": "", "resume": False, "overwrite": False}
@@ -39,22 +39,10 @@ def _encode(value: Any) -> str | int | float | bool | None:
     return None  # a table: set through `overrides`
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and key not in ("strategy", "params_a", "params_b"):
-            out.update(_flatten(value, name + "."))
-        else:
-            encoded = _encode(value)
-            if encoded is not None:
-                out[name] = encoded
-    return out
-
-
 def flower_defaults() -> dict[str, Any]:
     """The ``[tool.flwr.app.config]`` table: :data:`APP_KEYS` and the flattened defaults."""
-    return {**APP_KEYS, **_flatten(Config().to_dict())}
+    flat = {key: _encode(value) for key, value in flatten(Config().to_dict()).items()}
+    return {**APP_KEYS, **{key: value for key, value in flat.items() if value is not None}}
 
 
 def _override(key: str, value: Any) -> str:

@@ -72,6 +72,7 @@ from typing import Any, Self
 
 import tomli_w
 
+from ...config import flatten
 from .certs import NodeKeys, TlsFiles, generate_node_keys, generate_tls_files
 
 HOST = "127.0.0.1"
@@ -361,17 +362,6 @@ def _write_toml(path: Path, values: Mapping[str, ConfigValue]) -> Path:
     return path
 
 
-def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        name = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, name))
-        else:
-            out[name] = value
-    return out
-
-
 def app_run_config_defaults(app_dir: Path) -> dict[str, Any]:
     """``[tool.flwr.app.config]`` of an app, flattened the way flwr flattens it."""
     with open(Path(app_dir) / "pyproject.toml", "rb") as fh:
@@ -384,7 +374,7 @@ def app_run_config_defaults(app_dir: Path) -> dict[str, Any]:
         )
     if "app" not in flwr:
         raise ValueError(f"{app_dir}/pyproject.toml has no [tool.flwr.app] section")
-    return _flatten(flwr["app"].get("config", {}))
+    return flatten(flwr["app"].get("config", {}))  # the table declares no table-valued key
 
 
 # ----------------------------------------------------------------------------- federation
