@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, ConfigError, load_config, parse_override
+from ..config import Config, ConfigError, flatten, load_config, parse_override
 
 __all__ = ["Cell", "Claim", "Grid", "load_grid"]
 
@@ -167,20 +167,6 @@ def _method_names(bench: dict, key: str, methods: list[str], path: Path) -> list
 def _cli_value(v: Any) -> str:
     text = v if isinstance(v, str) else json.dumps(v)
     return text if re.fullmatch(r"[\w.:/+-]+", text) else f"'{text}'"
-
-
-def _flatten(table: dict, where: str, prefix: str = "") -> dict[str, Any]:
-    """``{"fl": {"rounds": 8}, "data.alpha": 1}`` -> ``{"fl.rounds": 8, "data.alpha": 1}``
-    (the tables ``fl.strategy`` and ``fl.yoco.params_*`` stay whole: they are values)."""
-    out: dict[str, Any] = {}
-    for k, v in table.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and key not in ("fl.strategy", "fl.yoco.params_a",
-                                               "fl.yoco.params_b"):
-            out.update(_flatten(v, where, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def _safe(text: str) -> str:
@@ -316,12 +302,12 @@ def _bench_options(bench: dict, path: Path) -> dict[str, Any]:
 def _fixed_and_axes(raw: dict, path: Path, overrides) -> tuple[dict, dict]:
     """The ``fixed`` keys with the command line's ``overrides`` added (which may not touch an
     axis or setting key), and the axes, each a non-empty list."""
-    fixed = _flatten(raw.get("fixed", {}), f"{path}: fixed")
-    axes = _flatten(raw.get("axes", {}), f"{path}: axes")
+    fixed = flatten(raw.get("fixed", {}))
+    axes = flatten(raw.get("axes", {}))
     for item in overrides:
         keys, value = parse_override(item)
         key = ".".join(keys)
-        if key in axes or any(key in _flatten(s, str(path))
+        if key in axes or any(key in flatten(s)
                               for s in raw.get("settings", []) if isinstance(s, dict)):
             raise ConfigError(f"{item}: {key} is an axis or setting key of {path}; edit the "
                               "grid file to change it")
@@ -342,7 +328,7 @@ def _settings(raw: dict, path: Path, fixed: dict, axes: dict) -> list[tuple[str,
     for i, s in enumerate(settings_raw):
         if not isinstance(s, dict) or not isinstance(s.get("name"), str) or not s["name"]:
             raise ConfigError(f"{path}: settings[{i}]: needs a name")
-        keys = _flatten({k: v for k, v in s.items() if k != "name"}, f"{path}: settings")
+        keys = flatten({k: v for k, v in s.items() if k != "name"})
         settings.append((s["name"], keys))
     names = [n for n, _ in settings]
     if len(set(names)) != len(names):
@@ -363,7 +349,7 @@ def _method_groups(raw: dict, path: Path, axes: dict) -> list[tuple[str | None, 
     for i, m in enumerate(raw["methods"] if isinstance(raw["methods"], list) else [None]):
         if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not m["name"]:
             raise ConfigError(f"{path}: methods[{i}]: needs a name")
-        keys = _flatten({k: v for k, v in m.items() if k != "name"}, str(path))
+        keys = flatten({k: v for k, v in m.items() if k != "name"})
         both = set(keys) & set(axes)
         if both:
             raise ConfigError(f"{path}: methods[{i}]: {min(both)} is also an axis")
