@@ -21,6 +21,7 @@ import torch
 from ..files import atomic_dir
 from ..model.loading import load_base
 from ..model.lora import AdapterState, wrap_lora
+from ..model.tiny import ensure_tiny
 from ..seeding import torch_seed
 from .factory import RunPlan
 
@@ -58,10 +59,10 @@ class ModelBundle:
 def build_bundle(plan: RunPlan) -> ModelBundle:
     """The model of ``plan``, in one pass: load the base
     (:func:`~fedmllm.model.loading.load_base`, on ``plan.model.device`` in its dtype,
-    quantized with ``plan.model.quantization``), wrap its
-    language model with LoRA (``plan.lora``'s targets, rank and alpha; gradient checkpointing
-    if asked), initialise the adapter (``plan.init``), and return it holding the run's initial
-    adapter state.
+    quantized with ``plan.model.quantization``; a built-in preset built first if it is not
+    cached, :func:`~fedmllm.model.tiny.ensure_tiny`), wrap its language model with LoRA
+    (``plan.lora``'s targets, rank and alpha; gradient checkpointing if asked), initialise the
+    adapter (``plan.init``), and return it holding the run's initial adapter state.
 
     The LoRA draw comes from the run's seed (key ``"lora_init"``; the caller's torch generator
     state is left as it was). ``init`` names peft's initialisation (:data:`LORA_INIT`), or
@@ -69,7 +70,9 @@ def build_bundle(plan: RunPlan) -> ModelBundle:
     once, here; clients' adapters are then swapped into it on the device
     (:class:`~fedmllm.model.lora.AdapterState`)."""
     m, lora = plan.model, plan.lora
-    base = load_base(m.source, preset=m.preset, device=m.device, dtype=m.dtype,
+    if m.preset is not None:  # a built-in preset is built into its cache folder on first use
+        ensure_tiny(*m.preset)
+    base = load_base(m.source, device=m.device, dtype=m.dtype,
                      trust_remote_code=m.trust_remote_code, quantization=m.quantization)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(torch_seed(m.seed, "lora_init"))

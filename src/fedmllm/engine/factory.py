@@ -4,10 +4,10 @@
 objective, optimizer, one-shot method and its rules, model name, dataset keys, and for a
 Flower run what a federation cannot do — and resolves every ``auto`` value, the model's
 included (:class:`ModelPlan`: base source, device, dtype, autocast, quantization), without
-loading a model or data and without touching the output folder. A process plans its run once
-and passes the plan along.
-A mistake is one :class:`~fedmllm.config.ConfigError` naming the key (with a "did you mean"
-for a misspelt name) within about a second; ``fedmllm config show`` runs the same checks.
+loading a model or data and without touching the output folder. A mistake is one
+:class:`~fedmllm.config.ConfigError` naming the key (with a "did you mean" for a misspelt name)
+within about a second; ``fedmllm config show`` runs the same checks. A process plans its run
+once and passes the plan along.
 
 :func:`build_strategy` and :func:`build_objective` then make the server strategy and the client
 objective of a plan; every driver (multi-round simulation, one-shot run) gets them from here.

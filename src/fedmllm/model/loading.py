@@ -3,8 +3,7 @@
 Real checkpoints (SmolVLM, Qwen2-VL, LLaVA, ... from the hub or a local folder) and the built-in
 tiny model (a local folder in the cache) go through :func:`load_vlm`:
 ``AutoModelForImageTextToText`` + ``AutoProcessor``. :func:`load_base` is a run's way in: the
-base a run wraps with LoRA, built first if it is a built-in preset and prepared for training
-if quantized.
+base a run wraps with LoRA, prepared for training if quantized.
 """
 
 from __future__ import annotations
@@ -215,20 +214,13 @@ class Base(NamedTuple):
     """Decoder layers of the language model (:func:`num_lm_layers`)."""
 
 
-def load_base(source: str, *, preset: tuple[str, bool] | None = None,
-              device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False,
-              quantization: str = "none") -> Base:
-    """The base model a run trains LoRA on: ``source`` (a hub id or a folder; ``preset`` =
-    ``(preset, pretrained)`` builds the built-in preset into that folder first when it is not
-    cached, :func:`fedmllm.model.tiny.ensure_tiny`) loaded by :func:`load_vlm` on ``device`` in
-    ``dtype``. A quantized base (``4bit``/``8bit``) is prepared as peft's
-    ``prepare_model_for_kbit_training`` does (layer norms and other unquantized weights in
-    float32, so inputs are passed in float32), and on the CPU kept on bitsandbytes' training
-    path (:func:`keep_4bit_layout`, :func:`quiet_int8_casts`)."""
-    if preset is not None:
-        from .tiny import ensure_tiny
-
-        ensure_tiny(*preset)
+def load_base(source: str, *, device: torch.device, dtype: torch.dtype,
+              trust_remote_code: bool = False, quantization: str = "none") -> Base:
+    """The base model a run trains LoRA on: ``source`` (a hub id or a folder) loaded by
+    :func:`load_vlm` on ``device`` in ``dtype``. A quantized base (``4bit``/``8bit``) is
+    prepared as peft's ``prepare_model_for_kbit_training`` does (layer norms and other
+    unquantized weights in float32, so inputs are passed in float32), and on the CPU kept on
+    bitsandbytes' training path (:func:`keep_4bit_layout`, :func:`quiet_int8_casts`)."""
     model, processor = load_vlm(source, device=device, dtype=dtype,
                                 trust_remote_code=trust_remote_code, quantization=quantization)
     if quantization != "none":

@@ -8,9 +8,9 @@ file and ``manifest.json``). The run's configuration arrives with every message 
 resolved ``config.yaml``), so every node trains with exactly the server's settings.
 
 What a node keeps between messages (:class:`ClientWorker`: the model, loaded once; its
-samples, encoded per batch; the trainer; the run's plan, made once per process) lives for as
-long as the ClientApp process does. Its client state (SCAFFOLD's ``c_i``) lives in the Flower
-context of the run, in two parts: the state of the last round whose update the server *accepted*, and the state its last update would give. The
+samples, encoded per batch; the trainer) lives for as long as the ClientApp process does. Its client state
+(SCAFFOLD's ``c_i``) lives in the Flower context of the run, in two parts: the state of the
+last round whose update the server *accepted*, and the state its last update would give. The
 server says with each message which round it last accepted from this node
 (``accepted-round``); the node then keeps the pending state only if that is its round. A node
 that lost its state (a restarted SuperNode, a resumed run) gets it back from the server
@@ -93,7 +93,7 @@ def get_worker(cfg_text: str, node_config: dict) -> ClientWorker:
         for old in [k for k in _WORKERS if k[0] != cfg_text]:  # another run's: let it go
             del _WORKERS[old]
         # the process's plan of this run: shared by every node it hosts (a loopback grid)
-        planned = next((w for w in _WORKERS.values()), None)
+        planned = next(iter(_WORKERS.values()), None)
         if planned is None:
             cfg = config_from_yaml(cfg_text, "the server's configuration")
             _WORKERS[key] = ClientWorker(cfg, plan_run(cfg), node_config)
