@@ -6,9 +6,10 @@ import torch
 from devices import run_overrides
 
 from fedmllm.config import load_config
+from fedmllm.engine.bundle import build_bundle
 from fedmllm.engine.factory import plan_run
 from fedmllm.runtime import build_driver
-from fedmllm.runtime.session import encode_samples, load_bundle
+from fedmllm.runtime.session import encode_samples
 
 N_CLIENTS = 3
 
@@ -27,7 +28,7 @@ def shared_bundle(tmp_path_factory, *extra):
     from fedmllm.data import build_federated_data
 
     cfg = base_cfg(tmp_path_factory.mktemp("o"), *extra)
-    bundle = load_bundle(cfg, plan_run(cfg))
+    bundle = build_bundle(plan_run(cfg))
     return bundle, bundle.adapter.get(), build_federated_data(cfg.data, N_CLIENTS, cfg.seed)
 
 

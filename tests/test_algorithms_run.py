@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from fedmllm.config import load_config
+from fedmllm.engine.bundle import build_bundle
 from fedmllm.engine.factory import plan_run
 from fedmllm.fl import ALGORITHMS
 from fedmllm.runtime import build_driver
-from fedmllm.runtime.session import load_bundle
 
 # (no slow mark: each test takes about a second once the shared model is loaded)
 
@@ -20,7 +20,7 @@ def shared(tiny_dir, tmp_path_factory):
     from fedmllm.data import build_federated_data
 
     cfg = base_cfg(tmp_path_factory.mktemp("o"))
-    bundle = load_bundle(cfg, plan_run(cfg))
+    bundle = build_bundle(plan_run(cfg))
     pristine = bundle.adapter.get()
     data = build_federated_data(cfg.data, cfg.fl.num_clients, cfg.seed)
     return bundle, pristine, data

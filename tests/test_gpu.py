@@ -30,14 +30,15 @@ PROB_TOL = 0.03
 def _bundle_and_samples(*extra):
     from fedmllm.config import load_config
     from fedmllm.data import build_federated_data
+    from fedmllm.engine.bundle import build_bundle
     from fedmllm.engine.client import make_trainer
     from fedmllm.engine.factory import plan_run
-    from fedmllm.runtime.session import encode_samples, load_bundle
+    from fedmllm.runtime.session import encode_samples
 
     cfg = load_config(None, ["model.preset=tiny", "lora.dropout=0.0", "fl.num_clients=2",
                              "data.train_size=40", "data.test_size=16", *ON_GPU, *extra])
     plan = plan_run(cfg)
-    bundle = load_bundle(cfg, plan)
+    bundle = build_bundle(plan)
     data = build_federated_data(cfg.data, cfg.fl.num_clients, cfg.seed)
     items = encode_samples(bundle.processor, data.test[:8], "plain", cfg.train.max_seq_len)
     return bundle, make_trainer(cfg, plan, bundle), data, items

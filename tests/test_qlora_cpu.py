@@ -32,8 +32,8 @@ def _grads(bundle, batch) -> dict[str, torch.Tensor]:
 def test_qlora_trains_on_the_cpu(mode, tmp_path):
     from safetensors.torch import load_file
 
+    from fedmllm.engine.bundle import build_bundle
     from fedmllm.runtime import run_experiment
-    from fedmllm.runtime.session import load_bundle
 
     # imported here, not at collection (importing bitsandbytes takes seconds), and before the
     # tiny model is built (no tiny_dir fixture): a machine without it skips at once
@@ -48,7 +48,7 @@ def test_qlora_trains_on_the_cpu(mode, tmp_path):
         pytest.skip(problem)
     quantized = {"4bit": bnb.nn.Linear4bit, "8bit": bnb.nn.Linear8bitLt}[mode]
     cfg = load_config(None, [*RUN, f"model.quantization={mode}", f"output.dir={tmp_path}"])
-    bundle = load_bundle(cfg, plan_run(cfg))
+    bundle = build_bundle(plan_run(cfg))
     targets = [m for m in bundle.model.modules() if hasattr(m, "lora_A")]
     assert targets and all(isinstance(m.base_layer, quantized) for m in targets)
     assert bundle.device.type == "cpu"

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from fedmllm.config import load_config
+from fedmllm.engine.bundle import build_bundle
 from fedmllm.engine.client import make_trainer, train_round
 from fedmllm.engine.factory import plan_run
 from fedmllm.model.collate import EncodedSamples, collate
 from fedmllm.runtime import build_driver
-from fedmllm.runtime.session import encode_samples, load_bundle
+from fedmllm.runtime.session import encode_samples
 
 
 def tiny_cfg(*extra):
@@ -30,7 +31,7 @@ def setup(tiny_dir):
 
     cfg = tiny_cfg()
     plan = plan_run(cfg)
-    bundle = load_bundle(cfg, plan)
+    bundle = build_bundle(plan)
     data = build_federated_data(cfg.data, cfg.fl.num_clients, cfg.seed)
     return cfg, plan, bundle, data
 
@@ -108,7 +109,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(setup):
     from fedmllm.model.loading import language_model
 
     _, plan, plain, data = setup
-    ckpt = load_bundle(tiny_cfg("train.gradient_checkpointing=true"), plan)
+    ckpt = build_bundle(plan_run(tiny_cfg("train.gradient_checkpointing=true")))
     ckpt.adapter.set(plain.adapter.get())
     items = encode_samples(plain.processor, data.clients[0][:4], "plain", 256)
     batch = collate(items, plain.processor.tokenizer.pad_token_id)

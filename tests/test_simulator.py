@@ -9,10 +9,10 @@ from oneshot_common import logits, tol
 from PIL import Image
 
 from fedmllm.config import load_config
+from fedmllm.engine.bundle import build_bundle
 from fedmllm.engine.factory import plan_run
 from fedmllm.report.metrics import read_metrics
 from fedmllm.runtime import build_driver
-from fedmllm.runtime.session import load_bundle
 
 # (no slow mark: each test takes about a second once the shared model is loaded)
 
@@ -116,7 +116,7 @@ def test_multi_round_pissa_init_starts_at_base_and_saves_for_the_original_base(t
 
     cfg = tiny_cfg(tmp_path, "lora.init=pissa", "fl.rounds=2", "eval.every=2",
                    "eval.views=[image_text]", "lora.modules=[q_proj,v_proj]")
-    b = load_bundle(cfg, plan_run(cfg))
+    b = build_bundle(plan_run(cfg))
     initial = b.adapter.get()
     assert all(float(t.abs().sum()) > 0 for t in initial.values())  # not zero-B
     base, proc = load_vlm(b.source, device=b.device, dtype=b.dtype)

@@ -148,11 +148,9 @@ def cmd_flower_local(args) -> int:
             return 0
     else:
         cfg = load_config(args.config, [f"fl.num_clients={args.supernodes}", *overrides])
-    from .engine.factory import plan_run
     from .runtime.flower.launch import run_local
 
-    plan_run(cfg)  # every mistake before a process starts
-    console = _console()
+    console = _console()  # run_local checks every mistake before a process starts
     try:
         summary = run_local(cfg, args.supernodes, console, resume=args.resume,
                             overwrite=args.overwrite, insecure=args.insecure,

@@ -1,27 +1,29 @@
 """The model a run trains: base model + processor, wrapped with LoRA, on its device.
 
-:func:`build_bundle` loads a vision-language model (any Hugging Face one, or the built-in tiny
-one), wraps the language model's attention projections with LoRA and keeps fast access to the
-adapter tensors (:class:`~fedmllm.model.lora.AdapterState`), so drivers swap client adapters
-in and out of one model. :func:`save_adapter` writes an adapter state in PEFT format.
+:func:`build_bundle` builds a run's :class:`~fedmllm.engine.factory.RunPlan` top to bottom:
+load the base (any Hugging Face vision-language model, or the built-in tiny one) → LoRA on the
+language model's attention projections → the adapter's initialisation → the initial state. A
+bundle keeps fast access to the adapter tensors (:class:`~fedmllm.model.lora.AdapterState`), so
+drivers swap client adapters in and out of one model. :func:`save_adapter` writes an adapter
+state in PEFT format.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..config import LoraConfig
 from ..files import atomic_dir
-from ..model.loading import enable_checkpointing, load_vlm, num_lm_layers
+from ..model.loading import load_base
 from ..model.lora import AdapterState, wrap_lora
+from ..model.tiny import ensure_tiny
 from ..seeding import torch_seed
+from .factory import RunPlan
 
 #: ``lora.init`` -> peft's ``init_lora_weights``.
 LORA_INIT = {"default": True, "gaussian": "gaussian", "pissa": "pissa"}
@@ -41,8 +43,6 @@ class ModelBundle:
     """The folder or hub id the base model came from."""
     init: str = "default"
     """How the adapter was initialised (``lora.init`` / ``fl.yoco.init``)."""
-    trust_remote_code: bool = False
-    """``model.trust_remote_code``: the base was loaded with the checkpoint's own code."""
     autocast: torch.dtype | None = None
     """The autocast dtype of the forward passes (``train.autocast``), or ``None``."""
     quantization: str = "none"
@@ -56,80 +56,38 @@ class ModelBundle:
         return torch.autocast(self.device.type, dtype=self.autocast)
 
 
-def build_bundle(source: str, device: torch.device, dtype: torch.dtype, lora: LoraConfig,
-                 seed: int, modules_to_save: list[str] | None = None,
-                 init: str = "default", trust_remote_code: bool = False, *,
-                 gradient_checkpointing: bool = False, autocast: torch.dtype | None = None,
-                 quantization: str = "none") -> ModelBundle:
-    """``source`` loaded on ``device``/``dtype`` and wrapped with ``lora``'s targets, rank and
-    alpha. The LoRA draw comes from the run's ``seed`` (key ``"lora_init"``; the caller's torch
-    generator state is left as it was). ``init`` names peft's initialisation
-    (:data:`LORA_INIT`), or ``code`` (:func:`apply_code_init` after peft's default).
-    ``trust_remote_code``: ``model.trust_remote_code`` (:func:`~fedmllm.model.load_vlm`).
+def build_bundle(plan: RunPlan) -> ModelBundle:
+    """The model of ``plan``, in one pass: load the base
+    (:func:`~fedmllm.model.loading.load_base`, on ``plan.model.device`` in its dtype,
+    quantized with ``plan.model.quantization``; a built-in preset built first if it is not
+    cached, :func:`~fedmllm.model.tiny.ensure_tiny`), wrap its language model with LoRA
+    (``plan.lora``'s targets, rank and alpha; gradient checkpointing if asked), initialise the
+    adapter (``plan.init``), and return it holding the run's initial adapter state.
 
-    The base is placed on ``device`` once, here; clients' adapters are then swapped into it
-    on the device (:class:`~fedmllm.model.lora.AdapterState`). ``gradient_checkpointing``
-    recomputes activations in the backward pass; ``autocast`` is kept for
-    :meth:`ModelBundle.compute`. ``quantization`` (``4bit``/``8bit``) loads the base with
-    bitsandbytes and prepares it as peft's ``prepare_model_for_kbit_training`` does (layer
-    norms and other unquantized weights in float32, so pixels are passed in float32)."""
-    base, processor = load_vlm(source, device=device, dtype=dtype,
-                               trust_remote_code=trust_remote_code, quantization=quantization)
-    if quantization != "none":
-        from peft import prepare_model_for_kbit_training
-
-        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
-        dtype = torch.float32
-        if device.type == "cpu":
-            keep_4bit_layout(base)
-            quiet_int8_casts()
-    depth = num_lm_layers(base)
+    The LoRA draw comes from the run's seed (key ``"lora_init"``; the caller's torch generator
+    state is left as it was). ``init`` names peft's initialisation (:data:`LORA_INIT`), or
+    ``code`` (:func:`apply_code_init` after peft's default). The base is placed on its device
+    once, here; clients' adapters are then swapped into it on the device
+    (:class:`~fedmllm.model.lora.AdapterState`)."""
+    m, lora = plan.model, plan.lora
+    if m.preset is not None:  # a built-in preset is built into its cache folder on first use
+        ensure_tiny(*m.preset)
+    base = load_base(m.source, device=m.device, dtype=m.dtype,
+                     trust_remote_code=m.trust_remote_code, quantization=m.quantization)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(torch_seed(seed, "lora_init"))
-        model = wrap_lora(base, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
+        torch.manual_seed(torch_seed(m.seed, "lora_init"))
+        model = wrap_lora(base.model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
                           modules=lora.modules, layers=lora.layers,
-                          target_regex=lora.target_regex, modules_to_save=modules_to_save,
-                          init_lora_weights=LORA_INIT.get(init, True))
-    if quantization == "none":  # peft puts the adapters of a quantized layer beside it
-        model.to(device)
-    if gradient_checkpointing:
-        enable_checkpointing(model)
-    bundle = ModelBundle(model, processor, AdapterState(model), device, dtype, depth, source,
-                         init, trust_remote_code, autocast, quantization)
-    if init == "code":
-        apply_code_init(bundle, lora.r, seed)
+                          target_regex=lora.target_regex, modules_to_save=m.modules_to_save,
+                          init_lora_weights=LORA_INIT.get(plan.init, True),
+                          gradient_checkpointing=m.gradient_checkpointing)
+    if m.quantization == "none":  # peft puts the adapters of a quantized layer beside it
+        model.to(m.device)
+    bundle = ModelBundle(model, base.processor, AdapterState(model), m.device, m.input_dtype,
+                         base.num_layers, m.source, plan.init, m.autocast, m.quantization)
+    if plan.init == "code":
+        apply_code_init(bundle, lora.r, m.seed)
     return bundle
-
-
-def keep_4bit_layout(model: torch.nn.Module) -> int:
-    """Keep bitsandbytes' 4-bit CPU layers in the layout they train in; the number changed.
-
-    On a CPU with AVX512-BF16, bitsandbytes (0.50) repacks a ``Linear4bit``'s weight into its
-    CPU inference layout the first time the layer runs in eval mode without gradients (an
-    evaluation), and from then on multiplies through ``bitsandbytes::gemv_4bit``, which has no
-    backward: the next round's training would backpropagate through it with silently wrong
-    gradients (PyTorch only warns). Turning the repacking off keeps every pass, training and
-    evaluation, on the dequantize-and-matmul path in float32."""
-    count = 0
-    for module in model.modules():
-        if getattr(module, "support_avx512bf16_for_cpu", False):
-            module.support_avx512bf16_for_cpu = False
-            count += 1
-    return count
-
-
-class _Int8CastFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("MatMul8bitLt: inputs will be cast")
-
-
-def quiet_int8_casts() -> None:
-    """Drop bitsandbytes' per-call warning that an 8-bit layer evaluated on the CPU casts its
-    float32 inputs to float16 (LLM.int8's inference path; training on the CPU stays float32):
-    one line per layer and batch, hundreds per evaluation. Other bitsandbytes messages stay."""
-    log = logging.getLogger("bitsandbytes.autograd._functions")
-    if not any(isinstance(f, _Int8CastFilter) for f in log.filters):
-        log.addFilter(_Int8CastFilter())
 
 
 def apply_code_init(bundle: ModelBundle, r: int, seed: int) -> None:

@@ -1,10 +1,13 @@
 """From a configuration to the pieces of a run, checked before anything is loaded.
 
 :func:`plan_run` validates the whole configuration — algorithm, strategy parameters, client
-objective, optimizer, one-shot method and its rules, model name, dataset keys — and resolves
-every ``auto`` value, without loading a model or data and without touching the output folder.
-A mistake is one :class:`~fedmllm.config.ConfigError` naming the key (with a "did you mean"
-for a misspelt name) within about a second; ``fedmllm config show`` runs the same checks.
+objective, optimizer, one-shot method and its rules, model name, dataset keys, and for a
+Flower run what a federation cannot do — and resolves every ``auto`` value, the model's
+included (:class:`ModelPlan`: base source, device, dtype, autocast, quantization), without
+loading a model or data and without touching the output folder. A mistake is one
+:class:`~fedmllm.config.ConfigError` naming the key (with a "did you mean" for a misspelt name)
+within about a second; ``fedmllm config show`` runs the same checks. A process plans its run
+once and passes the plan along.
 
 :func:`build_strategy` and :func:`build_objective` then make the server strategy and the client
 objective of a plan; every driver (multi-round simulation, one-shot run) gets them from here.
@@ -17,9 +20,13 @@ import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Config, ConfigError, LoraConfig
+from ..files import looks_local
+
+if TYPE_CHECKING:
+    import torch
 
 #: ``fl.algorithm`` values that run the one-shot driver (``oneshot`` is an alias of ``yoco``).
 ONESHOT_ALGORITHMS = ("yoco", "oneshot")
@@ -48,6 +55,39 @@ def suggest(name: str, choices: tuple[str, ...] | list[str]) -> str:
 
 
 @dataclass(frozen=True)
+class ModelPlan:
+    """The model a run loads, resolved on this machine; :func:`~fedmllm.engine.bundle.build_bundle`
+    builds it in one pass."""
+
+    source: str
+    """The folder or hub id to load (a built-in preset's cache folder, built on first load)."""
+    preset: tuple[str, bool] | None
+    """``(preset, pretrained)`` when :attr:`source` is a built-in preset's folder, else ``None``."""
+    device: torch.device
+    """``train.device`` resolved (``auto``: CUDA when available, else the CPU)."""
+    dtype: torch.dtype
+    """``model.dtype`` resolved: the base weights' dtype."""
+    autocast: torch.dtype | None
+    """``train.autocast`` resolved: the forward passes' autocast dtype, or ``None``."""
+    quantization: str
+    """``model.quantization``: ``none``, ``4bit`` or ``8bit`` (checked against this machine)."""
+    trust_remote_code: bool
+    modules_to_save: tuple[str, ...]
+    gradient_checkpointing: bool
+    seed: int
+    """The run's seed (the LoRA draw's key)."""
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype pixels and other float inputs are passed in: :attr:`dtype`, or float32 for
+        a quantized base (prepared as peft's ``prepare_model_for_kbit_training`` does: layer
+        norms and other unquantized weights in float32)."""
+        import torch
+
+        return torch.float32 if self.quantization != "none" else self.dtype
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """What a configuration resolves to (every ``auto`` decided), before anything is loaded."""
 
@@ -66,6 +106,8 @@ class RunPlan:
     """The LoRA targets the run uses (one-shot runs may take the paper's)."""
     init: str
     """The adapter's initialisation (``lora.init``, or ``fl.yoco.init`` resolved)."""
+    model: ModelPlan
+    """The model: what to load, where and in which precision."""
     notes: list[str] = field(default_factory=list)
     """What ``auto`` resolved to, as ``key = value`` lines for the run header."""
 
@@ -86,8 +128,31 @@ def update_norm_bound(setting: float | str | None, global_norm: float) -> float 
 
 # ----------------------------------------------------------------------------- the checks
 
-def plan_run(cfg: Config) -> RunPlan:
-    """Validate ``cfg`` as a whole and resolve it; raise :class:`ConfigError` naming the key."""
+def plan_run(cfg: Config, *, over_flower: bool = False,
+             supernodes: int | None = None) -> RunPlan:
+    """Validate ``cfg`` as a whole and resolve it; raise :class:`ConfigError` naming the key.
+
+    ``over_flower``: the clients train on a Flower federation's nodes (the ServerApp);
+    ``supernodes``: ``fedmllm flower local`` starts that many nodes (implies ``over_flower``).
+    A process calls this once for its run and passes the plan along."""
+    algo = _check_algorithm(cfg)
+    if over_flower or supernodes is not None:
+        _check_flower(cfg, supernodes)
+    _check_fl_numbers(cfg)
+    _check_output(cfg)
+    _check_model(cfg)
+    oneshot = algo in ONESHOT_ALGORITHMS
+    init_key, init = ("fl.yoco.init", oneshot_init(cfg)) if oneshot else ("lora.init",
+                                                                          cfg.lora.init)
+    model = _plan_model(cfg, init_key, init)
+    _check_data(cfg)
+    if oneshot:
+        return _plan_oneshot(cfg, model)
+    return _plan_multiround(cfg, model)
+
+
+def _check_algorithm(cfg: Config) -> str:
+    """``fl.algorithm``, a known name (case-insensitive: ``FedAvg``; normalised in ``cfg``)."""
     from ..fl import ALGORITHMS
 
     algo = cfg.fl.algorithm
@@ -97,14 +162,22 @@ def plan_run(cfg: Config) -> RunPlan:
     if algo not in known:
         raise ConfigError(f"fl.algorithm: unknown algorithm {algo!r}{suggest(algo, known)} "
                           f"choices: {', '.join(known)}")
-    _check_fl_numbers(cfg)
-    _check_output(cfg)
-    _check_model(cfg)
-    _check_compute(cfg, oneshot=algo in ONESHOT_ALGORITHMS)
-    _check_data(cfg)
-    if algo in ONESHOT_ALGORITHMS:
-        return _plan_oneshot(cfg)
-    return _plan_multiround(cfg)
+    return algo
+
+
+def _check_flower(cfg: Config, supernodes: int | None) -> None:
+    """What a run over a Flower federation cannot do (every node is one client and holds its
+    own data)."""
+    if cfg.fl.algorithm == "centralized":
+        raise ConfigError("fl.algorithm: centralized pools every client's data in one process; "
+                          "it runs in the simulator (fedmllm run), not over Flower")
+    if cfg.eval.client_holdout:
+        raise ConfigError("eval.client_holdout: client-side evaluation runs in the simulator "
+                          "(fedmllm run); over Flower the clients hold their data and it is not "
+                          "built yet")
+    if supernodes is not None and cfg.fl.num_clients != supernodes:
+        raise ConfigError(f"fl.num_clients: {cfg.fl.num_clients}, but --supernodes "
+                          f"{supernodes}: every SuperNode is one client (partition)")
 
 
 def _check_fl_numbers(cfg: Config) -> None:
@@ -137,8 +210,7 @@ def _check_model(cfg: Config) -> None:
             raise ConfigError(f"model.name: {e}") from None
         return
     path = Path(name).expanduser()
-    looks_local = name.startswith(("/", "./", "../", "~")) or path.exists()
-    if looks_local:
+    if looks_local(name):
         if not path.is_dir():
             raise ConfigError(f"model.name: {name}: no such model folder")
         if not (path / "config.json").is_file():
@@ -152,41 +224,57 @@ def _check_model(cfg: Config) -> None:
             raise ConfigError(f"model.name: {e}") from None
 
 
-def _planned_device(cfg: Config):
-    """The device ``train.device`` will resolve to on this machine (``None``: not a device
-    name; loading the model reports it)."""
-    import torch
+def _plan_model(cfg: Config, init_key: str, init: str) -> ModelPlan:
+    """``model.*`` and ``train.device``/``autocast`` resolved on this machine, with
+    ``model.quantization`` and ``train.autocast`` checked against it and against the adapter's
+    initialisation (``init_key = init``), before anything loads."""
+    from ..errors import ModelError
+    from ..model.loading import (
+        bf16_supported,
+        quantization_problem,
+        resolve_autocast,
+        resolve_device,
+        resolve_dtype,
+    )
 
-    if cfg.train.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    m = cfg.model
     try:
-        return torch.device(cfg.train.device)
-    except RuntimeError:
-        return None
-
-
-def _check_compute(cfg: Config, oneshot: bool) -> None:
-    """``model.quantization`` and ``train.autocast`` against this machine and the run's
-    initialisation, before anything loads."""
-    from ..model.loading import bf16_supported, quantization_problem
-
-    device = _planned_device(cfg)
-    if device is None:
-        return
-    q = cfg.model.quantization
-    if q != "none":
-        problem = quantization_problem(q, device)
+        device = resolve_device(cfg.train.device)
+    except ModelError as e:
+        raise ConfigError(str(e)) from None
+    if m.quantization != "none":
+        problem = quantization_problem(m.quantization, device)
         if problem:
             raise ConfigError(problem)
-        key, init = ("fl.yoco.init", oneshot_init(cfg)) if oneshot else ("lora.init",
-                                                                          cfg.lora.init)
         if init in ("pissa", "code"):
-            raise ConfigError(f"model.quantization: {q} cannot start from {key} = {init} (it "
-                              f"reads the full-precision weights); use {key}=default or "
-                              f"model.quantization=none")
+            raise ConfigError(f"model.quantization: {m.quantization} cannot start from "
+                              f"{init_key} = {init} (it reads the full-precision weights); use "
+                              f"{init_key}=default or model.quantization=none")
     if cfg.train.autocast == "bf16" and not bf16_supported(device):
         raise ConfigError(f"train.autocast: bf16 needs a CUDA device that supports bfloat16 "
                           f"(this run's device is {device}); use train.autocast=auto")
+    source, preset = base_source(cfg)
+    return ModelPlan(source=source, preset=preset, device=device,
+                     dtype=resolve_dtype(m.dtype, device),
+                     autocast=resolve_autocast(cfg.train.autocast, device),
+                     quantization=m.quantization, trust_remote_code=m.trust_remote_code,
+                     modules_to_save=tuple(m.modules_to_save or ()),
+                     gradient_checkpointing=cfg.train.gradient_checkpointing, seed=cfg.seed)
+
+
+def base_source(cfg: Config) -> tuple[str, tuple[str, bool] | None]:
+    """``(folder or hub id, built-in preset or None)`` of the base model: ``model.name`` as
+    given, a preset's name (``fedmllm-preset:tiny``) or, without a name, ``model.preset``; a
+    preset is its cache folder (:func:`~fedmllm.model.tiny.presets.recipe_dir`), built when
+    the model is first loaded."""
+    from ..model.names import parse_preset_name
+    from ..model.tiny.presets import recipe_dir
+
+    name = cfg.model.name
+    preset = parse_preset_name(name) if name else (cfg.model.preset, cfg.model.pretrain)
+    if preset is None:
+        return name, None
+    return str(recipe_dir(*preset)), preset
 
 
 def _check_data(cfg: Config) -> None:
@@ -216,11 +304,9 @@ def _resolve_training(cfg: Config, objective: str, notes: list[str]) -> tuple[st
     return optimizer, lr
 
 
-def _plan_multiround(cfg: Config) -> RunPlan:
+def _plan_multiround(cfg: Config, model: ModelPlan) -> RunPlan:
     from ..fl import make_objective, make_strategy
-    from ..fl.objectives import objective_names
 
-    objectives = objective_names()
     algo, c = cfg.fl.algorithm, cfg.fl.client
     notes: list[str] = []
     params = dict(cfg.fl.strategy)
@@ -230,6 +316,32 @@ def _plan_multiround(cfg: Config) -> RunPlan:
         strategy = make_strategy(algo, **params)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"fl.strategy: {e}") from None
+    name = _client_objective(cfg, strategy, notes)
+    obj_params = _objective_params(cfg, name)
+    try:  # the layer count comes from the model: check the rest with a deep placeholder
+        probe = dict(obj_params)
+        if name == "adaptive_prox":
+            probe["num_layers"] = 2 * c.s_layer + 1 if c.s_layer >= 0 else 1
+        make_objective(name, **probe)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"fl.client: {e}") from None
+    if cfg.fl.rounds == 0 and strategy.trains_clients:
+        raise ConfigError("fl.rounds: 0 rounds train nothing; to evaluate the base model use "
+                          "fl.algorithm=zeroshot")
+    _check_clients_per_round(cfg, strategy, notes)
+    optimizer, lr = _resolve_training(cfg, name, notes)
+    return RunPlan(driver="multiround", algorithm=algo, strategy_params=params, objective=name,
+                   objective_params=obj_params, optimizer=optimizer, lr=lr,
+                   max_update_norm=_norm_setting(cfg), lora=cfg.lora, init=cfg.lora.init,
+                   model=model, notes=notes)
+
+
+def _client_objective(cfg: Config, strategy, notes: list[str]) -> str:
+    """``fl.client.objective`` resolved against the strategy (``auto``: its default)."""
+    from ..fl.objectives import objective_names
+
+    objectives = objective_names()
+    algo, c = cfg.fl.algorithm, cfg.fl.client
     name = c.objective
     if name not in objectives and isinstance(name, str) and name.lower() in (*objectives,
                                                                              "auto"):
@@ -249,17 +361,12 @@ def _plan_multiround(cfg: Config) -> RunPlan:
         raise ConfigError(f"fl.client.objective: {name!r} does not go with fl.algorithm {algo!r} "
                           f"(it takes {', '.join(allowed)}; auto picks "
                           f"{strategy.default_objective!r})")
-    obj_params = _objective_params(cfg, name)
-    try:  # the layer count comes from the model: check the rest with a deep placeholder
-        probe = dict(obj_params)
-        if name == "adaptive_prox":
-            probe["num_layers"] = 2 * c.s_layer + 1 if c.s_layer >= 0 else 1
-        make_objective(name, **probe)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"fl.client: {e}") from None
-    if cfg.fl.rounds == 0 and strategy.trains_clients:
-        raise ConfigError("fl.rounds: 0 rounds train nothing; to evaluate the base model use "
-                          "fl.algorithm=zeroshot")
+    return name
+
+
+def _check_clients_per_round(cfg: Config, strategy, notes: list[str]) -> None:
+    """Enough clients per round for the strategy and ``fl.min_clients``."""
+    algo = cfg.fl.algorithm
     per_round = min(cfg.fl.clients_per_round, cfg.fl.num_clients)
     if cfg.fl.clients_per_round > cfg.fl.num_clients:
         notes.append(f"fl.clients_per_round = {per_round}: there are only "
@@ -274,11 +381,6 @@ def _plan_multiround(cfg: Config) -> RunPlan:
     if strategy.aggregates and cfg.fl.min_clients > per_round:
         raise ConfigError(f"fl.min_clients: {cfg.fl.min_clients} exceeds the "
                           f"{per_round} clients sampled per round: every round would be skipped")
-    optimizer, lr = _resolve_training(cfg, name, notes)
-    return RunPlan(driver="multiround", algorithm=algo, strategy_params=params, objective=name,
-                   objective_params=obj_params, optimizer=optimizer, lr=lr,
-                   max_update_norm=_norm_setting(cfg), lora=cfg.lora, init=cfg.lora.init,
-                   notes=notes)
 
 
 def _norm_setting(cfg: Config) -> float | str | None:
@@ -314,37 +416,12 @@ def oneshot_init(cfg: Config) -> str:
     return "pissa" if y.method == "yoco" else "default"
 
 
-def _plan_oneshot(cfg: Config) -> RunPlan:
+def _plan_oneshot(cfg: Config, model: ModelPlan) -> RunPlan:
     from ..fl import make_objective
-    from ..fl.oneshot import upload_rules
 
     y = cfg.fl.yoco
     notes: list[str] = []
-    if cfg.eval.client_holdout:
-        raise ConfigError("eval.client_holdout: client-side evaluation is for multi-round runs "
-                          "(one-shot runs hold out their own split, fl.yoco.val_fraction)")
-    if y.local_epochs <= 0:
-        raise ConfigError("fl.yoco.local_epochs: must be > 0")
-    for key, rule in (("merge_b", y.merge_b), ("merge_a", y.merge_a)):
-        if rule not in upload_rules():
-            raise ConfigError(f"fl.yoco.{key}: unknown rule {rule!r}{suggest(rule, upload_rules())}"
-                              f" choices: {', '.join(upload_rules())}")
-    if y.merge_b == "pca":
-        raise ConfigError("fl.yoco.merge_b: 'pca' is a rule for A (fl.yoco.merge_a)")
-    if not 0.0 < y.density <= 1.0:
-        raise ConfigError("fl.yoco.density: must lie in (0, 1]")
-    if not (y.pca_power > 0 and math.isfinite(y.pca_power)):
-        raise ConfigError("fl.yoco.pca_power: must be a positive number")
-    if y.select_epochs is not None and (not y.select_epochs
-                                        or any(e <= 0 for e in y.select_epochs)):
-        raise ConfigError("fl.yoco.select_epochs: give one or more epoch counts > 0")
-    if y.select_lr is not None and (not y.select_lr or any(not (lr > 0 and math.isfinite(lr))
-                                                             for lr in y.select_lr)):
-        raise ConfigError("fl.yoco.select_lr: give one or more learning rates > 0")
-    if not 0.0 < y.val_fraction < 1.0:
-        raise ConfigError("fl.yoco.val_fraction: must lie in (0, 1)")
-    if y.product_rank == "full" and y.method != "exact":
-        raise ConfigError("fl.yoco.product_rank: 'full' applies to method 'exact' only")
+    _check_oneshot_keys(cfg)
     init = oneshot_init(cfg)
     if y.init == "auto":
         notes.append(f"fl.yoco.init = {init}")
@@ -374,7 +451,39 @@ def _plan_oneshot(cfg: Config) -> RunPlan:
     optimizer, lr = _resolve_training(cfg, objective, notes)
     return RunPlan(driver="oneshot", algorithm=cfg.fl.algorithm, strategy_params=dict(
         cfg.fl.strategy), objective=objective, objective_params=obj_params, optimizer=optimizer,
-        lr=lr, max_update_norm=None, lora=lora, init=init, notes=notes)
+        lr=lr, max_update_norm=None, lora=lora, init=init, model=model, notes=notes)
+
+
+def _check_oneshot_keys(cfg: Config) -> None:
+    """The ``fl.yoco`` numbers and rule names, and what a one-shot run cannot do."""
+    from ..fl.oneshot import upload_rules
+
+    y = cfg.fl.yoco
+    if cfg.eval.client_holdout:
+        raise ConfigError("eval.client_holdout: client-side evaluation is for multi-round runs "
+                          "(one-shot runs hold out their own split, fl.yoco.val_fraction)")
+    if y.local_epochs <= 0:
+        raise ConfigError("fl.yoco.local_epochs: must be > 0")
+    for key, rule in (("merge_b", y.merge_b), ("merge_a", y.merge_a)):
+        if rule not in upload_rules():
+            raise ConfigError(f"fl.yoco.{key}: unknown rule {rule!r}{suggest(rule, upload_rules())}"
+                              f" choices: {', '.join(upload_rules())}")
+    if y.merge_b == "pca":
+        raise ConfigError("fl.yoco.merge_b: 'pca' is a rule for A (fl.yoco.merge_a)")
+    if not 0.0 < y.density <= 1.0:
+        raise ConfigError("fl.yoco.density: must lie in (0, 1]")
+    if not (y.pca_power > 0 and math.isfinite(y.pca_power)):
+        raise ConfigError("fl.yoco.pca_power: must be a positive number")
+    if y.select_epochs is not None and (not y.select_epochs
+                                        or any(e <= 0 for e in y.select_epochs)):
+        raise ConfigError("fl.yoco.select_epochs: give one or more epoch counts > 0")
+    if y.select_lr is not None and (not y.select_lr or any(not (lr > 0 and math.isfinite(lr))
+                                                             for lr in y.select_lr)):
+        raise ConfigError("fl.yoco.select_lr: give one or more learning rates > 0")
+    if not 0.0 < y.val_fraction < 1.0:
+        raise ConfigError("fl.yoco.val_fraction: must lie in (0, 1)")
+    if y.product_rank == "full" and y.method != "exact":
+        raise ConfigError("fl.yoco.product_rank: 'full' applies to method 'exact' only")
 
 
 def _check_factor_rules(cfg: Config) -> None:

@@ -2,18 +2,22 @@
 
 Real checkpoints (SmolVLM, Qwen2-VL, LLaVA, ... from the hub or a local folder) and the built-in
 tiny model (a local folder in the cache) go through :func:`load_vlm`:
-``AutoModelForImageTextToText`` + ``AutoProcessor``.
+``AutoModelForImageTextToText`` + ``AutoProcessor``. :func:`load_base` is a run's way in: the
+base a run wraps with LoRA, prepared for training if quantized.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from ..errors import ModelError
+from ..files import looks_local
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -30,8 +34,14 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def bf16_supported(device: torch.device) -> bool:
-    """Whether ``device`` is a CUDA device that computes in bfloat16."""
-    return device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    """Whether ``device`` is a CUDA device that computes in bfloat16 (one torch cannot ask, as
+    a build without CUDA kernels, does not)."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    try:
+        return torch.cuda.is_bf16_supported()
+    except (AssertionError, RuntimeError):  # "Torch not compiled with CUDA enabled"
+        return False
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -153,8 +163,11 @@ def load_vlm(name_or_path: str | os.PathLike, device: torch.device | None = None
 
     name = str(name_or_path)
     local = Path(name).expanduser()
-    if local.exists() and not (local / "config.json").is_file():
-        raise ModelError(f"{local}: not a model folder (no config.json)")
+    if looks_local(name):
+        if not local.is_dir():
+            raise ModelError(f"{local}: no such model folder")
+        if not (local / "config.json").is_file():
+            raise ModelError(f"{local}: not a model folder (no config.json)")
     if quantization != "none":
         problem = quantization_problem(quantization, device or "cpu")
         if problem:
@@ -194,6 +207,65 @@ def load_vlm(name_or_path: str | os.PathLike, device: torch.device | None = None
     if device is not None and quantization == "none":  # a quantized model was loaded there
         model.to(device)
     return model, processor
+
+
+class Base(NamedTuple):
+    """A run's frozen base model, ready to be wrapped with LoRA."""
+
+    model: nn.Module
+    processor: object
+    num_layers: int
+    """Decoder layers of the language model (:func:`num_lm_layers`)."""
+
+
+def load_base(source: str, *, device: torch.device, dtype: torch.dtype,
+              trust_remote_code: bool = False, quantization: str = "none") -> Base:
+    """The base model a run trains LoRA on: ``source`` (a hub id or a folder) loaded by
+    :func:`load_vlm` on ``device`` in ``dtype``. A quantized base (``4bit``/``8bit``) is
+    prepared as peft's ``prepare_model_for_kbit_training`` does (layer norms and other
+    unquantized weights in float32, so inputs are passed in float32), and on the CPU kept on
+    bitsandbytes' training path (:func:`keep_4bit_layout`, :func:`quiet_int8_casts`)."""
+    model, processor = load_vlm(source, device=device, dtype=dtype,
+                                trust_remote_code=trust_remote_code, quantization=quantization)
+    if quantization != "none":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        if device.type == "cpu":
+            keep_4bit_layout(model)
+            quiet_int8_casts()
+    return Base(model, processor, num_lm_layers(model))
+
+
+def keep_4bit_layout(model: nn.Module) -> int:
+    """Keep bitsandbytes' 4-bit CPU layers in the layout they train in; the number changed.
+
+    On a CPU with AVX512-BF16, bitsandbytes (0.50) repacks a ``Linear4bit``'s weight into its
+    CPU inference layout the first time the layer runs in eval mode without gradients (an
+    evaluation), and from then on multiplies through ``bitsandbytes::gemv_4bit``, which has no
+    backward: the next round's training would backpropagate through it with silently wrong
+    gradients (PyTorch only warns). Turning the repacking off keeps every pass, training and
+    evaluation, on the dequantize-and-matmul path in float32."""
+    count = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    return count
+
+
+class _Int8CastFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("MatMul8bitLt: inputs will be cast")
+
+
+def quiet_int8_casts() -> None:
+    """Drop bitsandbytes' per-call warning that an 8-bit layer evaluated on the CPU casts its
+    float32 inputs to float16 (LLM.int8's inference path; training on the CPU stays float32):
+    one line per layer and batch, hundreds per evaluation. Other bitsandbytes messages stay."""
+    log = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(isinstance(f, _Int8CastFilter) for f in log.filters):
+        log.addFilter(_Int8CastFilter())
 
 
 def _first_line(e: BaseException) -> str:
@@ -357,7 +429,8 @@ def language_model_prefix(model: nn.Module) -> str:
     for name, mod in inner.named_modules():
         if mod is lm:
             return name
-    raise ModelError(f"{type(inner).__name__}: language model is not a submodule")  # pragma: no cover
+    raise ModelError(  # pragma: no cover
+        f"{type(inner).__name__}: language model is not a submodule")
 
 
 def num_lm_layers(model: nn.Module) -> int:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from .loading import ModelError, language_model_prefix, num_lm_layers
+from .loading import ModelError, enable_checkpointing, language_model_prefix, num_lm_layers
 
 
 def lora_target_regex(model: nn.Module, modules: Sequence[str],
@@ -42,10 +42,13 @@ def lora_target_regex(model: nn.Module, modules: Sequence[str],
 def wrap_lora(model: nn.Module, *, r: int, alpha: float, dropout: float,
               modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj"),
               layers: Sequence[int] | None = None, target_regex: str | None = None,
-              modules_to_save: Sequence[str] | None = None, init_lora_weights=True):
+              modules_to_save: Sequence[str] | None = None, init_lora_weights=True,
+              gradient_checkpointing: bool = False):
     """Wrap ``model`` in a peft LoRA model; returns the ``PeftModel``.
 
-    Only the LoRA matrices (and ``modules_to_save`` copies) are trainable.
+    Only the LoRA matrices (and ``modules_to_save`` copies) are trainable. With
+    ``gradient_checkpointing`` the decoder layers recompute their activations in the backward
+    pass (:func:`~fedmllm.model.loading.enable_checkpointing`).
     """
     from peft import LoraConfig, get_peft_model
 
@@ -56,7 +59,10 @@ def wrap_lora(model: nn.Module, *, r: int, alpha: float, dropout: float,
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=regex,
                      bias="none", modules_to_save=list(modules_to_save or []) or None,
                      init_lora_weights=init_lora_weights)
-    return get_peft_model(model, cfg)
+    wrapped = get_peft_model(model, cfg)
+    if gradient_checkpointing:
+        enable_checkpointing(wrapped)
+    return wrapped
 
 
 def get_adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -18,8 +18,8 @@ from .outputs import RunFolder
 from .session import RunResult, Session
 
 __all__ = [
-    "RunResult", "Session", "build_driver", "load_resume_config", "run_experiment",
-    "start_run",
+    "RunResult", "Session", "build_driver", "load_resume_config", "open_run_folder",
+    "run_experiment", "start_run",
 ]
 
 #: Keys a resumed run may change: they do not touch the results.
@@ -42,21 +42,29 @@ def load_resume_config(folder: str | Path, overrides: list[str] | tuple = ()) ->
     return cfg
 
 
-def start_run(cfg: Config, *, resume: bool = False, overwrite: bool = False
-              ) -> tuple[RunPlan, RunFolder]:
-    """Check ``cfg`` and open its output folder; nothing is loaded yet."""
-    plan = plan_run(cfg)
+def start_run(cfg: Config, *, resume: bool = False, overwrite: bool = False,
+              over_flower: bool = False) -> tuple[RunPlan, RunFolder]:
+    """Check ``cfg`` (:func:`~fedmllm.engine.factory.plan_run`; ``over_flower``: its clients
+    are a Flower federation's nodes) and open its output folder; nothing is loaded yet. The
+    plan is this process's: pass it on (``started``) rather than planning again."""
+    plan = plan_run(cfg, over_flower=over_flower)
+    return plan, open_run_folder(cfg, resume=resume, overwrite=overwrite)
+
+
+def open_run_folder(cfg: Config, *, resume: bool = False, overwrite: bool = False
+                    ) -> RunFolder:
+    """The output folder of a planned ``cfg``: a new one with its ``config.yaml``, or with
+    ``resume`` the unfinished one at ``output.dir``, marked ``running``."""
     if resume:
         folder = RunFolder.resume(cfg.output.dir)
         folder.mark("running")
-    else:
-        folder = RunFolder.new(cfg, overwrite=overwrite)
-        try:
-            atomic_write_text(folder.path / "config.yaml", cfg.to_yaml())
-        except OSError as e:
-            raise OutputError(f"{e.filename or folder.path}: cannot write ({e.strerror})"
-                              ) from None
-    return plan, folder
+        return folder
+    folder = RunFolder.new(cfg, overwrite=overwrite)
+    try:
+        atomic_write_text(folder.path / "config.yaml", cfg.to_yaml())
+    except OSError as e:
+        raise OutputError(f"{e.filename or folder.path}: cannot write ({e.strerror})") from None
+    return folder
 
 
 def build_driver(cfg: Config, console=None, *, resume: bool = False, overwrite: bool = False,
@@ -67,16 +75,11 @@ def build_driver(cfg: Config, console=None, *, resume: bool = False, overwrite: 
     ``bundle``/``data`` reuse a model and data a caller already built (tests, benchmarks; the
     bundle's adapter must hold the run's initial state); ``started`` is :func:`start_run`'s
     result when the caller opened the folder itself; ``clients`` trains the clients somewhere
-    else than in this process (the Flower server passes its grid's).
+    else than in this process (the Flower server passes its grid's; the plan then refuses what
+    a federation cannot do).
     """
-    if clients is not None and cfg.fl.algorithm == "centralized":
-        raise ConfigError("fl.algorithm: centralized pools every client's data in one process; "
-                          "it runs in the simulator (fedmllm run), not over Flower")
-    if clients is not None and cfg.eval.client_holdout:
-        raise ConfigError("eval.client_holdout: client-side evaluation runs in the simulator "
-                          "(fedmllm run); over Flower the clients hold their data and it is not "
-                          "built yet")
-    plan, folder = started or start_run(cfg, resume=resume, overwrite=overwrite)
+    plan, folder = started or start_run(cfg, resume=resume, overwrite=overwrite,
+                                        over_flower=clients is not None)
     session = Session(cfg, plan, folder, console=console, bundle=bundle, data=data)
     session.save_data_manifest()
     if plan.oneshot:
@@ -94,7 +97,8 @@ def run_experiment(cfg: Config, console=None, *, resume: bool = False, overwrite
     """Run ``cfg`` to the end (from its last checkpoint with ``resume``); see
     :func:`build_driver` for the arguments. An exception or Ctrl-C leaves the folder marked
     ``failed``/``interrupted`` (resumable)."""
-    plan, folder = started or start_run(cfg, resume=resume, overwrite=overwrite)
+    plan, folder = started or start_run(cfg, resume=resume, overwrite=overwrite,
+                                        over_flower=clients is not None)
     try:
         driver = build_driver(cfg, console, resume=resume, bundle=bundle, data=data,
                               started=(plan, folder), clients=clients)

@@ -301,12 +301,11 @@ class OneShotRun:
                 elif role == "B":
                     state[key] = torch.cat([value, -s.initial_state[key]], dim=1)
         (rank,) = {t.shape[0] for k, t in state.items() if lora_role(k) == "A"}
-        s.bundle = build_bundle(b.source, b.device, b.dtype,
-                                dataclasses.replace(lora, r=rank,
-                                                    alpha=lora.alpha * rank / lora.r),
-                                self.cfg.seed, self.cfg.model.modules_to_save,
-                                trust_remote_code=b.trust_remote_code,
-                                autocast=b.autocast, quantization=b.quantization)
+        merged_lora = dataclasses.replace(lora, r=rank, alpha=lora.alpha * rank / lora.r)
+        evaluated = dataclasses.replace(s.plan.model, gradient_checkpointing=False,
+                                        dtype=b.dtype)  # float32 for a quantized base
+        s.bundle = build_bundle(dataclasses.replace(s.plan, lora=merged_lora, init="default",
+                                                    model=evaluated))
         return state
 
     # ------------------------------------------------------------------ evaluation

@@ -1,6 +1,7 @@
 """What both drivers share: the plan, the output folder, the model, the encoded data, evaluation.
 
-A :class:`Session` is made once per run. It loads the model (or takes one a caller built),
+A :class:`Session` is made once per run, from its plan. It builds the plan's model
+(:func:`~fedmllm.engine.bundle.build_bundle`; or takes one a caller built),
 builds and encodes the clients' data, writes the run's inputs beside its outputs, evaluates an
 adapter state on the test set, and writes the run's last files (adapter, plot, summary).
 """
@@ -22,7 +23,6 @@ from ..engine.bundle import ModelBundle, build_bundle, save_adapter
 from ..engine.factory import RunPlan
 from ..files import atomic_write_json, atomic_write_text
 from ..model.collate import Encoded, EncodedSamples
-from ..model.loading import resolve_autocast, resolve_device, resolve_dtype
 from .outputs import SUMMARY, RunFolder
 
 
@@ -33,31 +33,6 @@ class RunResult:
     out_dir: Path
     rows: list[dict] = field(default_factory=list)
     final: dict = field(default_factory=dict)
-
-
-def model_source(cfg: Config) -> str:
-    """The folder or hub id to load: ``model.name`` (a built-in preset's name,
-    ``fedmllm-preset:tiny``, resolves to its cached folder) or the cached built-in preset."""
-    if cfg.model.name:
-        from ..model.names import resolve_base
-
-        return resolve_base(cfg.model.name)
-    from ..model.tiny import ensure_tiny
-
-    return str(ensure_tiny(cfg.model.preset, cfg.model.pretrain))
-
-
-def load_bundle(cfg: Config, plan: RunPlan, source: str | None = None) -> ModelBundle:
-    """The model of ``plan``: its LoRA targets and initialisation, on ``train.device``, with
-    the run's quantization, gradient checkpointing and autocast."""
-    device = resolve_device(cfg.train.device)
-    return build_bundle(source or model_source(cfg), device,
-                        resolve_dtype(cfg.model.dtype, device), plan.lora, cfg.seed,
-                        cfg.model.modules_to_save, init=plan.init,
-                        trust_remote_code=cfg.model.trust_remote_code,
-                        gradient_checkpointing=cfg.train.gradient_checkpointing,
-                        autocast=resolve_autocast(cfg.train.autocast, device),
-                        quantization=cfg.model.quantization)
 
 
 def encode_samples(processor, samples, strategy: str, max_len: int) -> list[Encoded]:
@@ -106,7 +81,7 @@ class Session:
                  bundle: ModelBundle | None = None, data=None):
         t0 = time.perf_counter()
         self.cfg, self.plan, self.folder, self.console = cfg, plan, folder, console
-        self.bundle = bundle if bundle is not None else load_bundle(cfg, plan)
+        self.bundle = bundle if bundle is not None else build_bundle(plan)
         if data is None:
             from ..data import build_federated_data
 

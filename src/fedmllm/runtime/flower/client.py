@@ -26,11 +26,11 @@ import time
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from ...config import Config, ConfigError, config_from_yaml
+from ...engine.bundle import build_bundle
 from ...engine.client import make_trainer, train_round
-from ...engine.factory import plan_run
+from ...engine.factory import RunPlan, plan_run
 from ...model.collate import EncodedSamples
 from ..oneshot import OneShotClient
-from ..session import load_bundle
 from .wire import from_record, to_record
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,8 @@ def node_partition(node_config: dict) -> tuple[int, int | None, str | None]:
 class ClientWorker:
     """One node's model, data and trainer for one configuration (built once per process)."""
 
-    def __init__(self, cfg: Config, node_config: dict):
-        self.cfg = cfg
-        self.plan = plan_run(cfg)
+    def __init__(self, cfg: Config, plan: RunPlan, node_config: dict):
+        self.cfg, self.plan = cfg, plan
         k, n, data_dir = node_partition(node_config)
         if not 0 <= k < cfg.fl.num_clients:
             raise ConfigError(f"node config: partition-id {k} is outside the run's "
@@ -74,7 +73,7 @@ class ClientWorker:
             from ...data import build_federated_data
 
             samples = build_federated_data(cfg.data, cfg.fl.num_clients, cfg.seed).clients[k]
-        self.bundle = load_bundle(cfg, self.plan)
+        self.bundle = build_bundle(plan)
         self.initial_state = self.bundle.adapter.get()
         self.items = EncodedSamples(self.bundle.processor, samples, cfg.data.prompt_strategy,
                                     cfg.train.max_seq_len)  # encoded per batch
@@ -93,8 +92,13 @@ def get_worker(cfg_text: str, node_config: dict) -> ClientWorker:
         quiet_libraries()
         for old in [k for k in _WORKERS if k[0] != cfg_text]:  # another run's: let it go
             del _WORKERS[old]
-        _WORKERS[key] = ClientWorker(config_from_yaml(cfg_text, "the server's configuration"),
-                                     node_config)
+        # the process's plan of this run: shared by every node it hosts (a loopback grid)
+        planned = next(iter(_WORKERS.values()), None)
+        if planned is None:
+            cfg = config_from_yaml(cfg_text, "the server's configuration")
+            _WORKERS[key] = ClientWorker(cfg, plan_run(cfg), node_config)
+        else:
+            _WORKERS[key] = ClientWorker(planned.cfg, planned.plan, node_config)
     return _WORKERS[key]
 
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from ... import __version__
-from ...config import Config, ConfigError
+from ...config import Config
 from ...errors import OutputError
 from ...files import atomic_write_text
 from ..outputs import RunFolder, default_dir
@@ -53,26 +53,21 @@ def write_app(folder: Path) -> Path:
 
 def open_folder(cfg: Config, supernodes: int, *, resume: str | None, overwrite: bool
                 ) -> RunFolder:
-    """Check ``cfg`` and open its run folder (absolute path) for the ServerApp."""
-    from .. import start_run
+    """Check ``cfg`` for a federation of ``supernodes`` nodes (this process's one
+    :func:`~fedmllm.engine.factory.plan_run`: every mistake before a process starts) and open
+    its run folder (absolute path) for the ServerApp."""
+    from ...engine.factory import plan_run
+    from .. import open_run_folder
     from .local import kill_recorded
 
-    if cfg.fl.algorithm == "centralized":
-        raise ConfigError("fl.algorithm: centralized pools every client's data in one process; "
-                          "it runs in the simulator (fedmllm run), not over Flower")
-    if cfg.eval.client_holdout:
-        raise ConfigError("eval.client_holdout: client-side evaluation runs in the simulator "
-                          "(fedmllm run); over Flower it is not built yet")
-    if cfg.fl.num_clients != supernodes:
-        raise ConfigError(f"fl.num_clients: {cfg.fl.num_clients}, but --supernodes "
-                          f"{supernodes}: every SuperNode is one client (partition)")
+    plan_run(cfg, supernodes=supernodes)
     if resume:
-        _, folder = start_run(cfg, resume=True)
+        folder = open_run_folder(cfg, resume=True)
         kill_recorded(folder.path)  # processes a crashed launcher left behind
     else:
         path = Path(cfg.output.dir) if cfg.output.dir else default_dir(cfg)
         cfg.output.dir = str(path.resolve())
-        _, folder = start_run(cfg, overwrite=overwrite)
+        folder = open_run_folder(cfg, overwrite=overwrite)
     folder.mark("launching")  # the ServerApp process takes it over
     return folder
 
