@@ -31,6 +31,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import inspect
 import json
 import re
 import tomllib
@@ -43,6 +44,11 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import ConfigDict, TypeAdapter, ValidationError, WrapValidator, with_config
+
+from .data.partition import PARTITIONS
+from .data.prompts import STRATEGIES as PROMPT_STRATEGIES
+from .data.scenarios import SCENARIOS
+from .data.synth import TASKS
 
 
 class ConfigError(ValueError):
@@ -150,38 +156,55 @@ class LoraConfig:
         original base). One-shot runs take ``fl.yoco.init``.""")
 
 
+def _data_default(name: str) -> Any:
+    """The data layer's default for ``data.<name>``, written once there: in the signature of
+    :func:`fedmllm.data.build.federated_data`, or as an option the ``synth`` dataset declares
+    (``task``, ``train_size``, ``test_size``)."""
+    from .data.build import federated_data
+    from .data.registry import get_dataset
+
+    for opt in get_dataset("synth").options:
+        if opt.name == name:
+            return opt.default
+    return inspect.signature(federated_data).parameters[name].default
+
+
 @table
 class DataConfig:
-    dataset: str = key("synth", """
+    dataset: str = key(_data_default("dataset"), """
         ``synth`` (built-in, offline), ``hateful_memes``, ``crisismmd`` or ``medical`` (VQA-RAD
         + SLAKE + MedAlpaca) in their published layouts under ``data_dir``; any dataset
         registered with ``fedmllm.data.register_dataset``.""", choices=_buildable_datasets)
-    task: Annotated[Literal["binary", "multiclass", "vqa"], Lenient] = key("binary", """
+    task: Annotated[Literal[TASKS], Lenient] = key(_data_default("task"), """
         Synthetic benchmark task (``synth`` only).""")
     data_dir: str | None = key(None, """
-        The dataset's folder (real datasets; see the README's Datasets section).""")
+        The dataset's folder (real datasets; see docs/datasets.md).""")
     prepared: str | None = key(None, """
         A folder written by ``fedmllm prepare`` (overrides the options below).""")
-    scenario: Annotated[Literal["aligned", "missing", "cross", "hybrid"], Lenient] = key(
-        "aligned", """
+    scenario: Annotated[Literal[SCENARIOS], Lenient] = key(_data_default("scenario"), """
         Modality scenario: ``aligned`` (every sample image+text), ``missing`` (each sample loses
         image or text with rate ``missing_rate``), ``cross`` (``image_clients`` clients
         image-only, the rest text-only), ``hybrid`` (each client holds each modality with
         probability ``presence``).""")
-    missing_rate: float = key(0.5, """
+    missing_rate: float = key(_data_default("missing_rate"), """
         ``missing``: the rate beta at which a sample loses one modality.""", ge=0, le=1)
-    image_clients: int = key(3, "``cross``: how many clients hold images only.")
-    presence: float = key(0.7, """
+    image_clients: int = key(_data_default("image_clients"),
+                             "``cross``: how many clients hold images only.")
+    presence: float = key(_data_default("presence"), """
         ``hybrid``: the probability p that a client holds each modality.""", ge=0, le=1)
-    prompt_strategy: Annotated[Literal["plain", "agnostic"], Lenient] = key("plain", """
+    prompt_strategy: Annotated[Literal[PROMPT_STRATEGIES], Lenient] = key(
+        _data_default("prompt_strategy"), """
         ``plain`` prompts, or ``agnostic`` (FedMLLM's modality-agnostic prompt: ", without
         considering the modality").""")
-    partition: Annotated[Literal["dirichlet", "iid"], Lenient] = key("dirichlet", """
+    partition: Annotated[Literal[PARTITIONS], Lenient] = key(_data_default("partition"), """
         Label skew over clients: ``dirichlet`` (concentration ``alpha``) or ``iid``.""")
-    alpha: float = key(0.5, "Dirichlet concentration (smaller = more skewed).", gt=0)
-    min_per_client: int = key(2, "Fewest training samples a client may get from the partition.")
-    train_size: int = key(2000, "``synth``: training samples generated (shared over the clients).")
-    test_size: int = key(400, "``synth``: test samples generated.")
+    alpha: float = key(_data_default("alpha"),
+                       "Dirichlet concentration (smaller = more skewed).", gt=0)
+    min_per_client: int = key(_data_default("min_per_client"),
+                              "Fewest training samples a client may get from the partition.")
+    train_size: int = key(_data_default("train_size"),
+                          "``synth``: training samples generated (shared over the clients).")
+    test_size: int = key(_data_default("test_size"), "``synth``: test samples generated.")
 
 
 @table

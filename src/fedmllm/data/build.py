@@ -21,7 +21,7 @@ text), and describe the result in a JSON-able manifest (:mod:`fedmllm.data.manif
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import DataError
 from .manifest import make_manifest
@@ -38,9 +38,6 @@ from .scenarios import (
     medical_hybrid,
 )
 from .types import FederatedData, Sample, TaskInfo
-
-if TYPE_CHECKING:  # the config module is only needed for the annotation
-    from ..config import DataConfig
 
 __all__ = [
     "build_federated_data",
@@ -192,9 +189,11 @@ def federated_data(
     return data
 
 
-def build_federated_data(cfg: DataConfig, num_clients: int, seed: int, *,
+def build_federated_data(cfg: Any, num_clients: int, seed: int, *,
                          verify_images: bool = True, skip_bad: bool = False) -> FederatedData:
-    """The runtime's entry point: ``cfg`` is the config's ``DataConfig``.
+    """The runtime's entry point: ``cfg`` is the config's ``data`` table
+    (``fedmllm.config.DataConfig``; the data layer does not import the config, which reads its
+    defaults from here).
 
     ``cfg.prepared`` set: load that folder (written by :func:`prepare`;
     its client count must equal ``num_clients``). Otherwise build from ``cfg.dataset``.

@@ -28,6 +28,9 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
+PARTITIONS = ("dirichlet", "iid")
+"""The label-skew partitions of ``data.partition``: Dirichlet(alpha), or IID."""
+
 from ..seeding import numpy_rng
 
 __all__ = ["dirichlet_partition", "equal_split", "iid_partition", "partition_counts"]
