@@ -79,7 +79,7 @@ def test_scaffold_state_survives_a_restarted_node(tmp_path, tiny_dir):
     """A node that lost its c_i (its process restarted) says so, is skipped once, then gets
     its state back from the server's mirror; the server's c stays the mean of the c_i."""
     from fedmllm.runtime.flower.app import client_app
-    from fedmllm.runtime.flower.server import GridClients
+    from fedmllm.runtime.flower.server import grid_clients
     from fedmllm.runtime.simulation import MultiRoundRun
 
     nodes = [{"partition-id": k, "num-partitions": N} for k in range(N)]
@@ -98,7 +98,7 @@ def test_scaffold_state_survives_a_restarted_node(tmp_path, tiny_dir):
                              "fl.rounds=3", f"output.dir={tmp_path}"])
     MultiRoundRun.run_round = run_round
     try:
-        run_experiment(cfg, clients=GridClients(grid))
+        run_experiment(cfg, clients=grid_clients(grid))
     finally:
         MultiRoundRun.run_round = original
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -195,7 +195,8 @@ def test_exact_full_rank_merge_is_lossless_and_loads_on_original_base(which, pla
     rank = N_CLIENTS * r + (r if which == "pissa" else 0)
     assert {t.shape[0] for k, t in sim.global_state.items() if "lora_A" in k} == {rank}
     cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
-    assert cfg["r"] == rank and cfg["lora_alpha"] == pytest.approx(sim.session.plan.lora.alpha * rank / r)
+    assert cfg["r"] == rank
+    assert cfg["lora_alpha"] == pytest.approx(sim.session.plan.lora.alpha * rank / r)
     bundle = shared[0]
     batch = sample_batch(bundle, shared[2])
     reference = _dense_merged_logits(bundle, sim, batch, which == "pissa")
@@ -214,7 +215,8 @@ def test_product_rank_full_only_for_exact(plain, tmp_path):
     with pytest.raises(ConfigError, match="fl.yoco.product_rank"):
         run(plain, tmp_path, "fl.yoco.method=ties", "fl.yoco.product_rank=full")
     sim, _ = run(plain, tmp_path, "fl.yoco.method=exact", "fl.yoco.product_rank=client")
-    assert {t.shape[0] for k, t in sim.global_state.items() if "lora_A" in k} == {sim.session.plan.lora.r}
+    ranks = {t.shape[0] for k, t in sim.global_state.items() if "lora_A" in k}
+    assert ranks == {sim.session.plan.lora.r}
 
 
 def test_select_epochs_on_a_client_held_out_split(plain, tmp_path):
@@ -226,7 +228,7 @@ def test_select_epochs_on_a_client_held_out_split(plain, tmp_path):
         n = len(data.clients[k])
         held = max(1, round(0.25 * n))
         assert row["held_out"][str(k)] == held
-        client = sim.client(k)
+        client = sim.executor.client(k)
         assert u.num_examples == len(client.train_items) == n - held
         train_ids = {s.id for s in client.train_items.samples}  # encoded per batch
         assert not train_ids & {s.id for s in client.val_items.samples}
@@ -244,7 +246,7 @@ def test_select_epochs_on_a_client_held_out_split(plain, tmp_path):
     b.model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for e in sim.client(k).val_items:
+        for e in sim.executor.client(k).val_items:
             batch = {n: v.to(b.device) for n, v in
                      collate([e], b.processor.tokenizer.pad_token_id).items()}
             lg = b.model(**batch).logits[0, :-1].float()
@@ -253,7 +255,7 @@ def test_select_epochs_on_a_client_held_out_split(plain, tmp_path):
             total += float(torch.nn.functional.cross_entropy(lg[keep], labels[keep],
                                                              reduction="sum"))
             count += int(keep.sum())
-    assert sim.client(k).validation_loss() == pytest.approx(total / count, rel=1e-3)
+    assert sim.executor.client(k).validation_loss() == pytest.approx(total / count, rel=1e-3)
 
 
 def test_select_epochs_rejects_bad_values(plain, tmp_path):
@@ -278,9 +280,9 @@ def test_select_lr_per_client_on_its_held_out_split(plain, tmp_path):
         best = min(losses, key=losses.get)
         assert row["client_lr"][str(k)] == u.metrics["lr"] == float(best.split("@")[1])
         sim.bundle.adapter.set(u.state)
-        assert sim.client(k).validation_loss() == pytest.approx(losses[best], rel=1e-4)
+        assert sim.executor.client(k).validation_loss() == pytest.approx(losses[best], rel=1e-4)
     # the two candidates differ: a rate 100 x larger moves the adapter further
-    client = sim.client(0)
+    client = sim.executor.client(0)
     small, large = client.train_for(1, 1e-4), client.train_for(1, 1e-2)
     start = sim.session.initial_state
     move = [sum(float((u.state[key] - start[key]).norm()) for key in start)

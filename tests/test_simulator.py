@@ -92,7 +92,8 @@ def test_saved_adapter_loads_in_peft_with_identicallogits(run):
 
 def test_model_name_path_for_a_local_folder(tmp_path, tiny_dir):
     """`model.name` with a local folder goes through the same loading code as the hub."""
-    cfg = tiny_cfg(tmp_path / "out", f"model.name={tiny_dir}", "fl.rounds=1", "eval.views=[image_text]")
+    cfg = tiny_cfg(tmp_path / "out", f"model.name={tiny_dir}", "fl.rounds=1",
+                   "eval.views=[image_text]")
     result = build_driver(cfg).run()
     assert result.rows[0]["eval"]["per_modality"].keys() == {"image_text"}
     meta = json.loads((tmp_path / "out" / "adapter" / "fedmllm.json").read_text())

@@ -47,9 +47,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
@@ -65,31 +64,22 @@ from ..engine.checkpoint import (
 from ..engine.client import ClientTrainer, batch_stream, local_lrs, local_steps, make_trainer
 from ..engine.factory import RunPlan, factor_rules
 from ..engine.failpoints import failpoint
-from ..engine.server import state_bytes
 from ..fl import (
     PRODUCT_METHODS,
     ClientUpdate,
-    conflict_report,
     merge_lora_products,
     merge_lora_uploads,
     spectral_gap,
-    upload_units,
 )
-from ..fl.oneshot.keys import lora_pairs, lora_role
+from ..fl.oneshot.keys import lora_role
 from ..model.collate import EncodedSamples, collate, to_device
 from ..report.console import RoundProgress
 from ..report.metrics import MetricsWriter
 from ..seeding import torch_generator, torch_seed
+from .executor import ClientReply, ClientTask, ExecutorFactory
+from .rows import oneshot_diagnostics, oneshot_row, oneshot_summary
 from .session import RunResult, Session
-from .uploads import (
-    load_uploads,
-    locked,
-    pack_uploads,
-    store_uploads,
-    training_inputs,
-    training_key,
-    unpack_uploads,
-)
+from .uploads import CachedUploads, pack_uploads, training_inputs, unpack_uploads
 
 log = logging.getLogger(__name__)
 
@@ -98,25 +88,6 @@ def _pca_k(k: float | None) -> float | int | None:
     if k is not None and k >= 1 and float(k).is_integer():
         return int(k)
     return k
-
-
-def lora_drift(state: dict[str, torch.Tensor], initial: dict[str, torch.Tensor]) -> dict:
-    """How far a client's upload moved from the shared start, over all its LoRA modules:
-    ``dB_rel = ||B - B0|| / ||B0||`` and ``dW_rel = ||B A - B0 A0|| / ||B0 A0||`` (Frobenius
-    norms over the modules together; ``None`` where the start is zero, as for zero-B LoRA,
-    with the absolute ``dB``/``dW`` beside them)."""
-    db2 = b02 = dw2 = w02 = 0.0
-    for ka, kb in lora_pairs(state).values():
-        a, b = state[ka].double(), state[kb].double()
-        a0, b0 = initial[ka].double().to(a.device), initial[kb].double().to(a.device)
-        db2 += float((b - b0).square().sum())
-        b02 += float(b0.square().sum())
-        w0 = b0 @ a0
-        dw2 += float((b @ a - w0).square().sum())
-        w02 += float(w0.square().sum())
-    return {"dB": db2 ** 0.5, "dW": dw2 ** 0.5,
-            "dB_rel": (db2 / b02) ** 0.5 if b02 > 0 else None,
-            "dW_rel": (dw2 / w02) ** 0.5 if w02 > 0 else None}
 
 
 def _subset(items, indices: list[int]):
@@ -214,24 +185,55 @@ class OneShotClient:
         return best[1]
 
 
+class OneShotExecutor:
+    """A one-shot run's clients, trained here one after another: client ``k`` is a
+    :class:`OneShotClient` over its samples ``clients[k]``, from the shared initial adapter
+    (the start state of every one-shot task)."""
+
+    def __init__(self, cfg: Config, plan: RunPlan, trainer: ClientTrainer,
+                 clients: Sequence[Sequence], initial_state: dict[str, torch.Tensor]):
+        self.cfg, self.plan, self.trainer = cfg, plan, trainer
+        self.clients, self.initial_state = clients, initial_state
+        self._local: dict[int, OneShotClient] = {}
+
+    def client(self, k: int) -> OneShotClient:
+        """Client ``k`` (made once: its held-out split is drawn once)."""
+        if k not in self._local:
+            self._local[k] = OneShotClient(self.cfg, self.plan, self.trainer, self.clients[k],
+                                           k, self.initial_state)
+        return self._local[k]
+
+    def fit(self, tasks: Iterable[ClientTask]) -> Iterator[ClientReply]:
+        for t in tasks:
+            yield ClientReply(t.client_id, self.client(t.client_id).upload())
+
+
 class OneShotRun:
     """One one-shot experiment over a :class:`~fedmllm.runtime.session.Session`.
 
-    ``clients`` trains the clients elsewhere (a Flower grid: ``fit_oneshot(client_ids)``
-    returns the uploads that arrived); by default they train here, one after another.
+    ``clients`` builds the executor that trains the clients elsewhere (a Flower grid:
+    :func:`~fedmllm.runtime.flower.server.grid_clients`); by default a
+    :class:`OneShotExecutor` trains them here, one after another, its uploads shared through
+    :class:`~fedmllm.runtime.uploads.CachedUploads` with ``fl.yoco.upload_cache``.
     """
 
-    def __init__(self, session: Session, clients=None):
+    def __init__(self, session: Session, clients: ExecutorFactory | None = None):
         s = self.session = session
         self.cfg, self.y = s.cfg, s.cfg.fl.yoco
         self.trainer = make_trainer(self.cfg, s.plan, s.bundle)
-        self.clients = clients
-        if clients is not None:
-            clients.attach(self)
-        self._local: dict[int, OneShotClient] = {}
         self.uploads: dict[int, ClientUpdate] = {}  # client id -> its one upload
         self.updates: list[ClientUpdate] = []  # the uploads in client order, once all are in
         self.global_state = s.initial_state  # the merged adapter, once merged
+        self.cache: CachedUploads | None = None
+        if clients is not None:
+            self.executor = clients(s)
+            return
+        self.executor = OneShotExecutor(self.cfg, s.plan, self.trainer, s.clients,
+                                        s.initial_state)
+        if self.y.upload_cache:
+            self.executor = self.cache = CachedUploads(
+                self.executor, self.y.upload_cache, training_inputs(self.cfg, s.plan),
+                s.bundle.device, self.cfg.fl.num_clients, held=self.uploads, console=s.console)
 
     @property
     def bundle(self):
@@ -240,18 +242,6 @@ class OneShotRun:
     @property
     def initial_state(self):
         return self.session.initial_state
-
-    # ------------------------------------------------------------------ clients
-    def client(self, k: int) -> OneShotClient:
-        """Client ``k`` of the in-process run."""
-        if k not in self._local:
-            self._local[k] = OneShotClient(self.cfg, self.session.plan, self.trainer,
-                                           self.session.clients[k], k, self.initial_state)
-        return self._local[k]
-
-    def train_client(self, k: int) -> ClientUpdate:
-        """Client ``k``'s upload, trained in this process."""
-        return self.client(k).upload()
 
     # ------------------------------------------------------------------ merge
     def full_rank(self) -> bool:
@@ -352,46 +342,78 @@ class OneShotRun:
                                            ckpt.state["clients"], self.session.bundle.device))
 
     # ------------------------------------------------------------------ training
-    def train_pending(self, pending: list[int]) -> None:
-        """Train the clients ``pending`` here, one after another, checkpointing as they finish."""
-        s, every, n = self.session, self.cfg.fl.checkpoint_every, self.cfg.fl.num_clients
+    def collect(self) -> list[int]:
+        """Every client's one upload not held yet, from the executor, checkpointing as they
+        arrive (every ``fl.checkpoint_every`` uploads, and after the last); returns the
+        clients with no upload."""
+        s, n, every = self.session, self.cfg.fl.num_clients, self.cfg.fl.checkpoint_every
+        pending = [k for k in range(n) if k not in self.uploads]  # every client, once
+        tasks = [ClientTask(k, 1, s.initial_state, s.plan.lr) for k in pending]
+        t0 = t1 = time.perf_counter()
+        unsaved = False
         with RoundProgress(s.console, n, self.cfg.output.progress, n - len(pending),
                            what="clients trained") as progress:
-            for k in pending:
-                t1 = time.perf_counter()
-                self.uploads[k] = upload = self.train_client(k)
+            for reply in self.executor.fit(tasks) if tasks else ():
+                if (upload := reply.update) is None:
+                    continue
+                self.uploads[reply.client_id] = upload
                 progress.client_done()
-                progress.print(f"client {k}: {upload.metrics['steps']} steps "
+                progress.print(f"client {reply.client_id}: {upload.metrics['steps']} steps "
                                f"({upload.metrics['epochs']:g} epochs), loss "
                                f"{upload.metrics['train_loss']:.4f}, "
                                f"{time.perf_counter() - t1:.1f} s")
                 failpoint("client_trained", len(self.uploads))
+                unsaved = True
                 if every and (len(self.uploads) % every == 0 or len(self.uploads) == n):
                     self.checkpoint()
                     failpoint("client_checkpointed", len(self.uploads))
+                    unsaved = False
+                t1 = time.perf_counter()
+        if every and unsaved:
+            self.checkpoint()
+        dropped = [k for k in pending if k not in self.uploads]
+        if dropped:
+            log.warning("one-shot: no upload from clients %s within %.0f s", dropped,
+                        time.perf_counter() - t0)
+        if not self.uploads:
+            raise RuntimeError("no client upload arrived")
+        return dropped
 
-    def train_or_load(self, pending: list[int]) -> str | None:
-        """``fl.yoco.upload_cache``: load the uploads of a run that trained the same way, or
-        train them and store them for the next. Returns the entry's key when loaded."""
-        s, root = self.session, self.y.upload_cache
-        inputs = training_inputs(self.cfg, s.plan)
-        key = training_key(inputs)
-        with locked(root, key):  # a second run of the same training waits for the first
-            stored = load_uploads(root, key, s.bundle.device)
-            if stored is not None and set(stored) == set(range(self.cfg.fl.num_clients)):
-                self.uploads.update({k: stored[k] for k in pending})
-                if s.console is not None:
-                    s.console.print(f"uploads of all {len(stored)} clients loaded from "
-                                    f"{root}/{key} (the same training, stored by an earlier "
-                                    "run)", markup=False)
-                return key
-            self.train_pending(pending)
-            store_uploads(root, key, self.uploads, inputs)
-        return None
+    def merge_and_evaluate(self, updates: list[ClientUpdate]) -> tuple[dict, dict]:
+        """``(merged adapter, test metrics)``: the merge of ``fl.yoco.method`` evaluated and
+        saved; ``local``: every client's model evaluated (nothing merged); ``ensemble``: the
+        clients' averaged option probabilities."""
+        y, s = self.y, self.session
+        if y.method == "local":
+            return s.initial_state, s.evaluate_clients({u.client_id: u.state for u in updates})
+        if y.method == "ensemble":
+            return s.initial_state, self.evaluate_ensemble([u.state for u in updates])
+        merged = self.merge(updates)
+        exported = self.full_rank()
+        if exported:
+            merged = self.rank_bundle(merged)
+        final = s.evaluate(merged)
+        pissa = s.plan.init == "pissa"
+        s.save_adapter(merged, {"method": y.method, "init": s.plan.init,
+                                "converted_from_pissa": pissa,
+                                "rank": next(t.shape[0] for k, t in merged.items()
+                                             if lora_role(k) == "A")},
+                       pissa_initial=s.initial_state if pissa and not exported else None)
+        return merged, final
+
+    def spectrum(self) -> dict | None:
+        """The base's shared structure at rank ``r`` (:func:`~fedmllm.fl.spectral_gap`; not
+        for a quantized base)."""
+        s = self.session
+        if s.bundle.quantization != "none":
+            return None
+        return spectral_gap(base_weights(s.bundle, s.initial_state), s.plan.lora.r)
 
     # ------------------------------------------------------------------ the run
     def run(self, resume: bool = False) -> RunResult:
-        cfg, y, s = self.cfg, self.y, self.session
+        """Every client's one upload (those not in the checkpoint, when resumed), the one
+        merge and its evaluation, the row of ``metrics.jsonl`` and ``summary.json``."""
+        s = self.session
         t_setup = time.perf_counter()
         if resume:
             self.restore()
@@ -399,98 +421,24 @@ class OneShotRun:
         writer = MetricsWriter(s.out / "metrics.jsonl")
         setup_seconds = s.setup_seconds + time.perf_counter() - t_setup
         t0 = time.perf_counter()
-        every = cfg.fl.checkpoint_every
-        n = cfg.fl.num_clients
-        pending = [k for k in range(n) if k not in self.uploads]  # every client, once
-        cached = None
-        if self.clients is not None:  # trained elsewhere, all at once
-            self.uploads.update(self.clients.fit_oneshot(pending))
-            if every:
-                self.checkpoint()
-        elif y.upload_cache and pending:
-            cached = self.train_or_load(pending)
-        else:
-            self.train_pending(pending)
-        if not self.uploads:
-            raise RuntimeError("no client upload arrived")
-        dropped = [k for k in range(n) if k not in self.uploads]
+        dropped = self.collect()
         train_seconds = time.perf_counter() - t0
         updates = self.updates = [self.uploads[k] for k in sorted(self.uploads)]
-        units = upload_units(updates[0].state)
-        personal = y.method == "local"
-        uploaded = 0 if personal else sum(state_bytes(u.state) for u in updates)
-        row: dict = {
-            "round": 1, "method": y.method, "init": s.bundle.init,
-            "variant": y.variant if y.method == "yoco" else None,
-            "clients": [u.client_id for u in updates], "lr": s.plan.lr,
-            "local_steps": {str(u.client_id): u.metrics["steps"] for u in updates},
-            "local_epochs": {str(u.client_id): u.metrics["epochs"] for u in updates},
-            "train_loss": {str(u.client_id): round(u.metrics["train_loss"], 6) for u in updates},
-            "train_loss_mean": statistics.fmean(u.metrics["train_loss"] for u in updates),
-            "bytes_uploaded": uploaded,
-            "bytes_downloaded": 0,
-            "bytes_uploaded_per_client": 0 if personal else units["bytes"],
-            "upload_units": 0 if personal else len(updates) * units["units"],
-            "upload_unit": units["unit"],
-            "lora_params_per_client": units["lora_params"],
-            "held_out": {str(u.client_id): u.metrics["held_out"] for u in updates
-                         if u.metrics.get("held_out")},
-            "val_loss": {str(u.client_id): {c: round(v, 6)
-                                            for c, v in u.metrics["val_loss"].items()}
-                         for u in updates if "val_loss" in u.metrics},
-            "uploads_loaded_from": cached,
-            "client_lr": {str(u.client_id): u.metrics.get("lr", s.plan.lr) for u in updates},
-            "drift": {str(u.client_id): lora_drift(u.state, s.initial_state) for u in updates},
-            "conflict": conflict_report([u.state for u in updates]),
-            "conflict_update": conflict_report([u.state for u in updates], s.initial_state),
-            # the base's shared structure at rank r (not for a quantized base)
-            "spectrum": (spectral_gap(base_weights(s.bundle, s.initial_state), s.plan.lora.r)
-                         if s.bundle.quantization == "none" else None),
-        }
+        init = s.bundle.init  # the bundle of the lossless merge's export has its own
+        diagnostics = oneshot_diagnostics(updates, s.initial_state, self.spectrum())
         t1 = time.perf_counter()
-        merged = s.initial_state
-        if personal:
-            final = s.evaluate_clients({u.client_id: u.state for u in updates})
-        elif y.method == "ensemble":
-            final = self.evaluate_ensemble([u.state for u in updates])
-            row["ensemble_cost"] = {
-                "forward_passes_per_sample": len(updates),
-                "adapters_stored_bytes": sum(state_bytes(u.state) for u in updates)}
-        else:
-            merged = self.merge(updates)
-            exported = self.full_rank()
-            if exported:
-                merged = self.rank_bundle(merged)
-            final = s.evaluate(merged)
-            pissa = s.plan.init == "pissa"
-            s.save_adapter(merged, {"method": y.method, "init": s.plan.init,
-                                    "converted_from_pissa": pissa,
-                                    "rank": next(t.shape[0] for k, t in merged.items()
-                                                 if lora_role(k) == "A")},
-                           pissa_initial=s.initial_state if pissa and not exported else None)
+        merged, final = self.merge_and_evaluate(updates)
         self.global_state = merged
-        # every client receives the result once: the merged adapter (rank N r for the lossless
-        # product average), or for the ensemble every client's adapter; local-only: nothing
-        downloaded = 0 if personal else len(updates) * (
-            uploaded if y.method == "ensemble" else state_bytes(merged))
-        row["bytes_downloaded"] = downloaded
-        if dropped:
-            row["dropped"] = dropped
-        row["eval"] = final
-        row["eval_seconds"] = round(time.perf_counter() - t1, 4)
-        row["train_seconds"] = round(train_seconds, 4)
-        row["seconds"] = round(time.perf_counter() - t0, 4)
+        row = oneshot_row(
+            self.y, init, s.plan.lr, updates, merged=merged, final=final,
+            diagnostics=diagnostics, dropped=dropped,
+            loaded_from=self.cache.loaded_from if self.cache else None,
+            seconds={"eval": time.perf_counter() - t1, "train": train_seconds,
+                     "all": time.perf_counter() - t0})
         writer.write(row)
-        totals = {
-            "rounds": 1, "bytes_uploaded": uploaded, "bytes_downloaded": downloaded,
-            "upload_units": row["upload_units"], "upload_unit": units["unit"],
-            "train_seconds": row["train_seconds"], "setup_seconds": round(setup_seconds, 3),
-            "adapter_bytes": state_bytes(merged),
-            "resumed_after_clients": s.folder.resumes(),
-        }
-        summary = {"algorithm": cfg.fl.algorithm, "method": y.method,
-                   "resolved": s.resolved(), "final": final,
-                   "conflict": row["conflict"], "totals": totals}
+        summary = oneshot_summary(self.cfg.fl.algorithm, s.resolved(), final, row,
+                                  setup_seconds=setup_seconds, merged=merged,
+                                  resumes=s.folder.resumes())
         failpoint("before_summary", len(updates))
         s.finish(summary)
         return RunResult(s.out, writer.rows, summary)

@@ -1,29 +1,29 @@
 """The multi-round federated simulation: one model in memory, client adapters swapped in.
 
-Per round ``r`` (from the last checkpoint on, when resumed)::
+Per round ``r`` (from the last checkpoint on, when resumed), in :meth:`MultiRoundRun.run_round`::
 
     lr      = round_lr(r)                                   the round's client learning rate
     clients = sample_clients(num_clients, per_round, r, seed)
-    for each client k:                                      (ClientTrainer, knows only k)
-        start = global state (or k's own adapter for local-only training)
-        fit   = trainer.fit(start, server extras, k's batches, k's step sizes, seed(r, k),
-                            client_state=k's kept state)
-    outcome = server.run(global, updates, r)                (validate, aggregate, check, count)
-    keep each accepted client's new state (SCAFFOLD c_i); evaluate every eval.every rounds
-    write the metrics row; write the checkpoint every fl.checkpoint_every rounds
+    tasks   = [task(k) for k in clients]                    start state (the global adapter, or
+                                                            k's own for local-only training),
+                                                            server extras, k's kept state, lr
+    replies = executor.fit(tasks)                           (in process, or a Flower grid)
+    outcome = server_round(replies)                         validate, aggregate, check, count;
+                                                            keep each accepted client's new
+                                                            state (SCAFFOLD c_i)
+    row     = round_row(...)                                evaluated every eval.every rounds
 
-then the final evaluation, the adapter, the plot and ``summary.json``. Every random draw comes
-from ``(seed, purpose, round, client)`` (:mod:`fedmllm.seeding`), so a client's update does not
-depend on the clients before it, and a resumed run ends with the same adapter, bit for bit, as
-one that was never interrupted.
+then the row is written and, every ``fl.checkpoint_every`` rounds, the checkpoint; at the end
+the final evaluation, the adapter, the plot and ``summary.json`` (:mod:`.rows`). Every random
+draw comes from ``(seed, purpose, round, client)`` (:mod:`fedmllm.seeding`), so a client's
+update does not depend on the clients before it, and a resumed run ends with the same adapter,
+bit for bit, as one that was never interrupted.
 """
 
 from __future__ import annotations
 
 import logging
-import statistics
 import time
-from dataclasses import dataclass, field
 
 from ..engine.checkpoint import (
     Checkpoint,
@@ -32,73 +32,32 @@ from ..engine.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ..engine.client import FitResult, local_steps, make_trainer, train_round
+from ..engine.client import local_steps, make_trainer
 from ..engine.factory import build_strategy
 from ..engine.failpoints import failpoint
-from ..engine.server import RoundResult, ServerRound, state_bytes
+from ..engine.server import RoundResult, ServerRound
 from ..engine.state import ClientStateStore
-from ..fl import round_lr, sample_clients, upload_units
+from ..fl import round_lr, sample_clients
 from ..report.console import RoundProgress, header
 from ..report.metrics import MetricsWriter
 from ..report.tensorboard import open_events
+from .executor import ClientReply, ClientTask, ExecutorFactory, InProcessExecutor
+from .rows import multiround_summary, round_row
 from .session import RunResult, Session
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class RoundFits:
-    """What a round's clients sent back."""
-
-    fits: list[FitResult]
-    """The clients that replied, in the order they were asked."""
-    dropped: list[int] = field(default_factory=list)
-    """Clients that were asked but did not reply in time (or replied with an error)."""
-    bytes_uploaded: int | None = None
-    """Bytes measured on the wire; ``None``: the server round counts the tensors."""
-    bytes_downloaded: int | None = None
-
-
-class InProcessClients:
-    """The simulation's clients: trained one after another on this process's model.
-
-    An executor of a round's clients (this one, or a Flower grid) has :meth:`attach` (called
-    once by the run), :meth:`fit` (train the chosen clients), :meth:`accepted` (which updates
-    the server kept) and JSON :meth:`state_dict` / :meth:`load_state_dict` for checkpoints.
-    """
-
-    def attach(self, run: MultiRoundRun) -> None:
-        self.run = run
-        _ = run.session.clients  # the clients' sample lists (encoded per batch, when trained)
-
-    def fit(self, round_: int, chosen: list[int], lr: float, server_extras: dict,
-            progress: RoundProgress) -> RoundFits:
-        fits = []
-        for k in chosen:
-            fits.append(self.run.train_client(k, round_, lr, server_extras))
-            progress.client_done()
-        return RoundFits(fits)
-
-    def accepted(self, round_: int, client_ids: list[int]) -> None:
-        """The server kept these clients' updates of ``round_`` (nothing to tell them here)."""
-
-    def state_dict(self) -> dict:
-        """JSON state for checkpoints (none: everything lives in the run)."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
 class MultiRoundRun:
     """One multi-round experiment over a :class:`~fedmllm.runtime.session.Session`.
 
-    ``clients`` trains the sampled clients of a round: :class:`InProcessClients` (default, the
-    simulation) or a Flower grid (:mod:`fedmllm.runtime.flower`); everything else — sampling,
-    the server round, evaluation, checkpoints, outputs — is the same for both.
+    ``clients`` builds the executor that trains a round's clients elsewhere (a Flower grid:
+    :func:`~fedmllm.runtime.flower.server.grid_clients`); by default an
+    :class:`~fedmllm.runtime.executor.InProcessExecutor` trains them here. Everything else —
+    sampling, the server round, evaluation, checkpoints, outputs — is the same for both.
     """
 
-    def __init__(self, session: Session, clients=None):
+    def __init__(self, session: Session, clients: ExecutorFactory | None = None):
         t0 = time.perf_counter()
         s = self.session = session
         cfg, plan = s.cfg, s.plan
@@ -114,9 +73,13 @@ class MultiRoundRun:
         self.global_state = s.initial_state
         self.client_states = ClientStateStore()  # e.g. SCAFFOLD's c_i
         self.adapters = ClientStateStore()  # local-only clients' own adapters
+        self.accepted_round: dict[int, int] = {}  # client id -> last round the server kept
         self.done = 0  # rounds completed
-        self.clients = clients if clients is not None else InProcessClients()
-        self.clients.attach(self)
+        if clients is not None:
+            self.executor = clients(s)
+        else:  # the clients' sample lists (encoded per batch, when trained)
+            self.executor = InProcessExecutor(self.trainer, cfg, [s.pooled_clients()]
+                                              if self.pooled else s.clients)
         s.setup_seconds += time.perf_counter() - t0
 
     @property
@@ -135,31 +98,33 @@ class MultiRoundRun:
             return self.adapters.get(k) or self.session.initial_state
         return self.global_state
 
-    def train_client(self, k: int, round_: int, lr: float, server_extras: dict) -> FitResult:
-        """Client ``k``'s local run in round ``round_``, on this process's model."""
-        if self.pooled:
-            return self.train_pooled(round_, lr)
-        return train_round(self.trainer, self.cfg, self.session.clients[k], k, round_, lr,
-                           self.start_state(k), server_extras, self.client_states.get(k))
-
-    def train_pooled(self, round_: int, lr: float) -> FitResult:
-        """Centralized training's round: every client's samples as one client (id 0), for as
-        many steps as the round's sampled clients would take together: ``clients_per_round x
-        local_steps``, or with ``local_epochs`` that many epochs times the sampled share of the
-        clients over the pooled data."""
+    def task(self, k: int, round_: int, lr: float, server_extras: dict) -> ClientTask:
+        """Client ``k``'s task in round ``round_``. Centralized training's round is one task
+        for client 0 holding every client's samples, for as many steps as the round's sampled
+        clients would take together: ``clients_per_round x local_steps``, or with
+        ``local_epochs`` that many epochs times the sampled share of the clients over the
+        pooled data."""
+        if not self.pooled:
+            return ClientTask(k, round_, self.start_state(k), lr, server_extras,
+                              self.client_states.get(k),
+                              accepted_round=self.accepted_round.get(k, -1))
         cfg, tr = self.cfg, self.cfg.train
-        items = self.session.pooled_clients()
         per_round = min(cfg.fl.clients_per_round, cfg.fl.num_clients)
         if cfg.fl.local_epochs is None:
             steps = per_round * cfg.fl.local_steps
         else:
-            steps = local_steps(len(items), tr.batch_size, tr.grad_accum,
+            pooled = sum(len(samples) for samples in self.session.train_samples)
+            steps = local_steps(pooled, tr.batch_size, tr.grad_accum,
                                 epochs=cfg.fl.local_epochs * per_round / cfg.fl.num_clients)
-        return train_round(self.trainer, cfg, items, 0, round_, lr, self.global_state, {},
-                           steps=steps)
+        return ClientTask(0, round_, self.global_state, lr, steps=steps)
+
+    def train_client(self, k: int, round_: int, lr: float, server_extras: dict) -> ClientReply:
+        """Client ``k``'s local run in round ``round_`` alone, by the run's executor."""
+        return next(iter(self.executor.fit([self.task(k, round_, lr, server_extras)])))
 
     # ------------------------------------------------------------------ one round
     def run_round(self, r: int, progress: RoundProgress) -> dict:
+        """Round ``r``, top to bottom; returns its metrics row."""
         cfg = self.cfg
         t0 = time.perf_counter()
         lr = round_lr(r, self.rounds, self.session.plan.lr, cfg.train.lr_schedule,
@@ -167,55 +132,57 @@ class MultiRoundRun:
         chosen = [0] if self.pooled else \
             sample_clients(cfg.fl.num_clients, cfg.fl.clients_per_round, r, cfg.seed)
         server_extras = {} if self.personal else self.strategy.server_extras()
-        got = self.clients.fit(r, chosen, lr, server_extras, progress)
-        fits = got.fits
-        updates = [f.update for f in fits]
-        for cid in got.dropped:
-            log.warning("round %d: no reply from client %d", r, cid)
-        if self.personal:  # no aggregation; every client keeps what it trained
-            outcome = RoundResult(self.global_state)
-            for f in fits:
-                self.adapters.put(f.update.client_id, f.update.state)
-        elif self.pooled:  # centralized: the pooled client's model is the model; nothing sent
-            self.global_state = self.strategy.aggregate(self.global_state, updates, r)
-            outcome = RoundResult(self.global_state, accepted=[0])
-        else:
-            outcome = self.server.run(self.global_state, updates, r, server_extras)
-            self.global_state = outcome.global_state
-            for f in fits:
-                if f.update.client_id in outcome.accepted:
-                    self.client_states.put(f.update.client_id, f.client_state)
-            self.clients.accepted(r, outcome.accepted)
-            for cid, reason in outcome.rejected:
-                log.warning("round %d: rejected update of client %d: %s", r, cid, reason)
-            if outcome.skipped:
-                log.warning("round %d skipped: %s", r, outcome.skipped)
-        row = {
-            "round": r, "clients": ["all"] if self.pooled else chosen, "lr": lr,
-            "train_loss": {str(u.client_id): round(u.metrics["train_loss"], 6) for u in updates},
-            "train_loss_mean": statistics.fmean(u.metrics["train_loss"] for u in updates)
-            if updates else None,
-            "local_steps": {str(u.client_id): u.metrics["steps"] for u in updates},
-            "bytes_uploaded": outcome.bytes_uploaded if got.bytes_uploaded is None
-            else got.bytes_uploaded,
-            "bytes_downloaded": outcome.bytes_downloaded if got.bytes_downloaded is None
-            else got.bytes_downloaded,
-            "rejected": [{"client": c, "reason": why} for c, why in outcome.rejected],
-            "skipped": outcome.skipped,
-        }
-        if got.dropped:
-            row["dropped"] = got.dropped
-        if any("client_seconds" in u.metrics for u in updates):  # measured by remote clients
-            row["client_seconds"] = {str(u.client_id): round(u.metrics["client_seconds"], 3)
-                                     for u in updates}
+        replies = []
+        for reply in self.executor.fit([self.task(k, r, lr, server_extras) for k in chosen]):
+            replies.append(reply)
+            if reply.update is None:
+                log.warning("round %d: no reply from client %d", r, reply.client_id)
+            else:
+                progress.client_done()
+        outcome = self.server_round(r, replies, server_extras)
         train_seconds = time.perf_counter() - t0
-        if not self.personal and (r % cfg.eval.every == 0 or r == self.rounds):
-            row["eval"] = self.session.evaluate(self.global_state)
-            if self.session.holdout:
-                row["client_eval"] = self.session.evaluate_holdout(self.global_state)
-        row["seconds"] = round(time.perf_counter() - t0, 4)
-        row["train_seconds"] = round(train_seconds, 4)
-        return row
+        evaluation = self.evaluate_round(r)
+        return round_row(r, ["all"] if self.pooled else chosen, lr, replies, outcome,
+                         evaluation, time.perf_counter() - t0, train_seconds)
+
+    def server_round(self, r: int, replies: list[ClientReply], server_extras: dict
+                     ) -> RoundResult:
+        """Round ``r`` on the server: validate and aggregate the updates that arrived
+        (:class:`~fedmllm.engine.server.ServerRound`) and keep the accepted clients' new
+        state; local-only clients keep what they trained, centralized training's model is
+        the pooled client's (nothing sent, nothing to validate)."""
+        fits = [rep for rep in replies if rep.update is not None]
+        updates = [rep.update for rep in fits]
+        if self.personal:  # no aggregation; every client keeps what it trained
+            for rep in fits:
+                self.adapters.put(rep.update.client_id, rep.update.state)
+            return RoundResult(self.global_state)
+        if self.pooled:
+            self.global_state = self.strategy.aggregate(self.global_state, updates, r)
+            return RoundResult(self.global_state, accepted=[0])
+        outcome = self.server.run(self.global_state, updates, r, server_extras)
+        self.global_state = outcome.global_state
+        for rep in fits:
+            if rep.update.client_id in outcome.accepted:
+                self.client_states.put(rep.update.client_id, rep.client_state)
+        for k in outcome.accepted:
+            self.accepted_round[k] = r
+        for cid, reason in outcome.rejected:
+            log.warning("round %d: rejected update of client %d: %s", r, cid, reason)
+        if outcome.skipped:
+            log.warning("round %d skipped: %s", r, outcome.skipped)
+        return outcome
+
+    def evaluate_round(self, r: int) -> dict:
+        """The global adapter's test metrics (``eval``, and ``client_eval`` when clients hold
+        out samples) every ``eval.every`` rounds and after the last; nothing for local-only
+        training (its clients are evaluated at the end)."""
+        if self.personal or not (r % self.cfg.eval.every == 0 or r == self.rounds):
+            return {}
+        out = {"eval": self.session.evaluate(self.global_state)}
+        if self.session.holdout:
+            out["client_eval"] = self.session.evaluate_holdout(self.global_state)
+        return out
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self, rows: int) -> None:
@@ -225,7 +192,8 @@ class MultiRoundRun:
             tensors={"global": self.global_state, "strategy": self.strategy.state_dict(),
                      "client_state": self.client_states.state_dict(),
                      "adapters": self.adapters.state_dict()},
-            state={"clients": self.clients.state_dict()}))
+            state={"clients": {"accepted_round": {str(k): r for k, r in
+                                                  self.accepted_round.items()}}}))
 
     def restore(self) -> int:
         """Continue from the newest checkpoint; return the metrics rows that belong to it."""
@@ -240,7 +208,8 @@ class MultiRoundRun:
         self.strategy.load_state_dict(t.get("strategy", {}))
         self.client_states.load_state_dict(t.get("client_state", {}))
         self.adapters.load_state_dict(t.get("adapters", {}))
-        self.clients.load_state_dict(ckpt.state.get("clients", {}))
+        accepted = ckpt.state.get("clients", {}).get("accepted_round", {})
+        self.accepted_round = {int(k): int(r) for k, r in accepted.items()}
         self.done = ckpt.step
         return ckpt.metrics_rows
 
@@ -271,7 +240,11 @@ class MultiRoundRun:
                     failpoint("round_checkpointed", r)
                 progress.round_done(row)
         events.close()
-        rows = writer.rows
+        return self.finish(writer.rows, setup_seconds)
+
+    def finish(self, rows: list[dict], setup_seconds: float) -> RunResult:
+        """The end of the run: the final evaluation, the adapter(s), the plot, the summary."""
+        cfg, s = self.cfg, self.session
         final = self.final_eval(rows)
         failpoint("before_adapter", self.rounds)
         pissa = s.bundle.init == "pissa"
@@ -283,21 +256,10 @@ class MultiRoundRun:
             s.save_adapter(state, {**meta, "client": k}, pissa_initial=initial,
                            name=f"adapters/client_{k}")
         failpoint("before_summary", self.rounds)
-        uploads = 0 if self.personal or self.pooled else sum(len(r["clients"]) for r in rows)
-        totals = {
-            "rounds": self.rounds,
-            "bytes_uploaded": sum(r["bytes_uploaded"] for r in rows),
-            "bytes_downloaded": sum(r["bytes_downloaded"] for r in rows),
-            "train_seconds": round(sum(r["train_seconds"] for r in rows), 3),
-            "setup_seconds": round(setup_seconds, 3),
-            "adapter_bytes": state_bytes(self.global_state),
-            # the YOCO paper's unit: client uploads x layers x LoRA modules
-            "upload_units": uploads * upload_units(self.global_state)["units"],
-            "skipped_rounds": [r["round"] for r in rows if r.get("skipped")],
-            "resumed_after_rounds": s.folder.resumes(),
-        }
-        summary = {"algorithm": cfg.fl.algorithm, "resolved": s.resolved(), "final": final,
-                   "totals": totals}
+        summary = multiround_summary(
+            cfg.fl.algorithm, s.resolved(), final, rows, rounds=self.rounds,
+            count_uploads=not (self.personal or self.pooled), setup_seconds=setup_seconds,
+            global_state=self.global_state, resumes=s.folder.resumes())
         s.plot(rows)
         s.finish(summary)
         return RunResult(s.out, rows, summary)

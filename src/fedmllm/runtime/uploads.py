@@ -20,7 +20,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -29,9 +29,10 @@ from ..config import Config
 from ..engine.factory import RunPlan
 from ..files import atomic_dir
 from ..fl import ClientUpdate
+from .executor import ClientExecutor, ClientReply, ClientTask
 
-__all__ = ["MERGE_ONLY_KEYS", "load_uploads", "locked", "pack_uploads", "store_uploads",
-           "training_inputs", "training_key", "unpack_uploads"]
+__all__ = ["MERGE_ONLY_KEYS", "CachedUploads", "load_uploads", "locked", "pack_uploads",
+           "store_uploads", "training_inputs", "training_key", "unpack_uploads"]
 
 #: ``fl.yoco`` keys that act on the server's merge (or name what the plan resolves) only.
 MERGE_ONLY_KEYS = ("method", "variant", "init", "targets", "merge_b", "merge_a", "params_a",
@@ -130,3 +131,36 @@ def store_uploads(root: str | Path, key: str, uploads: dict[int, ClientUpdate],
         save_file(flat, str(tmp / "uploads.safetensors"))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
     return folder
+
+
+class CachedUploads:
+    """A one-shot executor with the store in front: when the store holds every client's upload
+    of this training (:func:`training_inputs`), the tasks' uploads come from there; otherwise
+    ``executor`` trains them and the run's uploads (those it already ``held``, restored from its
+    checkpoint, and the new ones) are stored for the next run. A second run of the same
+    training waits for the first (:func:`locked`)."""
+
+    def __init__(self, executor: ClientExecutor, root: str | Path, inputs: dict, device,
+                 num_clients: int, *, held: dict[int, ClientUpdate], console=None):
+        self.executor, self.root, self.inputs, self.device = executor, root, inputs, device
+        self.num_clients, self.held, self.console = num_clients, held, console
+        self.loaded_from: str | None = None
+        """The store's key when the uploads were loaded from it."""
+
+    def fit(self, tasks: Sequence[ClientTask]) -> Iterator[ClientReply]:
+        key = training_key(self.inputs)
+        with locked(self.root, key):
+            stored = load_uploads(self.root, key, self.device)
+            if stored is not None and set(stored) == set(range(self.num_clients)):
+                self.loaded_from = key
+                if self.console is not None:
+                    self.console.print(f"uploads of all {len(stored)} clients loaded from "
+                                       f"{self.root}/{key} (the same training, stored by an "
+                                       "earlier run)", markup=False)
+                yield from (ClientReply(t.client_id, stored[t.client_id]) for t in tasks)
+                return
+            trained = {}
+            for reply in self.executor.fit(tasks):
+                trained[reply.client_id] = reply.update
+                yield reply
+            store_uploads(self.root, key, {**self.held, **trained}, self.inputs)

@@ -7,15 +7,15 @@ optionally ``data-dir="<prepared folder>"``). Its data is client ``K`` of the co
 file and ``manifest.json``). The run's configuration arrives with every message (the server's
 resolved ``config.yaml``), so every node trains with exactly the server's settings.
 
-What a node keeps between messages (:class:`ClientWorker`: the model, loaded once; its
-samples, encoded per batch; the trainer) lives for as long as the ClientApp process does. Its client state
-(SCAFFOLD's ``c_i``) lives in the Flower context of the run, in two parts: the state of the
-last round whose update the server *accepted*, and the state its last update would give. The
-server says with each message which round it last accepted from this node
+What a node keeps between messages (:class:`ClientWorker`: the model, loaded once; its samples,
+encoded per batch; the trainer) lives for as long as the ClientApp process does. Its client
+state (SCAFFOLD's ``c_i``) lives in the Flower context of the run, in two parts: the state of
+the last round whose update the server *accepted*, and the state its last update would give.
+The server says with each message which round it last accepted from this node
 (``accepted-round``); the node then keeps the pending state only if that is its round. A node
 that lost its state (a restarted SuperNode, a resumed run) gets it back from the server
-(``restore``), which mirrors every accepted control delta; a node that cannot tell replies
-with an error and the server sends the state with its next message.
+(``restore``), which mirrors every accepted control delta; a node that cannot tell replies with
+an error and the server sends the state with its next message.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from ...config import Config, ConfigError, config_from_yaml
 from ...engine.bundle import build_bundle
@@ -31,7 +31,7 @@ from ...engine.client import make_trainer, train_round
 from ...engine.factory import RunPlan, plan_run
 from ...model.collate import EncodedSamples
 from ..oneshot import OneShotClient
-from .wire import from_record, to_record
+from .wire import from_record, metrics_record, to_record
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +154,6 @@ def handle_query(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"node": ConfigRecord(info)}), reply_to=msg)
 
 
-def _metrics(update, extra: dict | None = None) -> MetricRecord:
-    m = {"num-examples": int(update.num_examples),
-         "train_loss": float(update.metrics["train_loss"]),
-         "steps": int(update.metrics["steps"]), "partition-id": int(update.client_id)}
-    return MetricRecord({**m, **(extra or {})})
-
-
 def handle_train(msg: Message, context: Context) -> Message:
     """One round of local training from the server's start state."""
     t0 = time.perf_counter()
@@ -178,9 +171,9 @@ def handle_train(msg: Message, context: Context) -> Message:
                       state)
     if worker.plan.objective in STATEFUL:
         keep_pending(context, r, fit.client_state)
+    fit.update.metrics["client_seconds"] = time.perf_counter() - t0
     content = RecordDict({"arrays": to_record(fit.update.state),
-                          "metrics": _metrics(fit.update,
-                                              {"seconds": time.perf_counter() - t0})})
+                          "metrics": metrics_record(fit.update)})
     delta = fit.update.extras.get("control_delta")
     if delta is not None:
         content["control_delta"] = to_record(delta)
@@ -194,10 +187,6 @@ def handle_oneshot(msg: Message, context: Context) -> Message:
     client = OneShotClient(worker.cfg, worker.plan, worker.trainer, worker.items, worker.k,
                            worker.initial_state)
     upload = client.upload()
-    extra = {"epochs": float(upload.metrics["epochs"]), "lr": float(upload.metrics["lr"]),
-             "held-out": len(client.val_items)}
-    for label, loss in upload.metrics.get("val_loss", {}).items():
-        extra[f"val_loss/{label}"] = float(loss)
     content = RecordDict({"arrays": to_record(upload.state),
-                          "metrics": _metrics(upload, extra)})
+                          "metrics": metrics_record(upload)})
     return Message(content, reply_to=msg)

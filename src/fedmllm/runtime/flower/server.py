@@ -3,7 +3,7 @@
 :func:`serve` is the whole ServerApp: it reads the configuration from the run config
 (:mod:`.appconfig`), checks it and opens the output folder as ``fedmllm run`` does, and runs the
 very same multi-round (or one-shot) driver, whose clients are the grid's nodes
-(:class:`GridClients`) instead of this process's model. Sampling, the server round, central
+(:class:`GridExecutor`) instead of this process's model. Sampling, the server round, central
 evaluation, checkpoints and every output file are those of the simulation; a configuration
 and seed give the same final adapter through both.
 
@@ -21,15 +21,17 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from ...engine.client import FitResult
-from ...fl import ClientUpdate
-from .wire import from_record, record_bytes, to_record
+from ...config import Config, ConfigError
+from ...fl import ClientUpdate, StateDict
+from ..executor import ClientReply, ClientTask, ExecutorFactory
+from .wire import from_record, metrics_from_record, record_bytes, to_record
 
 log = logging.getLogger(__name__)
 
@@ -63,36 +65,24 @@ def exchange(grid: Grid, messages: list[Message], timeout: float) -> list[tuple[
     return out
 
 
-class GridClients:
-    """A round's clients on a Flower grid (an executor for
-    :class:`~fedmllm.runtime.simulation.MultiRoundRun` and
-    :class:`~fedmllm.runtime.oneshot.OneShotRun`)."""
+class GridExecutor:
+    """The clients of a run on a Flower grid: a
+    :class:`~fedmllm.runtime.executor.ClientExecutor` for
+    :class:`~fedmllm.runtime.simulation.MultiRoundRun` and (``oneshot``)
+    :class:`~fedmllm.runtime.oneshot.OneShotRun`.
 
-    def __init__(self, grid: Grid):
-        self.grid = grid
+    Built with the run's configuration (sent with every message), its initial adapter (the
+    template of the replies' keys, shapes and dtypes) and the server's device.
+    """
+
+    def __init__(self, grid: Grid, cfg: Config, template: StateDict, device, *,
+                 oneshot: bool = False):
+        self.grid, self.cfg, self.template, self.device = grid, cfg, template, device
+        self.oneshot = oneshot
+        self.cfg_text = cfg.to_yaml()
         self.nodes: dict[int, int] = {}  # partition id -> node id
         self.known: set[int] = set()  # node ids asked who they are
-        self.accepted_round: dict[int, int] = {}  # partition id -> last accepted round
         self.in_sync: set[int] = set()  # partitions whose kept state matches the server's
-        self.run = None
-
-    # ------------------------------------------------------------------ executor protocol
-    def attach(self, run) -> None:
-        self.run = run
-        self.cfg = run.cfg
-        self.cfg_text = run.cfg.to_yaml()
-
-    def accepted(self, round_: int, client_ids: list[int]) -> None:
-        for k in client_ids:
-            self.accepted_round[k] = round_
-
-    def state_dict(self) -> dict:
-        return {"accepted_round": {str(k): r for k, r in self.accepted_round.items()}}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.accepted_round = {int(k): int(r) for k, r in
-                               state.get("accepted_round", {}).items()}
-        self.in_sync = set()  # the nodes of this (new) Flower run hold no state yet
 
     # ------------------------------------------------------------------ nodes
     def refresh_nodes(self) -> None:
@@ -119,111 +109,81 @@ class GridClients:
                 self.nodes[k] = node
                 self.in_sync.discard(k)
 
-    # ------------------------------------------------------------------ multi-round
-    def fit(self, round_: int, chosen: list[int], lr: float, server_extras: dict, progress):
-        from ..simulation import RoundFits
-
-        run = self.run
+    # ------------------------------------------------------------------ the executor
+    def fit(self, tasks: Sequence[ClientTask]) -> Iterator[ClientReply]:
+        """Send every task whose client has a node, wait up to ``fl.round_timeout`` for the
+        replies; yield one reply per task, in task order (``update=None``: none in time, or an
+        error), with the bytes that crossed the wire."""
         self.refresh_nodes()
-        messages, asked, down = [], [], 0
-        for k in chosen:
-            node = self.nodes.get(k)
-            if node is None:
-                continue
-            records = {"arrays": to_record(run.start_state(k))}
-            if "control" in server_extras:
-                records["control"] = to_record(server_extras["control"])
-            mirror = run.client_states.get(k)
-            if mirror and k not in self.in_sync:
-                records["restore"] = to_record(mirror)
-            down += record_bytes(*records.values())
-            records["config"] = ConfigRecord({
-                "config": self.cfg_text, "round": round_, "lr": float(lr),
-                "accepted-round": self.accepted_round.get(k, -1)})
-            messages.append(Message(RecordDict(records), dst_node_id=node,
-                                    message_type=MessageType.TRAIN, group_id=str(round_)))
-            asked.append(k)
-        by_partition, up = {}, 0
+        asked = [t for t in tasks if t.client_id in self.nodes]
+        messages, sent = [], {}
+        for t in asked:
+            message, sent[t.client_id] = self._message(t)
+            messages.append(message)
+        replies: dict[int, ClientReply] = {}
         for reply, i in exchange(self.grid, messages, self.cfg.fl.round_timeout):
-            k = asked[i]
+            t = asked[i]
             if reply.has_error():
-                log.warning("round %d: client %d replied with an error: %s", round_, k,
+                log.warning("%s: client %d replied with an error: %s",
+                            "one-shot" if self.oneshot else f"round {t.round}", t.client_id,
                             reply.error.reason)
-                self.in_sync.discard(k)  # e.g. it lost its state: send it with the next message
+                self.in_sync.discard(t.client_id)  # e.g. it lost its state: send it next time
                 continue
-            fit, nbytes = self._fit_result(reply, k)
-            up += nbytes
-            by_partition[k] = fit
-            self.in_sync.add(k)
-            progress.client_done()
-        fits = [by_partition[k] for k in chosen if k in by_partition]
-        dropped = [k for k in chosen if k not in by_partition]
-        return RoundFits(fits, dropped, bytes_uploaded=up, bytes_downloaded=down)
+            replies[t.client_id] = self._reply(reply, t, sent[t.client_id])
+            self.in_sync.add(t.client_id)
+        for t in tasks:
+            yield replies.get(t.client_id) or ClientReply(
+                t.client_id, None, bytes_uploaded=0, bytes_downloaded=sent.get(t.client_id, 0))
 
-    def _fit_result(self, reply: Message, k: int) -> tuple[FitResult, int]:
-        run = self.run
-        content = reply.content
-        template = run.session.initial_state
-        device = run.session.bundle.device
-        state = _received(content["arrays"], template, device)
-        extras, nbytes = {}, record_bytes(content["arrays"])
-        client_state = {}
+    def _message(self, t: ClientTask) -> tuple[Message, int]:
+        """The message of task ``t`` and the bytes of its arrays. A one-shot client gets the
+        configuration only (it derives the shared initial adapter itself); a round's client
+        gets the start state, SCAFFOLD's server control, and its kept state when its node may
+        not hold it."""
+        node = self.nodes[t.client_id]
+        if self.oneshot:
+            content = RecordDict({"config": ConfigRecord({"config": self.cfg_text})})
+            return Message(content, dst_node_id=node, message_type=f"{MessageType.TRAIN}.oneshot",
+                           group_id="oneshot"), 0
+        records = {"arrays": to_record(t.start_state)}
+        if "control" in t.server_extras:
+            records["control"] = to_record(t.server_extras["control"])
+        if t.client_state and t.client_id not in self.in_sync:
+            records["restore"] = to_record(t.client_state)
+        down = record_bytes(*records.values())
+        records["config"] = ConfigRecord({
+            "config": self.cfg_text, "round": t.round, "lr": float(t.lr),
+            "accepted-round": t.accepted_round})
+        return Message(RecordDict(records), dst_node_id=node, message_type=MessageType.TRAIN,
+                       group_id=str(t.round)), down
+
+    def _reply(self, reply: Message, t: ClientTask, down: int) -> ClientReply:
+        """Task ``t``'s reply as the client's update; its kept state is the task's
+        ``c_i + dc``, the arithmetic the client itself does (the server's mirror of it)."""
+        content, k = reply.content, t.client_id
+        state = _received(content["arrays"], self.template, self.device)
+        extras, up, client_state = {}, record_bytes(content["arrays"]), {}
         if "control_delta" in content:
-            delta = _received(content["control_delta"], template, device, float32=True)
+            delta = _received(content["control_delta"], self.template, self.device,
+                              float32=True)
             extras["control_delta"] = delta
-            nbytes += record_bytes(content["control_delta"])
-            # the client keeps c_i + dc; the server mirrors it exactly (same arithmetic)
-            mirror = run.client_states.get(k)
+            up += record_bytes(content["control_delta"])
+            mirror = t.client_state
             client_state = {key: dc.clone() if key not in mirror else mirror[key] + dc
                             for key, dc in delta.items()}
         m = content["metrics"]
         update = ClientUpdate(state=state, num_examples=int(m["num-examples"]), client_id=k,
-                              extras=extras,
-                              metrics={"train_loss": float(m["train_loss"]),
-                                       "steps": int(m["steps"]),
-                                       "client_seconds": float(m.get("seconds", 0.0))})
-        return FitResult(update, client_state), nbytes
+                              extras=extras, metrics=metrics_from_record(m))
+        return ClientReply(k, update, client_state, bytes_uploaded=up, bytes_downloaded=down)
 
-    # ------------------------------------------------------------------ one-shot
-    def fit_oneshot(self, client_ids: list[int]) -> dict[int, ClientUpdate]:
-        """Every listed client's single upload (the ones that arrive in time)."""
-        self.refresh_nodes()
-        messages, asked = [], []
-        for k in client_ids:
-            node = self.nodes.get(k)
-            if node is not None:
-                content = RecordDict({"config": ConfigRecord({"config": self.cfg_text})})
-                messages.append(Message(content, dst_node_id=node,
-                                        message_type=f"{MessageType.TRAIN}.oneshot",
-                                        group_id="oneshot"))
-                asked.append(k)
-        t0 = time.perf_counter()
-        uploads: dict[int, ClientUpdate] = {}
-        run = self.run
-        for reply, i in exchange(self.grid, messages, self.cfg.fl.round_timeout):
-            k = asked[i]
-            if reply.has_error():
-                log.warning("one-shot: client %d replied with an error: %s", k,
-                            reply.error.reason)
-                continue
-            content = reply.content
-            m = content["metrics"]
-            metrics = {"train_loss": float(m["train_loss"]), "steps": int(m["steps"]),
-                       "epochs": float(m["epochs"]), "lr": float(m["lr"])}
-            losses = {key.split("/", 1)[1]: float(v) for key, v in m.items()
-                      if key.startswith("val_loss/")}
-            if losses:
-                metrics["val_loss"] = losses
-                metrics["held_out"] = int(m["held-out"])
-            uploads[k] = ClientUpdate(
-                state=_received(content["arrays"], run.session.initial_state,
-                                run.session.bundle.device),
-                num_examples=int(m["num-examples"]), client_id=k, metrics=metrics)
-        missing = [k for k in client_ids if k not in uploads]
-        if missing:
-            log.warning("one-shot: no upload from clients %s within %.0f s", missing,
-                        time.perf_counter() - t0)
-        return uploads
+
+def grid_clients(grid: Grid) -> ExecutorFactory:
+    """What a driver takes as ``clients`` to train on ``grid``'s nodes: a
+    :class:`GridExecutor` built from the run's session."""
+    def build(session) -> GridExecutor:
+        return GridExecutor(grid, session.cfg, session.initial_state, session.bundle.device,
+                            oneshot=session.plan.oneshot)
+    return build
 
 
 def _received(record, template: dict, device, float32: bool = False) -> dict:
@@ -255,8 +215,6 @@ def serve(grid: Grid, run_config: dict, console=None) -> None:
     cfg, resume, overwrite = config_from_run(run_config)
     if resume:
         if not cfg.output.dir:
-            from ...config import ConfigError
-
             raise ConfigError("resume: set output.dir to the run folder to resume")
         # round lines on: the ServerApp's output is not a terminal, so no progress bar shows
         cfg = load_resume_config(cfg.output.dir, ["output.progress=true"])
@@ -267,5 +225,5 @@ def serve(grid: Grid, run_config: dict, console=None) -> None:
                   f"{cfg.fl.algorithm} in {cfg.output.dir or '(a new folder under runs/)'}",
                   markup=False)
     result = run_experiment(cfg, console=console, resume=resume, overwrite=overwrite,
-                            clients=GridClients(grid))
+                            clients=grid_clients(grid))
     console.print(f"fedmllm ServerApp: finished; outputs in {result.out_dir}", markup=False)

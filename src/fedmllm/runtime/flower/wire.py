@@ -2,7 +2,8 @@
 
 Floating tensors travel as float32 (bf16 and fp16 are cast up before sending and back to the
 receiver's dtype after receiving, on both ends; float64 stays float64); other tensors as they
-are. A state travels packed: one array per dtype and a JSON layout (see :func:`to_record`). Flower serialises arrays with ``numpy.save(allow_pickle=False)`` and reads them with
+are. A state travels packed: one array per dtype and a JSON layout (see :func:`to_record`).
+Flower serialises arrays with ``numpy.save(allow_pickle=False)`` and reads them with
 ``numpy.load(allow_pickle=False)``: untrusted bytes are never unpickled. The bytes counted are
 the arrays' serialised payloads plus their keys (``ArrayRecord.count_bytes``), what crosses the
 wire apart from message headers.
@@ -14,9 +15,9 @@ import json
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, MetricRecord
 
-from ...fl import StateDict
+from ...fl import ClientUpdate, StateDict
 
 
 def _wire(t: torch.Tensor) -> torch.Tensor:
@@ -93,3 +94,33 @@ def from_record(record: ArrayRecord, like: StateDict | None = None,
 def record_bytes(*records: ArrayRecord) -> int:
     """Bytes of the arrays (and their keys) in ``records``."""
     return sum(r.count_bytes() for r in records)
+
+
+#: A client's statistics on the wire: ``ClientUpdate.metrics`` key -> (``MetricRecord`` key,
+#: type), besides ``num-examples``, ``partition-id`` and ``val_loss/<candidate>`` per held-out
+#: loss.
+METRICS = {"train_loss": ("train_loss", float), "steps": ("steps", int),
+           "epochs": ("epochs", float), "lr": ("lr", float), "held_out": ("held-out", int),
+           "client_seconds": ("seconds", float)}
+
+
+def metrics_record(update: ClientUpdate) -> MetricRecord:
+    """A client's update's example count and statistics (:data:`METRICS`), as sent."""
+    m = update.metrics
+    out = {"num-examples": int(update.num_examples), "partition-id": int(update.client_id)}
+    out.update({wire: kind(m[key]) for key, (wire, kind) in METRICS.items() if key in m})
+    out.update({f"val_loss/{label}": float(v) for label, v in m.get("val_loss", {}).items()})
+    return MetricRecord(out)
+
+
+def metrics_from_record(record: MetricRecord) -> dict:
+    """:func:`metrics_record` read back as ``ClientUpdate.metrics`` (``held_out`` only beside
+    the held-out losses it counts)."""
+    out = {key: kind(record[wire]) for key, (wire, kind) in METRICS.items()
+           if wire in record and key != "held_out"}
+    losses = {key.split("/", 1)[1]: float(v) for key, v in record.items()
+              if key.startswith("val_loss/")}
+    if losses:
+        out["val_loss"] = losses
+        out["held_out"] = int(record["held-out"])
+    return out
