@@ -52,7 +52,8 @@ def main() -> None:
     pm = summary["final"]["per_modality"]
     print(f"demo run (fedavg): {seconds:.1f} s   ratio to the {BUDGET_S:.0f} s budget = "
           f"{seconds / BUDGET_S:.3f}   (training {summary['totals']['train_seconds']:.1f} s)")
-    print("  final accuracy  " + "   ".join(f"{v} {pm[v]['accuracy']:.4f}" for v in VIEWS if v in pm))
+    print("  final accuracy  "
+          + "   ".join(f"{v} {pm[v]['accuracy']:.4f}" for v in VIEWS if v in pm))
     if args.no_local:
         return
     seconds, summary = _run(["fl.algorithm=local"], env)
@@ -60,7 +61,8 @@ def main() -> None:
     print(f"local-only run: {seconds:.1f} s; accuracy of the {len(clients)} clients' own models "
           "(mean +- std, min..max):")
     for v in VIEWS:
-        accs = [c["per_modality"][v]["accuracy"] for c in clients.values() if v in c["per_modality"]]
+        accs = [c["per_modality"][v]["accuracy"] for c in clients.values()
+                if v in c["per_modality"]]
         if accs:
             print(f"  {v:<10} {statistics.mean(accs):.4f} +- {statistics.pstdev(accs):.4f}"
                   f"  ({min(accs):.4f}..{max(accs):.4f})")

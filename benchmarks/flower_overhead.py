@@ -1,11 +1,12 @@
 """Flower overhead: a round of the demo configuration over `fedmllm flower local` / in-process.
 
 The former demo's configuration (`small` preset, 12 local steps per client, both pinned) with
-2 clients, both trained every round, runs twice from the same seed: in this process (`fedmllm run`) and over a
-loopback Flower federation of 2 SuperNodes with TLS and SuperNode authentication (warm
-ClientApps: each SuperNode keeps its model loaded). The figure is the median over rounds 2..R
-of each round's training time (`train_seconds` in metrics.jsonl: from sending the round to
-having aggregated it; round 1 also loads the SuperNodes' models and is left out):
+2 clients, both trained every round, runs twice from the same seed: in this process
+(`fedmllm run`) and over a loopback Flower federation of 2 SuperNodes with TLS and SuperNode
+authentication (warm ClientApps: each SuperNode keeps its model loaded). The figure is the
+median over rounds 2..R of each round's training time (`train_seconds` in metrics.jsonl: from
+sending the round to having aggregated it; round 1 also loads the SuperNodes' models and is
+left out):
 
     ratio = Flower round / in-process round          (goal <= 1.15)
 

@@ -39,7 +39,8 @@ def main() -> None:
             cfg = load_config(None, [
                 f"model.preset={args.preset}", f"model.pretrain={str(pretrain).lower()}",
                 f"fl.rounds={args.rounds}", f"fl.num_clients={args.clients}",
-                f"fl.clients_per_round={args.per_round or args.clients}", f"fl.local_steps={args.steps}",
+                f"fl.clients_per_round={args.per_round or args.clients}",
+                f"fl.local_steps={args.steps}",
                 f"output.dir={out}", "output.progress=false", "output.plot=false"])
             final = run_experiment(cfg).final["final"]
         results[pretrain] = (final, stats)

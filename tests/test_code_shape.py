@@ -19,7 +19,12 @@ PACKAGE = ROOT / "src" / "fedmllm"
 MAX_LINES = 60
 
 # "module:qualified.name" -> why it is longer than MAX_LINES.
-LONGER: dict[str, str] = {}
+LONGER: dict[str, str] = {
+    "fedmllm.runtime.flower.flwr_internals:_run_clientapp_task": (
+        "follows flwr's own run_clientapp loop statement by statement, so that it can be read "
+        "against it line by line when flwr changes; issue 23 replaces it with Flower's public "
+        "long-lived ClientApp"),
+}
 
 
 def long_functions(limit: int = MAX_LINES) -> dict[str, int]:
@@ -29,7 +34,7 @@ def long_functions(limit: int = MAX_LINES) -> dict[str, int]:
         module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
-        def visit(node: ast.AST, prefix: str) -> None:
+        def visit(node: ast.AST, prefix: str, module: str = module) -> None:
             for child in ast.iter_child_nodes(node):
                 if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                     name = f"{prefix}{child.name}"
@@ -37,7 +42,7 @@ def long_functions(limit: int = MAX_LINES) -> dict[str, int]:
                         size = child.end_lineno - child.lineno + 1
                         if size > limit:
                             found[f"{module}:{name}"] = size
-                    visit(child, name + ".")
+                    visit(child, name + ".", module)
 
         visit(tree, "")
     return found
@@ -68,5 +73,5 @@ def test_long_function_finder_sees_a_long_function(tmp_path, monkeypatch):
 def test_ruff_clean():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
     done = subprocess.run([ruff, "check", "--no-cache", "src", "tests", "benchmarks", "tools"],
-                          cwd=ROOT, capture_output=True, text=True)
+                          cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr

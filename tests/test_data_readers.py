@@ -82,7 +82,8 @@ def test_image_symlinks_inside_root_are_allowed(tmp_path):
     samples = read_hateful_memes(root).samples
     assert samples[0].image == str(root.absolute() / "img" / "1.png")
     assert check_images(samples)[0] == samples
-    (root / "train.jsonl").write_text('{"id": 1, "img": "img/../../x.png", "label": 0, "text": "t"}')
+    (root / "train.jsonl").write_text(
+        '{"id": 1, "img": "img/../../x.png", "label": 0, "text": "t"}')
     with pytest.raises(DataError, match="escapes"):
         read_hateful_memes(root)
 

@@ -65,10 +65,10 @@ def test_a_device_this_machine_lacks_is_refused_by_the_plan(tmp_path):
 @pytest.mark.parametrize(("overrides", "supernodes", "words"), [
     (["fl.algorithm=centralized"], None, "fl.algorithm: centralized pools every client's data"),
     (["fl.algorithm=Centralized"], 2, "fl.algorithm: centralized pools every client's data"),
-    (["eval.client_holdout=0.2"], None, "eval.client_holdout: client-side evaluation runs in "
-                                        "the simulator (fedmllm run); over Flower"),
-    (["fl.num_clients=3"], 2, "fl.num_clients: 3, but --supernodes 2: every SuperNode is one "
-                              "client"),
+    (["eval.client_holdout=0.2"], None, ("eval.client_holdout: client-side evaluation runs in "
+                                         "the simulator (fedmllm run); over Flower")),
+    (["fl.num_clients=3"], 2, ("fl.num_clients: 3, but --supernodes 2: every SuperNode is one "
+                               "client")),
 ])
 def test_what_a_federation_cannot_do_is_refused_by_the_plan(overrides, supernodes, words):
     cfg = load_config(None, ["fl.num_clients=2", *overrides])

@@ -440,7 +440,8 @@ def test_client_side_attributes_of_every_strategy():
     assert set(expected) == set(ALGORITHMS)
     for name, (default, allowed, need) in expected.items():
         s = make_strategy(name, **({"num_clients": 3} if name == "scaffold" else {}))
-        assert (s.default_objective, s.allowed_objectives, s.min_updates) == (default, allowed, need)
+        got = (s.default_objective, s.allowed_objectives, s.min_updates)
+        assert got == (default, allowed, need)
     # floor(beta * n) >= 1 first at n = ceil(1 / beta), also where 1 / beta is not exact
     for beta, need in ((0.1, 10), (0.25, 4), (0.3, 4), (1 / 3, 3), (0.4, 3), (0.49, 3)):
         assert make_strategy("trimmed_mean", beta=beta).min_updates == need

@@ -42,8 +42,8 @@ def test_the_lock_pins_every_declared_dependency_inside_its_range():
 def test_lockcheck_names_each_difference(tmp_path):
     lc = _lockcheck()
     lock = tmp_path / "lock.txt"
-    lock.write_text("# a comment\nTorch==2.13.0+cpu\n    # via x\ntomli_w==1.2.0 ; python_version >= '3.11'\n"
-                    "gone==1.0\n")
+    lock.write_text("# a comment\nTorch==2.13.0+cpu\n    # via x\n"
+                    "tomli_w==1.2.0 ; python_version >= '3.11'\ngone==1.0\n")
     pins = lc.read_lock(lock)
     assert pins == {"torch": "2.13.0+cpu", "tomli-w": "1.2.0", "gone": "1.0"}
     have = {"torch": "2.14.1", "tomli-w": "1.2.0", "extra": "0.1", "pip": "26.3",

@@ -1,4 +1,5 @@
-"""Model layer: the built-in model loads like any hub model; LoRA targets; adapter state; collation."""
+"""Model layer: the built-in model loads like any hub model; LoRA targets; adapter state;
+collation."""
 
 import re
 
@@ -44,7 +45,8 @@ def test_target_regex_selects_language_model_only(tiny):
     assert any("vision_tower" in n and n.endswith("q_proj") for n, _ in model.named_modules())
     last = lora_target_regex(model, ["q_proj"], [-1])
     hits = [n for n, _ in model.named_modules() if re.fullmatch(last, n)]
-    assert hits == [f"{language_model_prefix(model)}.layers.{num_lm_layers(model) - 1}.self_attn.q_proj"]
+    last = num_lm_layers(model) - 1
+    assert hits == [f"{language_model_prefix(model)}.layers.{last}.self_attn.q_proj"]
     with pytest.raises(ModelError, match="out of range"):
         lora_target_regex(model, ["q_proj"], [99])
 

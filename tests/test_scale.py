@@ -108,7 +108,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(setup):
     layers really are run twice."""
     from fedmllm.model.loading import language_model
 
-    _, plan, plain, data = setup
+    _, _, plain, data = setup
     ckpt = build_bundle(plan_run(tiny_cfg("train.gradient_checkpointing=true")))
     ckpt.adapter.set(plain.adapter.get())
     items = encode_samples(plain.processor, data.clients[0][:4], "plain", 256)

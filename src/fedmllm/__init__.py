@@ -1,3 +1,4 @@
-"""fedmllm: federated LoRA fine-tuning of vision-language models on modality-heterogeneous clients."""
+"""fedmllm: federated LoRA fine-tuning of vision-language models on modality-heterogeneous
+clients."""
 
 __version__ = "0.1.0"

@@ -49,9 +49,9 @@ from .types import MODALITIES, FederatedData, Sample, TaskInfo, load_image
 __all__ = [
     "MODALITIES",
     "DataError",
+    "DataStats",
     "DatasetOption",
     "DatasetSpec",
-    "DataStats",
     "FederatedData",
     "Sample",
     "TaskInfo",

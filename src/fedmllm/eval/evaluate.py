@@ -136,7 +136,8 @@ def metrics_from_predictions(samples: Sequence[Sample], pred: dict) -> dict:
         return generation_metrics([s.label for s in samples], pred["parsed"], pred["research"],
                                   num_classes=len(samples[0].options))
     records = [{"prediction": t, "answer": s.answer, "answer_type": s.answer_type,
-                "question_type": s.meta.get("question_type")} for s, t in zip(samples, pred["texts"])]
+                "question_type": s.meta.get("question_type")}
+               for s, t in zip(samples, pred["texts"])]
     return vqa_metrics(records)
 
 

@@ -70,7 +70,8 @@ def option_letters(num_options: int) -> str:
 
 
 def _norm_text(s: str) -> str:
-    """Case-fold and treat ``-``, ``_`` and whitespace runs alike ("not-hateful" = "not hateful")."""
+    """Case-fold and treat ``-``, ``_`` and whitespace runs alike ("not-hateful" =
+    "not hateful")."""
     return _SEPARATORS.sub(" ", s.casefold()).strip()
 
 

@@ -16,10 +16,11 @@ def validate_update(
 ) -> list[str]:
     """Reasons to reject ``update`` (an empty list means it is acceptable).
 
-    Checks: ``num_examples`` is a positive integer (Python or numpy); every state key is a global key (a subset is
-    fine: heterogeneous clients); shapes and dtypes equal the global ones; floating values are
-    finite; extras (e.g. SCAFFOLD ``control_delta``) use global keys and shapes and are finite;
-    and, when ``max_norm`` is given, ``||state - global||_2 <= max_norm`` (over all returned keys).
+    Checks: ``num_examples`` is a positive integer (Python or numpy); every state key is a
+    global key (a subset is fine: heterogeneous clients); shapes and dtypes equal the global
+    ones; floating values are finite; extras (e.g. SCAFFOLD ``control_delta``) use global keys
+    and shapes and are finite; and, when ``max_norm`` is given,
+    ``||state - global||_2 <= max_norm`` (over all returned keys).
     """
     reasons: list[str] = []
     n = update.num_examples

@@ -211,7 +211,8 @@ def _merge_vision(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
     return out
 
 
-def collate(batch: list[Encoded], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+def collate(batch: list[Encoded], pad_id: int,
+            padding_side: str = "right") -> dict[str, torch.Tensor]:
     """Pad ids/labels/mask and per-token tensors; merge the vision tensors of samples with
     images (text-only samples add none)."""
     n = max(len(e.input_ids) for e in batch)

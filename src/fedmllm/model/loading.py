@@ -145,6 +145,23 @@ def quantization_compute_dtype(device: torch.device | None, dtype: torch.dtype) 
     return dtype if device is not None and device.type != "cpu" else torch.float32
 
 
+def _check_source(name: str, device, trust_remote_code: bool, quantization: str) -> None:
+    """Before anything loads: a local path is a model folder, the quantization can run here,
+    and a checkpoint's own code is run only when allowed (:func:`check_remote_code`)."""
+    local = Path(name).expanduser()
+    if looks_local(name):
+        if not local.is_dir():
+            raise ModelError(f"{local}: no such model folder")
+        if not (local / "config.json").is_file():
+            raise ModelError(f"{local}: not a model folder (no config.json)")
+    if quantization != "none":
+        problem = quantization_problem(quantization, device or "cpu")
+        if problem:
+            raise ModelError(problem)
+    if local.is_dir():
+        check_remote_code(local, trust_remote_code)
+
+
 def load_vlm(name_or_path: str | os.PathLike, device: torch.device | None = None,
              dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
              quantization: str = "none"):
@@ -162,18 +179,7 @@ def load_vlm(name_or_path: str | os.PathLike, device: torch.device | None = None
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     name = str(name_or_path)
-    local = Path(name).expanduser()
-    if looks_local(name):
-        if not local.is_dir():
-            raise ModelError(f"{local}: no such model folder")
-        if not (local / "config.json").is_file():
-            raise ModelError(f"{local}: not a model folder (no config.json)")
-    if quantization != "none":
-        problem = quantization_problem(quantization, device or "cpu")
-        if problem:
-            raise ModelError(problem)
-    if local.is_dir():
-        check_remote_code(local, trust_remote_code)
+    _check_source(name, device, trust_remote_code, quantization)
     kwargs = {"trust_remote_code": True} if trust_remote_code else {}
     try:  # the config first: an unknown model type or a broken file is named as such
         AutoConfig.from_pretrained(name, **kwargs)

@@ -77,5 +77,6 @@ class FedAdam(FedOpt):
         super().load_state_dict({k: t for k, t in state.items() if not k.startswith("step/")})
         missing = [k for k in self._slots["m"] if k not in steps]
         if missing:
-            raise ValueError(f"strategy 'fedadam': state has m/{missing[0]} but no step/{missing[0]}")
+            raise ValueError(f"strategy 'fedadam': state has m/{missing[0]} "
+                             f"but no step/{missing[0]}")
         self._steps = steps

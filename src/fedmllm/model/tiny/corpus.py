@@ -161,127 +161,179 @@ def _safety_sample(rng: np.random.Generator, sid: str) -> Sample:
                   meta={"kind": "safety", "text": text})
 
 
+def _two_colours(rng: np.random.Generator) -> tuple[str, str]:
+    """A background and a foreground colour name, distinct."""
+    names = list(COLOURS)
+    bg, fg = (names[int(j)] for j in rng.choice(len(names), size=2, replace=False))
+    return bg, fg
+
+
+def _shapes_qa(rng: np.random.Generator, sid: str, kind: int) -> Sample:
+    """Kinds 0-2, a shapes image: its caption, its background colour or its shape."""
+    bg, fg = _two_colours(rng)
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    count = int(rng.integers(1, 5))
+    im = shapes_image(rng, COLOURS[bg], COLOURS[fg], shape, count)
+    plural = shape if count == 1 else shape + "s"
+    if kind == 0:
+        q = ("Describe the image.", "What do you see?", "Write a caption.")[int(rng.integers(3))]
+        a = f"{NUMBER_WORDS[count]} {fg} {plural} on a {bg} background"
+        if count == 1:
+            a = f"a {fg} {shape} on a {bg} background"
+    elif kind == 1:
+        q, a = "Which colour is the background of this picture?", bg
+    else:
+        q, a = "Name the shape in the picture.", shape
+    return Sample(id=sid, task="pretrain", answer=a, question=q, image=im,
+                  meta={"kind": "shapes"})
+
+
+def _position(rng: np.random.Generator, sid: str, kind: int) -> Sample:
+    """Kind 3: where a single shape sits."""
+    bg, fg = _two_colours(rng)
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    pos = list(_POSITIONS)[int(rng.integers(4))]
+    im = Image.new("RGB", (SIZE, SIZE), jitter(rng, COLOURS[bg], 10))
+    draw_shape(ImageDraw.Draw(im), shape, _POSITIONS[pos], fill=jitter(rng, COLOURS[fg], 10))
+    return Sample(id=sid, task="pretrain", answer=pos, question=f"Where is the {shape}?",
+                  image=im, meta={"kind": "position"})
+
+
+def _digit(rng: np.random.Generator, sid: str, kind: int) -> Sample:
+    """Kind 4: a digit in a colour, read or described."""
+    names = list(COLOURS)
+    bgname = names[int(rng.integers(len(names)))]
+    im, digit = digit_image(rng, COLOURS[bgname])
+    q = ("What is written in the image?", "Describe the image.")[int(rng.integers(2))]
+    a = (str(digit) if q.startswith("What is written")
+         else f"the digit {digit} on a {bgname} background")
+    return Sample(id=sid, task="pretrain", answer=a, question=q, image=im,
+                  meta={"kind": "digit"})
+
+
+def _caption_match(rng: np.random.Generator, sid: str, kind: int) -> Sample:
+    """Kind 5: does a caption describe the picture (image + text)."""
+    names = list(COLOURS)
+    bg, fg = _two_colours(rng)
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    im = shapes_image(rng, COLOURS[bg], COLOURS[fg], shape, 1)
+    match = bool(rng.integers(2))
+    if match:
+        cap_bg = bg
+    else:
+        cap_bg = [c for c in names if c not in (bg, fg)][int(rng.integers(len(names) - 2))]
+    caption = f"caption: a {shape} on a {cap_bg} background"
+    return Sample(id=sid, task="pretrain", answer="yes" if match else "no",
+                  question=f"{caption}\nDoes the caption describe the picture?", image=im,
+                  meta={"kind": "match", "text": caption})
+
+
+def _reading(rng: np.random.Generator, sid: str, kind: int) -> Sample:
+    """Kind 6: the first or last word of a text, or its word count."""
+    sent = _TEXT_SENTENCES[int(rng.integers(len(_TEXT_SENTENCES)))]
+    words = sent.split()
+    which = int(rng.integers(3))
+    if which == 0:
+        q, a = "What is the last word of the text?", words[-1]
+    elif which == 1:
+        q, a = "What is the first word of the text?", words[0]
+    else:
+        q, a = "How many words does the text have?", str(len(words))
+    return Sample(id=sid, task="pretrain", answer=a, question=f"{sent}\n{q}",
+                  meta={"kind": "reading", "text": sent})
+
+
+def _image_choice(rng: np.random.Generator, sid: str, kind: int) -> Sample:
+    """Kinds 8-9: multiple choice about an image's background colour (8) or shape (9)."""
+    bg, fg = _two_colours(rng)
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    im = shapes_image(rng, COLOURS[bg], COLOURS[fg], shape, 1)
+    if kind == 8:
+        return _pretrain_choice(rng, sid, "What colour is the background?", bg, list(COLOURS),
+                                im)
+    return _pretrain_choice(rng, sid, "Which shape is shown?", shape, list(SHAPES), im)
+
+
+def _text_choice(rng: np.random.Generator, sid: str, kind: int) -> Sample:
+    """Kind 10: multiple choice about a text's first word."""
+    sent = _TEXT_SENTENCES[int(rng.integers(len(_TEXT_SENTENCES)))]
+    words = sent.split()
+    pool = sorted({w for t in _TEXT_SENTENCES for w in t.split()} - set(words[1:]))
+    return _pretrain_choice(rng, sid, f"{sent}\nWhich word starts the text?", words[0], pool)
+
+
+def _word_knowledge(rng: np.random.Generator, sid: str, kind: int) -> Sample:
+    """Kind 11: world knowledge about words (what a language model knows of them)."""
+    table = (BINARY_WORDS, ("pleasant", "alarming")) if rng.integers(2) else \
+        (MULTICLASS_WORDS, ("urgent", "routine"))
+    words, names_ = table
+    group = int(rng.integers(2))
+    w = words[group][int(rng.integers(len(words[group])))]
+    question = f"Is the word {w} {names_[0]} or {names_[1]}?"
+    return Sample(id=sid, task="pretrain", answer=names_[group], question=question,
+                  meta={"kind": "word_knowledge"})
+
+
+def _colour_knowledge(rng: np.random.Generator, sid: str, kind: int) -> Sample:
+    """Kind 12: the colour temperature of a background (sometimes beside an unrelated text)."""
+    temp = int(rng.integers(3))  # warm, cool, or a neutral white/black background
+    family = (WARM, COOL, _NEUTRAL)[temp]
+    cname = list(family)[int(rng.integers(len(family)))]
+    fg = ("white", "black", "blue" if cname == "white" else "yellow")[temp]
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    im = shapes_image(rng, family[cname], COLOURS[fg], shape, int(rng.integers(1, 4)))
+    question = "Is the background colour warm, cool or neither?"
+    if rng.integers(2):  # the text is a distractor: the answer is read from the picture
+        question = f"{_tone_text(rng)[0]}\n{question}"
+    return Sample(id=sid, task="pretrain", answer=("warm", "cool", "neither")[temp],
+                  question=question, image=im, meta={"kind": "colour_knowledge"})
+
+
+def _repeat(rng: np.random.Generator, sid: str, kind: int) -> Sample:
+    """Kind 13, copying: every word of the lexicon gets trained input/output embeddings."""
+    lexicon = _lexicon()
+    words = [lexicon[int(j)] for j in rng.choice(len(lexicon), size=int(rng.integers(2, 6)))]
+    phrase = " ".join(words)
+    return Sample(id=sid, task="pretrain", answer=phrase, question=f"Repeat after me: {phrase}",
+                  meta={"kind": "repeat"})
+
+
+def _tone(rng: np.random.Generator, sid: str, kind: int) -> Sample:
+    """Kind 14: the tone of a short text (sometimes beside an unrelated picture)."""
+    text, answer, names_ = _tone_text(rng)
+    im = None
+    if rng.integers(2):  # the picture is a distractor: the answer is read from the text
+        bg, fg = _two_colours(rng)
+        im = shapes_image(rng, COLOURS[bg], COLOURS[fg], SHAPES[int(rng.integers(3))],
+                          int(rng.integers(1, 4)))
+    header = _TONE_HEADERS[int(rng.integers(len(_TONE_HEADERS)))]
+    question = f"{header}{text}\nDoes the text sound {names_[0]}, {names_[1]} or neither?"
+    if rng.integers(2):
+        return _pretrain_choice(rng, sid, question, answer, [*names_, "neither"], im,
+                                kind="tone")
+    return Sample(id=sid, task="pretrain", answer=answer, question=question, image=im,
+                  meta={"kind": "tone", "text": text})
+
+
+def _generic_qa(rng: np.random.Generator, sid: str, kind: int) -> Sample:
+    """Any other kind: a generic text question and its answer."""
+    q, a = _GENERIC_QA[int(rng.integers(len(_GENERIC_QA)))]
+    return Sample(id=sid, task="pretrain", answer=a, question=q, meta={"kind": "generic_qa"})
+
+
+# The builder of each kind of pre-training sample (a kind not listed is a generic question).
+_BUILDERS = {0: _shapes_qa, 1: _shapes_qa, 2: _shapes_qa, 3: _position, 4: _digit,
+             5: _caption_match, 6: _reading, 8: _image_choice, 9: _image_choice,
+             10: _text_choice, 11: _word_knowledge, 12: _colour_knowledge, 13: _repeat,
+             14: _tone}
+
+
 def _pretrain_sample(rng: np.random.Generator, i: int,
                      kinds: tuple[int, ...] = _KINDS) -> Sample:
     kind = kinds[int(rng.integers(len(kinds)))]
     if kind == 15:
         return _safety_sample(rng, f"pretrain-{i}")
-    names = list(COLOURS)
-    sid = f"pretrain-{i}"
-    task = "pretrain"
-    if kind in (0, 1, 2):  # shapes image: caption / colour / shape question
-        bg, fg = (names[int(j)] for j in rng.choice(len(names), size=2, replace=False))
-        shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        count = int(rng.integers(1, 5))
-        im = shapes_image(rng, COLOURS[bg], COLOURS[fg], shape, count)
-        plural = shape if count == 1 else shape + "s"
-        if kind == 0:
-            q = ("Describe the image.", "What do you see?", "Write a caption.")[
-                int(rng.integers(3))]
-            a = f"{NUMBER_WORDS[count]} {fg} {plural} on a {bg} background"
-            if count == 1:
-                a = f"a {fg} {shape} on a {bg} background"
-        elif kind == 1:
-            q, a = "Which colour is the background of this picture?", bg
-        else:
-            q, a = "Name the shape in the picture.", shape
-        return Sample(id=sid, task=task, answer=a, question=q, image=im,
-                      meta={"kind": "shapes"})
-    if kind == 3:  # position of a single shape
-        bg, fg = (names[int(j)] for j in rng.choice(len(names), size=2, replace=False))
-        shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        pos = list(_POSITIONS)[int(rng.integers(4))]
-        im = Image.new("RGB", (SIZE, SIZE), jitter(rng, COLOURS[bg], 10))
-        draw_shape(ImageDraw.Draw(im), shape, _POSITIONS[pos], fill=jitter(rng, COLOURS[fg], 10))
-        return Sample(id=sid, task=task, answer=pos, question=f"Where is the {shape}?", image=im,
-                      meta={"kind": "position"})
-    if kind == 4:  # a digit in a colour
-        bgname = names[int(rng.integers(len(names)))]
-        im, digit = digit_image(rng, COLOURS[bgname])
-        q = ("What is written in the image?", "Describe the image.")[int(rng.integers(2))]
-        a = (str(digit) if q.startswith("What is written")
-             else f"the digit {digit} on a {bgname} background")
-        return Sample(id=sid, task=task, answer=a, question=q, image=im, meta={"kind": "digit"})
-    if kind == 5:  # caption / image agreement (image + text)
-        bg, fg = (names[int(j)] for j in rng.choice(len(names), size=2, replace=False))
-        shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        im = shapes_image(rng, COLOURS[bg], COLOURS[fg], shape, 1)
-        match = bool(rng.integers(2))
-        if match:
-            cap_bg = bg
-        else:
-            cap_bg = [c for c in names if c not in (bg, fg)][int(rng.integers(len(names) - 2))]
-        caption = f"caption: a {shape} on a {cap_bg} background"
-        return Sample(id=sid, task=task, answer="yes" if match else "no",
-                      question=f"{caption}\nDoes the caption describe the picture?", image=im,
-                      meta={"kind": "match", "text": caption})
-    if kind == 6:  # reading the text
-        sent = _TEXT_SENTENCES[int(rng.integers(len(_TEXT_SENTENCES)))]
-        words = sent.split()
-        which = int(rng.integers(3))
-        if which == 0:
-            q, a = "What is the last word of the text?", words[-1]
-        elif which == 1:
-            q, a = "What is the first word of the text?", words[0]
-        else:
-            q, a = "How many words does the text have?", str(len(words))
-        return Sample(id=sid, task=task, answer=a, question=f"{sent}\n{q}",
-                      meta={"kind": "reading", "text": sent})
-    if kind in (8, 9):  # multiple choice about an image
-        bg, fg = (names[int(j)] for j in rng.choice(len(names), size=2, replace=False))
-        shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        im = shapes_image(rng, COLOURS[bg], COLOURS[fg], shape, 1)
-        if kind == 8:
-            return _pretrain_choice(rng, sid, "What colour is the background?", bg, names, im)
-        return _pretrain_choice(rng, sid, "Which shape is shown?", shape, list(SHAPES), im)
-    if kind == 10:  # multiple choice about a text
-        sent = _TEXT_SENTENCES[int(rng.integers(len(_TEXT_SENTENCES)))]
-        words = sent.split()
-        pool = sorted({w for t in _TEXT_SENTENCES for w in t.split()} - set(words[1:]))
-        return _pretrain_choice(rng, sid, f"{sent}\nWhich word starts the text?", words[0], pool)
-    if kind == 11:  # world knowledge about words (what a language model knows of them)
-        table = (BINARY_WORDS, ("pleasant", "alarming")) if rng.integers(2) else \
-            (MULTICLASS_WORDS, ("urgent", "routine"))
-        words, names_ = table
-        group = int(rng.integers(2))
-        w = words[group][int(rng.integers(len(words[group])))]
-        question = f"Is the word {w} {names_[0]} or {names_[1]}?"
-        return Sample(id=sid, task=task, answer=names_[group], question=question,
-                      meta={"kind": "word_knowledge"})
-    if kind == 12:  # colour temperature of a background (sometimes beside an unrelated text)
-        temp = int(rng.integers(3))  # warm, cool, or a neutral white/black background
-        family = (WARM, COOL, _NEUTRAL)[temp]
-        cname = list(family)[int(rng.integers(len(family)))]
-        fg = ("white", "black", "blue" if cname == "white" else "yellow")[temp]
-        shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        im = shapes_image(rng, family[cname], COLOURS[fg], shape, int(rng.integers(1, 4)))
-        question = "Is the background colour warm, cool or neither?"
-        if rng.integers(2):  # the text is a distractor: the answer is read from the picture
-            question = f"{_tone_text(rng)[0]}\n{question}"
-        return Sample(id=sid, task=task, answer=("warm", "cool", "neither")[temp],
-                      question=question, image=im, meta={"kind": "colour_knowledge"})
-    if kind == 14:  # the tone of a short text (sometimes beside an unrelated picture)
-        text, answer, names_ = _tone_text(rng)
-        im = None
-        if rng.integers(2):  # the picture is a distractor: the answer is read from the text
-            bg, fg = (names[int(j)] for j in rng.choice(len(names), size=2, replace=False))
-            im = shapes_image(rng, COLOURS[bg], COLOURS[fg], SHAPES[int(rng.integers(3))],
-                              int(rng.integers(1, 4)))
-        header = _TONE_HEADERS[int(rng.integers(len(_TONE_HEADERS)))]
-        question = f"{header}{text}\nDoes the text sound {names_[0]}, {names_[1]} or neither?"
-        if rng.integers(2):
-            return _pretrain_choice(rng, sid, question, answer, [*names_, "neither"], im,
-                                    kind="tone")
-        return Sample(id=sid, task=task, answer=answer, question=question, image=im,
-                      meta={"kind": "tone", "text": text})
-    if kind == 13:  # copying: every word of the lexicon gets trained input/output embeddings
-        lexicon = _lexicon()
-        words = [lexicon[int(j)] for j in rng.choice(len(lexicon), size=int(rng.integers(2, 6)))]
-        phrase = " ".join(words)
-        return Sample(id=sid, task=task, answer=phrase, question=f"Repeat after me: {phrase}",
-                      meta={"kind": "repeat"})
-    q, a = _GENERIC_QA[int(rng.integers(len(_GENERIC_QA)))]
-    return Sample(id=sid, task=task, answer=a, question=q, meta={"kind": "generic_qa"})
+    return _BUILDERS.get(kind, _generic_qa)(rng, f"pretrain-{i}", kind)
 
 
 # Generic sentences for the tone questions (not the benchmark's captions): a word of one of

@@ -52,7 +52,8 @@ class Preset:
     removes what the gradients do not keep renewing, so each weight's energy gathers in the
     directions the training uses."""
     corpus_extra: tuple[str, ...] = ()
-    """Extra kinds of pre-training sample (:func:`~fedmllm.model.tiny.corpus.make_pretrain_corpus`)."""
+    """Extra kinds of pre-training sample
+    (:func:`~fedmllm.model.tiny.corpus.make_pretrain_corpus`)."""
 
 
 #: The fields added to :class:`Preset` after the first presets were cached: left out of a
@@ -66,7 +67,8 @@ PRESETS: dict[str, Preset] = {
                    pretrain_steps=600, pretrain_batch=16, pretrain_lr=2e-3, pretrain_samples=6000),
     "small": Preset(vocab_size=2048, hidden=256, layers=4, heads=4, intermediate=512,
                     vision_hidden=128, vision_layers=3, vision_heads=4,
-                    pretrain_steps=600, pretrain_batch=16, pretrain_lr=1.5e-3, pretrain_samples=6000),
+                    pretrain_steps=600, pretrain_batch=16, pretrain_lr=1.5e-3,
+                    pretrain_samples=6000),
     # The base of the YOCO study (docs/yoco_results.md): tiny's sizes, its language model's
     # linear weights started at a tenth of their usual scale and pre-trained four times as long
     # with strong weight decay on the matrices, with what a language model knows of content

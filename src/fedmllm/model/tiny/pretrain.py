@@ -60,4 +60,5 @@ def pretrain(model, processor, p: Preset, seed: int, progress=None) -> dict:
     model.eval()
     k = max(1, len(losses) // 10)
     return {"steps": p.pretrain_steps, "seconds": round(time.perf_counter() - t0, 2),
-            "loss_first": round(sum(losses[:k]) / k, 4), "loss_last": round(sum(losses[-k:]) / k, 4)}
+            "loss_first": round(sum(losses[:k]) / k, 4),
+            "loss_last": round(sum(losses[-k:]) / k, 4)}

@@ -380,6 +380,18 @@ def app_run_config_defaults(app_dir: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- federation
 
 
+def _process_env(extra: dict | None) -> dict[str, str]:
+    """The environment of the federation's processes: this one's, Flower's offline settings,
+    ``extra``, this venv's ``bin`` first on ``PATH``, and no inherited ``FLWR_HOME``."""
+    env = dict(os.environ)
+    env.update(BASE_ENV)
+    if extra:
+        env.update({str(k): str(v) for k, v in extra.items()})
+    env["PATH"] = os.pathsep.join([str(_bin_dir()), env.get("PATH", "")])
+    env.pop("FLWR_HOME", None)
+    return env
+
+
 class LocalFederation:
     """Handle on a running loopback federation; a context manager that stops it on exit."""
 
@@ -424,26 +436,17 @@ class LocalFederation:
         self._runs: list[subprocess.Popen] = []
         self._run_seq = 0
 
-        self.env = dict(os.environ)
-        self.env.update(BASE_ENV)
-        if env:
-            self.env.update({str(k): str(v) for k, v in env.items()})
-        self.env["PATH"] = os.pathsep.join([str(_bin_dir()), self.env.get("PATH", "")])
-        self.env.pop("FLWR_HOME", None)
+        self.env = _process_env(env)
+        self.nodes = [self._node(i, num_supernodes, node_configs) for i in range(num_supernodes)]
 
-        self.nodes: list[_Node] = []
-        for i in range(num_supernodes):
-            conf: dict[str, ConfigValue] = {"partition-id": i, "num-partitions": num_supernodes}
-            if node_configs is not None:
-                conf.update(_flat_config(node_configs[i], f"node_configs[{i}]"))
-            self.nodes.append(
-                _Node(
-                    partition_id=i,
-                    node_config=conf,
-                    config_file=self.dir / "node-config" / f"supernode-{i}.toml",
-                    home=self.home_dir / f"supernode-{i}",
-                )
-            )
+    def _node(self, i: int, num_supernodes: int, node_configs: list[dict] | None) -> _Node:
+        """SuperNode ``i``'s partition, node config, config file and home folder."""
+        conf: dict[str, ConfigValue] = {"partition-id": i, "num-partitions": num_supernodes}
+        if node_configs is not None:
+            conf.update(_flat_config(node_configs[i], f"node_configs[{i}]"))
+        return _Node(partition_id=i, node_config=conf,
+                     config_file=self.dir / "node-config" / f"supernode-{i}.toml",
+                     home=self.home_dir / f"supernode-{i}")
 
     # -- context manager
     def __enter__(self) -> Self:
