@@ -77,7 +77,7 @@ TEST_WORKERS ?= 3
 test: model
 	$(PYTEST) -q -n $(TEST_WORKERS) --dist loadgroup --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
-	PYTHONPATH=$(QLORA) FEDMLLM_TEST_QLORA=1 $(PYTEST) -q tests/test_qlora_cpu.py
+	PYTHONPATH=$(QLORA) FEDMLLM_TEST_QLORA=1 $(PYTEST) -q tests/model/test_qlora_cpu.py
 
 test-fast: $(STAMP)
 	FEDMLLM_TEST_NO_PROCESSES=1 $(PYTEST) -q -n 2 --dist loadgroup -m 'not slow and not processes'
@@ -87,10 +87,8 @@ test-fast: $(STAMP)
 # in a second venv.
 # Nothing is pinned there: what it resolved is printed first.
 VENV_LATEST := .venv-latest
-LATEST_TESTS := tests/test_families.py tests/test_model.py tests/test_qlora_cpu.py \
-	tests/test_fl_flower.py tests/test_flower_app.py tests/test_flower_config.py \
-	tests/test_flower_deploy.py tests/test_flower_internals.py tests/test_flower_local.py \
-	tests/test_resume.py
+LATEST_TESTS := tests/model/test_families.py tests/model/test_model.py \
+	tests/model/test_qlora_cpu.py tests/runtime/flower tests/runtime/test_resume.py
 test-latest:
 	rm -rf $(VENV_LATEST) && $(PYTHON) -m venv $(VENV_LATEST)
 	$(VENV_LATEST)/bin/python -m pip install --quiet --upgrade pip
@@ -118,7 +116,7 @@ test-lowest: $(STAMP)
 	$(VENV_LOWEST)/bin/python -m pip install --quiet --no-deps -e .
 	$(VENV_LOWEST)/bin/python tools/lockcheck.py --show $(LOCK)
 	$(LOWEST_PYTEST) -m 'not slow and not processes'
-	$(LOWEST_PYTEST) -m 'not processes' tests/test_families.py tests/test_qlora_cpu.py
+	$(LOWEST_PYTEST) -m 'not processes' tests/model/test_families.py tests/model/test_qlora_cpu.py
 
 # Everything that needs a CUDA GPU (bf16 tests, throughput, QLoRA, the bf16 demo): one table,
 # within 8 minutes on an H100. Install a CUDA build of torch first: docs/gpu.md.

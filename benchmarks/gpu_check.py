@@ -5,7 +5,7 @@ does not stop the others), within :data:`TOTAL_BUDGET_S` (8 minutes) on an H100:
 
 1. **gpu_step** — ``benchmarks/gpu_step.py`` at its defaults (a ~0.5 B LLaVA, batch 8 x 2048
    tokens, 20 timed steps; about 30 s of work): tokens/s, MFU, peak memory.
-2. **qlora-4bit** — the ``llava-1.5`` family checkpoint of ``tests/families.py`` (tiny, built
+2. **qlora-4bit** — the ``llava-1.5`` family checkpoint of ``tests/helpers/families.py`` (tiny, built
    from its transformers config) trained with a 4-bit base for one round:
    ``fedmllm run --model FOLDER model.quantization=4bit train.device=cuda ...``; its last
    training loss and image+text accuracy. Skipped, with the pip line, without bitsandbytes.
@@ -14,7 +14,7 @@ does not stop the others), within :data:`TOTAL_BUDGET_S` (8 minutes) on an H100:
    (:data:`CPU_DEMO`); a pass needs image+text accuracy >= :data:`DEMO_JOINT_RULE`, i.e. the
    bf16 run learned the joint image-and-text rule as the CPU run does.
 4. **tests-bf16** — ``pytest -m 'gpu or not slow'`` with ``FEDMLLM_TEST_DEVICE=cuda``
-   (tests/devices.py): the fast suite with its runs on the GPU in bf16, the ``gpu``-marked
+   (tests/helpers/devices.py): the fast suite with its runs on the GPU in bf16, the ``gpu``-marked
    tests included; it runs last and gets whatever is left of the budget.
 
 Results are read from the runs' own files (``summary.json``, ``metrics.jsonl``) and from
@@ -272,9 +272,9 @@ def check_gpu_step(ctx: Context) -> Row:
     return row
 
 
-#: Writes the tiny ``llava-1.5`` checkpoint of tests/families.py into argv[1].
+#: Writes the tiny ``llava-1.5`` checkpoint of tests/helpers/families.py into argv[1].
 _BUILD_FAMILY = ("import sys; from pathlib import Path; sys.path.insert(0, 'tests'); "
-                 "from families import FAMILIES, build_folder; "
+                 "from helpers.families import FAMILIES, build_folder; "
                  "fam = next(f for f in FAMILIES if f.name == 'llava-1.5'); "
                  "build_folder(fam, Path(sys.argv[1]))")
 
@@ -354,7 +354,7 @@ def check_demo(ctx: Context) -> Row:
 def check_tests(ctx: Context) -> Row:
     log = ctx.out / "pytest.log"
     if ctx.smoke:
-        args, env = ["-m", "gpu", "tests/test_gpu.py"], ctx.env
+        args, env = ["-m", "gpu", "tests/runtime/test_gpu.py"], ctx.env
     else:
         args, env = ["-m", "gpu or not slow"], {**ctx.env, "FEDMLLM_TEST_DEVICE": "cuda"}
     proc = run_proc([sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider",
@@ -363,7 +363,7 @@ def check_tests(ctx: Context) -> Row:
     row = Row("tests-bf16 (pytest -m 'gpu or not slow', FEDMLLM_TEST_DEVICE=cuda)", "fail",
               seconds=proc.seconds)
     if ctx.smoke:
-        row.check = "tests (smoke: pytest -m gpu tests/test_gpu.py, no CUDA)"
+        row.check = "tests (smoke: pytest -m gpu tests/runtime/test_gpu.py, no CUDA)"
     if got:
         row.figure = (f"{got['passed']} passed, {got['failed'] + got['errors']} failed, "
                       f"{got['skipped']} skipped")

@@ -13,7 +13,7 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest
-from devices import CHOICES, TEST_DEVICE
+from helpers.devices import CHOICES, TEST_DEVICE
 
 # FEDMLLM_TEST_DEVICE=cpu: the float32 CPU reference even on a GPU machine (see devices.py).
 # Set before torch initialises CUDA, so every test and every subprocess it starts sees no GPU.
@@ -100,7 +100,7 @@ def tiny_dir():
 @pytest.fixture(scope="module")
 def pissa(tiny_dir, tmp_path_factory):
     """One-shot tests: the paper's targets with the PiSSA (residual) init."""
-    from oneshot_common import shared_bundle
+    from helpers.oneshot_common import shared_bundle
 
     return shared_bundle(tmp_path_factory)
 
@@ -108,6 +108,6 @@ def pissa(tiny_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def plain(tiny_dir, tmp_path_factory):
     """One-shot tests: peft's zero-B LoRA init on the same targets (the baselines' default)."""
-    from oneshot_common import shared_bundle
+    from helpers.oneshot_common import shared_bundle
 
     return shared_bundle(tmp_path_factory, "fl.yoco.method=fedavg")

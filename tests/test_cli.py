@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from fixtures_data import make_hateful
+from helpers.fixtures_data import make_hateful
 
 from fedmllm.cli import build_parser, main
 

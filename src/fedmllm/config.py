@@ -21,8 +21,9 @@ validates the merged tree with a :class:`pydantic.TypeAdapter` over these datacl
 reads its ``Field`` arguments, ``description`` and the bounds, from
 ``dataclasses.field(metadata=...)``), in strict mode (an integer is not a float written
 ``2.0``, a boolean not ``1``; an integer widens to a float), and its errors are mapped to one
-:class:`ConfigError` line naming the key (and file). The one key whose choices a registry holds
-(``data.dataset``) is checked against the names registered at that moment.
+:class:`ConfigError` line naming the key (and file). The keys whose choices a registry holds
+(``data.dataset``: the datasets; ``fl.yoco.method``: with the product merges) are checked
+against the names registered at that moment.
 """
 
 from __future__ import annotations
@@ -99,6 +100,14 @@ def _buildable_datasets() -> tuple[str, ...]:
     from .data.registry import dataset_names
 
     return dataset_names("build")
+
+
+def _oneshot_methods() -> tuple[str, ...]:
+    # the product merges are the ones registered (fedmllm.fl.oneshot, which imports torch)
+    from .fl.oneshot import merge_names
+
+    return ("yoco", "fedavg", "mean", "fedavgm", "fedadam", "fedadagrad", "fedyogi", "combine",
+            "exact", *merge_names("product"), "ensemble", "local")
 
 
 def section(cls: type, doc: str) -> Any:
@@ -224,17 +233,15 @@ class YocoConfig:
     :mod:`fedmllm.runtime.oneshot`. Every client trains once and uploads once; the server merges
     once."""
 
-    method: Annotated[Literal[
-        "yoco", "fedavg", "mean", "fedavgm", "fedadam", "fedadagrad", "fedyogi", "combine",
-        "exact", "task_arithmetic", "magnitude_prune", "ties", "dare_linear", "dare_ties",
-        "ensemble", "local"], Lenient] = key("yoco", """
+    method: str = key("yoco", """
         ``yoco`` (the paper); a one-shot baseline: ``fedavg`` (sample-weighted), ``mean``, one
         application of ``fedavgm``/``fedadam``/``fedadagrad``/``fedyogi`` (``fl.strategy``
         params), ``combine`` (B by ``merge_b``, A by ``merge_a``); a product merge of ``B_i
         A_i``:
         ``exact``/``task_arithmetic``/``magnitude_prune``/``ties``/``dare_linear``/``dare_ties``
         (re-factorized to rank ``lora.r``); ``ensemble`` (no merge: averaged option
-        probabilities of all client adapters); ``local`` (mean/std of the client models).""")
+        probabilities of all client adapters); ``local`` (mean/std of the client models).""",
+        choices=_oneshot_methods)
     variant: Annotated[Literal["init", "init_b", "init_ba", "full"], Lenient] = key("full", """
         Paper ablation (method ``yoco``): SVD init; + sign penalty on B; + sparse A; + PCA A.""")
     init: Annotated[Literal["auto", "pissa", "code", "default"], Lenient] = key("auto", """

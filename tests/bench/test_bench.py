@@ -1,0 +1,375 @@
+"""fedmllm bench: grid files, the statistics, the report, and a real sweep on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import ROOT
+
+from fedmllm.bench import build_report, load_grid
+from fedmllm.bench.stats import mean_ci, paired
+from fedmllm.cli import main
+from fedmllm.config import ConfigError
+
+GRID = """
+[bench]
+seeds = [0, 1]
+reference = "fedavg"
+
+[fixed]
+"model.preset" = "tiny"
+fl = { rounds = 2, local_steps = 2, num_clients = 4, clients_per_round = 2 }
+data = { train_size = 60, test_size = 16 }
+"eval.views" = ["image_text", "text_only"]
+
+[axes]
+"fl.algorithm" = ["fedavg", "local"]
+
+[[settings]]
+name = "aligned"
+"data.scenario" = "aligned"
+
+[[settings]]
+name = "missing-50"
+"data.scenario" = "missing"
+"data.missing_rate" = 0.5
+
+[[claims]]
+name = "federated beats local"
+better = { method = "fedavg" }
+worse = { method = "local" }
+"""
+
+
+def _grid(tmp_path, text=GRID, name="g.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# ----------------------------------------------------------------------------- the grid file
+
+def test_grid_expands_settings_axes_and_seeds(tmp_path):
+    g = load_grid(_grid(tmp_path))
+    assert len(g.cells) == 2 * 2 * 2
+    assert g.settings == ["aligned", "missing-50"] and g.methods == ["fedavg", "local"]
+    c = next(c for c in g.cells if c.id == "missing-50__local__s1")
+    assert (c.config.data.scenario, c.config.data.missing_rate) == ("missing", 0.5)
+    assert (c.config.fl.algorithm, c.config.seed, c.config.fl.rounds) == ("local", 1, 2)
+    assert c.config.eval.views == ["image_text", "text_only"]
+    assert "fl.algorithm=local" in c.command(None) and "seed=1" in c.command(None)
+    assert load_grid(_grid(tmp_path)).digest == g.digest
+    other = load_grid(_grid(tmp_path, GRID.replace("seeds = [0, 1]", "seeds = [0, 2]"), "h.toml"))
+    assert other.digest != g.digest
+
+
+@pytest.mark.parametrize("change, message", [
+    (("[axes]", "[axis]"), "unknown table 'axis'"),
+    (("seeds = [0, 1]", "seeds = [0, 0]"), "bench.seeds: expected a list of distinct"),
+    (('"fl.algorithm" = ["fedavg", "local"]', '"fl.algorithm" = ["fedavg", "fedadm"]'),
+     "cell aligned__fedadm__s0: fl.algorithm: unknown algorithm 'fedadm'; did you mean"),
+    (('"data.missing_rate" = 0.5', '"data.missing_rte" = 0.5'),
+     ("cell missing-50__fedavg__s0: unknown config key 'data.missing_rte'; did you mean "
+      "'data.missing_rate'?")),
+    (('worse = { method = "local" }', 'worse = { method = "lokal" }'),
+     "claim 'federated beats local': no method 'lokal'"),
+    (('reference = "fedavg"', 'reference = "fedadam"'), "bench.reference: no method"),
+    (('"model.preset" = "tiny"', '"model.preset" = "tiny"\nseed = 3'), "seed: set by the bench"),
+])
+def test_grid_errors_name_the_file_and_the_cell(tmp_path, change, message, capsys):
+    path = _grid(tmp_path, GRID.replace(*change))
+    with pytest.raises(ConfigError, match=None) as e:
+        load_grid(path)
+    assert message in str(e.value) and str(path) in str(e.value)
+    assert main(["bench", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "o").exists()  # nothing is created before the grid is checked
+
+
+def test_shipped_grids_load(tmp_path):
+    grids = sorted((ROOT / "benchmarks" / "grids").glob("*.toml"))
+    assert {g.name for g in grids} >= {"quick.toml", "fedmllm_paper.toml"}
+    assert {"hateful_memes.toml", "crisismmd.toml", "medical.toml"} <= {g.name for g in grids}
+    for g in grids:  # the real datasets' grids get a (stand-in) data folder, as a user gives
+        grid = load_grid(g, [f"data.data_dir={tmp_path}"] if "data.data_dir" in g.read_text()
+                         else [])
+        assert grid.cells and (grid.claims or g.name == "server_lr_probe.toml"), g
+    paper = load_grid(ROOT / "benchmarks" / "grids" / "fedmllm_paper.toml")
+    assert len(paper.settings) == 12 and len(paper.seeds) >= 3
+    assert {"fedavg", "fedprox", "fedavgm", "fedadagrad", "fedadam", "fedyogi", "scaffold",
+            "local", "zeroshot", "centralized"} <= set(paper.methods)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def test_mean_ci_is_the_student_t_interval():
+    iv = mean_ci([1.0, 2.0, 3.0])
+    assert iv.mean == 2.0 and iv.sd == 1.0 and iv.n == 3
+    assert iv.half == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)  # t_{0.975,2} = 4.3027
+    assert math.isnan(mean_ci([0.5]).half) and mean_ci([0.5]).text() == "0.500"
+    assert mean_ci([None, float("nan")]).n == 0
+
+
+def test_paired_uses_common_seeds_only():
+    p = paired({0: 0.8, 1: 0.7, 2: 0.9, 3: 0.1}, {0: 0.6, 1: 0.55, 2: 0.65})
+    assert p.diff.n == 3 and p.diff.mean == pytest.approx(0.2)  # 0.2, 0.15, 0.25: sd 0.05
+    assert p.diff.half == pytest.approx(4.302653 * 0.05 / math.sqrt(3), rel=1e-5)
+    assert (p.wins, p.ties, p.losses) == (3, 0, 0) and p.verdict == "better"
+    assert paired({0: 0.5, 1: 0.6}, {0: 0.6, 1: 0.5}).verdict == "no clear difference"
+    # 0.1, 0.2, 0.3 over three seeds: half-width 0.248 > 0.2, not shown
+    assert paired({0: 0.7, 1: 0.8, 2: 0.9}, {0: 0.6, 1: 0.6, 2: 0.6}).verdict == \
+        "no clear difference"
+
+
+# ----------------------------------------------------------------------------- the report
+
+def _fake_sweep(tmp_path) -> Path:
+    """A finished sweep without running anything: every cell's summary written by hand."""
+    g = load_grid(_grid(tmp_path))
+    out = tmp_path / "sweep"
+    acc = {("aligned", "fedavg"): [0.90, 0.92], ("aligned", "local"): [0.60, 0.62],
+           ("missing-50", "fedavg"): [0.80, 0.70], ("missing-50", "local"): [0.75, 0.72]}
+    status = {}
+    for c in g.cells:
+        folder = out / "runs" / c.id
+        folder.mkdir(parents=True)
+        a = acc[(c.setting, c.method)][c.seed]
+        view = {"n": 16, "accuracy": a, "macro_f1": a - 0.1, "auroc": a + 0.05,
+                "auc_hard": a, "invalid_rate": 0.0, "confusion": [[4, 4], [8, 0]]}
+        final = {"per_modality": {"image_text": view, "text_only": {**view, "accuracy": 0.5}}}
+        if c.method == "local":  # per client, as a local-only summary has it: mean a
+            final = {"per_client": {str(k): {"per_modality": {
+                "image_text": {**view, "accuracy": a + d},
+                "text_only": {**view, "accuracy": 0.5}}} for k, d in ((0, 0.05), (1, -0.05))}}
+        (folder / "summary.json").write_text(json.dumps({"final": final, "totals": {
+            "bytes_uploaded": 100, "bytes_downloaded": 100, "train_seconds": 1.0}}))
+        (folder / "metrics.jsonl").write_text(json.dumps(
+            {"round": 2, "eval": final if c.method == "fedavg" else None}) + "\n")
+        status[c.id] = {"status": "done", "seconds": 3.0}
+    status["missing-50__local__s1"] = {"status": "failed", "error": "fedmllm: error: boom"}
+    (out / "runs" / "missing-50__local__s1" / "summary.json").unlink()
+    (out / "bench.json").write_text(json.dumps({**g.to_json(), "status": status}))
+    return out
+
+
+def test_report_tables_and_claims_by_hand(tmp_path):
+    out = _fake_sweep(tmp_path)
+    paths = build_report(out)
+    md = paths["markdown"].read_text()
+    # aligned fedavg: mean 0.91, sd 0.01414, t_{.975,1} = 12.706 -> half 0.127
+    # the gate: the constant answer scores 0.5 (8 of 16 true samples in class 0). aligned:
+    # fedavg beats it (paired 0.40, 0.42); local's 0.10, 0.12 has the interval 0.11 ± 0.127.
+    # missing-50: fedavg's 0.30, 0.20 (± 0.635) and local's single seed beat nothing
+    assert "| aligned | 0.500 ± 0.000 | fedavg |" in md
+    assert "| missing-50 | 0.500 ± 0.000 | none: no signal |" in md
+    assert "| method | aligned | missing-50 (no signal) | mean rank |" in md
+    assert "| fedavg | 0.910 ± 0.127 | 0.750 ± 0.635 | 1.0 |" in md  # ranked on aligned only
+    # local-only: the mean over its clients; one seed left in missing-50 (s1 failed)
+    assert "| local | 0.610 ± 0.127 | 0.750 | 2.0 |" in md
+    assert "| local | 2.00 | -0.300 | better in 0, worse in 1, unclear in 0 |" in md
+    assert "| aligned | local | -0.300 ± 0.000 | 0/0/2 | worse |" in md
+    assert "holds in 1 of 1 comparisons" in md  # aligned: [0.783, 1.037] vs [0.483, 0.737]
+    assert "| fedavg @ aligned | 0.910 ± 0.127 | local @ aligned | 0.610 ± 0.127 | " \
+           "0.300 ± 0.000 | holds |" in md
+    assert "| fedavg @ missing-50 | 0.750 ± 0.635 | local @ missing-50 | 0.750 | 0.050 | " \
+           "no signal |" in md
+    assert "missing-50__local__s1 | failed | fedmllm: error: boom" in md
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) == 1 + 7 * 2 + 1  # header, 7 done cells x 2 views, the failed cell
+    html = paths["html"].read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "<table>" in html
+    assert main(["report", str(out)]) == 0
+    assert main(["report", str(tmp_path)]) == 2
+    doc = tmp_path / "docs" / "results.md"
+    assert main(["report", str(out), "--publish", str(doc)]) == 0
+    text = doc.read_text()
+    assert "| fedavg | 0.910 ± 0.127 |" in text and "](results_figures/views.png)" in text
+    assert (tmp_path / "docs" / "results_figures" / "views.png").is_file()
+
+
+def test_report_html_is_its_markdown_rendered(tmp_path):
+    """report.html: report.md rendered by markdown-it (tables, code, a grid's notes as
+    Markdown with raw HTML escaped), every figure embedded."""
+    out = _fake_sweep(tmp_path)
+    state = json.loads((out / "bench.json").read_text())
+    notes = tmp_path / "notes.md"
+    notes.write_text("## Why\n\nThe *aligned* setting <script>x</script> `fedavg`.\n")
+    (out / "bench.json").write_text(json.dumps({**state, "notes": str(notes)}))
+    paths = build_report(out)
+    html, md = paths["html"].read_text(), paths["markdown"].read_text()
+    assert "<h2>Why</h2>" in html and "<em>aligned</em>" in html
+    assert "&lt;script&gt;" in html and "<script>" not in html
+    assert "<td>fedavg</td>" in html and "<code>fedavg</code>" in html
+    assert html.count("<img src=\"data:image/png;base64,") == md.count("](figures/")
+
+
+def test_bench_progress_heartbeat_counts_running_cells_and_the_eta():
+    import io
+
+    from rich.console import Console
+
+    from fedmllm.report.console import RoundProgress
+
+    buf = io.StringIO()
+    with RoundProgress(Console(file=buf, force_terminal=False, width=100), 8, True, 3,
+                       heartbeat=0.5, what="cells", eta=True) as progress:
+        progress.running = 2
+        time.sleep(1.3)
+    assert buf.getvalue().splitlines()[0].startswith("... 3/8 cells, 2 running, ")
+    assert buf.getvalue().splitlines()[0].endswith(" s, ETA ?")
+
+
+# ----------------------------------------------------------------------------- a real sweep
+
+def _bench(args, env=None, **kw):
+    e = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "fedmllm", "bench", *args], env=e,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.mark.slow
+@pytest.mark.processes
+def test_sweep_fails_resumes_and_interrupts(tmp_path):
+    text = GRID.replace('"fl.algorithm" = ["fedavg", "local"]', '"fl.algorithm" = ["fedavg"]')
+    text = text.replace("seeds = [0, 1]", "seeds = [0]").split("[[settings]]")[0]
+    text = text.split("[[claims]]")[0]
+    grid = _grid(tmp_path, text)  # two cells: fedavg x seed 0 ... one setting "default"
+    grid.write_text(text.replace('"fl.algorithm" = ["fedavg"]',
+                                 '"fl.algorithm" = ["fedavg", "fedadam"]'))
+    out = tmp_path / "sweep"
+    # 1. every cell is killed after its first round's checkpoint: both recorded as failed
+    p = _bench([str(grid), "--out", str(out), "--jobs", "2"],
+               env={"FEDMLLM_FAILPOINT": "round_checkpointed:1"})
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 1 and "2 of 2 cells failed" in err
+    state = json.loads((out / "bench.json").read_text())
+    assert {s["status"] for s in state["status"].values()} == {"failed"}
+    assert all(s["error"] == "killed by SIGKILL" for s in state["status"].values())
+    assert "killed by SIGKILL" in (out / "report.md").read_text()
+    # 2. without --resume the folder is refused
+    p = _bench([str(grid), "--out", str(out)])
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and "--resume" in err
+    # 3. --resume continues both from their checkpoints
+    p = _bench([str(grid), "--out", str(out), "--jobs", "2", "--resume"])
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    for cell in ("default__fedavg__s0", "default__fedadam__s0"):
+        run = json.loads((out / "runs" / cell / "run.json").read_text())
+        assert run["resumes"] == [1] and run["status"] == "finished"
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 2
+    # 3b. a grid that only adds cells (another seed) extends the sweep: only the new cells run
+    extended = grid.read_text().replace("seeds = [0]", "seeds = [0, 1]")
+    grid.write_text(extended)
+    before = (out / "runs" / "default__fedavg__s0" / "summary.json").stat().st_mtime_ns
+    p = _bench([str(grid), "--out", str(out), "--jobs", "2", "--resume"])
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert (out / "runs" / "default__fedavg__s0" / "summary.json").stat().st_mtime_ns == before
+    assert (out / "runs" / "default__fedadam__s1" / "summary.json").is_file()
+    assert len((out / "results.csv").read_text().splitlines()) == 1 + 4 * 2
+    grid.write_text(extended.replace("local_steps = 2", "local_steps = 3"))
+    p = _bench([str(grid), "--out", str(out), "--resume"])
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and "ran with another configuration" in err
+    grid.write_text(extended.replace("seeds = [0, 1]", "seeds = [0]"))
+    # 4. Ctrl-C: a new sweep is interrupted while its cells run; finished cells are kept
+    out2 = tmp_path / "sweep2"
+    p = _bench([str(grid), "--out", str(out2), "--jobs", "1"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (
+            out2 / "runs" / "default__fedavg__s0" / "metrics.jsonl").is_file():
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "--resume" in err
+    state = json.loads((out2 / "bench.json").read_text())
+    assert state["status"]["default__fedavg__s0"]["status"] in ("interrupted", "done")
+    assert state["status"]["default__fedadam__s0"]["status"] == "pending"
+    p = _bench([str(grid), "--out", str(out2), "--resume"])
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    # the same cell gives the same numbers whether it ran alone, beside another, or resumed
+    a = json.loads((out / "runs" / "default__fedavg__s0" / "summary.json").read_text())
+    b = json.loads((out2 / "runs" / "default__fedavg__s0" / "summary.json").read_text())
+    assert a["final"] == b["final"]
+
+
+def test_overrides_reach_every_cell_but_not_the_grids_own_axes(tmp_path):
+    g = load_grid(_grid(tmp_path), ["fl.local_steps=5", "train.lr=0.01"])
+    assert {(c.config.fl.local_steps, c.config.train.lr) for c in g.cells} == {(5, 0.01)}
+    with pytest.raises(ConfigError, match="fl.algorithm is an axis or setting key"):
+        load_grid(_grid(tmp_path), ["fl.algorithm=fedadam"])
+    with pytest.raises(ConfigError, match="data.scenario is an axis or setting key"):
+        load_grid(_grid(tmp_path), ["data.scenario=cross"])
+
+
+def test_named_methods_carry_their_own_keys(tmp_path):
+    text = GRID.replace('[axes]\n"fl.algorithm" = ["fedavg", "local"]\n', '''
+[[methods]]
+name = "fedavg"
+"fl.algorithm" = "fedavg"
+
+[[methods]]
+name = "fedadam-0.01"
+"fl.algorithm" = "fedadam"
+"fl.strategy.eta" = 0.01
+''').replace('worse = { method = "local" }', 'worse = { method = "fedadam-0.01" }')
+    g = load_grid(_grid(tmp_path, text))
+    assert g.methods == ["fedavg", "fedadam-0.01"] and len(g.cells) == 8
+    c = next(c for c in g.cells if c.method == "fedadam-0.01")
+    assert c.config.fl.algorithm == "fedadam" and c.config.fl.strategy == {"eta": 0.01}
+    assert next(c for c in g.cells if c.method == "fedavg").config.fl.strategy == {}
+    bad = text.replace('"fl.strategy.eta" = 0.01', '"fl.strategy.eta" = 0.01\n"seed" = 4')
+    with pytest.raises(ConfigError, match="seed: set by the bench"):
+        load_grid(_grid(tmp_path, bad, "bad.toml"))
+
+
+@pytest.mark.slow
+@pytest.mark.processes
+def test_one_shot_cells_share_one_training(tmp_path):
+    """share_uploads: of two one-shot cells that differ in the merge only, the second loads the
+    first's uploads; a resume after an added bench key keeps the finished cells."""
+    text = """
+[bench]
+seeds = [0]
+share_uploads = true
+
+[fixed]
+"model.preset" = "tiny"
+"fl.algorithm" = "yoco"
+fl = { num_clients = 3 }
+"fl.yoco.local_epochs" = 1
+data = { train_size = 24, test_size = 8, min_per_client = 4 }
+"eval.views" = ["image_text"]
+
+[axes]
+"fl.yoco.method" = ["fedavg", "ties"]
+"""
+    grid = _grid(tmp_path, text)
+    out = tmp_path / "sweep"
+    p = _bench([str(grid), "--out", str(out), "--jobs", "1"])
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    rows = {c: json.loads((out / "runs" / f"default__{c}__s0" / "metrics.jsonl")
+                          .read_text().splitlines()[0]) for c in ("fedavg", "ties")}
+    assert rows["fedavg"]["uploads_loaded_from"] is None
+    key = rows["ties"]["uploads_loaded_from"]
+    assert key and (out / "uploads" / key / "uploads.safetensors").is_file()
+    assert rows["ties"]["train_loss"] == rows["fedavg"]["train_loss"]
+    grid.write_text(text.replace("share_uploads = true",
+                                 'share_uploads = true\nfocus = "ties"\nagainst = ["fedavg"]'))
+    p = _bench([str(grid), "--out", str(out), "--resume"])
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert "Verdict: ties" in (out / "report.md").read_text()
