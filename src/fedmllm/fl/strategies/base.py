@@ -165,7 +165,6 @@ class StatefulMixin:
         d.update(zip(layout.keys, views, strict=True))
         return flat
 
-
     def _momentum_flat(
         self, slot: str, layout: Layout, x: Tensor, summed: Tensor, textbook: bool
     ) -> tuple[Tensor, bool]:
