@@ -334,10 +334,15 @@ def _add_run(sub) -> None:
     r.set_defaults(func=cmd_run)
 
 
+def _group(sub, name: str, help: str, description: str):
+    """The subparsers of command ``name``, which only groups its subcommands
+    (``fedmllm NAME SUBCOMMAND``; the one given is ``args.NAME_command``)."""
+    parser = sub.add_parser(name, help=help, description=description)
+    return parser.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND", required=True)
+
+
 def _add_config(sub) -> None:
-    c = sub.add_parser("config", help="inspect configuration",
-                       description="Inspect the configuration tree.")
-    csub = c.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    csub = _group(sub, "config", "inspect configuration", "Inspect the configuration tree.")
     cs = csub.add_parser("show", help="print the defaults (or a file + overrides) resolved",
                          description="Print the resolved configuration as YAML.")
     cs.add_argument("--config", help="TOML or YAML config file")
@@ -370,9 +375,8 @@ def _add_prepare(sub) -> None:
 
 
 def _add_data(sub) -> None:
-    d = sub.add_parser("data", help="inspect prepared data",
-                       description="Inspect a folder written by `fedmllm prepare`.")
-    dsub = d.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    dsub = _group(sub, "data", "inspect prepared data",
+                  "Inspect a folder written by `fedmllm prepare`.")
     ds = dsub.add_parser("stats", help="per-client table and stacked-bar PNG",
                          description="Print samples, labels and modalities per client and save "
                                      "a stacked-bar plot.")
@@ -440,9 +444,8 @@ def _add_plot(sub) -> None:
 
 
 def _add_flower(sub) -> None:
-    fl = sub.add_parser("flower", help="run over Flower (federations across processes/machines)",
-                        description="Run fedmllm as a Flower App.")
-    flsub = fl.add_subparsers(dest="flower_command", metavar="SUBCOMMAND", required=True)
+    flsub = _group(sub, "flower", "run over Flower (federations across processes/machines)",
+                   "Run fedmllm as a Flower App.")
     fll = flsub.add_parser(
         "local", help="a run over a SuperLink and N SuperNodes started on this machine",
         description="Start one Flower SuperLink and N SuperNodes on loopback (TLS and SuperNode "
@@ -524,9 +527,8 @@ def _add_bench(sub) -> None:
 
 
 def _add_model(sub) -> None:
-    m = sub.add_parser("model", help="the built-in offline model",
-                       description="Build and inspect the built-in offline model.")
-    msub = m.add_subparsers(dest="model_command", metavar="SUBCOMMAND", required=True)
+    msub = _group(sub, "model", "the built-in offline model",
+                  "Build and inspect the built-in offline model.")
     mb = msub.add_parser("build", help="build (and pre-train) a preset into the cache",
                          description="Build a built-in preset into the cache and print its "
                                      "folder and build statistics.")

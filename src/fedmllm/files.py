@@ -103,3 +103,17 @@ def looks_local(name: str) -> bool:
     """Whether a model name means a folder on this machine rather than a hub id: it is written
     as a path (``/``, ``./``, ``../``, ``~``) or names something that exists."""
     return name.startswith(("/", "./", "../", "~")) or Path(name).expanduser().exists()
+
+
+def local_model_problem(name: str) -> str | None:
+    """Why ``name``, a model name that :func:`looks_local`, is no model folder (``"no such
+    model folder"``, ``"not a model folder (no config.json)"``); ``None`` for a model folder or
+    a hub id. The caller names the key or the path."""
+    if not looks_local(name):
+        return None
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        return "no such model folder"
+    if not (path / "config.json").is_file():
+        return "not a model folder (no config.json)"
+    return None

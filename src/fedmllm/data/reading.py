@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,12 @@ __all__ = [
     "json_objects",
     "load_json",
     "not_utf8",
+    "read_rows",
+    "read_vqa_questions",
     "require_file",
     "require_rows",
     "resolve_image",
     "typed_field",
-    "vqa_row",
 ]
 
 
@@ -135,10 +137,30 @@ def not_utf8(line: str) -> bool:
     return False
 
 
-def json_objects(path: Path, what: str, col: RowCollector, id_key: str | None = "qid"):
-    """``(index, where, object)`` for each item of the JSON list in ``path`` (a list of
-    ``what``); ``where`` names the index and, when present, the item's ``id_key``. Items that
-    are not objects are bad items."""
+def read_rows(col: RowCollector, items: Iterable[tuple[Any, Any]],
+              row: Callable[[Any], Sample | None], what: str) -> ReadResult:
+    """The samples ``row`` makes of ``items``, ``(where, item)`` pairs in file order: an item
+    for which ``row`` raises :class:`RowError` is a bad item (``col`` raises or records it,
+    naming ``where``), one it maps to ``None`` is passed over. No sample at all is a file-level
+    error (:func:`require_rows`, ``what`` naming the items)."""
+    out: list[Sample] = []
+    for where, item in items:
+        try:
+            sample = row(item)
+        except RowError as e:
+            col.bad(where, str(e))
+            continue
+        if sample is not None:
+            out.append(sample)
+    require_rows(out, col.path, what)
+    return ReadResult(out, col.skipped)
+
+
+def json_objects(path: Path, what: str, col: RowCollector, id_key: str | None = "qid"
+                 ) -> Iterator[tuple[Any, dict]]:
+    """``(where, object)`` for each item of the JSON list in ``path`` (a list of ``what``);
+    ``where`` is the item's index, with the item's ``id_key`` when it has one (without
+    ``id_key``, the index itself). Items that are not objects are bad items."""
     data = load_json(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of {what}")
@@ -146,7 +168,7 @@ def json_objects(path: Path, what: str, col: RowCollector, id_key: str | None = 
         if not isinstance(obj, dict):
             col.bad(i, "expected a JSON object")
             continue
-        yield i, (f"{i} ({id_key} {obj[id_key]})" if id_key and id_key in obj else i), obj
+        yield (f"{i} ({id_key} {obj[id_key]})" if id_key and id_key in obj else i), obj
 
 
 def _answer_string(obj: dict) -> str:
@@ -154,16 +176,34 @@ def _answer_string(obj: dict) -> str:
     return str(v).strip()
 
 
-def vqa_row(obj: dict, images: Path, image_key: str) -> tuple:
-    """The fields VQA-RAD and SLAKE share: qid, question, answer, answer_type, image path."""
-    qid = typed_field(obj, "qid", (int, str))
-    question = typed_field(obj, "question", (str,))
-    answer = _answer_string(obj)
-    atype = typed_field(obj, "answer_type", (str,)).strip().upper()
-    if atype not in ("OPEN", "CLOSED"):
-        raise RowError(f"unknown answer_type {atype!r} (expected OPEN or CLOSED)")
-    image = resolve_image(images, typed_field(obj, image_key, (str,)))
-    return qid, question, answer, atype, image
+def read_vqa_questions(path: Path, images: Path, image_key: str, skip_bad: bool,
+                       extra: Callable[[dict], dict | None], *, task: str, id_prefix: str,
+                       split: str) -> ReadResult:
+    """The questions of a VQA-RAD or SLAKE JSON list ``path`` that ``extra`` keeps, as samples
+    ``{id_prefix}-{qid}`` of ``task``.
+
+    The fields both datasets share: ``qid``, ``question``, ``answer``, ``answer_type``
+    (OPEN/CLOSED) and the image ``obj[image_key]`` under ``images``. ``extra(obj)`` gives a
+    question's own meta (after ``source`` = ``task``, ``split`` and ``qid``), or ``None`` to
+    pass it over (another split or language); it may raise :class:`RowError`."""
+    col = RowCollector(path, skip_bad, "item")
+
+    def row(obj: dict) -> Sample | None:
+        meta = extra(obj)
+        if meta is None:
+            return None
+        qid = typed_field(obj, "qid", (int, str))
+        question = typed_field(obj, "question", (str,))
+        answer = _answer_string(obj)
+        atype = typed_field(obj, "answer_type", (str,)).strip().upper()
+        if atype not in ("OPEN", "CLOSED"):
+            raise RowError(f"unknown answer_type {atype!r} (expected OPEN or CLOSED)")
+        image = resolve_image(images, typed_field(obj, image_key, (str,)))
+        return Sample(id=f"{id_prefix}-{qid}", task=task, answer=answer, question=question,
+                      image=image, answer_type=atype,
+                      meta={"source": task, "split": split, "qid": qid, **meta})
+
+    return read_rows(col, json_objects(path, "questions", col), row, f"{split} questions")
 
 
 def check_images(samples: list[Sample], skip_bad: bool = False, source: str = ""

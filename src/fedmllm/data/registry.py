@@ -11,6 +11,10 @@ how to build its federated train/test data) and one line registers it::
     # src/fedmllm/data/datasets/__init__.py
     register_dataset(hateful_memes.SPEC)
 
+(:func:`mc_folder_spec` writes that spec for a multiple-choice dataset in one folder with a
+``train`` and a test split: ``mc_folder_spec("hateful_memes", "...", read, TEMPLATE,
+"test_seen")``.)
+
 How callers use it:
 
 - **choices** (``data.dataset``, ``fedmllm prepare --dataset``): :func:`dataset_names`
@@ -65,6 +69,7 @@ __all__ = [
     "dataset_names",
     "dataset_options",
     "get_dataset",
+    "mc_folder_spec",
     "read_split",
     "register_dataset",
     "train_test_build",
@@ -206,6 +211,16 @@ def train_test_build(read: Callable[[Source, str], ReadResult], test_split: str 
                       source.checked(test, source.dataset))
 
     return build
+
+
+def mc_folder_spec(name: str, doc: str, read: Callable[[Source, str], ReadResult],
+                   template: MCTemplate, test_split: str = "test") -> DatasetSpec:
+    """The spec of a multiple-choice dataset read from one folder with a ``train`` split and
+    a test split (CrisisMMD, Hateful Memes): built by :func:`train_test_build` with the same
+    ``test_split`` the spec records, its prompt template under its own name."""
+    return DatasetSpec(name=name, kind="mc", doc=doc, read=read,
+                       build=train_test_build(read, test_split), test_split=test_split,
+                       templates={name: template})
 
 
 _DATASETS: dict[str, DatasetSpec] = {}

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config, ConfigError, LoraConfig
-from ..files import looks_local
+from ..files import local_model_problem, looks_local
 
 if TYPE_CHECKING:
     import torch
@@ -209,17 +209,15 @@ def _check_model(cfg: Config) -> None:
         except ModelError as e:
             raise ConfigError(f"model.name: {e}") from None
         return
-    path = Path(name).expanduser()
+    problem = local_model_problem(name)
+    if problem:
+        raise ConfigError(f"model.name: {name}: {problem}")
     if looks_local(name):
-        if not path.is_dir():
-            raise ConfigError(f"model.name: {name}: no such model folder")
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"model.name: {name}: not a model folder (no config.json)")
         from ..errors import ModelError
         from ..model.loading import check_remote_code
 
         try:
-            check_remote_code(path, cfg.model.trust_remote_code)
+            check_remote_code(Path(name).expanduser(), cfg.model.trust_remote_code)
         except ModelError as e:
             raise ConfigError(f"model.name: {e}") from None
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from ..files import looks_local
+from ..files import local_model_problem
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -149,11 +149,9 @@ def _check_source(name: str, device, trust_remote_code: bool, quantization: str)
     """Before anything loads: a local path is a model folder, the quantization can run here,
     and a checkpoint's own code is run only when allowed (:func:`check_remote_code`)."""
     local = Path(name).expanduser()
-    if looks_local(name):
-        if not local.is_dir():
-            raise ModelError(f"{local}: no such model folder")
-        if not (local / "config.json").is_file():
-            raise ModelError(f"{local}: not a model folder (no config.json)")
+    problem = local_model_problem(name)
+    if problem:
+        raise ModelError(f"{local}: {problem}")
     if quantization != "none":
         problem = quantization_problem(quantization, device or "cpu")
         if problem:

@@ -78,7 +78,7 @@ from ..report.metrics import MetricsWriter
 from ..seeding import torch_generator, torch_seed
 from .executor import ClientReply, ClientTask, ExecutorFactory
 from .rows import oneshot_diagnostics, oneshot_row, oneshot_summary
-from .session import RunResult, Session
+from .session import RunResult, Session, SessionDriver
 from .uploads import CachedUploads, pack_uploads, training_inputs, unpack_uploads
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ class OneShotExecutor:
             yield ClientReply(t.client_id, self.client(t.client_id).upload())
 
 
-class OneShotRun:
+class OneShotRun(SessionDriver):
     """One one-shot experiment over a :class:`~fedmllm.runtime.session.Session`.
 
     ``clients`` builds the executor that trains the clients elsewhere (a Flower grid:
@@ -234,14 +234,6 @@ class OneShotRun:
             self.executor = self.cache = CachedUploads(
                 self.executor, self.y.upload_cache, training_inputs(self.cfg, s.plan),
                 s.bundle.device, self.cfg.fl.num_clients, held=self.uploads, console=s.console)
-
-    @property
-    def bundle(self):
-        return self.session.bundle
-
-    @property
-    def initial_state(self):
-        return self.session.initial_state
 
     # ------------------------------------------------------------------ merge
     def full_rank(self) -> bool:

@@ -61,13 +61,23 @@ def split_holdout(clients: list[list], fraction: float, seed: int
     return train, held
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    """The spread of a metric over clients: ``{"mean", "std", "min", "max"}``, the std the
+    population one (``sqrt(sum (v - mean)^2 / n)``: the clients are all there are, not a
+    sample). ``values`` is not empty."""
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values),
+            "min": min(values), "max": max(values)}
+
+
 def mean_over_clients(per_client: dict[int, dict]) -> dict:
-    """``per_client`` metrics with their mean, std, min and max accuracy (and mean AUROC)."""
+    """``per_client`` metrics with their mean, std, min and max accuracy (:func:`spread`, as
+    flat keys ``accuracy``, ``accuracy_std``, ...) and mean AUROC."""
     summary: dict = {"per_client": per_client}
     accs = [m["accuracy"] for m in per_client.values() if m.get("accuracy") is not None]
     if accs:
-        summary.update(accuracy=statistics.fmean(accs), accuracy_std=statistics.pstdev(accs),
-                       accuracy_min=min(accs), accuracy_max=max(accs))
+        acc = spread(accs)
+        summary.update(accuracy=acc["mean"], accuracy_std=acc["std"], accuracy_min=acc["min"],
+                       accuracy_max=acc["max"])
     aurocs = [m["auroc"] for m in per_client.values() if m.get("auroc") is not None]
     if aurocs:
         summary["auroc"] = statistics.fmean(aurocs)
@@ -162,7 +172,8 @@ class Session:
                          states: dict[int, dict[str, torch.Tensor]] | None = None) -> dict:
         """Client-side evaluation: ``state`` (or client k's own ``states[k]``, the initial
         adapter for a client without one) on every client's held-out samples as the client
-        holds them; per client, and the spread of accuracy over the clients."""
+        holds them; per client, and the :func:`spread` of accuracy over the clients (nested:
+        ``{"accuracy": {"mean", "std", "min", "max"}}``)."""
         from ..eval import evaluate
 
         b, cfg = self.bundle, self.cfg
@@ -178,8 +189,7 @@ class Session:
         accs = [m["accuracy"] for m in per.values() if isinstance(m.get("accuracy"), float)]
         out: dict = {"per_client": per}
         if accs:
-            out["accuracy"] = {"mean": statistics.fmean(accs), "std": statistics.pstdev(accs),
-                               "min": min(accs), "max": max(accs)}
+            out["accuracy"] = spread(accs)
         return out
 
     def evaluate_clients(self, states: dict[int, dict[str, torch.Tensor]]) -> dict:
@@ -212,3 +222,20 @@ class Session:
         atomic_write_text(self.out / SUMMARY, json.dumps(summary, indent=2, default=str))
         write_model_card(self.out, summary, self.cfg, on_error="warn")
         self.folder.mark("finished")
+
+
+class SessionDriver:
+    """A driver over a :class:`Session` (:class:`~fedmllm.runtime.simulation.MultiRoundRun`,
+    :class:`~fedmllm.runtime.oneshot.OneShotRun`): its model and the adapter every client
+    starts from are the session's, read through it (a lossless one-shot merge replaces the
+    session's model)."""
+
+    session: Session
+
+    @property
+    def bundle(self) -> ModelBundle:
+        return self.session.bundle
+
+    @property
+    def initial_state(self) -> dict[str, torch.Tensor]:
+        return self.session.initial_state

@@ -43,12 +43,12 @@ from ..report.metrics import MetricsWriter
 from ..report.tensorboard import open_events
 from .executor import ClientReply, ClientTask, ExecutorFactory, InProcessExecutor
 from .rows import multiround_summary, round_row
-from .session import RunResult, Session
+from .session import RunResult, Session, SessionDriver
 
 log = logging.getLogger(__name__)
 
 
-class MultiRoundRun:
+class MultiRoundRun(SessionDriver):
     """One multi-round experiment over a :class:`~fedmllm.runtime.session.Session`.
 
     ``clients`` builds the executor that trains a round's clients elsewhere (a Flower grid:
@@ -81,14 +81,6 @@ class MultiRoundRun:
             self.executor = InProcessExecutor(self.trainer, cfg, [s.pooled_clients()]
                                               if self.pooled else s.clients)
         s.setup_seconds += time.perf_counter() - t0
-
-    @property
-    def bundle(self):
-        return self.session.bundle
-
-    @property
-    def initial_state(self):
-        return self.session.initial_state
 
     # ------------------------------------------------------------------ one client
     def start_state(self, k: int) -> dict:

@@ -24,11 +24,11 @@ from ..reading import (
     RowCollector,
     RowError,
     not_utf8,
+    read_rows,
     require_file,
-    require_rows,
     resolve_image,
 )
-from ..registry import DatasetSpec, train_test_build
+from ..registry import mc_folder_spec
 from ..types import Sample
 
 CRISISMMD_SPLITS = ("train", "dev", "test")
@@ -93,45 +93,36 @@ def read_crisismmd(root: str | Path, split: str = "train", skip_bad: bool = Fals
     path = crisismmd_path(root, split)
     require_file(path, "CrisisMMD split file")
     col = RowCollector(path, skip_bad, "line")
-    out: list[Sample] = []
     header, rows = _read_tsv(path)
     missing_cols = [c for c in CRISISMMD_COLUMNS if c not in header]
     if missing_cols:
         raise DataError(f"{path}, line 1: missing column(s) {', '.join(missing_cols)}")
-    for ln, row in rows:
-        try:
-            if None in row or any(v is None for v in row.values()):
-                raise RowError(
-                    f"expected {len(header)} tab-separated fields, got a different number"
-                )
-            label_name = row["label_image"].strip()
-            if label_name not in CRISISMMD_OPTIONS:
-                raise RowError(f"unknown label_image {label_name!r}")
-            sid = row["image_id"].strip()
-            if not sid:
-                raise RowError("empty image_id")
-            image = resolve_image(root, row["image"].strip())
-        except RowError as e:
-            col.bad(ln, str(e))
-            continue
+
+    def sample(row: dict) -> Sample:
+        if None in row or any(v is None for v in row.values()):
+            raise RowError(f"expected {len(header)} tab-separated fields, got a different number")
+        label_name = row["label_image"].strip()
+        if label_name not in CRISISMMD_OPTIONS:
+            raise RowError(f"unknown label_image {label_name!r}")
+        sid = row["image_id"].strip()
+        if not sid:
+            raise RowError("empty image_id")
+        image = resolve_image(root, row["image"].strip())
         label = CRISISMMD_OPTIONS.index(label_name)
-        out.append(Sample(
+        return Sample(
             id=sid, task="crisismmd", answer=mc_answer(CRISISMMD_OPTIONS, label),
             image=image, text=remove_url(row["tweet_text"]), label=label,
             options=CRISISMMD_OPTIONS,
             meta={"source": "crisismmd", "split": split,
                   "event_name": (row.get("event_name") or "").strip()},
-        ))
-    require_rows(out, path, "rows")
-    return ReadResult(out, col.skipped)
+        )
+
+    return read_rows(col, rows, sample, "rows")
 
 
 def _read(source, split: str) -> ReadResult:
     return read_crisismmd(source.data_dir, split, skip_bad=source.skip_bad)
 
 
-SPEC = DatasetSpec(
-    name="crisismmd", kind="mc", doc="CrisisMMD v2.0 humanitarian task (image + tweet, 8 classes)",
-    read=_read, build=train_test_build(_read, "test"), test_split="test",
-    templates={"crisismmd": TEMPLATE},
-)
+SPEC = mc_folder_spec("crisismmd", "CrisisMMD v2.0 humanitarian task (image + tweet, 8 classes)",
+                      _read, TEMPLATE)

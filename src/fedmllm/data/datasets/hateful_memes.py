@@ -22,12 +22,12 @@ from ..reading import (
     RowCollector,
     RowError,
     not_utf8,
+    read_rows,
     require_file,
-    require_rows,
     resolve_image,
     typed_field,
 )
-from ..registry import DatasetSpec, train_test_build
+from ..registry import mc_folder_spec
 from ..types import Sample
 
 HATEFUL_SPLITS = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen")
@@ -55,51 +55,43 @@ def read_hateful_memes(
     path = hateful_memes_path(root, split)
     require_file(path, "Hateful-Memes split file")
     col = RowCollector(path, skip_bad, "line")
-    out: list[Sample] = []
+
+    def sample(line: str) -> Sample:
+        if not_utf8(line):
+            raise RowError("not UTF-8 text")
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RowError(f"malformed JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise RowError("expected a JSON object")
+        sid = typed_field(obj, "id", (int, str))
+        text = typed_field(obj, "text", (str,))
+        image = resolve_image(root, typed_field(obj, "img", (str,)))
+        if "label" in obj and obj["label"] is not None:
+            label = typed_field(obj, "label", (int,))
+            if label not in (0, 1):
+                raise RowError(f"unknown label {label!r} (expected 0 or 1)")
+        elif require_labels:
+            raise RowError("missing field 'label'")
+        else:
+            label = None
+        return Sample(
+            id=str(sid), task="hateful_memes",
+            answer=mc_answer(HATEFUL_OPTIONS, label) if label is not None else "",
+            image=image, text=text, label=label, options=HATEFUL_OPTIONS,
+            meta={"source": "hateful_memes", "split": split},
+        )
+
     # undecodable bytes are kept as surrogates so that one bad line is one bad row
     with path.open(encoding="utf-8", errors="surrogateescape") as f:
-        for ln, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                if not_utf8(line):
-                    raise RowError("not UTF-8 text")
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise RowError(f"malformed JSON ({e.msg})") from None
-                if not isinstance(obj, dict):
-                    raise RowError("expected a JSON object")
-                sid = typed_field(obj, "id", (int, str))
-                text = typed_field(obj, "text", (str,))
-                image = resolve_image(root, typed_field(obj, "img", (str,)))
-                if "label" in obj and obj["label"] is not None:
-                    label = typed_field(obj, "label", (int,))
-                    if label not in (0, 1):
-                        raise RowError(f"unknown label {label!r} (expected 0 or 1)")
-                elif require_labels:
-                    raise RowError("missing field 'label'")
-                else:
-                    label = None
-            except RowError as e:
-                col.bad(ln, str(e))
-                continue
-            out.append(Sample(
-                id=str(sid), task="hateful_memes",
-                answer=mc_answer(HATEFUL_OPTIONS, label) if label is not None else "",
-                image=image, text=text, label=label, options=HATEFUL_OPTIONS,
-                meta={"source": "hateful_memes", "split": split},
-            ))
-    require_rows(out, path, "rows")
-    return ReadResult(out, col.skipped)
+        lines = ((ln, line) for ln, line in enumerate(f, start=1) if line.strip())
+        return read_rows(col, lines, sample, "rows")
 
 
 def _read(source, split: str) -> ReadResult:
     return read_hateful_memes(source.data_dir, split, skip_bad=source.skip_bad)
 
 
-SPEC = DatasetSpec(
-    name="hateful_memes", kind="mc", doc="Hateful Memes (image + caption, 2 classes)",
-    read=_read, build=train_test_build(_read, "test_seen"), test_split="test_seen",
-    templates={"hateful_memes": TEMPLATE},
-)
+SPEC = mc_folder_spec("hateful_memes", "Hateful Memes (image + caption, 2 classes)", _read,
+                      TEMPLATE, test_split="test_seen")

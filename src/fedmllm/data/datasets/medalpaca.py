@@ -44,7 +44,7 @@ def read_medalpaca(path: str | Path, skip_bad: bool = False) -> ReadResult:
     col = RowCollector(path, skip_bad, "item")
     out: list[Sample] = []
     incomplete: list[dict] = []
-    for i, _, obj in json_objects(path, "{instruction, input, output} items", col, None):
+    for i, obj in json_objects(path, "{instruction, input, output} items", col, None):
         try:
             q, a = obj.get("input"), obj.get("output")
             for key, v in (("input", q), ("output", a)):

@@ -13,17 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DataError
-from ..reading import (
-    ReadResult,
-    RowCollector,
-    RowError,
-    json_objects,
-    require_rows,
-    typed_field,
-    vqa_row,
-)
+from ..reading import ReadResult, read_vqa_questions, typed_field
 from ..registry import DatasetSpec
-from ..types import Sample
 
 SLAKE_SPLITS = ("train", "validate", "test")
 
@@ -37,28 +28,17 @@ def read_slake(
     """Read ``ROOT/Slake1.0/{split}.json``; ``languages=None`` keeps every ``q_lang``."""
     if split not in SLAKE_SPLITS:
         raise DataError(f"{root}: unknown SLAKE split {split!r} (expected {SLAKE_SPLITS})")
+
+    def meta(obj: dict) -> dict | None:
+        lang = typed_field(obj, "q_lang", (str,)).strip()
+        if languages is not None and lang not in languages:
+            return None
+        ctype = obj.get("content_type")
+        return {"q_lang": lang, "question_type": None if ctype is None else str(ctype)}
+
     base = Path(root) / "Slake1.0"
-    path = base / f"{split}.json"
-    col = RowCollector(path, skip_bad, "item")
-    out: list[Sample] = []
-    for _, where, obj in json_objects(path, "questions", col):
-        try:
-            lang = typed_field(obj, "q_lang", (str,)).strip()
-            if languages is not None and lang not in languages:
-                continue
-            qid, question, answer, atype, image = vqa_row(obj, base / "imgs", "img_name")
-            ctype = obj.get("content_type")
-        except RowError as e:
-            col.bad(where, str(e))
-            continue
-        out.append(Sample(
-            id=f"slake-{qid}", task="slake", answer=answer, question=question, image=image,
-            answer_type=atype,
-            meta={"source": "slake", "split": split, "qid": qid, "q_lang": lang,
-                  "question_type": None if ctype is None else str(ctype)},
-        ))
-    require_rows(out, path, f"{split} questions")
-    return ReadResult(out, col.skipped)
+    return read_vqa_questions(base / f"{split}.json", base / "imgs", "img_name", skip_bad, meta,
+                              task="slake", id_prefix="slake", split=split)
 
 
 def _read(source, split: str) -> ReadResult:

@@ -13,17 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DataError
-from ..reading import (
-    ReadResult,
-    RowCollector,
-    RowError,
-    json_objects,
-    require_rows,
-    typed_field,
-    vqa_row,
-)
+from ..reading import ReadResult, read_vqa_questions, typed_field
 from ..registry import DatasetSpec
-from ..types import Sample
 
 VQA_RAD_FILE = "VQA_RAD Dataset Public.json"
 VQA_RAD_PHRASES = {"train": ("freeform", "para"), "test": ("test_freeform", "test_para")}
@@ -36,30 +27,18 @@ def read_vqa_rad(root: str | Path, split: str = "train", skip_bad: bool = False)
     by ``phrase_type``)."""
     if split not in VQA_RAD_PHRASES:
         raise DataError(f"{root}: unknown VQA-RAD split {split!r} (expected train or test)")
-    root = Path(root)
-    path = root / VQA_RAD_FILE
-    col = RowCollector(path, skip_bad, "item")
     phrases = VQA_RAD_PHRASES[split]
-    out: list[Sample] = []
-    for _, where, obj in json_objects(path, "questions", col):
-        try:
-            phrase = typed_field(obj, "phrase_type", (str,)).strip()
-            if phrase not in phrases:
-                continue
-            qid, question, answer, atype, image = vqa_row(obj, root / "images", "image_name")
-            qtype = obj.get("question_type")
-        except RowError as e:
-            col.bad(where, str(e))
-            continue
-        out.append(Sample(
-            id=f"vqarad-{qid}", task="vqa_rad", answer=answer, question=question, image=image,
-            answer_type=atype,
-            meta={"source": "vqa_rad", "split": split, "qid": qid,
-                  "question_type": None if qtype is None else str(qtype),
-                  "phrase_type": phrase},
-        ))
-    require_rows(out, path, f"{split} questions")
-    return ReadResult(out, col.skipped)
+
+    def meta(obj: dict) -> dict | None:
+        phrase = typed_field(obj, "phrase_type", (str,)).strip()
+        if phrase not in phrases:
+            return None
+        qtype = obj.get("question_type")
+        return {"question_type": None if qtype is None else str(qtype), "phrase_type": phrase}
+
+    root = Path(root)
+    return read_vqa_questions(root / VQA_RAD_FILE, root / "images", "image_name", skip_bad, meta,
+                              task="vqa_rad", id_prefix="vqarad", split=split)
 
 
 def _read(source, split: str) -> ReadResult:

@@ -25,23 +25,21 @@ from .median import Median
 from .scaffold import Scaffold
 from .trimmed_mean import TrimmedMean
 
-_REGISTRY: dict[str, type[Strategy]] = {
-    cls.name: cls
-    for cls in (
-        FedAvg,
-        FedAvgM,
-        FedAdagrad,
-        FedAdam,
-        FedYogi,
-        FedProx,
-        Scaffold,
-        Local,
-        ZeroShot,
-        Centralized,
-        Median,
-        TrimmedMean,
-    )
-}
+_STRATEGIES: tuple[type[Strategy], ...] = (
+    FedAvg,
+    FedAvgM,
+    FedAdagrad,
+    FedAdam,
+    FedYogi,
+    FedProx,
+    Scaffold,
+    Local,
+    ZeroShot,
+    Centralized,
+    Median,
+    TrimmedMean,
+)
+_REGISTRY: dict[str, type[Strategy]] = {cls.name: cls for cls in _STRATEGIES}
 
 ALGORITHMS: tuple[str, ...] = tuple(_REGISTRY)
 """Every strategy name accepted by :func:`make_strategy` (exact, case-sensitive)."""
@@ -61,21 +59,5 @@ def make_strategy(name: str, **params: Any) -> Strategy:
     return build_checked(lookup(_REGISTRY, "strategy", name), "strategy", name, params)
 
 
-__all__ = [
-    "ALGORITHMS",
-    "VARIANTS",
-    "Centralized",
-    "FedAdagrad",
-    "FedAdam",
-    "FedAvg",
-    "FedAvgM",
-    "FedProx",
-    "FedYogi",
-    "Local",
-    "Median",
-    "Scaffold",
-    "TrimmedMean",
-    "ZeroShot",
-    "make_strategy",
-    "strategy_params",
-]
+__all__ = ["ALGORITHMS", "VARIANTS", "make_strategy", "strategy_params"]
+__all__ += [cls.__name__ for cls in _STRATEGIES]  # every strategy class, as registered

@@ -98,13 +98,8 @@ class DeltaStrategy(Strategy):
             return [float(u.num_examples) for u in updates]
         return [1.0] * len(updates)
 
-    def _reduce(
-        self,
-        layout: Layout,
-        global_state: StateDict,
-        updates: list[ClientUpdate],
-        scales: list[float],
-    ) -> Tensor:
+    def _reduce(self, layout: Layout, global_state: StateDict, updates: list[ClientUpdate],
+                scales: list[float]) -> Tensor:
         """Mean delta of one key group, ``D_w`` (``weighted``) or ``D_u`` (``x + D`` with
         :attr:`reduce_plus_global`): a fresh flat compute-dtype buffer ``_step`` may overwrite."""
         states = [u.state for u in updates]
@@ -170,6 +165,28 @@ class StatefulMixin:
         d.update(zip(layout.keys, views, strict=True))
         return flat
 
+    def _momentum_flat(
+        self, slot: str, layout: Layout, x: Tensor, summed: Tensor, textbook: bool
+    ) -> tuple[Tensor, bool]:
+        """The momentum slot ``slot`` of ``layout``'s keys as one flat buffer
+        (:meth:`_slot_flat`), and whether ``summed`` now holds ``D``.
+
+        ``summed`` is ``x + D``. A key seen for the first time starts its momentum at 0
+        (``textbook``: the papers, Flower) or at its ``D`` (the FedMLLM research code's
+        ``m = D``); in that case ``summed`` is turned into ``D`` in place first."""
+        is_delta = not textbook and any(k not in self._slots[slot] for k in layout.keys)
+        if is_delta:
+            summed.sub_(x)
+
+        def init(i: int, view: Tensor) -> None:
+            if textbook:
+                view.zero_()
+            else:
+                start = layout.offsets[i]
+                view.copy_(summed[start : start + layout.numels[i]].view(view.shape))
+
+        return self._slot_flat(slot, layout, init), is_delta
+
 
 class CoordinateWise(DeltaStrategy):
     """Robust rules applied per key to the (clipped) deltas of the clients that sent the key;
@@ -180,13 +197,8 @@ class CoordinateWise(DeltaStrategy):
     def _reduce_key(self, global_t: Tensor, tensors: list[Tensor], scales: list[float]) -> Tensor:
         raise NotImplementedError
 
-    def _reduce(
-        self,
-        layout: Layout,
-        global_state: StateDict,
-        updates: list[ClientUpdate],
-        scales: list[float],
-    ) -> Tensor:
+    def _reduce(self, layout: Layout, global_state: StateDict, updates: list[ClientUpdate],
+                scales: list[float]) -> Tensor:
         flat = layout.empty()
         for k, view in zip(layout.keys, layout.views(flat), strict=True):
             view.copy_(self._reduce_key(global_state[k], [u.state[k] for u in updates], scales))

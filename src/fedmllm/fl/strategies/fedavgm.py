@@ -54,18 +54,8 @@ class FedAvgM(StatefulMixin, DeltaStrategy):
         """``summed`` is ``x + D_w``; ``D_w = summed - x`` is formed chunk by chunk."""
         textbook = self.variant == "textbook"
         x = layout.read(global_state)
-        is_delta = not textbook and any(k not in self._slots["momentum"] for k in layout.keys)
-        if is_delta:  # fedmllm starts a fresh key's m at D: form D first
-            summed.sub_(x)
-
-        def init(i: int, view: Tensor) -> None:  # textbook: 0 (so v = D); fedmllm: m = D
-            if textbook:
-                view.zero_()
-            else:
-                start = layout.offsets[i]
-                view.copy_(summed[start : start + layout.numels[i]].view(view.shape))
-
-        v = self._slot_flat("momentum", layout, init)
+        # a fresh key: textbook v = 0 (so v = D after the step); fedmllm m = D
+        v, is_delta = self._momentum_flat("momentum", layout, x, summed, textbook)
         for sl in layout.chunks():
             d, vv, xx = summed[sl], v[sl], x[sl]
             if not is_delta:

@@ -83,22 +83,11 @@ class FedOpt(StatefulMixin, DeltaStrategy):
         chunk by chunk, then ``m``, ``v`` and the new state, which overwrites ``summed``."""
         textbook = self.variant == "textbook"
         x = layout.read(global_state)
-        fresh = any(k not in self._slots["m"] for k in layout.keys)
-        is_delta = fresh and not textbook  # fedmllm starts a fresh key's m at D: form D first
-        if is_delta:
-            summed.sub_(x)
-
-        def init_m(i: int, view: Tensor) -> None:  # textbook: m starts at 0; fedmllm: m = D
-            if textbook:
-                view.zero_()
-            else:
-                start = layout.offsets[i]
-                view.copy_(summed[start : start + layout.numels[i]].view(view.shape))
+        m, is_delta = self._momentum_flat("m", layout, x, summed, textbook)  # 0, or fedmllm D
 
         def init_v(i: int, view: Tensor) -> None:  # textbook: 0; fedmllm: tau^2
             view.fill_(0.0 if textbook else self.tau**2)
 
-        m = self._slot_flat("m", layout, init_m)
         v = self._slot_flat("v", layout, init_v)
         runs = self._lr_runs(layout)
         scratch = [summed.new_empty(min(CHUNK, layout.total)) for _ in range(self._SCRATCH)]
