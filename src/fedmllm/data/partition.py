@@ -28,12 +28,13 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-PARTITIONS = ("dirichlet", "iid")
-"""The label-skew partitions of ``data.partition``: Dirichlet(alpha), or IID."""
-
 from ..seeding import numpy_rng
 
-__all__ = ["dirichlet_partition", "equal_split", "iid_partition", "partition_counts"]
+__all__ = ["PARTITIONS", "dirichlet_partition", "equal_split", "iid_partition",
+           "partition_counts"]
+
+PARTITIONS = ("dirichlet", "iid")
+"""The label-skew partitions of ``data.partition``: Dirichlet(alpha), or IID."""
 
 
 def _canonical_order(n: int, keys: Sequence[Hashable] | None) -> np.ndarray:
