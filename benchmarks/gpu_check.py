@@ -5,8 +5,8 @@ does not stop the others), within :data:`TOTAL_BUDGET_S` (8 minutes) on an H100:
 
 1. **gpu_step** — ``benchmarks/gpu_step.py`` at its defaults (a ~0.5 B LLaVA, batch 8 x 2048
    tokens, 20 timed steps; about 30 s of work): tokens/s, MFU, peak memory.
-2. **qlora-4bit** — the ``llava-1.5`` family checkpoint of ``tests/helpers/families.py`` (tiny, built
-   from its transformers config) trained with a 4-bit base for one round:
+2. **qlora-4bit** — the ``llava-1.5`` family checkpoint of ``tests/helpers/families.py``
+   (tiny, built from its transformers config) trained with a 4-bit base for one round:
    ``fedmllm run --model FOLDER model.quantization=4bit train.device=cuda ...``; its last
    training loss and image+text accuracy. Skipped, with the pip line, without bitsandbytes.
 3. **demo-bf16** — ``fedmllm run train.device=cuda train.autocast=bf16`` (the demo's config;
