@@ -525,7 +525,7 @@ def _job_metrics(job: EvalJob, per: dict[int | None, dict]) -> dict:
     elif job.meta.get("client") is not None:  # --client K: that client's metrics alone
         metrics = per[job.meta["client"]]
     else:
-        from ..runtime.session import mean_over_clients
+        from .metrics import mean_over_clients
 
         metrics = mean_over_clients(per)
     n = len(job.samples[:job.max_samples] if job.max_samples else job.samples)

@@ -42,6 +42,7 @@ All fractions are in ``[0, 1]`` (not ×100). Float metrics are ``None`` when ``n
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,7 +51,7 @@ from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 
 from fedmllm.eval.parsing import RESEARCH_FAILURE_INDEX
 
-__all__ = ["INVALID", "classification_metrics", "multiclass_auroc"]
+__all__ = ["INVALID", "classification_metrics", "mean_over_clients", "multiclass_auroc", "spread"]
 
 INVALID = -1
 """The integer code of an invalid prediction (``None`` is accepted too)."""
@@ -170,3 +171,26 @@ def _counts(t: np.ndarray, p: np.ndarray, num_classes: int) -> dict[str, Any]:
         "macro_f1_research": None,
         "confusion": [[int(c) for c in row] for row in confusion],
     }
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """The spread of a metric over clients: ``{"mean", "std", "min", "max"}``, the std the
+    population one (``sqrt(sum (v - mean)^2 / n)``: the clients are all there are, not a
+    sample). ``values`` is not empty."""
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values),
+            "min": min(values), "max": max(values)}
+
+
+def mean_over_clients(per_client: dict[int, dict]) -> dict:
+    """``per_client`` metrics with their mean, std, min and max accuracy (:func:`spread`, as
+    flat keys ``accuracy``, ``accuracy_std``, ...) and mean AUROC."""
+    summary: dict = {"per_client": per_client}
+    accs = [m["accuracy"] for m in per_client.values() if m.get("accuracy") is not None]
+    if accs:
+        acc = spread(accs)
+        summary.update(accuracy=acc["mean"], accuracy_std=acc["std"], accuracy_min=acc["min"],
+                       accuracy_max=acc["max"])
+    aurocs = [m["auroc"] for m in per_client.values() if m.get("auroc") is not None]
+    if aurocs:
+        summary["auroc"] = statistics.fmean(aurocs)
+    return summary

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from ..config import Config
 from ..data.errors import DataError
 from ..engine.bundle import ModelBundle, build_bundle, save_adapter
 from ..engine.factory import RunPlan
+from ..eval.metrics import mean_over_clients, spread
 from ..files import atomic_write_json, atomic_write_text
 from ..model.collate import Encoded, EncodedSamples
 from .outputs import SUMMARY, RunFolder
@@ -59,29 +59,6 @@ def split_holdout(clients: list[list], fraction: float, seed: int
         if h:
             held[k] = [s for i, s in enumerate(samples) if i in out]
     return train, held
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    """The spread of a metric over clients: ``{"mean", "std", "min", "max"}``, the std the
-    population one (``sqrt(sum (v - mean)^2 / n)``: the clients are all there are, not a
-    sample). ``values`` is not empty."""
-    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values),
-            "min": min(values), "max": max(values)}
-
-
-def mean_over_clients(per_client: dict[int, dict]) -> dict:
-    """``per_client`` metrics with their mean, std, min and max accuracy (:func:`spread`, as
-    flat keys ``accuracy``, ``accuracy_std``, ...) and mean AUROC."""
-    summary: dict = {"per_client": per_client}
-    accs = [m["accuracy"] for m in per_client.values() if m.get("accuracy") is not None]
-    if accs:
-        acc = spread(accs)
-        summary.update(accuracy=acc["mean"], accuracy_std=acc["std"], accuracy_min=acc["min"],
-                       accuracy_max=acc["max"])
-    aurocs = [m["auroc"] for m in per_client.values() if m.get("auroc") is not None]
-    if aurocs:
-        summary["auroc"] = statistics.fmean(aurocs)
-    return summary
 
 
 class Session:
@@ -172,8 +149,8 @@ class Session:
                          states: dict[int, dict[str, torch.Tensor]] | None = None) -> dict:
         """Client-side evaluation: ``state`` (or client k's own ``states[k]``, the initial
         adapter for a client without one) on every client's held-out samples as the client
-        holds them; per client, and the :func:`spread` of accuracy over the clients (nested:
-        ``{"accuracy": {"mean", "std", "min", "max"}}``)."""
+        holds them; per client, and the :func:`~fedmllm.eval.metrics.spread` of accuracy over
+        the clients (nested: ``{"accuracy": {"mean", "std", "min", "max"}}``)."""
         from ..eval import evaluate
 
         b, cfg = self.bundle, self.cfg

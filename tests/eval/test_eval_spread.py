@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from fedmllm.runtime.session import mean_over_clients, spread
+from fedmllm.eval.metrics import mean_over_clients, spread
 
 
 def test_spread_is_mean_population_std_min_max():
