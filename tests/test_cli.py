@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from helpers.fixtures_data import make_hateful
+from helpers.fixtures_data import BAD_IMAGES, bad_image, make_hateful
 
 from fedmllm.cli import build_parser, main
 
@@ -66,6 +66,24 @@ def test_prepare_and_stats_on_synth(tmp_path, capsys):
     before = sorted(p.name for p in out.iterdir())
     assert main(["prepare", "--dataset", "synth", "--out", str(out)]) == 2
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+@pytest.mark.parametrize("kind", BAD_IMAGES)
+def test_prepare_bad_image_is_one_line_exit_2_or_skipped(tmp_path, capsys, kind):
+    """The bad-input corpus through ``fedmllm prepare``: one line naming the file and the
+    sample and the flag that skips it, nothing written; ``--skip-bad`` counts it."""
+    root = make_hateful(tmp_path / "hm", n_train=8, n_test=4)
+    path = bad_image(root / "img" / "10005.png", kind)
+    out = tmp_path / "prep"
+    argv = ["prepare", "--dataset", "hateful_memes", "--data-dir", str(root), "--clients", "2",
+            "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"fedmllm: error: {path}, sample 10005: ")
+    assert err.rstrip().endswith("(skip it with --skip-bad)") and not out.exists()
+    assert main([*argv, "--skip-bad"]) == 0
+    skipped = json.loads((out / "manifest.json").read_text())["skipped"]
+    assert skipped["count"] == 1 and skipped["items"][0]["file"] == str(path)
 
 
 @pytest.fixture

@@ -202,7 +202,8 @@ def cmd_prepare(args) -> int:
     options = {name: getattr(args, name) for name in (*PREPARE_KEYS, *args.dataset_options)}
     manifest = prepare(args.out, args.dataset, args.data_dir, num_clients=args.clients,
                        seed=args.seed, overwrite=args.overwrite,
-                       verify_images=not args.no_verify_images, skip_bad=args.skip_bad, **options)
+                       verify_images=not args.no_verify_images, skip_bad=args.skip_bad,
+                       skip_hint="--skip-bad", **options)
     print(f"wrote {args.out}: {manifest['num_clients']} client files, test.json, manifest.json")
     return 0
 
@@ -367,7 +368,7 @@ def _add_prepare(sub) -> None:
     _key_option(pr, "--clients", "fl.num_clients")
     _key_option(pr, "--seed", "seed")
     pr.add_argument("--no-verify-images", action="store_true",
-                    help="skip the image header check")
+                    help="do not decode the images (a bad one then fails later)")
     pr.add_argument("--skip-bad", action="store_true",
                     help="skip (and count) bad rows and images instead of failing")
     pr.add_argument("--overwrite", action="store_true")

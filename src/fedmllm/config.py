@@ -214,6 +214,10 @@ class DataConfig:
     train_size: int = key(_data_default("train_size"),
                           "``synth``: training samples generated (shared over the clients).")
     test_size: int = key(_data_default("test_size"), "``synth``: test samples generated.")
+    skip_bad_samples: bool = key(False, """
+        Drop the samples whose image is bad (missing, empty, truncated, not an image, a
+        decompression bomb, a folder, an unsupported mode) instead of refusing the data; the
+        count and each file are recorded in the data manifest (``skipped``).""")
 
 
 @table

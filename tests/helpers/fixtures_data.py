@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import random
+import struct
+import zlib
 from pathlib import Path
 
 from PIL import Image
@@ -25,6 +28,45 @@ CRISIS_HEADER = ["event_name", "tweet_id", "image_id", "tweet_text", "image", "l
 def tiny_image(path: Path, colour=(200, 30, 30), fmt: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (6, 5), colour).save(path, format=fmt)
+    return path
+
+
+BAD_IMAGES = ("truncated", "empty", "not_image", "bomb", "folder", "mode")
+"""Every kind of bad image file :func:`bad_image` writes (the bad-input corpus)."""
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bad_image(path: Path, kind: str) -> Path:
+    """Replace ``path`` with a bad image of ``kind`` (:data:`BAD_IMAGES`): a PNG whose valid
+    header is followed by half its body; an empty file; text; a PNG header claiming 20000 x
+    20000 pixels (beyond twice Pillow's ``MAX_IMAGE_PIXELS``: ``DecompressionBombError``, a few
+    bytes on disk); a folder of that name; a valid 16-bit greyscale PNG (mode ``I;16``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        path.unlink()
+    if kind == "truncated":
+        rng = random.Random(0)
+        noise = bytes(rng.randrange(256) for _ in range(64 * 64 * 3))
+        Image.frombytes("RGB", (64, 64), noise).save(path, format="PNG")
+        raw = path.read_bytes()
+        path.write_bytes(raw[: len(raw) // 2])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "not_image":
+        path.write_text("this is a caption, not a picture\n")
+    elif kind == "bomb":
+        ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
+                         + _png_chunk(b"IDAT", zlib.compress(b"")) + _png_chunk(b"IEND", b""))
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "mode":
+        Image.new("I;16", (6, 5), 40000).save(path, format="PNG")
+    else:
+        raise ValueError(f"unknown bad image kind {kind!r} (expected one of {BAD_IMAGES})")
     return path
 
 

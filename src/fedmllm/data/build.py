@@ -85,7 +85,7 @@ def _qa_scenario(image_data, text_data, num_clients, scenario, image_clients, pr
 
 def _dataset_source(dataset: str, num_clients: int, seed: int, data_dir, scenario: str,
                     prompt_strategy: str, verify_images: bool, skip_bad: bool,
-                    options: dict[str, Any]) -> tuple:
+                    skip_hint: str, options: dict[str, Any]) -> tuple:
     """The spec of ``dataset`` and its :class:`Source` (the manifest's first ``params``),
     after the arguments every dataset shares are checked."""
     spec = get_dataset(dataset, "build")
@@ -106,7 +106,8 @@ def _dataset_source(dataset: str, num_clients: int, seed: int, data_dir, scenari
         "skip_bad": skip_bad,
     }
     source = Source(dataset, Path(data_dir) if data_dir else None,
-                    spec.with_defaults(options), seed, skip_bad, verify_images, params)
+                    spec.with_defaults(options), seed, skip_bad, verify_images, params,
+                    skip_hint=skip_hint)
     return spec, source
 
 
@@ -153,6 +154,7 @@ def federated_data(
     min_per_client: int = 2,
     verify_images: bool = True,
     skip_bad: bool = False,
+    skip_hint: str = "skip_bad=True",
     **options: Any,
 ) -> FederatedData:
     """Build the federated data with plain arguments (see :func:`build_federated_data`).
@@ -161,11 +163,14 @@ def federated_data(
     its spec; ``options`` are the datasets' own (``synth``: ``task``, ``train_size``,
     ``test_size``, ``synth_params``; ``medical``: ``vqa_rad_dir``, ``medalpaca_dir``,
     ``slake_dir``; ``None`` means the default), and one another dataset declares is ignored.
-    ``verify_images`` checks every image path's header; ``skip_bad`` skips bad items (counted
-    in ``manifest["skipped"]``) instead of raising :class:`DataError`.
+    ``verify_images`` decodes every image file in full, once
+    (:func:`~fedmllm.data.reading.image_problem`; generated images need no check);
+    ``skip_bad`` skips bad items (counted in ``manifest["skipped"]``) instead of raising
+    :class:`DataError`: one error that lists every bad image and names ``skip_hint``, the
+    option that skips them (``--skip-bad`` for ``fedmllm prepare``).
     """
     spec, source = _dataset_source(dataset, num_clients, seed, data_dir, scenario,
-                                   prompt_strategy, verify_images, skip_bad, options)
+                                   prompt_strategy, verify_images, skip_bad, skip_hint, options)
     params = source.params
     if scenario == "missing":
         params["missing_rate"] = missing_rate
@@ -174,6 +179,7 @@ def federated_data(
     elif scenario == "hybrid":
         params["presence"] = presence
     loaded = spec.build(source)
+    source.finish()
     if loaded.kind == "qa":
         result = _qa_clients(loaded, params, num_clients, seed, scenario, image_clients,
                              presence)
@@ -190,13 +196,15 @@ def federated_data(
 
 
 def build_federated_data(cfg: Any, num_clients: int, seed: int, *,
-                         verify_images: bool = True, skip_bad: bool = False) -> FederatedData:
+                         verify_images: bool = True) -> FederatedData:
     """The runtime's entry point: ``cfg`` is the config's ``data`` table
     (``fedmllm.config.DataConfig``; the data layer does not import the config, which reads its
     defaults from here).
 
     ``cfg.prepared`` set: load that folder (written by :func:`prepare`;
-    its client count must equal ``num_clients``). Otherwise build from ``cfg.dataset``.
+    its client count must equal ``num_clients``). Otherwise build from ``cfg.dataset``: every
+    bad image is in one :class:`DataError`, unless ``cfg.skip_bad_samples`` skips them (and
+    the manifest counts them).
     """
     if cfg.prepared:
         data = load_prepared(cfg.prepared)
@@ -211,7 +219,8 @@ def build_federated_data(cfg: Any, num_clients: int, seed: int, *,
         scenario=cfg.scenario, missing_rate=cfg.missing_rate, image_clients=cfg.image_clients,
         presence=cfg.presence, prompt_strategy=cfg.prompt_strategy, partition=cfg.partition,
         alpha=cfg.alpha, min_per_client=cfg.min_per_client, train_size=cfg.train_size,
-        test_size=cfg.test_size, verify_images=verify_images, skip_bad=skip_bad,
+        test_size=cfg.test_size, verify_images=verify_images, skip_bad=cfg.skip_bad_samples,
+        skip_hint="data.skip_bad_samples=true",
     )
 
 

@@ -2,8 +2,8 @@
 bad-item collector, JSON and image helpers, and the image check.
 
 Images become absolute path strings, resolved inside the dataset root: a path that escapes it
-(``..``, absolute) is an error (:func:`resolve_image`). :func:`check_images` verifies existence
-and a decodable header.
+(``..``, absolute) is an error (:func:`resolve_image`). :func:`check_images` decodes each
+image in full (:func:`image_problem`) and reports every bad one at once.
 
 Every problem with the input raises :class:`~fedmllm.data.errors.DataError` with one line
 naming the file and the line, row or sample id. With ``skip_bad=True`` per-item problems (bad
@@ -30,7 +30,10 @@ __all__ = [
     "ReadResult",
     "RowCollector",
     "RowError",
+    "IMAGE_MODES",
+    "bad_samples_message",
     "check_images",
+    "image_problem",
     "json_objects",
     "load_json",
     "not_utf8",
@@ -206,37 +209,84 @@ def read_vqa_questions(path: Path, images: Path, image_key: str, skip_bad: bool,
     return read_rows(col, json_objects(path, "questions", col), row, f"{split} questions")
 
 
-def check_images(samples: list[Sample], skip_bad: bool = False, source: str = ""
-                 ) -> tuple[list[Sample], list[dict]]:
-    """Check that every path image exists and has a decodable header (cheap: no full decode).
+IMAGE_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK",
+               "YCbCr", "LAB", "HSV")
+"""The Pillow modes a sample image may have: 8 bits per channel, which ``convert("RGB")`` (what
+the collator does) keeps; 16-bit and float modes (``I;16``, ``I``, ``F``) would be clipped."""
 
-    Returns ``(kept, skipped)``; without ``skip_bad`` the first bad image raises a
-    :class:`DataError` naming the file and the sample id. In-memory images pass.
+MAX_LISTED = 10
+"""How many bad samples one :class:`DataError` lists before ``and N more``."""
+
+
+def image_problem(path: Path) -> str | None:
+    """Why the file at ``path`` is not a usable sample image, or ``None`` when it is.
+
+    It must be a file (not a folder), not empty, identified by Pillow, within Pillow's own
+    ``Image.MAX_IMAGE_PIXELS`` limit (beyond twice it Pillow raises ``DecompressionBombError``),
+    in one of :data:`IMAGE_MODES`, and decode in full (``Image.load``): a truncated body fails
+    here, not in the middle of training.
     """
     from PIL import Image, UnidentifiedImageError
 
-    kept, skipped = [], []
+    if path.is_dir():
+        return "a folder where an image file should be"
+    if not path.is_file():
+        return "image not found"
+    if path.stat().st_size == 0:
+        return "image file is empty"
+    try:
+        with Image.open(path) as im:
+            if im.mode not in IMAGE_MODES:
+                return (f"unsupported image mode {im.mode!r} (16-bit or float pixels; "
+                        "save it as 8-bit RGB or L)")
+            im.load()
+            if im.width <= 0 or im.height <= 0:
+                return "image has no pixels"
+    except Image.DecompressionBombError as e:
+        return f"decompression bomb refused by Pillow ({str(e).rstrip('.')})"
+    except UnidentifiedImageError:
+        return "image cannot be decoded (not an image file Pillow can identify)"
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        return f"image cannot be decoded ({type(e).__name__}: {str(e).rstrip('.')})"
+    return None
+
+
+def bad_samples_message(bad: list[dict], hint: str) -> str:
+    """One line for the bad samples ``bad`` (``{"file", "where", "reason"}``): the file, the
+    sample and the reason of each (the first :data:`MAX_LISTED`, then how many more), and the
+    option ``hint`` that skips them."""
+    if len(bad) == 1:
+        b = bad[0]
+        return f"{b['file']}, {b['where']}: {b['reason']} (skip it with {hint})"
+    listed = "; ".join(f"{b['file']}, {b['where']}: {b['reason']}" for b in bad[:MAX_LISTED])
+    more = f"; and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+    return f"{len(bad)} bad samples (skip them with {hint}): {listed}{more}"
+
+
+def check_images(samples: list[Sample], skip_bad: bool = False, source: str = "", *,
+                 hint: str = "skip_bad=True", decoded: dict[str, str | None] | None = None
+                 ) -> tuple[list[Sample], list[dict]]:
+    """Check every path image in full (:func:`image_problem`); in-memory images pass.
+
+    Returns ``(kept, bad)``, ``bad`` as ``{"file", "where", "reason", "source"}``. Without
+    ``skip_bad`` any bad image raises one :class:`DataError` listing all of them
+    (:func:`bad_samples_message`, naming ``hint``). ``decoded`` (path -> problem) carries the
+    verdicts over calls, so an image several samples share is decoded once per build.
+    """
+    decoded = {} if decoded is None else decoded
+    kept, bad = [], []
     for s in samples:
         if s.image is None or not isinstance(s.image, (str, Path)):
             kept.append(s)
             continue
-        reason = None
-        p = Path(s.image)
-        if not p.is_file():
-            reason = "image not found"
-        else:
-            try:
-                with Image.open(p) as im:
-                    w, h = im.size
-                    if w <= 0 or h <= 0:
-                        reason = "image has no pixels"
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-                reason = f"image cannot be decoded ({type(e).__name__})"
-        if reason is None:
+        p = str(s.image)
+        if p not in decoded:
+            decoded[p] = image_problem(Path(p))
+        if decoded[p] is None:
             kept.append(s)
-        elif skip_bad:
-            skipped.append({"file": str(p), "where": f"sample {s.id}", "reason": reason,
-                            "source": source})
         else:
-            raise DataError(f"{p}, sample {s.id}: {reason}")
-    return kept, skipped
+            bad.append({"file": p, "where": f"sample {s.id}", "reason": decoded[p],
+                        "source": source})
+    if bad and not skip_bad:
+        raise DataError(bad_samples_message(bad, hint))
+    return kept, bad

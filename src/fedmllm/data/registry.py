@@ -52,7 +52,7 @@ from typing import Any
 
 from .errors import DataError
 from .prompts import MC_TEMPLATES, MCTemplate
-from .reading import ReadResult, check_images
+from .reading import ReadResult, bad_samples_message, check_images
 from .types import Sample
 
 KINDS = ("mc", "qa")
@@ -101,8 +101,9 @@ class DatasetOption:
 @dataclass
 class Source:
     """What a dataset's ``build``/``read`` gets: its folder, its options (defaults filled),
-    the seed, the bad-item policy; and what building collects: the manifest ``params`` the
-    dataset adds to and the ``skipped`` bad items."""
+    the seed, the bad-item policy (``skip_bad``, and ``skip_hint``: the option that sets it,
+    named in the error); and what building collects: the manifest ``params`` the dataset adds
+    to, the ``skipped`` bad items, and the bad images not skipped (raised by :meth:`finish`)."""
 
     dataset: str
     data_dir: Path | None = None
@@ -112,6 +113,9 @@ class Source:
     verify_images: bool = True
     params: dict[str, Any] = field(default_factory=dict)
     skipped: list[dict] = field(default_factory=list)
+    skip_hint: str = "skip_bad=True"
+    bad: list[dict] = field(default_factory=list)
+    decoded: dict[str, str | None] = field(default_factory=dict)
 
     def root(self) -> Path:
         """The data folder, which must exist (``data.data_dir`` is named otherwise)."""
@@ -128,14 +132,21 @@ class Source:
         return result.samples
 
     def checked(self, samples: list[Sample], part: str) -> list[Sample]:
-        """``samples`` whose image files exist and decode (unless ``verify_images`` is off);
-        bad ones raise, or with ``skip_bad`` are dropped and collected, tagged with ``part``
-        (the dataset, or the part of a composite: ``vqa_rad``, ``slake``)."""
+        """``samples`` whose image files decode in full (unless ``verify_images`` is off); bad
+        ones are dropped and collected, tagged with ``part`` (the dataset, or the part of a
+        composite: ``vqa_rad``, ``slake``): in ``skipped`` with ``skip_bad``, else in ``bad``
+        for :meth:`finish`. Each image file is decoded once per source (``decoded``)."""
         if not self.verify_images:
             return samples
-        kept, bad = check_images(samples, skip_bad=self.skip_bad, source=part)
-        self.skipped.extend(bad)
+        kept, bad = check_images(samples, skip_bad=True, source=part, decoded=self.decoded)
+        (self.skipped if self.skip_bad else self.bad).extend(bad)
         return kept
+
+    def finish(self) -> None:
+        """Raise one :class:`DataError` listing every bad image :meth:`checked` found (over all
+        splits and parts) and naming ``skip_hint``; nothing when there is none."""
+        if self.bad:
+            raise DataError(bad_samples_message(self.bad, self.skip_hint))
 
 
 @dataclass
@@ -296,4 +307,8 @@ def read_split(name: str, data_dir: str | Path | None = None, split: str | None 
     source = Source(name, Path(data_dir) if data_dir else None, spec.with_defaults(options),
                     seed, skip_bad)
     samples = spec.read(source, split).samples
-    return source.checked(samples, name) if check else samples
+    if not check:
+        return samples
+    samples = source.checked(samples, name)
+    source.finish()
+    return samples
