@@ -81,10 +81,34 @@ def test_every_key_is_documented_and_config_show_doc_lists_it(capsys):
     walk(Config().to_dict())
     assert sorted(docs) == sorted(flat)
     assert all(len(d) > 10 for d in docs.values()), [k for k, d in docs.items() if len(d) <= 10]
-    assert main(["config", "show", "--doc", "fl.rounds=7"]) == 0
+    assert main(["config", "show", "--doc", "--format", "markdown", "fl.rounds=7"]) == 0
     table = capsys.readouterr().out
+    assert table.startswith("| key | type | value | meaning |\n|---|---|---|---|\n")
     assert "| `fl.rounds` | int | `7` | Communication rounds. |" in table
     assert table.count("\n| `") == len(flat)
+
+
+@pytest.mark.parametrize("width", [80, 50])
+def test_config_show_doc_is_by_section_and_fits_the_terminal(capsys, monkeypatch, width):
+    """``--doc`` for a terminal: a heading per section, each key once with its value, the
+    default where it differs, its type and its doc; no line wider than the terminal."""
+    from fedmllm.cli import main
+    from fedmllm.config import field_docs
+
+    monkeypatch.setenv("COLUMNS", str(width))  # what shutil.get_terminal_size() reads first
+    assert main(["config", "show", "--doc", "fl.rounds=7"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= width
+    headings = [line for line in lines if line.startswith("[")]
+    assert headings[:4] == ["[model]", "[lora]", "[data]", "[fl]"]
+    assert {"[fl.client]", "[fl.yoco]", "[train]", "[eval]", "[output]", "[top level]"} <= set(
+        headings)
+    keys = [line.split()[0] for line in lines if line.startswith("  ") and " = " in line
+            and not line.startswith("   ")]
+    assert sorted(keys) == sorted(field_docs())
+    text = "\n".join(lines)
+    assert "  fl.rounds = 7 (default 24)  [int]\n      Communication rounds." in text
+    assert "  seed = 0  [int]" in text and "``" not in text
 
 
 def test_off_is_a_choice_not_a_boolean(tmp_path):

@@ -173,9 +173,12 @@ def cmd_config_show(args) -> int:
     cfg = load_config(args.config, args.overrides) if (args.config or args.overrides) else Config()
     plan = plan_run(cfg)
     if args.doc:
-        from .config import doc_table
+        import shutil
 
-        print(doc_table(cfg))
+        from .config import doc_table, doc_text
+
+        markdown = args.format == "markdown"
+        print(doc_table(cfg) if markdown else doc_text(cfg, shutil.get_terminal_size().columns))
         return 0
     print(cfg.to_yaml().rstrip())
     for note in plan.notes:
@@ -348,7 +351,10 @@ def _add_config(sub) -> None:
                          description="Print the resolved configuration as YAML.")
     cs.add_argument("--config", help="TOML or YAML config file")
     cs.add_argument("--doc", action="store_true",
-                    help="every key with its type, value and meaning (a Markdown table)")
+                    help="every key with its type, value and meaning, by section, wrapped to "
+                         "the terminal")
+    cs.add_argument("--format", choices=("text", "markdown"), default="text",
+                    help="with --doc: text for the terminal, or the Markdown table of the docs")
     _overrides(cs)
     cs.set_defaults(func=cmd_config_show)
 

@@ -35,6 +35,7 @@ import functools
 import inspect
 import json
 import re
+import textwrap
 import tomllib
 import types
 import typing
@@ -737,12 +738,38 @@ def _type_text(tp: Any) -> str:
     return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
+def _kind(f: dataclasses.Field, tp: Any) -> str:
+    """A key's type as the reference shows it: a registry's names now, else its type."""
+    return " / ".join(_choices(f, tp)) if "choices" in f.metadata else _type_text(tp)
+
+
 def doc_table(cfg: Config | None = None) -> str:
-    """Every key with its type, value (``cfg``'s, or the default) and meaning, as Markdown."""
+    """Every key with its type, value (``cfg``'s, or the default) and meaning, as Markdown
+    (``fedmllm config show --doc --format markdown``, the docs page's reference)."""
     values = flatten((cfg or Config()).to_dict())
     rows = ["| key | type | value | meaning |", "|---|---|---|---|"]
     for key, f, tp in _leaves():
-        kind = " / ".join(_choices(f, tp)) if "choices" in f.metadata else _type_text(tp)
         doc = f.metadata["description"].replace("|", "\\|")
-        rows.append(f"| `{key}` | {kind} | `{json.dumps(values.get(key))}` | {doc} |")
+        rows.append(f"| `{key}` | {_kind(f, tp)} | `{json.dumps(values.get(key))}` | {doc} |")
     return "\n".join(rows)
+
+
+def doc_text(cfg: Config | None = None, width: int = 80) -> str:
+    """Every key with its type, value and meaning, for a terminal ``width`` columns wide
+    (``fedmllm config show --doc``): a heading per section (``[model]``, ``[fl.client]``;
+    keys outside any under ``[top level]``), in declaration order; under it each key as
+    ``key = value (default ...)  [type]`` and its doc indented below. No line is longer than
+    ``width`` (at least 30): words longer than a line are broken."""
+    values, defaults = flatten((cfg or Config()).to_dict()), flatten(Config().to_dict())
+    width = max(width, 30)
+    head = textwrap.TextWrapper(width, initial_indent="  ", subsequent_indent="      ")
+    body = textwrap.TextWrapper(width, initial_indent="      ", subsequent_indent="      ")
+    sections: dict[str, list[str]] = {}
+    for key, f, tp in _leaves():
+        value = json.dumps(values.get(key))
+        if values.get(key) != defaults.get(key):
+            value += f" (default {json.dumps(defaults.get(key))})"
+        doc = f.metadata["description"].replace("``", "")
+        lines = head.wrap(f"{key} = {value}  [{_kind(f, tp)}]") + body.wrap(doc)
+        sections.setdefault(key.rpartition(".")[0] or "top level", []).extend(lines)
+    return "\n\n".join("\n".join([f"[{name}]", *lines]) for name, lines in sections.items())

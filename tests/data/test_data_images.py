@@ -8,14 +8,14 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from PIL import Image
 from helpers.fixtures_data import BAD_IMAGES, bad_image, make_hateful, make_medical
+from PIL import Image
 
 from fedmllm.config import DataConfig
 from fedmllm.data import DataError, build_federated_data
 from fedmllm.data import reading as reading_mod
-from fedmllm.data.reading import MAX_LISTED, bad_samples_message, check_images, image_problem
 from fedmllm.data.readers import read_hateful_memes
+from fedmllm.data.reading import MAX_LISTED, bad_samples_message, check_images, image_problem
 
 REASONS = {
     "truncated": "image cannot be decoded (OSError: image file is truncated",

@@ -92,7 +92,7 @@ def test_benchmarks_page_names_every_grid():
 def test_configuration_page_names_every_key(capsys):
     """Each key ``a.b[.c]`` of the reference has ``b`` in the row of section ``a`` (``fl.yoco.*``
     under ``yoco.*``, ``fl.client.prox_mu`` under ``client.objective``); ``seed`` its own row."""
-    assert main(["config", "show", "--doc"]) == 0
+    assert main(["config", "show", "--doc", "--format", "markdown"]) == 0
     keys = re.findall(r"^\| `([\w.]+)` \|", capsys.readouterr().out, re.MULTILINE)
     assert len(keys) > 50
     page = (DOCS / "configuration.md").read_text(encoding="utf-8")
