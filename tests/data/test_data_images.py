@@ -16,6 +16,7 @@ from fedmllm.data import DataError, build_federated_data
 from fedmllm.data import reading as reading_mod
 from fedmllm.data.readers import read_hateful_memes
 from fedmllm.data.reading import MAX_LISTED, bad_samples_message, check_images, image_problem
+from fedmllm.data.registry import read_split
 
 REASONS = {
     "truncated": "image cannot be decoded (OSError: image file is truncated",
@@ -97,3 +98,39 @@ def test_each_image_is_decoded_once_per_build(tmp_path, monkeypatch):
     monkeypatch.setattr(reading_mod, "image_problem", lambda p: seen.append(str(p)) or real(p))
     build_federated_data(DataConfig(dataset="medical", data_dir=str(root)), 3, 0)
     assert len(seen) == len(set(seen)) == 12 + 4
+
+
+def test_bad_rows_and_bad_images_come_in_one_error(tmp_path):
+    """A malformed row no longer hides the bad images behind it: both in one error."""
+    root = make_hateful(tmp_path / "hm", n_train=10, n_test=4)
+    lines = (root / "train.jsonl").read_text().splitlines()
+    lines[2] = '{"id": 10002, "img": "img/10002.png"'
+    (root / "train.jsonl").write_text("\n".join(lines) + "\n")
+    image = bad_image(root / "img" / "10005.png", "truncated")
+    with pytest.raises(DataError) as e:
+        build_federated_data(DataConfig(dataset="hateful_memes", data_dir=str(root)), 2, 0)
+    msg = str(e.value)
+    assert msg.startswith("2 bad samples (skip them with data.skip_bad_samples=true): ")
+    assert f"{root / 'train.jsonl'}, line 3: malformed JSON" in msg
+    assert f"{image}, sample 10005: image cannot be decoded" in msg
+    cfg = DataConfig(dataset="hateful_memes", data_dir=str(root), skip_bad_samples=True)
+    data = build_federated_data(cfg, 2, 0)
+    assert data.manifest["skipped"]["count"] == 2 and sum(map(len, data.clients)) == 8
+
+
+def test_a_split_emptied_by_bad_rows_lists_them(tmp_path):
+    root = make_hateful(tmp_path / "hm", n_train=2)
+    (root / "train.jsonl").write_text('{"id": 1}\nnot json\n')
+    with pytest.raises(DataError, match=r"train.jsonl: empty split \(no usable rows\): 2 bad "
+                                        r"samples: .*line 1: missing field .*line 2: "):
+        read_hateful_memes(root, "train", skip_bad=True)
+
+
+def test_one_split_read_for_eval_checks_and_skips_alike(tmp_path):
+    root = make_hateful(tmp_path / "hm", n_train=4, n_test=5)
+    bad_image(root / "img" / "30001.png", "empty")
+    with pytest.raises(DataError, match=r"30001.png, sample 30001: image file is empty"):
+        read_split("hateful_memes", root)
+    assert [s.id for s in read_split("hateful_memes", root, skip_bad=True)] == [
+        "30000", "30002", "30003", "30004"]
+    assert len(read_split("hateful_memes", root, check=False)) == 5

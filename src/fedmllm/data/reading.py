@@ -9,7 +9,9 @@ Every problem with the input raises :class:`~fedmllm.data.errors.DataError` with
 naming the file and the line, row or sample id. With ``skip_bad=True`` per-item problems (bad
 row, unknown label, wrong type, malformed line, bad image path) are skipped instead and
 reported in :attr:`ReadResult.skipped` (through :class:`RowCollector`); file-level problems
-(missing file or column, empty split) always raise. Text is UTF-8: a file or line that is not
+(missing file or column, empty split) always raise. A build reads with ``skip_bad=True`` and
+raises one error listing every bad item and image itself
+(:meth:`fedmllm.data.registry.Source.finish`), or skips them. Text is UTF-8: a file or line that is not
 is an error naming the line (:func:`load_json`, :func:`not_utf8`).
 """
 
@@ -125,10 +127,13 @@ def typed_field(obj: dict, key: str, types: tuple) -> Any:
     return v
 
 
-def require_rows(samples: list, path: Path, what: str) -> None:
-    """An empty split is a file-level error."""
+def require_rows(samples: list, path: Path, what: str, skipped: list[dict] = ()) -> None:
+    """An empty split is a file-level error; when bad items (``skipped``, those not
+    ``passed_over``) emptied it, they are listed."""
+    bad = [item for item in skipped if not item.get("passed_over")]
     if not samples:
-        raise DataError(f"{path}: empty split (no usable {what})")
+        why = f": {bad_samples_message(bad)}" if bad else ""
+        raise DataError(f"{path}: empty split (no usable {what}){why}")
 
 
 def not_utf8(line: str) -> bool:
@@ -155,7 +160,7 @@ def read_rows(col: RowCollector, items: Iterable[tuple[Any, Any]],
             continue
         if sample is not None:
             out.append(sample)
-    require_rows(out, col.path, what)
+    require_rows(out, col.path, what, col.skipped)
     return ReadResult(out, col.skipped)
 
 
@@ -251,16 +256,18 @@ def image_problem(path: Path) -> str | None:
     return None
 
 
-def bad_samples_message(bad: list[dict], hint: str) -> str:
+def bad_samples_message(bad: list[dict], hint: str | None = None) -> str:
     """One line for the bad samples ``bad`` (``{"file", "where", "reason"}``): the file, the
-    sample and the reason of each (the first :data:`MAX_LISTED`, then how many more), and the
-    option ``hint`` that skips them."""
+    sample or row and the reason of each (the first :data:`MAX_LISTED`, then how many more),
+    and the option ``hint`` that skips them (if given)."""
     if len(bad) == 1:
         b = bad[0]
-        return f"{b['file']}, {b['where']}: {b['reason']} (skip it with {hint})"
+        return f"{b['file']}, {b['where']}: {b['reason']}" + (
+            f" (skip it with {hint})" if hint else "")
     listed = "; ".join(f"{b['file']}, {b['where']}: {b['reason']}" for b in bad[:MAX_LISTED])
     more = f"; and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
-    return f"{len(bad)} bad samples (skip them with {hint}): {listed}{more}"
+    skip = f" (skip them with {hint})" if hint else ""
+    return f"{len(bad)} bad samples{skip}: {listed}{more}"
 
 
 def check_images(samples: list[Sample], skip_bad: bool = False, source: str = "", *,

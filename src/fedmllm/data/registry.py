@@ -127,8 +127,13 @@ class Source:
         return p
 
     def take(self, result: ReadResult) -> list[Sample]:
-        """A reader's samples; its skipped items are collected."""
-        self.skipped.extend(result.skipped)
+        """A reader's samples. Its bad items (the built-in datasets read with ``skip_bad=True``,
+        so a file's every bad item is there) go to ``skipped`` with ``skip_bad``, else to
+        ``bad`` for :meth:`finish`; items it passed over by design (``"passed_over"``, e.g.
+        MedAlpaca's incomplete cards) to ``skipped``."""
+        for item in result.skipped:
+            keep = self.skip_bad or item.get("passed_over", False)
+            (self.skipped if keep else self.bad).append(item)
         return result.samples
 
     def checked(self, samples: list[Sample], part: str) -> list[Sample]:
@@ -143,8 +148,9 @@ class Source:
         return kept
 
     def finish(self) -> None:
-        """Raise one :class:`DataError` listing every bad image :meth:`checked` found (over all
-        splits and parts) and naming ``skip_hint``; nothing when there is none."""
+        """Raise one :class:`DataError` listing every bad item and image :meth:`take` and
+        :meth:`checked` collected (over all splits and parts) and naming ``skip_hint``;
+        nothing when there is none."""
         if self.bad:
             raise DataError(bad_samples_message(self.bad, self.skip_hint))
 
@@ -306,9 +312,8 @@ def read_split(name: str, data_dir: str | Path | None = None, split: str | None 
         split = spec.test_split
     source = Source(name, Path(data_dir) if data_dir else None, spec.with_defaults(options),
                     seed, skip_bad)
-    samples = spec.read(source, split).samples
-    if not check:
-        return samples
-    samples = source.checked(samples, name)
+    samples = source.take(spec.read(source, split))
+    if check:
+        samples = source.checked(samples, name)
     source.finish()
     return samples

@@ -90,7 +90,7 @@ def read_hateful_memes(
 
 
 def _read(source, split: str) -> ReadResult:
-    return read_hateful_memes(source.data_dir, split, skip_bad=source.skip_bad)
+    return read_hateful_memes(source.data_dir, split, skip_bad=True)  # source.take decides
 
 
 SPEC = mc_folder_spec("hateful_memes", "Hateful Memes (image + caption, 2 classes)", _read,

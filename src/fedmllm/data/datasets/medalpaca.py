@@ -55,17 +55,17 @@ def read_medalpaca(path: str | Path, skip_bad: bool = False) -> ReadResult:
             continue
         if not q or not a or not q.strip() or not a.strip():
             incomplete.append({"file": str(path), "where": f"item {i}",
-                               "reason": "missing input or output"})
+                               "reason": "missing input or output", "passed_over": True})
             continue
         out.append(Sample(id=f"medalpaca-{i}", task="medalpaca", answer=a, question=q,
                           answer_type="OPEN", meta={"source": "medalpaca"}))
-    require_rows(out, path, "question/answer items")
+    require_rows(out, path, "question/answer items", col.skipped)
     return ReadResult(out, col.skipped + incomplete)
 
 
 def _read(source, split: str) -> ReadResult:
     """Every flashcard (the file has no splits)."""
-    return read_medalpaca(source.data_dir, skip_bad=source.skip_bad)
+    return read_medalpaca(source.data_dir, skip_bad=True)  # source.take decides
 
 
 SPEC = DatasetSpec(name="medalpaca", kind="qa", doc="MedAlpaca medical flashcards (text QA)",

@@ -35,7 +35,7 @@ def _folders(source: Source) -> tuple[Path, Path, Path | None]:
 def _build(source: Source) -> Loaded:
     vdir, mdir, sdir = _folders(source)
     source.params.update(vqa_rad_dir=str(vdir.absolute()), medalpaca_dir=str(mdir.absolute()))
-    skip = source.skip_bad
+    skip = True  # the readers record every bad item; source.take raises or skips them
     image_train = source.take(read_vqa_rad(vdir, "train", skip_bad=skip))
     test = source.take(read_vqa_rad(vdir, "test", skip_bad=skip))
     text_train = source.take(read_medalpaca(mdir, skip_bad=skip))

@@ -42,7 +42,7 @@ def read_slake(
 
 
 def _read(source, split: str) -> ReadResult:
-    return read_slake(source.data_dir, split, skip_bad=source.skip_bad)
+    return read_slake(source.data_dir, split, skip_bad=True)  # source.take decides
 
 
 SPEC = DatasetSpec(name="slake", kind="qa", doc="SLAKE 1.0 (medical VQA, English)", read=_read)

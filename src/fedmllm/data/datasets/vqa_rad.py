@@ -42,7 +42,7 @@ def read_vqa_rad(root: str | Path, split: str = "train", skip_bad: bool = False)
 
 
 def _read(source, split: str) -> ReadResult:
-    return read_vqa_rad(source.data_dir, split, skip_bad=source.skip_bad)
+    return read_vqa_rad(source.data_dir, split, skip_bad=True)  # source.take decides
 
 
 SPEC = DatasetSpec(name="vqa_rad", kind="qa", doc="VQA-RAD (radiology VQA)", read=_read)
