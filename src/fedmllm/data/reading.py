@@ -11,8 +11,8 @@ row, unknown label, wrong type, malformed line, bad image path) are skipped inst
 reported in :attr:`ReadResult.skipped` (through :class:`RowCollector`); file-level problems
 (missing file or column, empty split) always raise. A build reads with ``skip_bad=True`` and
 raises one error listing every bad item and image itself
-(:meth:`fedmllm.data.registry.Source.finish`), or skips them. Text is UTF-8: a file or line that is not
-is an error naming the line (:func:`load_json`, :func:`not_utf8`).
+(:meth:`fedmllm.data.registry.Source.finish`), or skips them. Text is UTF-8: a file or line
+that is not is an error naming the line (:func:`load_json`, :func:`not_utf8`).
 """
 
 from __future__ import annotations

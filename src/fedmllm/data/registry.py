@@ -113,7 +113,7 @@ class Source:
     verify_images: bool = True
     params: dict[str, Any] = field(default_factory=dict)
     skipped: list[dict] = field(default_factory=list)
-    skip_hint: str = "skip_bad=True"
+    skip_hint: str | None = "skip_bad=True"
     bad: list[dict] = field(default_factory=list)
     decoded: dict[str, str | None] = field(default_factory=dict)
 
@@ -300,18 +300,19 @@ def dataset_options(purpose: str | None = None) -> tuple[DatasetOption, ...]:
 
 def read_split(name: str, data_dir: str | Path | None = None, split: str | None = None, *,
                seed: int = 0, skip_bad: bool = False, check: bool = True,
-               **options: Any) -> list[Sample]:
+               skip_hint: str | None = None, **options: Any) -> list[Sample]:
     """The samples of one split of dataset ``name`` (``None`` or ``"test"``: its
-    :attr:`~DatasetSpec.test_split`), images checked unless ``check=False`` (a bad one is a
-    :class:`DataError`); ``options`` are the dataset's own (``synth``: ``task``,
-    ``test_size``)."""
+    :attr:`~DatasetSpec.test_split`), images checked unless ``check=False``; every bad row
+    and image in one :class:`DataError` (naming ``skip_hint``, the option that skips them,
+    if the caller has one), or dropped with ``skip_bad``; ``options`` are the dataset's own
+    (``synth``: ``task``, ``test_size``)."""
     spec = get_dataset(name)
     if spec.read is None:
         raise DataError(f"dataset {name!r} has no split reader")
     if split is None or split == "test":
         split = spec.test_split
     source = Source(name, Path(data_dir) if data_dir else None, spec.with_defaults(options),
-                    seed, skip_bad)
+                    seed, skip_bad, skip_hint=skip_hint)
     samples = source.take(spec.read(source, split))
     if check:
         samples = source.checked(samples, name)
