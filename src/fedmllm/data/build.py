@@ -166,7 +166,7 @@ def federated_data(
     ``verify_images`` decodes every image file in full, once
     (:func:`~fedmllm.data.reading.image_problem`; generated images need no check);
     ``skip_bad`` skips bad items (counted in ``manifest["skipped"]``) instead of raising
-    :class:`DataError`: one error that lists every bad image and names ``skip_hint``, the
+    :class:`DataError`: one error that lists every bad row and image and names ``skip_hint``, the
     option that skips them (``--skip-bad`` for ``fedmllm prepare``).
     """
     spec, source = _dataset_source(dataset, num_clients, seed, data_dir, scenario,
@@ -203,7 +203,7 @@ def build_federated_data(cfg: Any, num_clients: int, seed: int, *,
 
     ``cfg.prepared`` set: load that folder (written by :func:`prepare`;
     its client count must equal ``num_clients``). Otherwise build from ``cfg.dataset``: every
-    bad image is in one :class:`DataError`, unless ``cfg.skip_bad_samples`` skips them (and
+    bad row and image is in one :class:`DataError`, unless ``cfg.skip_bad_samples`` skips them (and
     the manifest counts them).
     """
     if cfg.prepared:
