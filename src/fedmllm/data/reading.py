@@ -29,10 +29,10 @@ from .errors import DataError
 from .types import Sample
 
 __all__ = [
+    "IMAGE_MODES",
     "ReadResult",
     "RowCollector",
     "RowError",
-    "IMAGE_MODES",
     "bad_samples_message",
     "check_images",
     "image_problem",
