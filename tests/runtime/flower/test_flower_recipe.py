@@ -28,9 +28,8 @@ from helpers import ROOT
 
 pytest.importorskip("flwr")
 
+from fedmllm.cli import main
 from fedmllm.runtime.flower.local import _log_tail, _Proc, _spawn, _terminate, pid_alive
-
-pytestmark = [pytest.mark.slow, pytest.mark.processes]
 
 DOC = ROOT / "docs" / "flower.md"
 SITES = (0, 1)
@@ -82,6 +81,16 @@ def test_recipe_blocks_are_marked_and_name_what_the_test_replaces():
     assert order.index("operator") < len(order) - 1 - order[::-1].index("site")
     assert "root-certificates = \"$PWD/" in text and "--root-certificates $PWD/" in text
     assert "--port $((9094 + K))" in text
+
+
+def test_certs_and_node_keys_print_the_absolute_paths_flwr_reads(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["flower", "certs", "--out", "certs", "--host", "127.0.0.1"]) == 0
+    assert main(["flower", "node-key", "--out", "keys", "--name", "site-0"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'certs' / 'ca.crt'} " in out
+    assert f"--auth-supernode-private-key) and {tmp_path / 'keys' / 'site-0.pub'} " in out
+    assert f"flwr supernode register {tmp_path / 'keys' / 'site-0.pub'} <" in out
 
 
 def replaced(text: str, tmp: Path, link_port: int, node_port: int, site: int) -> str:
@@ -165,6 +174,8 @@ def superlink_up(port: int, ca: Path):
     return ready
 
 
+@pytest.mark.slow
+@pytest.mark.processes
 def test_the_multi_machine_recipe_runs_verbatim_on_loopback(tmp_path, tiny_dir):
     link_port, node_port = free_ports()
     machines = Machines(tmp_path)
