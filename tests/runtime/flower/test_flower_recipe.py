@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -77,8 +78,8 @@ def test_recipe_blocks_are_marked_and_name_what_the_test_replaces():
                         "fl.rounds=20"):
         assert placeholder in text, placeholder
     # the three mistakes of issue 25: order, relative certificate paths, a shared port
-    order = [w for w, _, _ in blocks]
-    assert order.index("operator") < len(order) - 1 - order[::-1].index("site")
+    steps = [(w, bg) for w, bg, _ in blocks]
+    assert steps.index(("operator", False)) < steps.index(("site", True))
     assert "root-certificates = \"$PWD/" in text and "--root-certificates $PWD/" in text
     assert "--port $((9094 + K))" in text
 
@@ -123,11 +124,20 @@ class Machines:
         return {"server": self.server, "operator": self.server, "checkout": ROOT,
                 "site": self.sites[site]}[where]
 
-    def run(self, text: str, cwd: Path, timeout: float) -> None:
-        done = subprocess.run(["bash", "-e", "-c", text], cwd=cwd, env=self.env, timeout=timeout,
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                              check=False)
-        assert done.returncode == 0, f"{text}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    def run(self, blocks: list[tuple[str, Path]], timeout: float) -> None:
+        """Run each (block, folder) to its end, the machines at the same time."""
+        procs = [subprocess.Popen(["bash", "-e", "-c", text], cwd=cwd, env=self.env,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+                 for text, cwd in blocks]
+        try:
+            for proc, (text, _) in zip(procs, blocks, strict=True):
+                output = proc.communicate(timeout=timeout)[0]
+                assert proc.returncode == 0, f"{text}\n{output[-4000:]}"
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
 
     def start(self, name: str, text: str, cwd: Path) -> _Proc:
         proc = _Proc(name, ["bash", "-e", "-c", text], self.env, self.tmp / "logs" / f"{name}.log")
@@ -147,8 +157,8 @@ class Machines:
 
     def stop(self) -> list[int]:
         """Stop every background process (tree) by PID; the PIDs that were started."""
-        for proc in reversed(self.procs):
-            _terminate(proc, grace=3.0)
+        with ThreadPoolExecutor() as pool:
+            list(pool.map(_terminate, self.procs))
         return [p.pid for p in self.procs if p.pid]
 
 
@@ -182,22 +192,20 @@ def test_the_multi_machine_recipe_runs_verbatim_on_loopback(tmp_path, tiny_dir):
     git_before = _git_status()
     try:
         for where, background, text in recipe_blocks():
-            for k in SITES if where == "site" else (0,):
-                block, cwd = replaced(text, tmp_path, link_port, node_port, k), \
-                    machines.folder(where, k)
-                if not background:
-                    machines.run(block, cwd, timeout=420 if where == "checkout" else 120)
-                elif where == "server":
-                    link = machines.start("superlink", block, cwd)
-                    wait_for("the SuperLink answers", superlink_up(
-                        link_port, machines.server / "certs" / "ca.crt"), [link])
-                else:
-                    machines.start(f"supernode-{k}", block, cwd)
-                machines.deliver()
-            if where == "site" and background:
-                nodes = machines.procs[1:]
+            blocks = [(replaced(text, tmp_path, link_port, node_port, k),
+                       machines.folder(where, k)) for k in (SITES if where == "site" else (0,))]
+            if not background:
+                machines.run(blocks, timeout=420 if where == "checkout" else 120)
+            elif where == "server":
+                link = machines.start("superlink", *blocks[0])
+                wait_for("the SuperLink answers", superlink_up(
+                    link_port, machines.server / "certs" / "ca.crt"), [link])
+            else:
+                nodes = [machines.start(f"supernode-{k}", *block)
+                         for k, block in zip(SITES, blocks, strict=True)]
                 wait_for("the SuperNodes are connected", lambda: all(
                     "SuperNode ID" in _log_tail(p.log_path) for p in nodes), machines.procs)
+            machines.deliver()
     finally:
         pids = machines.stop()
     out = tmp_path / "runs" / "exp1"
