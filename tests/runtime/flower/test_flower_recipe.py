@@ -6,7 +6,7 @@ HTML comment ``<!-- recipe: WHERE[, background] -->`` (WHERE: ``server``, ``site
 temporary folder (the operator shares the server's), a ``site`` block runs once per site, a
 ``background`` block is a long-lived process (SuperLink, SuperNode) that the test waits for and
 stops by PID at the end, also on failure. Only what a test must change is replaced
-(:data:`REPLACE`: the server's address, free ports, the run folder, the site number and a
+(:func:`replaced`: the server's address, free ports, the run folder, the site number and a
 one-round tiny run); what the recipe says to copy between machines (``ca.crt``, the public
 keys) the test copies.
 """
@@ -61,7 +61,7 @@ def free_ports() -> tuple[int, int]:
             base = socks[1].getsockname()[1]
             socks[2].bind(("127.0.0.1", base + 1))
             return socks[0].getsockname()[1], base
-        except OSError:
+        except (OSError, OverflowError):  # B + 1 taken, or past 65535
             continue
         finally:
             for s in socks:
@@ -77,6 +77,7 @@ def test_recipe_blocks_are_marked_and_name_what_the_test_replaces():
     for placeholder in ("10.0.0.5", "0.0.0.0", "9092", "9094", "/srv/runs/exp1", "K=0",
                         "fl.rounds=20"):
         assert placeholder in text, placeholder
+        assert placeholder not in replaced(text, Path("/tmp"), 1, 2, 1), placeholder
     # the three mistakes of issue 25: order, relative certificate paths, a shared port
     steps = [(w, bg) for w, bg, _ in blocks]
     assert steps.index(("operator", False)) < steps.index(("site", True))
@@ -95,13 +96,12 @@ def test_certs_and_node_keys_print_the_absolute_paths_flwr_reads(tmp_path, monke
 
 
 def replaced(text: str, tmp: Path, link_port: int, node_port: int, site: int) -> str:
-    """The block with the test's values for the recipe's placeholders."""
-    for old, new in (("10.0.0.5", "127.0.0.1"), ("0.0.0.0", "127.0.0.1"),
-                     ("9092", str(link_port)), ("9094", str(node_port)),
-                     ("/srv/runs/exp1", str(tmp / "runs" / "exp1")), ("K=0", f"K={site}"),
-                     ("fl.rounds=20", TINY)):
-        text = text.replace(old, new)
-    return text
+    """The block with the test's values for the recipe's placeholders (in one pass, so that
+    no value put in is replaced again)."""
+    values = {"10.0.0.5": "127.0.0.1", "0.0.0.0": "127.0.0.1", "9092": str(link_port),
+              "9094": str(node_port), "/srv/runs/exp1": str(tmp / "runs" / "exp1"),
+              "K=0": f"K={site}", "fl.rounds=20": TINY}
+    return re.sub("|".join(map(re.escape, values)), lambda m: values[m[0]], text)
 
 
 class Machines:
