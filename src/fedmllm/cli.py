@@ -108,7 +108,7 @@ def cmd_flower_certs(args) -> int:
 
     from .runtime.flower.certs import generate_tls_files
 
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # flwr reads absolute paths
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise OutputError(f"{out}: not empty (pass --overwrite to replace its certificates)")
     files = generate_tls_files(out, tuple(args.host), days=args.days)
@@ -123,7 +123,7 @@ def cmd_flower_node_key(args) -> int:
 
     from .runtime.flower.certs import generate_node_keys
 
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # flwr reads absolute paths
     if (out / args.name).exists() and not args.overwrite:
         raise OutputError(f"{out / args.name}: exists (pass --overwrite to replace it)")
     keys = generate_node_keys(out, args.name)
