@@ -165,23 +165,24 @@ def test_report_tables_and_claims_by_hand(tmp_path):
     out = _fake_sweep(tmp_path)
     paths = build_report(out)
     md = paths["markdown"].read_text()
-    # aligned fedavg: mean 0.91, sd 0.01414, t_{.975,1} = 12.706 -> half 0.127
+    # aligned fedavg: mean 0.91, sd 0.01414, t_{.975,1} = 12.706 -> half 0.127, shown (two
+    # seeds) as the min-max 0.900-0.920
     # the gate: the constant answer scores 0.5 (8 of 16 true samples in class 0). aligned:
     # fedavg beats it (paired 0.40, 0.42); local's 0.10, 0.12 has the interval 0.11 ± 0.127.
     # missing-50: fedavg's 0.30, 0.20 (± 0.635) and local's single seed beat nothing
-    assert "| aligned | 0.500 ± 0.000 | fedavg |" in md
-    assert "| missing-50 | 0.500 ± 0.000 | none: no signal |" in md
+    assert "| aligned | 0.500 (every seed) | fedavg |" in md
+    assert "| missing-50 | 0.500 (every seed) | none: no signal |" in md
     assert "| method | aligned | missing-50 (no signal) | mean rank |" in md
-    assert "| fedavg | 0.910 ± 0.127 | 0.750 ± 0.635 | 1.0 |" in md  # ranked on aligned only
+    assert "| fedavg | 0.910 (0.900–0.920) | 0.750 (0.700–0.800) | 1.0 |" in md  # ranked on aligned only
     # local-only: the mean over its clients; one seed left in missing-50 (s1 failed)
-    assert "| local | 0.610 ± 0.127 | 0.750 | 2.0 |" in md
+    assert "| local | 0.610 (0.600–0.620) | 0.750 | 2.0 |" in md
     assert "| local | 2.00 | -0.300 | better in 0, worse in 1, unclear in 0 |" in md
-    assert "| aligned | local | -0.300 ± 0.000 | 0/0/2 | worse |" in md
+    assert "| aligned | local | -0.300 (every seed) | 0/0/2 | worse |" in md
     assert "holds in 1 of 1 comparisons" in md  # aligned: [0.783, 1.037] vs [0.483, 0.737]
-    assert "| fedavg @ aligned | 0.910 ± 0.127 | local @ aligned | 0.610 ± 0.127 | " \
-           "0.300 ± 0.000 | holds |" in md
-    assert "| fedavg @ missing-50 | 0.750 ± 0.635 | local @ missing-50 | 0.750 | 0.050 | " \
-           "no signal |" in md
+    assert "| fedavg @ aligned | 0.910 (0.900–0.920) | local @ aligned | 0.610 (0.600–0.620) " \
+           "| 0.300 (every seed) | holds |" in md
+    assert "| fedavg @ missing-50 | 0.750 (0.700–0.800) | local @ missing-50 | 0.750 | 0.050 " \
+           "| no signal |" in md
     assert "missing-50__local__s1 | failed | fedmllm: error: boom" in md
     rows = (out / "results.csv").read_text().splitlines()
     assert len(rows) == 1 + 7 * 2 + 1  # header, 7 done cells x 2 views, the failed cell
@@ -192,7 +193,7 @@ def test_report_tables_and_claims_by_hand(tmp_path):
     doc = tmp_path / "docs" / "results.md"
     assert main(["report", str(out), "--publish", str(doc)]) == 0
     text = doc.read_text()
-    assert "| fedavg | 0.910 ± 0.127 |" in text and "](results_figures/views.png)" in text
+    assert "| fedavg | 0.910 (0.900–0.920) |" in text and "](results_figures/views.png)" in text
     assert (tmp_path / "docs" / "results_figures" / "views.png").is_file()
 
 
