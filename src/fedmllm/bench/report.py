@@ -294,6 +294,15 @@ def _curve(st: _Study, setting: str, method: str) -> dict[int, float]:
     return {r: statistics.fmean(v) for r, v in sorted(per_round.items())}
 
 
+def _span(lo: float, hi: float, least: float = 0.1) -> tuple[float, float]:
+    """A y range at least ``least`` high (a flat curve is not blown up into a slope) and
+    within the metric's range [0, 1] with a margin."""
+    if hi - lo < least:
+        mid = (lo + hi) / 2
+        lo, hi = mid - least / 2, mid + least / 2
+    return max(lo, UNIT[0] - 0.02), min(hi, UNIT[1] + 0.02)
+
+
 def _curves(plt, st: _Study, colours: dict):
     """Per-round curves: one panel per setting, every method in each, one y range for all.
 
@@ -312,11 +321,11 @@ def _curves(plt, st: _Study, colours: dict):
     for i, s in enumerate(settings):
         ax = axes[i // ncol][i % ncol]
         last = max((r for m in methods for r in curves[s, m]), default=1)
-        for m in methods:
+        for k, m in enumerate(methods):  # styles tell apart methods whose lines coincide
             if curves[s, m]:
                 xs = list(curves[s, m])
-                ax.plot(xs, list(curves[s, m].values()), marker="o", ms=4, lw=1.8,
-                        color=colours[m], label=m)
+                ax.plot(xs, list(curves[s, m].values()), marker="os^vPX*"[k % 7], ms=5, lw=1.8,
+                        ls=("-", "--", "-.", ":")[k % 4], color=colours[m], label=m)
             elif not math.isnan(final := st.interval(m, s).mean):
                 ax.plot([last], [final], marker="D", ms=8, ls="none", color=colours[m],
                         label=f"{m} (final only)")
@@ -328,8 +337,7 @@ def _curves(plt, st: _Study, colours: dict):
         ax.grid(alpha=0.3)
     for j in range(len(settings), nrow * ncol):
         axes[j // ncol][j % ncol].axis("off")
-    lo, hi = axes[0][0].get_ylim()  # shared by every panel
-    axes[0][0].set_ylim(max(lo, UNIT[0] - 0.02), min(hi, UNIT[1] + 0.02))
+    axes[0][0].set_ylim(*_span(*axes[0][0].get_ylim()))  # shared by every panel
     handles: dict[str, object] = {}
     for ax in axes.flat:
         for h, label in zip(*ax.get_legend_handles_labels()):
