@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-from fedmllm.bench import build_report, load_grid
-from fedmllm.bench import report
+from fedmllm.bench import build_report, load_grid, report
 from fedmllm.bench.stats import UNIT, mean_ci, paired
 from fedmllm.cli import main
 from fedmllm.config import ConfigError
@@ -196,7 +195,8 @@ def test_report_tables_and_claims_by_hand(tmp_path):
     assert "| aligned | 0.500 (every seed) | fedavg |" in md
     assert "| missing-50 | 0.500 (every seed) | none: no signal |" in md
     assert "| method | aligned | missing-50 (no signal) | mean rank |" in md
-    assert "| fedavg | 0.910 (0.900–0.920) | 0.750 (0.700–0.800) | 1.0 |" in md  # ranked on aligned only
+    # ranked on aligned only
+    assert "| fedavg | 0.910 (0.900–0.920) | 0.750 (0.700–0.800) | 1.0 |" in md
     # local-only: the mean over its clients; one seed left in missing-50 (s1 failed)
     assert "| local | 0.610 (0.600–0.620) | 0.750 | 2.0 |" in md
     assert "| local | 2.00 | -0.300 | better in 0, worse in 1, unclear in 0 |" in md
