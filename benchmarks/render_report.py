@@ -34,7 +34,10 @@ def render(report: Path, out: Path, width: int = 1400, height: int = 4000,
         cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                f"--user-data-dir={profile}", f"--screenshot={out.resolve()}",
                f"--window-size={width},{height}", report.resolve().as_uri()]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise SystemExit(f"render_report: {exe}: {e}") from None
     if not out.is_file() or out.stat().st_size == 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise SystemExit(f"render_report: chromium wrote no {out} (exit {done.returncode}: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -312,6 +313,39 @@ def test_report_explains_every_no_signal_in_one_line_below_it(tmp_path):
     assert all(blocks[i + 1] == line for i in tables)
     assert blocks[tables[0] + 2].startswith("Note: with fewer than 3 seeds, `mean (min–max)`")
     assert "`mean ± half-width` is the 95 % Student-t interval" in md
+
+
+def _render_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "render_report", ROOT / "benchmarks" / "render_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_render_report_says_what_is_missing_in_one_line(tmp_path, capsys):
+    render = _render_script()
+    assert render.main([str(tmp_path / "report.html"), str(tmp_path / "r.png")]) == 2
+    assert capsys.readouterr().err.strip().endswith("report.html: no such file")
+    (tmp_path / "report.html").write_text("<p>x</p>")
+    assert render.main([str(tmp_path / "report.html"), str(tmp_path / "r.png"),
+                        "--chromium", str(tmp_path / "no-chromium")]) == 2
+    assert "chromium" in capsys.readouterr().err
+
+
+@pytest.mark.processes
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium (a dev tool)")
+def test_render_report_draws_the_report_with_chromium(tmp_path):
+    """The report in a real headless browser: a PNG of the window's size, not blank."""
+    from PIL import Image
+
+    html = build_report(_fake_sweep(tmp_path))["html"]
+    png = _render_script().render(html, tmp_path / "report.png", 1000, 1200)
+    with Image.open(png) as im:
+        assert im.size == (1000, 1200)
+        assert len(im.convert("L").getcolors(1 << 16)) > 10  # text and figures drawn
 
 
 def test_bench_progress_heartbeat_counts_running_cells_and_the_eta():
