@@ -35,7 +35,8 @@ def render(report: Path, out: Path, width: int = 1400, height: int = 4000,
                f"--user-data-dir={profile}", f"--screenshot={out.resolve()}",
                f"--window-size={width},{height}", report.resolve().as_uri()]
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                                  check=False)
         except (OSError, subprocess.TimeoutExpired) as e:
             raise SystemExit(f"render_report: {exe}: {e}") from None
     if not out.is_file() or out.stat().st_size == 0:

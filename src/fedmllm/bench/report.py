@@ -3,7 +3,9 @@
 Built from ``results.csv`` and the cells' ``metrics.jsonl`` (:mod:`fedmllm.bench.results`):
 
 1. the headline table: mean and 95 % confidence interval over seeds of the grid's metric, per
-   method and setting;
+   method and setting, shown within the metric's range [0, 1] and, with fewer than 3 seeds, as
+   the min–max over the seeds (:meth:`fedmllm.bench.stats.Interval.text`); a one-line
+   explanation under every table that says 'no signal';
 2. the ranking: every method's mean rank over the settings, and paired comparisons across
    seeds against the reference method (the grid's ``bench.reference``, else the first method);
 3. the grid's claims, each checked setting by setting: it holds where the better side's
@@ -12,7 +14,8 @@ Built from ``results.csv`` and the cells' ``metrics.jsonl`` (:mod:`fedmllm.bench
    min and max over the clients' own held-out samples, where the cells measured it), and
    communication against accuracy;
 5. figures: the radar across settings (one polygon per method, the FedMLLM paper's overview
-   figure), per-round curves, per-view bars, communication vs accuracy;
+   figure), per-round curves (every method, one y range), per-view bars, communication vs
+   accuracy; error bars are the intervals the tables show;
 6. the cells that failed, with their one-line errors.
 """
 
@@ -312,10 +315,10 @@ def _curves(plt, st: _Study, colours: dict):
     curves = {(s, m): _curve(st, s, m) for s in settings for m in methods}
     if not any(curves.values()):
         return None
-    ncol = min(3, len(settings))
+    ncol = min(2, len(settings))  # 10.4 inches at most: the page shows it at full size
     nrow = math.ceil(len(settings) / ncol)
     legend = 0.4 * math.ceil(len(methods) / 4) + 0.2  # inches below the panels
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.6 * nrow + legend),
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.6 * nrow + legend),
                              squeeze=False, sharey=True)
     name = f"{st.metric} ({_VIEW_NAMES[st.view]})"
     for i, s in enumerate(settings):
