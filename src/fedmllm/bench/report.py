@@ -478,7 +478,7 @@ _INTERVALS = (
 def _no_signal_line(st: _Study) -> str:
     """The one line under every table that says 'no signal': what it means, exactly as
     :func:`_study` decides it."""
-    who = (f"not all of {', '.join(st.gate)} beat" if st.gate else "no method beats")
+    who = (f"{' and '.join(st.gate)} do not all beat" if st.gate else "no method beats")
     return (f"*no signal* ({', '.join(st.no_signal)}): {who} the constant answer (the test "
             "set's most frequent answer; paired over seeds, 95 % interval above 0), so these "
             "numbers cannot tell the methods apart: not ranked, not judged.")
