@@ -133,7 +133,8 @@ def test_grid_gate_metrics_notes_and_their_errors(tmp_path):
     assert "*no signal* (aligned): fedavg and local do not all beat the constant answer" in md
     blocks = md.split("\n\n")  # the verdict table too: the line under each that says it
     tables = [i for i, b in enumerate(blocks) if b.startswith("|") and "no signal" in b]
-    assert len(tables) >= 3 and all(blocks[i + 1].startswith("*no signal*") for i in tables)
+    assert len(tables) == 2 and blocks[tables[1] - 2].startswith("## Verdict")  # + headline
+    assert all(blocks[i + 1].startswith("*no signal*") for i in tables)
     assert "| method | aligned (no signal) | mean rank |" in md
     assert "| fedavg | 0.910 (0.014) |" in md  # mean (sd): 0.90, 0.92
     assert "### auc_hard (image+text)" in md and "| fedavg | 0.810 (0.800–0.820) |" in md
