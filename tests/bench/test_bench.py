@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,8 +15,8 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-from fedmllm.bench import build_report, load_grid
-from fedmllm.bench.stats import mean_ci, paired
+from fedmllm.bench import build_report, load_grid, report
+from fedmllm.bench.stats import UNIT, mean_ci, paired
 from fedmllm.cli import main
 from fedmllm.config import ConfigError
 
@@ -130,6 +131,28 @@ def test_paired_uses_common_seeds_only():
         "no clear difference"
 
 
+def test_intervals_stay_in_the_metric_range_and_two_seeds_show_min_max():
+    """What a report shows: a t interval clipped to [0, 1] (differences to [-1, 1]); with
+    fewer than 3 seeds the min and max over the seeds instead; the t interval kept for
+    verdicts."""
+    two = mean_ci([0.0, 0.5], UNIT)  # the issue's 0.250 ± 3.177
+    assert two.half == pytest.approx(3.177, abs=1e-3) and two.lo < -2.9  # verdicts' interval
+    assert two.spread and two.shown() == (0.0, 0.5) and two.text() == "0.250 (0.000–0.500)"
+    assert mean_ci([0.6, 0.6], UNIT).text() == "0.600 (every seed)"
+    near_one = mean_ci([0.9, 0.95, 1.0], UNIT)  # 0.95 ± 0.124: past 1
+    assert not near_one.spread and near_one.hi > 1
+    assert near_one.shown() == (pytest.approx(0.8258, abs=1e-4), 1.0)
+    assert near_one.text() == "0.950 [0.826, 1.000]"
+    assert mean_ci([0.5, 0.6, 0.55], UNIT).text() == "0.550 ± 0.124"  # inside: unchanged
+    assert mean_ci([0.9, 0.95, 1.0]).text() == "0.950 ± 0.124"  # no range given: no clipping
+    diff = paired({0: 0.9, 1: 0.1}, {0: 0.1, 1: 0.9}, bounds=UNIT).diff
+    assert diff.text() == "0.000 (-0.800 to 0.800)" and diff.bounds == (-1.0, 1.0)
+    wide = paired({0: 1.0, 1: 0.0, 2: 1.0}, {0: 0.0, 1: 1.0, 2: 0.0}, bounds=UNIT).diff
+    assert wide.shown() == (-1.0, 1.0) and wide.text() == "0.333 [-1.000, 1.000]"
+    assert report._yerr([near_one, two]) == [[pytest.approx(0.1242, abs=1e-4), 0.25],
+                                             [pytest.approx(0.05), 0.25]]
+
+
 # ----------------------------------------------------------------------------- the report
 
 def _fake_sweep(tmp_path) -> Path:
@@ -165,23 +188,25 @@ def test_report_tables_and_claims_by_hand(tmp_path):
     out = _fake_sweep(tmp_path)
     paths = build_report(out)
     md = paths["markdown"].read_text()
-    # aligned fedavg: mean 0.91, sd 0.01414, t_{.975,1} = 12.706 -> half 0.127
+    # aligned fedavg: mean 0.91, sd 0.01414, t_{.975,1} = 12.706 -> half 0.127, shown (two
+    # seeds) as the min-max 0.900-0.920
     # the gate: the constant answer scores 0.5 (8 of 16 true samples in class 0). aligned:
     # fedavg beats it (paired 0.40, 0.42); local's 0.10, 0.12 has the interval 0.11 ± 0.127.
     # missing-50: fedavg's 0.30, 0.20 (± 0.635) and local's single seed beat nothing
-    assert "| aligned | 0.500 ± 0.000 | fedavg |" in md
-    assert "| missing-50 | 0.500 ± 0.000 | none: no signal |" in md
+    assert "| aligned | 0.500 (every seed) | fedavg |" in md
+    assert "| missing-50 | 0.500 (every seed) | none: no signal |" in md
     assert "| method | aligned | missing-50 (no signal) | mean rank |" in md
-    assert "| fedavg | 0.910 ± 0.127 | 0.750 ± 0.635 | 1.0 |" in md  # ranked on aligned only
+    # ranked on aligned only
+    assert "| fedavg | 0.910 (0.900–0.920) | 0.750 (0.700–0.800) | 1.0 |" in md
     # local-only: the mean over its clients; one seed left in missing-50 (s1 failed)
-    assert "| local | 0.610 ± 0.127 | 0.750 | 2.0 |" in md
+    assert "| local | 0.610 (0.600–0.620) | 0.750 | 2.0 |" in md
     assert "| local | 2.00 | -0.300 | better in 0, worse in 1, unclear in 0 |" in md
-    assert "| aligned | local | -0.300 ± 0.000 | 0/0/2 | worse |" in md
+    assert "| aligned | local | -0.300 (every seed) | 0/0/2 | worse |" in md
     assert "holds in 1 of 1 comparisons" in md  # aligned: [0.783, 1.037] vs [0.483, 0.737]
-    assert "| fedavg @ aligned | 0.910 ± 0.127 | local @ aligned | 0.610 ± 0.127 | " \
-           "0.300 ± 0.000 | holds |" in md
-    assert "| fedavg @ missing-50 | 0.750 ± 0.635 | local @ missing-50 | 0.750 | 0.050 | " \
-           "no signal |" in md
+    assert "| fedavg @ aligned | 0.910 (0.900–0.920) | local @ aligned | 0.610 (0.600–0.620) " \
+           "| 0.300 (every seed) | holds |" in md
+    assert "| fedavg @ missing-50 | 0.750 (0.700–0.800) | local @ missing-50 | 0.750 | 0.050 " \
+           "| no signal |" in md
     assert "missing-50__local__s1 | failed | fedmllm: error: boom" in md
     rows = (out / "results.csv").read_text().splitlines()
     assert len(rows) == 1 + 7 * 2 + 1  # header, 7 done cells x 2 views, the failed cell
@@ -192,7 +217,7 @@ def test_report_tables_and_claims_by_hand(tmp_path):
     doc = tmp_path / "docs" / "results.md"
     assert main(["report", str(out), "--publish", str(doc)]) == 0
     text = doc.read_text()
-    assert "| fedavg | 0.910 ± 0.127 |" in text and "](results_figures/views.png)" in text
+    assert "| fedavg | 0.910 (0.900–0.920) |" in text and "](results_figures/views.png)" in text
     assert (tmp_path / "docs" / "results_figures" / "views.png").is_file()
 
 
@@ -210,6 +235,118 @@ def test_report_html_is_its_markdown_rendered(tmp_path):
     assert "&lt;script&gt;" in html and "<script>" not in html
     assert "<td>fedavg</td>" in html and "<code>fedavg</code>" in html
     assert html.count("<img src=\"data:image/png;base64,") == md.count("](figures/")
+
+
+def _figure(out: Path, name: str):
+    """One of the report's figures, as matplotlib objects (pyplot's, closed by the caller)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    st = report._study(out, True)
+    return plt, report._curves if name == "curves" else report._view_bars, st
+
+
+def test_report_curves_have_every_method_labelled_axes_and_one_y_range(tmp_path):
+    """Every method in every panel it ran in (local-only, evaluated at the end only, as its
+    final mean at the last round), 'round' and the metric on the axes, one y range, fonts of
+    10 points and more."""
+    out = _fake_sweep(tmp_path)
+    for cell in ("aligned__fedavg__s0", "aligned__fedavg__s1", "missing-50__fedavg__s0"):
+        ev = {"per_modality": {"image_text": {"accuracy": 0.4}}}
+        with (out / "runs" / cell / "metrics.jsonl").open("a") as f:  # round 1 before it
+            f.write(json.dumps({"round": 1, "eval": ev}) + "\n")
+    plt, draw, st = _figure(out, "curves")
+    fig = draw(plt, st, {"fedavg": "tab:blue", "local": "tab:orange"})
+    try:
+        axes = [ax for ax in fig.axes if ax.get_visible() and ax.has_data()]
+        assert [ax.get_title() for ax in axes] == ["aligned", "missing-50"]
+        for ax in axes:
+            lines = {ln.get_label(): ln for ln in ax.get_lines()}
+            assert set(lines) == {"fedavg", "local (final only)"}
+            assert sorted(lines["fedavg"].get_xdata()) == [1, 2]
+            assert list(lines["local (final only)"].get_xdata()) == [2]
+            assert ax.get_xlabel() == "round" and ax.get_ylabel() == "accuracy (image+text)"
+            assert ax.xaxis.label.get_fontsize() >= 10 and ax.title.get_fontsize() >= 10
+            assert all(t.get_fontsize() >= 10 for t in ax.get_yticklabels())
+        # aligned: local 0.61 over two seeds; missing-50: one seed left, 0.75
+        assert lines["local (final only)"].get_ydata()[0] == pytest.approx(0.75)
+        assert axes[0].get_ylim() == axes[1].get_ylim()
+        lo, hi = axes[0].get_ylim()
+        assert -0.02 <= lo <= 0.4 and 0.92 <= hi <= 1.02
+        legend = fig.legends[0]
+        assert [t.get_text() for t in legend.get_texts()] == ["fedavg", "local (final only)"]
+        assert all(t.get_fontsize() >= 10 for t in legend.get_texts())
+    finally:
+        plt.close(fig)
+
+
+def test_report_bar_labels_are_horizontal_and_error_bars_span_the_shown_interval(tmp_path):
+    """Method names unrotated; an error bar spans what the table shows (here the min-max over
+    two seeds; clipped t intervals: see report._yerr in the interval test)."""
+    out = _fake_sweep(tmp_path)
+    plt, draw, st = _figure(out, "views")
+    fig = draw(plt, st, {})
+    try:
+        ax = fig.axes[0]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["fedavg", "local"]
+        assert all(t.get_rotation() == 0 for t in ax.get_xticklabels())
+        # fedavg image+text: 0.85, 0.81 over settings (two seeds): the bar spans min to max
+        bars = {c.get_label(): c for c in ax.containers}  # a BarContainer per view
+        fedavg = bars["image+text"].errorbar.lines[2][0].get_segments()[0]
+        assert [y for _, y in fedavg] == [pytest.approx(0.81), pytest.approx(0.85)]
+    finally:
+        plt.close(fig)
+
+
+def test_report_explains_every_no_signal_in_one_line_below_it(tmp_path):
+    """Every table that says 'no signal' is followed by the one line saying what it means;
+    the min-max note stands under the headline table (two seeds)."""
+    md = build_report(_fake_sweep(tmp_path))["markdown"].read_text()
+    blocks = md.split("\n\n")
+    tables = [i for i, b in enumerate(blocks) if b.startswith("|") and "no signal" in b]
+    assert len(tables) == 3  # headline, the gate, the claim
+    line = ("*no signal* (missing-50): no method beats the constant answer (the test set's "
+            "most frequent answer; paired over seeds, 95 % interval above 0), so these numbers "
+            "cannot tell the methods apart: not ranked, not judged.")
+    assert all(blocks[i + 1] == line for i in tables)
+    assert blocks[tables[0] + 2].startswith("Note: with fewer than 3 seeds, `mean (min–max)`")
+    assert "`mean ± half-width` is the 95 % Student-t interval" in md
+
+
+def _render_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "render_report", ROOT / "benchmarks" / "render_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_render_report_says_what_is_missing_in_one_line(tmp_path, capsys, monkeypatch):
+    render = _render_script()
+    assert render.main([str(tmp_path / "report.html"), str(tmp_path / "r.png")]) == 2
+    assert capsys.readouterr().err.strip().endswith("report.html: no such file")
+    (tmp_path / "report.html").write_text("<p>x</p>")
+    monkeypatch.setattr(render.shutil, "which", lambda name: None)  # no chromium installed
+    assert render.main([str(tmp_path / "report.html"), str(tmp_path / "r.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("render_report: no chromium on PATH") and "\n" not in err
+
+
+@pytest.mark.processes
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium (a dev tool)")
+def test_render_report_draws_the_report_with_chromium(tmp_path):
+    """The report in a real headless browser: a PNG of the window's size, not blank."""
+    from PIL import Image
+
+    html = build_report(_fake_sweep(tmp_path))["html"]
+    png = _render_script().render(html, tmp_path / "report.png", 1000, 1200)
+    with Image.open(png) as im:
+        assert im.size == (1000, 1200)
+        assert len(im.convert("L").getcolors(1 << 16)) > 10  # text and figures drawn
 
 
 def test_bench_progress_heartbeat_counts_running_cells_and_the_eta():

@@ -130,16 +130,20 @@ def test_grid_gate_metrics_notes_and_their_errors(tmp_path):
     (out / "bench.json").write_text(json.dumps({**g.to_json(), "status": status}))
     md = build_report(out)["markdown"].read_text()
     # the gate asks for both: local stays at the constant answer (0.5), so no signal
-    assert "fedavg and local do not all beat the constant answer in aligned" in md
+    assert "*no signal* (aligned): fedavg and local do not all beat the constant answer" in md
+    blocks = md.split("\n\n")  # the verdict table too: the line under each that says it
+    tables = [i for i, b in enumerate(blocks) if b.startswith("|") and "no signal" in b]
+    assert len(tables) == 2 and blocks[tables[1] - 2].startswith("## Verdict")  # + headline
+    assert all(blocks[i + 1].startswith("*no signal*") for i in tables)
     assert "| method | aligned (no signal) | mean rank |" in md
     assert "| fedavg | 0.910 (0.014) |" in md  # mean (sd): 0.90, 0.92
-    assert "### auc_hard (image+text)" in md and "| fedavg | 0.810 ± 0.127 |" in md
+    assert "### auc_hard (image+text)" in md and "| fedavg | 0.810 (0.800–0.820) |" in md
     assert "| local | aligned | 0.1 | 0.3 | 1 | 0.5 | 0.001 |" in md  # medians over clients
     assert "| local | 3 | 1.2 | 0.8 |" in md  # one row per distinct spectrum
     assert "| local | 0.00 | 0.00 | 0.100 |" in md  # bytes / the reference's (fedavg)
     assert md.rstrip().endswith("Because.")
     # the verdict: fedavg - local = 0.40 in both seeds; fedavg is the reference: bytes 1
-    assert "| aligned | 0.910 ± 0.127 | 0.400 ± 0.000 (no signal) | 1.000 |" in md
+    assert "| aligned | 0.910 (0.900–0.920) | 0.400 (every seed) (no signal) | 1.000 |" in md
 
 
 def test_upload_store_round_trip_and_unreadable_entries(tmp_path):

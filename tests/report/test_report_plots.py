@@ -59,6 +59,16 @@ def test_run_plot_has_a_legend_per_view_distinct_colours_and_integer_rounds(tmp_
     assert out.read_bytes()[:8] == PNG
 
 
+def test_plots_text_is_readable(tmp_path):
+    """Every piece of text in both figures at 9 points or more; titles at 11."""
+    a, b = _run(tmp_path / "a"), _run(tmp_path / "b", "local", _rows(3, ("text_only",)))
+    for fig in (metrics_figure(_rows(), title="t"), runs_figure([a, b])):
+        texts = [t for t in fig.findobj(lambda o: hasattr(o, "get_fontsize")
+                                        and hasattr(o, "get_text")) if t.get_text()]
+        assert texts and min(t.get_fontsize() for t in texts) >= 9
+        assert all(ax.title.get_fontsize() >= 11 for ax in fig.axes)
+
+
 def test_run_plot_of_one_round_and_of_vqa(tmp_path):
     fig = metrics_figure([_row(1, {"image_text": 0.4})])  # a one-shot run: one point
     assert fig.axes[0].get_legend_handles_labels()[1] == ["image_text"]

@@ -3,7 +3,9 @@
 Built from ``results.csv`` and the cells' ``metrics.jsonl`` (:mod:`fedmllm.bench.results`):
 
 1. the headline table: mean and 95 % confidence interval over seeds of the grid's metric, per
-   method and setting;
+   method and setting, shown within the metric's range [0, 1] and, with fewer than 3 seeds, as
+   the min–max over the seeds (:meth:`fedmllm.bench.stats.Interval.text`); a one-line
+   explanation under every table that says 'no signal';
 2. the ranking: every method's mean rank over the settings, and paired comparisons across
    seeds against the reference method (the grid's ``bench.reference``, else the first method);
 3. the grid's claims, each checked setting by setting: it holds where the better side's
@@ -12,7 +14,8 @@ Built from ``results.csv`` and the cells' ``metrics.jsonl`` (:mod:`fedmllm.bench
    min and max over the clients' own held-out samples, where the cells measured it), and
    communication against accuracy;
 5. figures: the radar across settings (one polygon per method, the FedMLLM paper's overview
-   figure), per-round curves, per-view bars, communication vs accuracy;
+   figure), per-round curves (every method, one y range), per-view bars, communication vs
+   accuracy; error bars are the intervals the tables show;
 6. the cells that failed, with their one-line errors.
 """
 
@@ -25,12 +28,13 @@ import json
 import math
 import shutil
 import statistics
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..files import atomic_write_text
 from .results import VIEWS, collect, read_curves, read_results, write_results
-from .stats import Interval, mean_ci, paired
+from .stats import MIN_SEEDS, UNIT, Interval, Paired, mean_ci, paired
 
 __all__ = ["build_report"]
 
@@ -148,12 +152,25 @@ def _over_settings(rows, method, settings, view, metric) -> Interval:
         for seed, v in _values(rows, method, s, view, metric).items():
             per_seed.setdefault(seed, []).append(v)
     full = [statistics.fmean(v) for v in per_seed.values() if len(v) == len(settings)]
-    return mean_ci(full)
+    return _ci(full)
 
 
-def _half(iv: Interval) -> float:
-    """An error bar's half-length: 0 where the interval is undefined (one seed)."""
-    return 0 if math.isnan(iv.half) else iv.half
+def _ci(values) -> Interval:
+    """Mean and interval over seeds of a metric's values, shown within its range [0, 1]."""
+    return mean_ci(values, UNIT)
+
+
+def _paired(a: dict, b: dict) -> Paired:
+    """:func:`~fedmllm.bench.stats.paired` of a metric's values (differences in [-1, 1])."""
+    return paired(a, b, bounds=UNIT)
+
+
+def _yerr(ivs: list[Interval]) -> list[list[float]]:
+    """Error bars as matplotlib takes them (below, above the mean): the shown interval,
+    so never past the metric's range; none where there is no interval (one seed)."""
+    shown = [iv.shown() for iv in ivs]
+    return [[iv.mean - lo for iv, (lo, _) in zip(ivs, shown)],
+            [hi - iv.mean for iv, (_, hi) in zip(ivs, shown)]]
 
 
 def _rows_of(rows, method, view, key, setting=None) -> list[dict]:
@@ -187,7 +204,7 @@ class _Study:
         return _values(self.rows, method, setting, view or self.view, metric or self.metric)
 
     def interval(self, method: str, setting: str, metric: str | None = None) -> Interval:
-        return mean_ci(self.values(method, setting, metric=metric).values())
+        return _ci(self.values(method, setting, metric=metric).values())
 
     def over_settings(self, method: str, view: str | None = None) -> Interval:
         return _over_settings(self.rows, method, self.settings, view or self.view, self.metric)
@@ -210,9 +227,9 @@ def _study(out: Path, recollect: bool) -> _Study:
             const = {r["seed"]: r["constant"] for r in st.rows if r["setting"] == s
                      and r["view"] == st.view and isinstance(r.get("constant"), float)}
             if const:
-                st.constant[s] = mean_ci(const.values())
+                st.constant[s] = _ci(const.values())
                 st.above[s] = [m for m in methods
-                               if paired(st.values(m, s), const).verdict == "better"]
+                               if _paired(st.values(m, s), const).verdict == "better"]
     if st.gate:  # every gate method must beat the constant answer
         st.no_signal = [s for s in st.settings
                         if s in st.above and not set(st.gate) <= set(st.above[s])]
@@ -262,64 +279,95 @@ def _radar(plt, st: _Study, colours: dict):
         ax.plot(angles + angles[:1], vals + vals[:1], color=colours[m], label=m, lw=1.6)
         ax.fill(angles + angles[:1], vals + vals[:1], color=colours[m], alpha=0.05)
     ax.set_xticks(angles)
-    ax.set_xticklabels(settings, fontsize=8)
-    ax.set_title(f"{st.metric} ({_VIEW_NAMES[st.view]}), mean over seeds", pad=20)
-    ax.legend(loc="upper right", bbox_to_anchor=(1.32, 1.1), fontsize=8)
+    ax.set_xticklabels(settings, fontsize=11)
+    ax.tick_params(axis="y", labelsize=9)
+    ax.set_title(f"{st.metric} ({_VIEW_NAMES[st.view]}), mean over seeds", pad=20,
+                 fontsize=13)
+    ax.legend(loc="upper right", bbox_to_anchor=(1.32, 1.1), fontsize=10)
     return fig
 
 
+def _curve(st: _Study, setting: str, method: str) -> dict[int, float]:
+    """round -> the mean over seeds of ``method``'s evaluated rounds in ``setting``."""
+    per_round: dict[int, list[float]] = {}
+    for c in st.state["cells"]:
+        if c["setting"] == setting and c["method"] == method:
+            for r, v in read_curves(st.out, c["id"], st.view, st.metric):
+                per_round.setdefault(r, []).append(v)
+    return {r: statistics.fmean(v) for r, v in sorted(per_round.items())}
+
+
+def _span(lo: float, hi: float, least: float = 0.1) -> tuple[float, float]:
+    """A y range at least ``least`` high (a flat curve is not blown up into a slope) and
+    within the metric's range [0, 1] with a margin."""
+    if hi - lo < least:
+        mid = (lo + hi) / 2
+        lo, hi = mid - least / 2, mid + least / 2
+    return max(lo, UNIT[0] - 0.02), min(hi, UNIT[1] + 0.02)
+
+
 def _curves(plt, st: _Study, colours: dict):
-    """Per-round curves: one panel per setting, the mean over seeds per method."""
+    """Per-round curves: one panel per setting, every method in each, one y range for all.
+
+    A method evaluated per round is a line of its mean over seeds; one evaluated only at the
+    end (local-only) is its final mean over seeds, a diamond at the panel's last round."""
     settings, methods = st.settings, st.methods
-    ncol = min(4, len(settings))
+    curves = {(s, m): _curve(st, s, m) for s in settings for m in methods}
+    if not any(curves.values()):
+        return None
+    ncol = min(2, len(settings))  # 10.4 inches at most: the page shows it at full size
     nrow = math.ceil(len(settings) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.8 * nrow), squeeze=False)
-    any_curve = False
+    legend = 0.4 * math.ceil(len(methods) / 4) + 0.2  # inches below the panels
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.6 * nrow + legend),
+                             squeeze=False, sharey=True)
+    name = f"{st.metric} ({_VIEW_NAMES[st.view]})"
     for i, s in enumerate(settings):
         ax = axes[i // ncol][i % ncol]
-        for m in methods:
-            per_round: dict[int, list[float]] = {}
-            for c in st.state["cells"]:
-                if c["setting"] == s and c["method"] == m:
-                    for r, v in read_curves(st.out, c["id"], st.view, st.metric):
-                        per_round.setdefault(r, []).append(v)
-            if per_round:
-                any_curve = True
-                xs = sorted(per_round)
-                ax.plot(xs, [statistics.fmean(per_round[x]) for x in xs], marker="o", ms=3,
-                        color=colours[m], label=m)
-        ax.set_title(s, fontsize=9)
+        last = max((r for m in methods for r in curves[s, m]), default=1)
+        for k, m in enumerate(methods):  # styles tell apart methods whose lines coincide
+            if curves[s, m]:
+                xs = list(curves[s, m])
+                ax.plot(xs, list(curves[s, m].values()), marker="os^vPX*"[k % 7], ms=5, lw=1.8,
+                        ls=("-", "--", "-.", ":")[k % 4], color=colours[m], label=m)
+            elif not math.isnan(final := st.interval(m, s).mean):
+                ax.plot([last], [final], marker="D", ms=8, ls="none", color=colours[m],
+                        label=f"{m} (final only)")
+        ax.set_title(s, fontsize=12)
+        ax.set_xlabel("round", fontsize=11)
+        ax.set_ylabel(name, fontsize=11)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=10, labelleft=True)
+        ax.grid(alpha=0.3)
     for j in range(len(settings), nrow * ncol):
         axes[j // ncol][j % ncol].axis("off")
-    if not any_curve:
-        plt.close(fig)
-        return None
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(methods)), fontsize=8)
-    fig.suptitle(f"{st.metric} ({_VIEW_NAMES[st.view]}) per round, mean over seeds",
-                 fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    axes[0][0].set_ylim(*_span(*axes[0][0].get_ylim()))  # shared by every panel
+    handles: dict[str, object] = {}
+    for ax in axes.flat:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center",
+               ncol=min(4, len(handles)), fontsize=11, frameon=False)
+    fig.suptitle(f"{name} per round, mean over seeds", fontsize=13)
+    fig.tight_layout(rect=(0, legend / fig.get_figheight(), 1, 0.97))
     return fig
 
 
 def _view_bars(plt, st: _Study, colours: dict):
     """Per-view bars: the mean over settings, the interval over seeds of that mean."""
     methods, metric = st.methods, st.metric
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(methods) + 2), 3.8))
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * len(methods) + 2), 4.2))
     width = 0.8 / len(VIEWS)
     for j, v in enumerate(VIEWS):
         ivs = [st.over_settings(m, v) for m in methods]
         xs = [i + (j - 1) * width for i in range(len(methods))]
-        ax.bar(xs, [iv.mean for iv in ivs], width, yerr=[_half(iv) for iv in ivs],
+        ax.bar(xs, [iv.mean for iv in ivs], width, yerr=_yerr(ivs),
                label=_VIEW_NAMES[v], capsize=2)
-    ax.set_xticks(range(len(methods)))
-    ax.set_xticklabels(methods, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} per modality view (mean over settings; 95 % interval over seeds)",
-                 fontsize=10)
-    ax.legend(fontsize=8)
+    ax.set_xticks(range(len(methods)), [textwrap.fill(m, 12) for m in methods], fontsize=10)
+    ax.set_ylabel(metric, fontsize=11)
+    ax.tick_params(axis="y", labelsize=10)
+    ax.set_title(f"{metric} per modality view (mean over settings; interval over seeds)",
+                 fontsize=11)
+    ax.legend(fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -335,16 +383,17 @@ def _communication_plot(plt, st: _Study, colours: dict):
         if mb and not math.isnan(iv.mean):
             plotted = True
             x = max(statistics.fmean(mb) / 1e6, 1e-3)
-            ax.errorbar([x], [iv.mean], yerr=[_half(iv)], fmt="o", color=colours[m],
+            ax.errorbar([x], [iv.mean], yerr=_yerr([iv]), fmt="o", color=colours[m],
                         capsize=3, label=m)
     if not plotted:
         plt.close(fig)
         return None
     ax.set_xscale("log")
-    ax.set_xlabel("MB sent per run (up + down; 0 shown at 0.001)")
-    ax.set_ylabel(f"{st.metric} ({_VIEW_NAMES[st.view]})")
-    ax.set_title("communication vs accuracy (mean over settings)", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.set_xlabel("MB sent per run (up + down; 0 shown at 0.001)", fontsize=11)
+    ax.set_ylabel(f"{st.metric} ({_VIEW_NAMES[st.view]})", fontsize=11)
+    ax.tick_params(labelsize=10)
+    ax.set_title(f"communication vs {st.metric} (mean over settings)", fontsize=11)
+    ax.legend(fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -411,10 +460,28 @@ def _intro(doc: _Doc, st: _Study) -> None:
     doc.p(f"{len(state['cells'])} cells: {len(st.settings)} settings x {len(st.methods)} "
           f"methods x {len(seeds)} seeds (seeds {', '.join(map(str, seeds))}); {done} done, "
           f"{failed} failed, {pending} not run. Headline: {st.metric} on the "
-          f"{_VIEW_NAMES[st.view]} view of the test set. Intervals are 95 % Student-t "
-          "intervals over seeds (mean ± half-width); a seed fixes the data, the partition, "
-          "the test set and every random draw of a cell. Rebuild with `fedmllm report "
-          f"{st.out}`; rerun any cell with the command in `bench.json`.")
+          f"{_VIEW_NAMES[st.view]} view of the test set. A seed fixes the data, the "
+          "partition, the test set and every random draw of a cell. Rebuild with `fedmllm "
+          f"report {st.out}`; rerun any cell with the command in `bench.json`.")
+    doc.p(_INTERVALS)
+
+
+_INTERVALS = (
+    "Intervals over seeds: `mean ± half-width` is the 95 % Student-t interval; `mean [lo, hi]` "
+    "the same interval clipped to the metric's range (0 to 1; -1 to 1 for a difference). "
+    f"**With fewer than {MIN_SEEDS} seeds** a t interval says little (two seeds: 12.7 times the "
+    "standard error), so `mean (min–max)` gives the smallest and the largest value over the "
+    "seeds instead (`mean (every seed)` where they agree): a range, not a confidence interval. "
+    "Verdicts and claims use the t interval.")
+
+
+def _no_signal_line(st: _Study) -> str:
+    """The one line under every table that says 'no signal': what it means, exactly as
+    :func:`_study` decides it."""
+    who = (f"{' and '.join(st.gate)} do not all beat" if st.gate else "no method beats")
+    return (f"*no signal* ({', '.join(st.no_signal)}): {who} the constant answer (the test "
+            "set's most frequent answer; paired over seeds, 95 % interval above 0), so these "
+            "numbers cannot tell the methods apart: not ranked, not judged.")
 
 
 def _rank_settings(st: _Study) -> dict[str, list[float]]:
@@ -432,16 +499,16 @@ def _rank_settings(st: _Study) -> dict[str, list[float]]:
 def _headline(doc: _Doc, st: _Study, ranks: dict[str, list[float]]) -> None:
     """1. The headline table: mean and interval per method and setting, and the mean rank."""
     doc.h(2, f"{st.metric} ({_VIEW_NAMES[st.view]}) per method and setting")
-    if st.no_signal:
-        who = (f"{' and '.join(st.gate)} do not all beat" if st.gate else "No method beats")
-        doc.p(f"{who} the constant answer in {', '.join(st.no_signal)} (marked "
-              "'no signal'): those settings are left out of the ranks, and their numbers say "
-              "nothing about which method is better.")
     head = ["method", *(f"{s} (no signal)" if s in st.no_signal else s for s in st.settings),
             "mean rank"]
     doc.table(head, [[m, *(st.interval(m, s).text() for s in st.settings),
                       f"{statistics.fmean(ranks[m]):.1f}" if ranks[m] else "-"]
                      for m in st.methods])
+    if st.no_signal:
+        doc.p(_no_signal_line(st))
+    if any(st.interval(m, s).spread for m in st.methods for s in st.settings):
+        doc.p(f"Note: with fewer than {MIN_SEEDS} seeds, `mean (min–max)` is the range over "
+              "the seeds, not a 95 % interval.")
 
 
 def _spread_and_extras(doc: _Doc, st: _Study) -> None:
@@ -478,6 +545,8 @@ def _gate_table(doc: _Doc, st: _Study) -> None:
     doc.table(["setting", "constant answer", "methods above it"],
               [[s, st.constant[s].text(), ", ".join(st.above[s]) or "none: no signal"]
                for s in st.settings if s in st.constant])
+    if st.no_signal:
+        doc.p(_no_signal_line(st))
 
 
 def _ranking(doc: _Doc, st: _Study, ranks: dict[str, list[float]]) -> None:
@@ -493,7 +562,7 @@ def _ranking(doc: _Doc, st: _Study, ranks: dict[str, list[float]]) -> None:
         verdicts = {"better": 0, "worse": 0, "no clear difference": 0, "too few seeds": 0}
         diffs = []
         for s in st.settings if m != ref else ():
-            pr = paired(st.values(m, s), st.values(ref, s))
+            pr = _paired(st.values(m, s), st.values(ref, s))
             if s not in st.no_signal and pr.diff.n:
                 verdicts[pr.verdict] += 1
                 diffs.append(pr.diff.mean)
@@ -505,7 +574,7 @@ def _ranking(doc: _Doc, st: _Study, ranks: dict[str, list[float]]) -> None:
     doc.table(["method", "mean rank", f"mean diff vs {ref}", "settings"], rank_rows)
     detail = []
     for s, m in itertools.product(st.settings, st.methods):
-        pr = paired(st.values(m, s), st.values(ref, s))
+        pr = _paired(st.values(m, s), st.values(ref, s))
         if m != ref and pr.diff.n:
             detail.append([s, m, pr.diff.text(), f"{pr.wins}/{pr.ties}/{pr.losses}",
                            pr.verdict])
@@ -527,7 +596,7 @@ def _claims(doc: _Doc, st: _Study) -> None:
         lines, held, checked = [], 0, 0
         for (mb, sb), (mw, sw) in _claim_pairs(claim, st.methods, st.settings):
             a, b = st.values(mb, sb, cv, cm), st.values(mw, sw, cv, cm)
-            ia, ib = mean_ci(a.values()), mean_ci(b.values())
+            ia, ib = _ci(a.values()), _ci(b.values())
             if not ia.n or not ib.n:
                 continue
             if sb in st.no_signal or sw in st.no_signal:
@@ -538,12 +607,14 @@ def _claims(doc: _Doc, st: _Study) -> None:
                 held += ok
                 word = "holds" if ok else "not shown"
             lines.append([_label(mb, sb, st.settings), ia.text(), _label(mw, sw, st.settings),
-                          ib.text(), paired(a, b).diff.text(), word])
+                          ib.text(), _paired(a, b).diff.text(), word])
         doc.h(3, claim["name"])
         doc.p(f"{cm} ({_VIEW_NAMES[cv]}): holds in {held} of {checked} comparisons "
               "(the better side's 95 % interval wholly above the worse side's; "
               f"{skipped} are not counted).")
         doc.table(["better", cm, "worse", cm, "paired difference", "verdict"], lines)
+        if any(line[-1] == "no signal" for line in lines):
+            doc.p(_no_signal_line(st))
 
 
 def _views(doc: _Doc, st: _Study, figs: dict[str, Path]) -> None:
@@ -558,7 +629,7 @@ def _views(doc: _Doc, st: _Study, figs: dict[str, Path]) -> None:
     for m, s in itertools.product(st.methods, st.settings):
         sel = _rows_of(st.rows, m, st.view, "client_accuracy_mean", s)
         if sel:
-            client_rows.append([m, s, *(mean_ci([r[f"client_accuracy_{k}"] for r in sel]).text()
+            client_rows.append([m, s, *(_ci([r[f"client_accuracy_{k}"] for r in sel]).text()
                                         for k in ("mean", "std", "min", "max"))])
     if client_rows:
         doc.h(2, "Client-side evaluation (fairness)")
@@ -616,15 +687,17 @@ def _verdict(doc: _Doc, st: _Study) -> None:
     table = []
     for s in st.settings:
         mine = st.values(focus, s)
-        cells = [s, mean_ci(mine.values()).text()]
+        cells = [s, _ci(mine.values()).text()]
         for m in against:
-            pr = paired(mine, st.values(m, s))
+            pr = _paired(mine, st.values(m, s))
             word = "no signal" if s in st.no_signal else pr.verdict
             cells.append(f"{pr.diff.text()} ({word})" if pr.diff.n else "-")
         mb, rb = _bytes(st.rows, focus, s, view), _bytes(st.rows, ref, s, view)
         cells.append(f"{mb / rb:.3f}" if mb is not None and rb else "-")
         table.append(cells)
     doc.table(head, table)
+    if st.no_signal:
+        doc.p(_no_signal_line(st))
 
 
 def _oneshot_diagnostics(doc: _Doc, st: _Study) -> None:

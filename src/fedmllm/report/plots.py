@@ -91,7 +91,7 @@ def _finish_axes(ax_metric, ax_loss, metric: str) -> None:
 
 def _note(ax, text: str, y: float = 0.5) -> None:
     ax.text(0.5, y, text, ha="center", va="center" if y == 0.5 else "bottom",
-            transform=ax.transAxes, fontsize=7, color="0.4", wrap=True)
+            transform=ax.transAxes, fontsize=9, color="0.4", wrap=True)
 
 
 def metrics_figure(rows: list[dict], title: str = "", metric: str = "accuracy"):
@@ -104,7 +104,7 @@ def metrics_figure(rows: list[dict], title: str = "", metric: str = "accuracy"):
             ax_m.plot(*zip(*pts), linestyle=style, color=colour, marker=marker, label=view)
             drawn += 1
     if drawn:
-        ax_m.legend(title="view", loc="best", fontsize=8, title_fontsize=8)
+        ax_m.legend(title="view", loc="best", fontsize=9, title_fontsize=9)
     else:
         _note(ax_m, f"no test {METRIC_LABELS.get(metric, metric)} per round\n"
                     "(local-only runs evaluate each client's adapter at the end: "
@@ -119,14 +119,14 @@ def metrics_figure(rows: list[dict], title: str = "", metric: str = "accuracy"):
         elif any(a != b for a, b in zip(lo, hi)):
             ax_l.fill_between(rounds, lo, hi, color=LOSS_COLOUR, alpha=0.15,
                               label="min-max over clients")
-        ax_l.legend(loc="best", fontsize=8)
+        ax_l.legend(loc="best", fontsize=9)
     else:
         _note(ax_l, "no client trained")
     _finish_axes(ax_m, ax_l, metric)
-    ax_m.set_title(f"test {METRIC_LABELS.get(metric, metric)} per view", fontsize=9)
-    ax_l.set_title("train loss", fontsize=9)
+    ax_m.set_title(f"test {METRIC_LABELS.get(metric, metric)} per view", fontsize=11)
+    ax_l.set_title("train loss", fontsize=11)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     return fig
 
@@ -240,14 +240,14 @@ def runs_figure(runs: list[str | Path], metric: str = "accuracy", view: str = "i
             ax_l.plot(rounds, mean, color=colour, linestyle=style, marker=".", label=label)
     name = METRIC_LABELS[metric]
     if ax_m.get_legend_handles_labels()[1]:
-        ax_m.legend(loc="best", fontsize=7)
+        ax_m.legend(loc="best", fontsize=9)
     if missing:
         _note(ax_m, f"no test {name} on {view} per round for: " + ", ".join(missing), y=0.03)
     if ax_l.get_legend_handles_labels()[1]:
-        ax_l.legend(loc="best", fontsize=7)
+        ax_l.legend(loc="best", fontsize=9)
     _finish_axes(ax_m, ax_l, metric)
-    ax_m.set_title(f"test {name} ({view})", fontsize=9)
-    ax_l.set_title("train loss", fontsize=9)
+    ax_m.set_title(f"test {name} ({view})", fontsize=11)
+    ax_l.set_title("train loss", fontsize=11)
     same = {(i.get("dataset"), i.get("task"), i.get("scenario")) for i in infos}
     title = f"{len(paths)} run{'s' if len(paths) > 1 else ''}"
     if len(same) == 1:
@@ -255,7 +255,7 @@ def runs_figure(runs: list[str | Path], metric: str = "accuracy", view: str = "i
         if dataset:
             title += f" on {dataset}" + (f"/{task}" if dataset == "synth" and task else "") \
                 + (f" ({scenario})" if scenario else "")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     return fig
 
