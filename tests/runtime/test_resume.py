@@ -176,8 +176,8 @@ RUN = ["model.preset=tiny", "train.device=cpu", "model.dtype=float32", "fl.round
 @pytest.fixture(scope="module")
 def stopped(tiny_dir, tmp_path_factory):
     """An unfinished run of :data:`RUN`: Ctrl-C right after its checkpoint of round 2."""
-    import fedmllm.runtime.simulation as simulation
     from fedmllm.cli import main
+    from fedmllm.runtime import simulation
 
     def stop(name, n):
         if (name, n) == ("round_checkpointed", 2):
