@@ -252,7 +252,7 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(stopped, resume
     bad.write_bytes(data[:-16] + bytes(b ^ 0xFF for b in data[-16:]))
     with caplog.at_level(logging.WARNING):
         assert _resume(out, "fl.rounds=3") == 0  # an override that changes nothing is fine
-    [line] = [r.getMessage() for r in caplog.records if "checkpoint" in r.getMessage()]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "fedmllm.engine.checkpoint"]
     assert line.startswith(f"{bad}: damaged") and line.endswith("before it, after round 1")
     assert_bitwise_equal(adapter_tensors(out), resumed)
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
