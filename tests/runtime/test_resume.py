@@ -243,9 +243,12 @@ def test_resume_overrides_that_change_the_run_are_named_old_to_new(stopped, tmp_
 
 
 def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(stopped, resumed, tmp_path,
-                                                                 caplog):
+                                                                 caplog, monkeypatch):
     """Garbage over the last tensor bytes (only the digest sees it; a cut file is the engine
     tests' case): the run resumes after round 1 and ends with the very same adapter."""
+    # A library may have disabled the existing loggers (logging.config.fileConfig does, as
+    # flwr's alembic migrations call it) in a test before this one in the same worker.
+    monkeypatch.setattr(logging.getLogger("fedmllm.engine.checkpoint"), "disabled", False)
     out = _copy(stopped, tmp_path)
     bad = out / "checkpoint" / "000002" / "tensors.safetensors"
     data = bad.read_bytes()
