@@ -1,5 +1,5 @@
 """The engine's pieces without a model: factory checks, server round, client state store,
-checkpoints, the output folder rules, metrics rows on resume, seeds and atomic files."""
+the output folder rules, metrics rows on resume, seeds and atomic files."""
 
 import json
 import os
@@ -13,11 +13,10 @@ import pytest
 import torch
 
 from fedmllm.config import ConfigError, load_config
-from fedmllm.engine.checkpoint import Checkpoint, config_digest, load_checkpoint, save_checkpoint
 from fedmllm.engine.factory import plan_run, update_norm_bound
 from fedmllm.engine.server import ServerRound
 from fedmllm.engine.state import ClientStateStore
-from fedmllm.errors import CheckpointError, OutputError
+from fedmllm.errors import OutputError
 from fedmllm.fl import ClientUpdate, make_strategy
 from fedmllm.report.metrics import MetricsWriter
 from fedmllm.runtime.outputs import RunFolder
@@ -182,66 +181,6 @@ def test_client_state_store_round_trip():
         other.load_state_dict({"x/a": torch.zeros(1)})
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-def _ckpt(step, value, digest="d"):
-    return Checkpoint(kind="multiround", step=step, metrics_rows=step, config_sha256=digest,
-                      tensors={"global": {"a.w": torch.full((2,), value)},
-                               "strategy": {"m/a.w": torch.zeros(2, dtype=torch.float64)}},
-                      state={"resumes": [1]})
-
-
-def test_checkpoint_round_trip_keeps_only_the_newest(tmp_path):
-    assert load_checkpoint(tmp_path) is None
-    save_checkpoint(tmp_path, _ckpt(1, 1.0))
-    torch.manual_seed(123)
-    expected_draw = torch.rand(3)
-    torch.manual_seed(123)
-    save_checkpoint(tmp_path, _ckpt(2, 2.0))
-    torch.rand(3)  # move the generator on; loading restores the saved state
-    ck = load_checkpoint(tmp_path)
-    assert ck.step == 2 and ck.metrics_rows == 2 and ck.state == {"resumes": [1]}
-    assert torch.equal(ck.tensors["global"]["a.w"], torch.full((2,), 2.0))
-    assert ck.tensors["strategy"]["m/a.w"].dtype == torch.float64
-    assert torch.equal(torch.rand(3), expected_draw)
-    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == ["000002"]
-
-
-def test_a_half_written_checkpoint_is_ignored(tmp_path):
-    save_checkpoint(tmp_path, _ckpt(1, 1.0))
-    root = tmp_path / "checkpoint"
-    (root / ".000002.tmp-x").mkdir()  # what a crash during the write leaves
-    (root / ".000002.tmp-x" / "tensors.safetensors").write_bytes(b"partial")
-    (root / "000003").mkdir()  # no meta.json: never completed
-    assert load_checkpoint(tmp_path).step == 1
-    (root / "000001" / "meta.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="meta.json"):
-        load_checkpoint(tmp_path)
-
-
-@pytest.mark.processes
-def test_checkpoint_killed_while_writing_leaves_the_previous_one(tmp_path):
-    """SIGKILL between the tensors and the metadata of checkpoint 2 (a failpoint)."""
-    code = (
-        "import torch, sys\n"
-        "from fedmllm.engine.checkpoint import Checkpoint, save_checkpoint\n"
-        "for step in (1, 2):\n"
-        "    save_checkpoint(sys.argv[1], Checkpoint('multiround', step, step, 'd',"
-        " {'global': {'w': torch.full((3,), float(step))}}))\n")
-    env = {**os.environ, "FEDMLLM_FAILPOINT": "checkpoint_half_written:2"}
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, check=False)
-    assert proc.returncode == -9
-    ck = load_checkpoint(tmp_path)
-    assert ck.step == 1 and torch.equal(ck.tensors["global"]["w"], torch.full((3,), 1.0))
-
-
-def test_config_digest_ignores_output_only():
-    a = load_config(None, ["output.dir=x", "output.progress=false"])
-    b = load_config(None, ["output.dir=y"])
-    assert config_digest(a) == config_digest(b)
-    assert config_digest(a) != config_digest(load_config(None, ["seed=1"]))
-
-
 # ----------------------------------------------------------------------------- metrics rows
 
 def test_metrics_writer_cuts_back_to_the_checkpoint_rows(tmp_path):
@@ -359,19 +298,6 @@ def test_atomic_dir_leaves_the_old_folder_on_failure(tmp_path):
     assert (target / "a").read_text() == "1" and os.listdir(tmp_path) == ["out"]
     atomic_write_text(tmp_path / "f.txt", "x")
     assert (tmp_path / "f.txt").read_text() == "x" and len(os.listdir(tmp_path)) == 2
-
-
-def test_a_checkpoint_of_another_configuration_or_kind_is_refused():
-    from fedmllm.engine.checkpoint import check_compatible
-
-    cfg = load_config(None, ["fl.rounds=3"])
-    ck = _ckpt(1, 1.0, digest=config_digest(cfg))
-    check_compatible(ck, "multiround", cfg)  # the same configuration, any output.* keys
-    check_compatible(ck, "multiround", load_config(None, ["fl.rounds=3", "output.plot=false"]))
-    with pytest.raises(CheckpointError, match="another configuration"):
-        check_compatible(ck, "multiround", load_config(None, ["fl.rounds=4"]))
-    with pytest.raises(CheckpointError, match="oneshot"):
-        check_compatible(ck, "oneshot", cfg)
 
 
 def test_a_folder_that_cannot_be_created_or_written_is_one_line(tmp_path, monkeypatch):

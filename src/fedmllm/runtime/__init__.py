@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import Config, ConfigError, load_config
 from ..engine.factory import RunPlan, plan_run
-from ..errors import OutputError
+from ..errors import CheckpointError, OutputError
 from ..files import atomic_write_text
 from .outputs import RunFolder
 from .session import RunResult, Session
@@ -27,19 +27,55 @@ RESUME_OVERRIDES = ("output.progress", "output.plot")
 
 
 def load_resume_config(folder: str | Path, overrides: list[str] | tuple = ()) -> Config:
-    """The configuration saved in ``folder/config.yaml`` (with only :data:`RESUME_OVERRIDES`
-    allowed as overrides) and ``output.dir`` set to ``folder``."""
+    """The configuration saved in ``folder/config.yaml``, ``output.dir`` set to ``folder``,
+    checked before anything loads: the overrides change only :data:`RESUME_OVERRIDES` (one
+    giving a key the value it has changes nothing), and an unfinished run's newest readable
+    checkpoint (:func:`~fedmllm.engine.checkpoint.newest_readable`) was written with this very
+    configuration. Each refusal is one line naming every key that differs, ``key: old → new``,
+    and what to do instead."""
+    from ..engine.checkpoint import config_changes
+
     path = Path(folder) / "config.yaml"
     if not path.is_file():
         raise OutputError(f"{folder}: not a fedmllm run folder (no config.yaml)")
-    for item in overrides:
-        key = item.split("=", 1)[0].strip()
-        if key not in RESUME_OVERRIDES:
-            raise ConfigError(f"{key}: a resumed run keeps its configuration; only "
-                              f"{', '.join(RESUME_OVERRIDES)} may be changed")
-    cfg = load_config(path, overrides)
-    cfg.output.dir = str(folder)
+    saved, cfg = load_config(path), load_config(path, overrides)
+    saved.output.dir = cfg.output.dir = str(folder)
+    changes = [c for c in config_changes(saved.to_dict(), cfg.to_dict())
+               if c.split(":", 1)[0] not in RESUME_OVERRIDES]
+    if changes:
+        raise ConfigError(f"--resume keeps the run's configuration, but the overrides change "
+                          f"{'; '.join(changes)} (only {', '.join(RESUME_OVERRIDES)} may "
+                          f"change; for other values start a new run: fedmllm run --config "
+                          f"{path} {' '.join(overrides)} output.dir=NEW_FOLDER)")
+    if not RunFolder(folder).finished:
+        _check_resume_point(cfg, path)
     return cfg
+
+
+def _check_resume_point(cfg: Config, path: Path) -> None:
+    """Refuse, in one line, a run folder whose checkpoints all fail to read, or whose newest
+    readable checkpoint was written with another configuration than ``path`` (its
+    ``config.yaml``) now holds."""
+    from ..engine.checkpoint import (
+        FOLDER,
+        config_changes,
+        config_digest,
+        newest_readable,
+        results_config,
+    )
+
+    try:
+        ckpt, _ = newest_readable(path.parent)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; to run it again from the start, delete "
+                              f"{path.parent / FOLDER} and resume") from None
+    if ckpt is None or ckpt.config_sha256 == config_digest(cfg):
+        return
+    changes = config_changes(ckpt.config, results_config(cfg)) if ckpt.config else []
+    what = f": {'; '.join(changes)}" if changes else ""
+    raise ConfigError(f"{path} was edited after the run's checkpoint ({ckpt.where()}) was "
+                      f"written{what}; put the old values back to resume, or start a new run "
+                      f"with these: fedmllm run --config {path} output.dir=NEW_FOLDER")
 
 
 def start_run(cfg: Config, *, resume: bool = False, overwrite: bool = False,

@@ -59,6 +59,7 @@ from ..engine.checkpoint import (
     check_compatible,
     config_digest,
     load_checkpoint,
+    results_config,
     save_checkpoint,
 )
 from ..engine.client import ClientTrainer, batch_stream, local_lrs, local_steps, make_trainer
@@ -322,8 +323,8 @@ class OneShotRun(SessionDriver):
         tensors, clients = pack_uploads(self.uploads)
         save_checkpoint(self.session.out, Checkpoint(
             kind="oneshot", step=len(self.uploads), metrics_rows=0,
-            config_sha256=config_digest(self.cfg), tensors={"uploads": tensors},
-            state={"clients": clients}))
+            config_sha256=config_digest(self.cfg), config=results_config(self.cfg),
+            tensors={"uploads": tensors}, state={"clients": clients}))
 
     def restore(self) -> None:
         ckpt = load_checkpoint(self.session.out)

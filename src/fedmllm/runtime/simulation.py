@@ -30,6 +30,7 @@ from ..engine.checkpoint import (
     check_compatible,
     config_digest,
     load_checkpoint,
+    results_config,
     save_checkpoint,
 )
 from ..engine.client import local_steps, make_trainer
@@ -180,7 +181,7 @@ class MultiRoundRun(SessionDriver):
     def checkpoint(self, rows: int) -> None:
         save_checkpoint(self.session.out, Checkpoint(
             kind="multiround", step=self.done, metrics_rows=rows,
-            config_sha256=config_digest(self.cfg),
+            config_sha256=config_digest(self.cfg), config=results_config(self.cfg),
             tensors={"global": self.global_state, "strategy": self.strategy.state_dict(),
                      "client_state": self.client_states.state_dict(),
                      "adapters": self.adapters.state_dict()},
