@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..config import Config, ConfigError, load_config
-from ..engine.factory import RunPlan, check_model_source, plan_run
+from ..engine.factory import RunPlan, plan_run
 from ..errors import OutputError
 from ..files import atomic_write_text
 from .outputs import RunFolder
@@ -81,6 +81,8 @@ def start_run(cfg: Config, *, resume: bool = False, overwrite: bool = False,
     ``data``: the caller's, checked); then the folder is opened (:func:`open_run_folder`).
     The plan and the data are this process's: pass them on (``started``).
     """
+    from ..engine.factory import check_model_source
+
     plan = plan_run(cfg, over_flower=over_flower)
     check_model_source(plan.model)
     if resume:
