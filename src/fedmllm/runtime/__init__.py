@@ -38,6 +38,16 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+class Started(NamedTuple):
+    """A run that can start (:func:`start_run`): its plan, its opened output folder and its
+    data, built and checked."""
+
+    plan: RunPlan
+    folder: RunFolder
+    data: Any
+    """The clients' and the test data (:class:`~fedmllm.data.records.FederatedData`)."""
+
+
 #: Keys a resumed run may change: they do not touch the results.
 RESUME_OVERRIDES = ("output.progress", "output.plot")
 
@@ -56,16 +66,6 @@ def load_resume_config(folder: str | Path, overrides: list[str] | tuple = ()) ->
     cfg = load_config(path, overrides)
     cfg.output.dir = str(folder)
     return cfg
-
-
-class Started(NamedTuple):
-    """A run that can start (:func:`start_run`): its plan, its opened output folder and its
-    data, built and checked."""
-
-    plan: RunPlan
-    folder: RunFolder
-    data: Any
-    """The clients' and the test data (:class:`~fedmllm.data.records.FederatedData`)."""
 
 
 def start_run(cfg: Config, *, resume: bool = False, overwrite: bool = False,
