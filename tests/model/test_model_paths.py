@@ -41,14 +41,14 @@ def hub(monkeypatch, tmp_path):
     to ``model_info`` (``hub.answer``: an exception to raise, or ``None``) with its calls."""
 
     class Hub:
-        answer: BaseException | None = None
-        calls: list = []
+        def __init__(self) -> None:
+            self.answer: BaseException | None = None
+            self.calls: list = []
 
         def offline(self, value: bool) -> None:
             monkeypatch.setattr(huggingface_hub, "is_offline_mode", lambda: value)
 
     h = Hub()
-    h.calls = []
 
     def model_info(self, repo_id, **kwargs):
         h.calls.append((repo_id, kwargs))
