@@ -4,8 +4,8 @@
 run needs (:func:`start_run`: the configuration, the model's source, the output folder, the
 data) before it writes anything, opens the output folder (new, or an unfinished one to resume),
 builds the shared :class:`~fedmllm.runtime.session.Session` and hands it to the driver the plan
-names. Importing the package loads no model library: ``fedmllm run`` refuses a bad
-configuration before torch is imported.
+names. Importing the package imports no session (nor the model libraries and evaluation it
+brings): ``fedmllm run`` refuses a bad configuration or model path before they load.
 """
 
 from __future__ import annotations

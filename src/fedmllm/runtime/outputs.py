@@ -195,7 +195,8 @@ class RunFolder:
 
     @classmethod
     def resume(cls, path: str | Path) -> RunFolder:
-        """An existing unfinished run folder to continue, marked ``running``."""
+        """An existing unfinished run folder to continue, checked (nothing is written:
+        :func:`~fedmllm.runtime.open_run_folder` marks it ``running``)."""
         path = Path(path)
         folder = cls(path)
         if not path.is_dir():
