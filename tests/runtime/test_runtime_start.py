@@ -71,6 +71,13 @@ def test_a_missing_model_leaves_no_run_folder(here, capsys, monkeypatch, name, p
     assert not (here / "runs").exists()
 
 
+def test_the_docs_example_is_a_folder_once_its_parent_is_here(here, capsys):
+    (here / "models").mkdir()  # `--local-dir models/...` made it: a folder, never the hub
+    err = _refused(["--model", "models/qwen2-vl-2b"], capsys)
+    assert err == "fedmllm: error: model.name: models/qwen2-vl-2b: no such model folder\n"
+    assert list(here.iterdir()) == [here / "models"]
+
+
 def test_an_unwritable_output_leaves_no_run_folder(here, capsys, monkeypatch):
     (here / "runs").mkdir()
     writable = os.access
