@@ -145,3 +145,15 @@ def test_the_data_is_built_once_and_the_started_run_writes_what_it_wrote(here, m
     names = {p.name for p in (here / "runs" / "z").iterdir()}
     assert {"config.yaml", "run.json", "data_manifest.json", "summary.json"} <= names
     assert json.loads((here / "runs" / "z" / "run.json").read_text())["status"] == "finished"
+
+
+def test_flower_local_checks_the_model_source_before_it_opens_the_folder(here, capsys,
+                                                                         monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "is_offline_mode", lambda: True)
+    assert main(["flower", "local", "--supernodes", "2", "fl.num_clients=2",
+                 "model.name=someorg/somemodel"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "someorg/somemodel: no such model folder" in err
+    assert not (here / "runs").exists()
