@@ -52,8 +52,10 @@ def cmd_run(args) -> int:
         if RunFolder(args.resume).finished:
             print(f"{args.resume}: this run has finished (summary.json); nothing to resume")
             return 0
-    # The whole configuration is checked, and the folder opened, before a model or data loads.
-    plan, folder = start_run(cfg, resume=bool(args.resume), overwrite=args.overwrite)
+    # The configuration, the model's source, the output folder and the data are all checked
+    # before the folder is written; a run that cannot start leaves nothing behind.
+    started = start_run(cfg, resume=bool(args.resume), overwrite=args.overwrite)
+    plan, folder = started.plan, started.folder
     _quiet_libraries()
     console = _console()
     if not args.quiet:
@@ -67,7 +69,7 @@ def cmd_run(args) -> int:
             console.print(f"  resolved: {note}", markup=False)
     try:
         result = run_experiment(cfg, console=None if args.quiet else console,
-                                resume=bool(args.resume), started=(plan, folder))
+                                resume=bool(args.resume), started=started)
     except KeyboardInterrupt:
         print(f"fedmllm: interrupted; continue with: fedmllm run --resume {folder.path}",
               file=sys.stderr)

@@ -100,9 +100,14 @@ def atomic_dir(path: str | os.PathLike, *, replace: bool = True) -> Iterator[Pat
 
 
 def looks_local(name: str) -> bool:
-    """Whether a model name means a folder on this machine rather than a hub id: it is written
-    as a path (``/``, ``./``, ``../``, ``~``) or names something that exists."""
-    return name.startswith(("/", "./", "../", "~")) or Path(name).expanduser().exists()
+    """Whether a model name means a folder on this machine rather than a Hugging Face hub id
+    (``name`` or ``org/name``), by one rule: it is written as a path (it starts with ``/``,
+    ``.`` or ``~``, or holds a backslash or a second ``/``), or its first component is a folder
+    here (with ``models/`` present, ``models/qwen2-vl-2b`` is a folder in it), or it exists
+    here as a whole. Anything else is a hub id."""
+    if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1:
+        return True
+    return Path(name.split("/", 1)[0]).is_dir() or Path(name).exists()
 
 
 def local_model_problem(name: str) -> str | None:

@@ -222,6 +222,22 @@ def _check_model(cfg: Config) -> None:
             raise ConfigError(f"model.name: {e}") from None
 
 
+def check_model_source(model: ModelPlan) -> None:
+    """The planned model can be had on this machine, checked when a run starts (after
+    :func:`plan_run`, before its folder is written): a built-in preset's folder is built when
+    first loaded and a local folder was checked by the plan; a hub id must be in the local
+    Hugging Face cache, or, online, on the hub (one request, no retries; with
+    ``HF_HUB_OFFLINE=1`` none: :func:`~fedmllm.model.loading.hub_model_problem`). A refusal is
+    one :class:`ConfigError` naming ``model.name``."""
+    if model.preset is not None:
+        return
+    from ..model.loading import hub_model_problem
+
+    problem = hub_model_problem(model.source)
+    if problem:
+        raise ConfigError(f"model.name: {model.source}: {problem}")
+
+
 def _plan_model(cfg: Config, init_key: str, init: str) -> ModelPlan:
     """``model.*`` and ``train.device``/``autocast`` resolved on this machine, with
     ``model.quantization`` and ``train.autocast`` checked against it and against the adapter's

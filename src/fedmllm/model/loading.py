@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from ..files import local_model_problem
+from ..files import local_model_problem, looks_local
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -145,11 +145,59 @@ def quantization_compute_dtype(device: torch.device | None, dtype: torch.dtype) 
     return dtype if device is not None and device.type != "cpu" else torch.float32
 
 
+#: Seconds :func:`hub_model_problem` waits for the hub's answer (one request, no retries).
+HUB_TIMEOUT = 10.0
+
+
+def hub_model_problem(name: str, *, ask_hub: bool = True) -> str | None:
+    """Why the hub id ``name`` cannot be loaded on this machine (one line, to follow the name),
+    or ``None``; ``None`` too for a name that :func:`~fedmllm.files.looks_local`.
+
+    A model whose ``config.json`` is in the local Hugging Face cache loads. Otherwise, with
+    ``HF_HUB_OFFLINE=1`` it is refused without a request; online (``ask_hub``) the hub is
+    asked once whether it holds the model (``model_info``: one request, :data:`HUB_TIMEOUT`,
+    none of the download's retries), and a model it does not hold, or a hub that cannot be
+    reached, is refused. A gated model exists: its download says what access it needs.
+    """
+    if looks_local(name):
+        return None
+    import huggingface_hub
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        RepositoryNotFoundError,
+    )
+
+    try:
+        cached = huggingface_hub.try_to_load_from_cache(name, "config.json")
+    except HFValidationError:
+        return "no such model folder, and not a Hugging Face hub id (name or org/name)"
+    if isinstance(cached, str):
+        return None
+    if huggingface_hub.is_offline_mode():
+        return ("no such model folder, and not in the Hugging Face cache (HF_HUB_OFFLINE=1 "
+                "downloads nothing: download it first, or give the model folder's path)")
+    if not ask_hub:
+        return None
+    try:
+        huggingface_hub.HfApi().model_info(name, timeout=HUB_TIMEOUT)
+    except GatedRepoError:
+        return None
+    except RepositoryNotFoundError:
+        return ("no such model folder, and no such model on the Hugging Face hub (a private "
+                "one needs `hf auth login`)")
+    except Exception as e:  # noqa: BLE001 - no network, a proxy, a timeout: not reachable
+        return (f"no such model folder, not in the Hugging Face cache, and the hub cannot "
+                f"be reached ({_first_line(e)})")
+    return None
+
+
 def _check_source(name: str, device, trust_remote_code: bool, quantization: str) -> None:
-    """Before anything loads: a local path is a model folder, the quantization can run here,
-    and a checkpoint's own code is run only when allowed (:func:`check_remote_code`)."""
+    """Before anything loads: a local path is a model folder, a hub id is in the cache when
+    offline (:func:`hub_model_problem`, without asking the hub), the quantization can run
+    here, and a checkpoint's own code is run only when allowed (:func:`check_remote_code`)."""
     local = Path(name).expanduser()
-    problem = local_model_problem(name)
+    problem = local_model_problem(name) or hub_model_problem(name, ask_hub=False)
     if problem:
         raise ModelError(f"{local}: {problem}")
     if quantization != "none":

@@ -1,26 +1,52 @@
 """The drivers of the engine: the multi-round simulation and the one-shot run.
 
-:func:`run_experiment` is the one place that chooses between them: it checks the whole
-configuration (:func:`~fedmllm.engine.factory.plan_run`) before anything is loaded, opens the
-output folder (new, or an unfinished one to resume), builds the shared
-:class:`~fedmllm.runtime.session.Session` and hands it to the driver the plan names.
+:func:`run_experiment` is the one place that chooses between them: it checks everything the
+run needs (:func:`start_run`: the configuration, the model's source, the output folder, the
+data) before it writes anything, opens the output folder (new, or an unfinished one to resume),
+builds the shared :class:`~fedmllm.runtime.session.Session` and hands it to the driver the plan
+names. Importing the package imports no session (nor the model libraries and evaluation it
+brings): ``fedmllm run`` refuses a bad configuration or model path before they load.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..config import Config, ConfigError, load_config
 from ..engine.factory import RunPlan, plan_run
 from ..errors import CheckpointError, OutputError
 from ..files import atomic_write_text
 from .outputs import RunFolder
-from .session import RunResult, Session
+
+if TYPE_CHECKING:
+    from .session import RunResult
 
 __all__ = [
-    "RunResult", "Session", "build_driver", "load_resume_config", "open_run_folder",
+    "RunResult", "Session", "Started", "build_driver", "load_resume_config", "open_run_folder",
     "run_experiment", "start_run",
 ]
+
+
+def __getattr__(name: str):
+    """:class:`~fedmllm.runtime.session.Session` and :class:`~fedmllm.runtime.session.RunResult`,
+    imported on first use (they bring torch)."""
+    if name in ("RunResult", "Session"):
+        from . import session
+
+        return getattr(session, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class Started(NamedTuple):
+    """A run that can start (:func:`start_run`): its plan, its opened output folder and its
+    data, built and checked."""
+
+    plan: RunPlan
+    folder: RunFolder
+    data: Any
+    """The clients' and the test data (:class:`~fedmllm.data.records.FederatedData`)."""
+
 
 #: Keys a resumed run may change: they do not touch the results.
 RESUME_OVERRIDES = ("output.progress", "output.plot")
@@ -79,18 +105,37 @@ def _check_resume_point(cfg: Config, path: Path) -> None:
 
 
 def start_run(cfg: Config, *, resume: bool = False, overwrite: bool = False,
-              over_flower: bool = False) -> tuple[RunPlan, RunFolder]:
-    """Check ``cfg`` (:func:`~fedmllm.engine.factory.plan_run`; ``over_flower``: its clients
-    are a Flower federation's nodes) and open its output folder; nothing is loaded yet. The
-    plan is this process's: pass it on (``started``) rather than planning again."""
+              over_flower: bool = False, data=None) -> Started:
+    """Check everything ``cfg`` needs, then open its output folder: nothing is written before
+    the run can start, and a refusal (one line) leaves no folder behind.
+
+    In order, cheapest first: the configuration (:func:`~fedmllm.engine.factory.plan_run`;
+    ``over_flower``: its clients are a Flower federation's nodes; a local model folder is
+    there), the model's source (:func:`~fedmllm.engine.factory.check_model_source`: a hub id
+    is cached, or refused offline, or on the hub), the output folder (new and writable, or
+    with ``resume`` an unfinished run; nothing created yet), the data (built and checked;
+    ``data``: the caller's, checked); then the folder is opened (:func:`open_run_folder`).
+    The plan and the data are this process's: pass them on (``started``).
+    """
+    from ..engine.factory import check_model_source
+
     plan = plan_run(cfg, over_flower=over_flower)
-    return plan, open_run_folder(cfg, resume=resume, overwrite=overwrite)
+    check_model_source(plan.model)
+    if resume:
+        RunFolder.resume(cfg.output.dir)
+    else:
+        RunFolder.check_new(cfg, overwrite)
+    from .session import check_data
+
+    data = check_data(cfg, data)
+    return Started(plan, open_run_folder(cfg, resume=resume, overwrite=overwrite), data)
 
 
 def open_run_folder(cfg: Config, *, resume: bool = False, overwrite: bool = False
                     ) -> RunFolder:
     """The output folder of a planned ``cfg``: a new one with its ``config.yaml``, or with
-    ``resume`` the unfinished one at ``output.dir``, marked ``running``."""
+    ``resume`` the unfinished one at ``output.dir``, marked ``running``. A new folder that
+    cannot be written is removed again (:meth:`~fedmllm.runtime.outputs.RunFolder.discard`)."""
     if resume:
         folder = RunFolder.resume(cfg.output.dir)
         folder.mark("running")
@@ -99,23 +144,25 @@ def open_run_folder(cfg: Config, *, resume: bool = False, overwrite: bool = Fals
     try:
         atomic_write_text(folder.path / "config.yaml", cfg.to_yaml())
     except OSError as e:
+        folder.discard()
         raise OutputError(f"{e.filename or folder.path}: cannot write ({e.strerror})") from None
     return folder
 
 
 def build_driver(cfg: Config, console=None, *, resume: bool = False, overwrite: bool = False,
-                 bundle=None, data=None, started: tuple[RunPlan, RunFolder] | None = None,
-                 clients=None):
+                 bundle=None, data=None, started: Started | None = None, clients=None):
     """The driver of ``cfg`` (a multi-round or one-shot run) with its session set up, not run.
 
     ``bundle``/``data`` reuse a model and data a caller already built (tests, benchmarks; the
     bundle's adapter must hold the run's initial state); ``started`` is :func:`start_run`'s
-    result when the caller opened the folder itself; ``clients`` trains the clients somewhere
+    result when the caller started the run itself; ``clients`` trains the clients somewhere
     else than in this process (the Flower server passes its grid's; the plan then refuses what
     a federation cannot do).
     """
-    plan, folder = started or start_run(cfg, resume=resume, overwrite=overwrite,
-                                        over_flower=clients is not None)
+    from .session import Session
+
+    plan, folder, data = started or start_run(cfg, resume=resume, overwrite=overwrite,
+                                              over_flower=clients is not None, data=data)
     session = Session(cfg, plan, folder, console=console, bundle=bundle, data=data)
     session.save_data_manifest()
     if plan.oneshot:
@@ -128,22 +175,23 @@ def build_driver(cfg: Config, console=None, *, resume: bool = False, overwrite: 
 
 
 def run_experiment(cfg: Config, console=None, *, resume: bool = False, overwrite: bool = False,
-                   bundle=None, data=None, started: tuple[RunPlan, RunFolder] | None = None,
+                   bundle=None, data=None, started: Started | None = None,
                    clients=None) -> RunResult:
     """Run ``cfg`` to the end (from its last checkpoint with ``resume``); see
-    :func:`build_driver` for the arguments. An exception or Ctrl-C leaves the folder marked
+    :func:`build_driver` for the arguments. A run that cannot start writes nothing
+    (:func:`start_run`); once started, an exception or Ctrl-C leaves its folder marked
     ``failed``/``interrupted`` (resumable)."""
-    plan, folder = started or start_run(cfg, resume=resume, overwrite=overwrite,
-                                        over_flower=clients is not None)
+    started = started or start_run(cfg, resume=resume, overwrite=overwrite,
+                                   over_flower=clients is not None, data=data)
     try:
-        driver = build_driver(cfg, console, resume=resume, bundle=bundle, data=data,
-                              started=(plan, folder), clients=clients)
+        driver = build_driver(cfg, console, resume=resume, bundle=bundle, started=started,
+                              clients=clients)
         return driver.run(resume=resume)
     except KeyboardInterrupt:
-        _mark_quietly(folder, "interrupted")
+        _mark_quietly(started.folder, "interrupted")
         raise
     except BaseException as e:
-        _mark_quietly(folder, "failed",
+        _mark_quietly(started.folder, "failed",
                       error=str(e).splitlines()[0] if str(e) else type(e).__name__)
         raise
 

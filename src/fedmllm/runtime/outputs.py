@@ -56,11 +56,30 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _check_writable(path: Path) -> None:
+    """``path``, or the folder it would be created in (its nearest existing ancestor), is a
+    folder this process may write in; one :class:`~fedmllm.errors.OutputError` otherwise."""
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise OutputError(f"{path}: output folder is not writable")
+        return
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{parent}: exists and is not a folder (output.dir {path})")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot create the output folder ({parent} is not "
+                          "writable)")
+
+
 class RunFolder:
     """A run's output folder; create one with :meth:`new` or :meth:`resume`."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.created = False
+        """Whether :meth:`new` created the folder (rather than reusing an empty one)."""
 
     # ------------------------------------------------------------------ state
     def status(self) -> dict:
@@ -106,19 +125,27 @@ class RunFolder:
         """The steps this run was resumed from, in order."""
         return list(self.status().get("resumes", []))
 
+    def _opened_by_launcher(self) -> bool:
+        """Opened for this run by ``fedmllm flower local``, which is starting it."""
+        return self.status().get("status") == "launching" and not self.finished \
+            and not (self.path / "checkpoint").exists()
+
+    def _taken(self) -> bool:
+        """Whether the folder holds something a new run must not simply write into."""
+        return self.path.is_dir() and any(self.path.iterdir()) and not self._opened_by_launcher()
+
     # ------------------------------------------------------------------ opening
     @classmethod
-    def new(cls, cfg: Config, overwrite: bool = False) -> RunFolder:
-        """The folder for a new run of ``cfg`` (``cfg.output.dir`` or a fresh default),
-        checked, created and marked ``running``. Sets ``cfg.output.dir`` to the folder."""
+    def check_new(cls, cfg: Config, overwrite: bool = False) -> RunFolder:
+        """The folder a new run of ``cfg`` gets (``cfg.output.dir`` or a fresh default),
+        checked as :meth:`new` checks it, but nothing is created, removed or written: a
+        :class:`~fedmllm.errors.OutputError` when it is a file, a foreign or live folder, a run
+        without ``overwrite``, or cannot be created or written."""
         path = Path(cfg.output.dir) if cfg.output.dir else default_dir(cfg)
         folder = cls(path)
         if path.exists() and not path.is_dir():
             raise OutputError(f"{path}: exists and is not a folder (output.dir)")
-        if path.is_dir() and folder.status().get("status") == "launching" \
-                and not folder.finished and not (path / "checkpoint").exists():
-            pass  # opened for this run by `fedmllm flower local`, which is starting it
-        elif path.is_dir() and any(path.iterdir()):
+        if folder._taken():
             if not folder.is_run_folder():
                 raise OutputError(f"{path}: not empty and not a fedmllm run folder; choose "
                                   "another output.dir")
@@ -131,24 +158,45 @@ class RunFolder:
                                       "replace it, or choose another output.dir")
                 raise OutputError(f"{path}: holds an unfinished run; continue it with "
                                   f"`fedmllm run --resume {path}` (or pass --overwrite)")
+        _check_writable(path)
+        return folder
+
+    @classmethod
+    def new(cls, cfg: Config, overwrite: bool = False) -> RunFolder:
+        """The folder for a new run of ``cfg``, checked (:meth:`check_new`), created and marked
+        ``running``. Sets ``cfg.output.dir`` to the folder. A folder this call created is
+        removed again when its ``run.json`` cannot be written (:meth:`discard`)."""
+        folder = cls.check_new(cfg, overwrite)
+        path = folder.path
+        if folder._taken():  # a run to replace (check_new refused it without overwrite)
             try:
                 shutil.rmtree(path)
             except OSError as e:
                 raise OutputError(f"{e.filename or path}: cannot remove ({e.strerror})") from None
+        folder.created = not path.exists()
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise OutputError(f"{e.filename or path}: cannot create the output folder "
                               f"({e.strerror})") from None
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise OutputError(f"{path}: output folder is not writable")
         cfg.output.dir = str(path)
-        folder.mark("running")
+        try:
+            folder.mark("running")
+        except OutputError:
+            folder.discard()
+            raise
         return folder
+
+    def discard(self) -> None:
+        """Remove the folder when this process created it (:meth:`new`) for a run that then
+        could not start; a folder that was there before is left as it is."""
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
 
     @classmethod
     def resume(cls, path: str | Path) -> RunFolder:
-        """An existing unfinished run folder to continue, marked ``running``."""
+        """An existing unfinished run folder to continue, checked (nothing is written:
+        :func:`~fedmllm.runtime.open_run_folder` marks it ``running``)."""
         path = Path(path)
         folder = cls(path)
         if not path.is_dir():

@@ -1,9 +1,10 @@
 """What both drivers share: the plan, the output folder, the model, the encoded data, evaluation.
 
 A :class:`Session` is made once per run, from its plan. It builds the plan's model
-(:func:`~fedmllm.engine.bundle.build_bundle`; or takes one a caller built),
-builds and encodes the clients' data, writes the run's inputs beside its outputs, evaluates an
-adapter state on the test set, and writes the run's last files (adapter, plot, summary).
+(:func:`~fedmllm.engine.bundle.build_bundle`; or takes one a caller built), takes the clients'
+data (:func:`check_data` built and checked it before the run's folder was opened), encodes it,
+writes the run's inputs beside its outputs, evaluates an adapter state on the test set, and
+writes the run's last files (adapter, plot, summary).
 """
 
 from __future__ import annotations
@@ -41,6 +42,21 @@ def encode_samples(processor, samples, strategy: str, max_len: int) -> list[Enco
     return EncodedSamples(processor, samples, strategy, max_len)[:]
 
 
+def check_data(cfg: Config, data=None):
+    """The run's data, built and checked before its folder is written: ``data`` as a caller
+    built it, or :func:`~fedmllm.data.build_federated_data` of ``cfg`` (a bad file or sample
+    is its :class:`~fedmllm.data.errors.DataError`); every client must hold training
+    samples."""
+    if data is None:
+        from ..data import build_federated_data
+
+        data = build_federated_data(cfg.data, cfg.fl.num_clients, cfg.seed)
+    for k, samples in enumerate(data.clients):
+        if not samples:
+            raise DataError(f"client {k} has no training samples")
+    return data
+
+
 def split_holdout(clients: list[list], fraction: float, seed: int
                   ) -> tuple[list[list], dict[int, list]]:
     """Every client's samples split into training and held-out ones (``eval.client_holdout``):
@@ -69,14 +85,7 @@ class Session:
         t0 = time.perf_counter()
         self.cfg, self.plan, self.folder, self.console = cfg, plan, folder, console
         self.bundle = bundle if bundle is not None else build_bundle(plan)
-        if data is None:
-            from ..data import build_federated_data
-
-            data = build_federated_data(cfg.data, cfg.fl.num_clients, cfg.seed)
-        self.data = data
-        for k, samples in enumerate(data.clients):
-            if not samples:
-                raise DataError(f"client {k} has no training samples")
+        self.data = data = data if data is not None else check_data(cfg)
         self.train_samples, self.holdout = split_holdout(data.clients, cfg.eval.client_holdout,
                                                          cfg.seed)
         self._clients: list[EncodedSamples] | None = None

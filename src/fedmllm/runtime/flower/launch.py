@@ -54,13 +54,13 @@ def write_app(folder: Path) -> Path:
 def open_folder(cfg: Config, supernodes: int, *, resume: str | None, overwrite: bool
                 ) -> RunFolder:
     """Check ``cfg`` for a federation of ``supernodes`` nodes (this process's one
-    :func:`~fedmllm.engine.factory.plan_run`: every mistake before a process starts) and open
-    its run folder (absolute path) for the ServerApp."""
-    from ...engine.factory import plan_run
+    :func:`~fedmllm.engine.factory.plan_run` and the model's source: every mistake before a
+    process starts) and open its run folder (absolute path) for the ServerApp."""
+    from ...engine.factory import check_model_source, plan_run
     from .. import open_run_folder
     from .local import kill_recorded
 
-    plan_run(cfg, supernodes=supernodes)
+    check_model_source(plan_run(cfg, supernodes=supernodes).model)
     if resume:
         folder = open_run_folder(cfg, resume=True)
         kill_recorded(folder.path)  # processes a crashed launcher left behind
