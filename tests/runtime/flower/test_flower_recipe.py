@@ -34,7 +34,7 @@ from fedmllm.runtime.flower.local import _log_tail, _Proc, _spawn, _terminate, p
 
 DOC = ROOT / "docs" / "flower.md"
 SITES = (0, 1)
-BLOCK = re.compile(r"<!-- recipe: (\w+)(, background)? -->\s*```bash\n(.*?)```", re.S)
+BLOCK = re.compile(r"<!-- recipe: (\w+)(, background)? -->\s*```bash\n(.*?)```", re.DOTALL)
 TINY = ("fl.rounds=1 fl.local_steps=2 data.train_size=48 data.test_size=8 "
         "eval.views='[image_text]' train.device='cpu' output.plot=false output.progress=false")
 FLOWER_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
@@ -203,7 +203,7 @@ def test_the_multi_machine_recipe_runs_verbatim_on_loopback(tmp_path, tiny_dir):
             else:
                 nodes = [machines.start(f"supernode-{k}", *block)
                          for k, block in zip(SITES, blocks, strict=True)]
-                wait_for("the SuperNodes are connected", lambda: all(
+                wait_for("the SuperNodes are connected", lambda nodes=nodes: all(
                     "SuperNode ID" in _log_tail(p.log_path) for p in nodes), machines.procs)
             machines.deliver()
     finally:
