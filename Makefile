@@ -107,7 +107,8 @@ LOWEST_PYTEST := FEDMLLM_CACHE=$(CURDIR)/$(VENV_LOWEST)/cache FEDMLLM_TEST_NO_PR
 	$(VENV_LOWEST)/bin/python -m pytest -q -n 2
 test-lowest: $(STAMP)
 	rm -rf $(VENV_LOWEST) && $(PYTHON) -m venv $(VENV_LOWEST)
-	grep -E '^(pytest|pytest-xdist|execnet|iniconfig|pluggy|pygments|packaging)==' $(LOCK) \
+	grep -E '^(pytest|pytest-xdist|execnet|iniconfig|pluggy|pygments|packaging|import-linter|grimp)==' \
+		$(LOCK) \
 		> $(VENV_LOWEST)/test-tools.txt
 	printf '%s\n' '$(LOCK_TORCH)' > $(VENV_LOWEST)/constraints.txt
 	$(UV_COMPILE) $(VENV_LOWEST)/test-tools.txt --resolution lowest-direct \
