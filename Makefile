@@ -55,6 +55,8 @@ lock:
 	printf '%s\n' '$(LOCK_TORCH)' > $(VENV)/lock-constraints.txt
 	$(UV_COMPILE) --extra dev --constraint $(VENV)/lock-constraints.txt \
 		--custom-compile-command 'make lock' --output-file $(LOCK)
+	# which pyproject.toml this lock was made from (a test checks it is the current one)
+	sed -i "2a #    from pyproject.toml sha256 $$(sha256sum pyproject.toml | cut -d' ' -f1)" $(LOCK)
 
 install: $(STAMP)
 

@@ -82,3 +82,15 @@ def test_lockcheck_can_leave_a_gpu_machines_torch_out(tmp_path, monkeypatch, cap
     assert lc.main(["--except", "torch,torchvision", str(lock)]) == 0
     monkeypatch.setattr(lc, "installed", lambda: {"torch": "2.13.0+cu128", "numpy": "2.3.0"})
     assert lc.main(["--except", "torch,torchvision", str(lock)]) == 1
+
+
+def test_the_lock_was_made_from_this_pyproject():
+    """``make lock`` records the SHA-256 of the pyproject.toml it resolved: a pyproject.toml
+    edited after the lock (a range, an extra, a setting) fails here until ``make lock`` runs."""
+    import hashlib
+
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    header = LOCK.read_text().splitlines()[:5]
+    assert f"#    from pyproject.toml sha256 {digest}" in header, (
+        "pyproject.toml changed after requirements-lock.txt: run `make lock` and commit both")
+
