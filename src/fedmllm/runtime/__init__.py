@@ -45,7 +45,8 @@ class Started(NamedTuple):
     plan: RunPlan
     folder: RunFolder
     data: Any
-    """The clients' and the test data (:class:`~fedmllm.data.records.FederatedData`)."""
+    """The clients' and the test data (:class:`~fedmllm.data.types.FederatedData`; over
+    Flower the test side only, no client's samples)."""
 
 
 #: Keys a resumed run may change: they do not touch the results.
@@ -114,7 +115,8 @@ def start_run(cfg: Config, *, resume: bool = False, overwrite: bool = False,
     there), the model's source (:func:`~fedmllm.engine.factory.check_model_source`: a hub id
     is cached, or refused offline, or on the hub), the output folder (new and writable, or
     with ``resume`` an unfinished run; nothing created yet), the data (built and checked;
-    ``data``: the caller's, checked); then the folder is opened (:func:`open_run_folder`).
+    ``data``: the caller's, checked; ``over_flower``: the test side only, the nodes hold the
+    clients' samples); then the folder is opened (:func:`open_run_folder`).
     The plan and the data are this process's: pass them on (``started``).
     """
     from ..engine.factory import check_model_source
@@ -127,7 +129,7 @@ def start_run(cfg: Config, *, resume: bool = False, overwrite: bool = False,
         RunFolder.check_new(cfg, overwrite)
     from .session import check_data
 
-    data = check_data(cfg, data)
+    data = check_data(cfg, data, over_flower)
     return Started(plan, open_run_folder(cfg, resume=resume, overwrite=overwrite), data)
 
 
