@@ -66,7 +66,7 @@ def test_folder_datasets_build_their_parts(tmp_path):
 def test_a_client_renders_only_its_own_images(monkeypatch):
     """The labels of the whole training set are drawn, but only client k's images are
     rendered (the others stay pending, never called)."""
-    import fedmllm.data.synth as synth
+    from fedmllm.data import synth
 
     cfg = DataConfig(train_size=200, test_size=8)
     full = build_federated_data(cfg, N, 0)

@@ -219,8 +219,8 @@ def federated_data(
     source.finish()
     if part == "test":
         loaded.train = []
-    knobs = dict(partition=partition, alpha=alpha, min_per_client=min_per_client,
-                 missing_rate=missing_rate, image_clients=image_clients, presence=presence)
+    knobs = {"partition": partition, "alpha": alpha, "min_per_client": min_per_client,
+             "missing_rate": missing_rate, "image_clients": image_clients, "presence": presence}
     result, info = _clients(loaded, params, num_clients, seed, scenario, prompt_strategy, part,
                             knobs)
     data = FederatedData(result.clients, list(loaded.test), info, {}, loaded.extra_tests)

@@ -491,10 +491,10 @@ def make_synth(
 
 __all__ = [
     "COLOURS",
-    "PendingImage",
     "SHAPES",
     "TASKS",
     "TASK_NAMES",
+    "PendingImage",
     "ceilings",
     "digit_image",
     "draw_shape",

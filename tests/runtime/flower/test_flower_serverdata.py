@@ -72,12 +72,11 @@ def _refuse(*_, **__):
 
 
 def test_a_server_without_client_data_gives_the_simulation(tmp_path, tiny_dir, monkeypatch):
-    import fedmllm.data as data
-    import fedmllm.data.build as build
     import fedmllm.data.datasets.synth as synth_dataset
-    import fedmllm.engine.factory as factory
-    import fedmllm.runtime as runtime
-    import fedmllm.runtime.flower.client as client
+    from fedmllm import data, runtime
+    from fedmllm.data import build
+    from fedmllm.engine import factory
+    from fedmllm.runtime.flower import client
 
     cfg = load_config(None, [*BASE, f"output.dir={tmp_path / 'sim'}"])
     run_experiment(cfg)
