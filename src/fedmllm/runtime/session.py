@@ -42,16 +42,16 @@ def encode_samples(processor, samples, strategy: str, max_len: int) -> list[Enco
     return EncodedSamples(processor, samples, strategy, max_len)[:]
 
 
-def check_data(cfg: Config, data=None, over_flower: bool = False):
+def check_data(cfg: Config, data=None, test_only: bool = False):
     """The run's data, built and checked before its folder is written: ``data`` as a caller
     built it, or :func:`~fedmllm.data.build_federated_data` of ``cfg`` (a bad file or sample
     is its :class:`~fedmllm.data.errors.DataError`); every client must hold training
-    samples. ``over_flower``: the server of a federation, which holds only the test side
+    samples. ``test_only``: the server of a federation, which holds only the test side
     (:func:`~fedmllm.data.build_test_data`; each node checks its own samples)."""
     if data is None:
         from ..data import build_federated_data, build_test_data
 
-        build = build_test_data if over_flower else build_federated_data
+        build = build_test_data if test_only else build_federated_data
         data = build(cfg.data, cfg.fl.num_clients, cfg.seed)
     for k, samples in enumerate(data.clients):
         if not samples:

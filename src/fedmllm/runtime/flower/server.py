@@ -222,6 +222,7 @@ def grid_clients(grid: Grid) -> ExecutorFactory:
         session.score_holdout = executor.evaluate
         executor.refresh_nodes()  # the nodes present now report before the first round
         return executor
+    build.nodes_hold_data = True  # the server builds only its test side
     return build
 
 
