@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 from helpers.flower_loopback import LoopbackGrid
+from helpers.own_data import prepared_part
 from safetensors.torch import load_file
 
 pytest.importorskip("flwr")
@@ -49,22 +50,9 @@ def manifest(out):
 
 def own_folders(tmp_path, seed: int) -> dict[int, dict]:
     """Per node, a prepared folder holding only its own client file and images."""
-    from fedmllm.data import prepare
-
-    configs = {}
-    for k in range(N):
-        folder = tmp_path / f"node{k}"
-        prepare(folder, num_clients=N, seed=seed, train_size=48, test_size=8)
-        own = (folder / f"client_{k}.json").read_text()
-        for path in folder.iterdir():
-            if path.name == "images":
-                for image in path.iterdir():
-                    if image.name not in own:
-                        image.unlink()
-            elif path.name not in (f"client_{k}.json", "manifest.json"):
-                path.unlink()
-        configs[k] = {"data-dir": str(folder)}
-    return configs
+    return {k: {"data-dir": str(prepared_part(tmp_path / f"node{k}", (f"client_{k}.json",),
+                                              seed, N, train_size=48, test_size=8))}
+            for k in range(N)}
 
 
 def _refuse(*_, **__):
