@@ -401,7 +401,8 @@ class EvalConfig:
         ["image_text", "image_only", "text_only"], """
         Modality views of the test set to evaluate (the first one gives the headline numbers).""")
     client_holdout: float = key(0.0, """
-        Client-side evaluation (multi-round simulator runs): hold out this fraction of every
+        Client-side evaluation (multi-round runs, simulated or over Flower, where each node
+        holds out and scores its own samples): hold out this fraction of every
         client's training samples (drawn from the seed; at least one sample stays for training)
         and, whenever the test set is evaluated, score the global model on each client's own
         held-out samples as the client holds them (its modalities), reported per client and as

@@ -65,8 +65,6 @@ def test_a_device_this_machine_lacks_is_refused_by_the_plan(tmp_path):
 @pytest.mark.parametrize(("overrides", "supernodes", "words"), [
     (["fl.algorithm=centralized"], None, "fl.algorithm: centralized pools every client's data"),
     (["fl.algorithm=Centralized"], 2, "fl.algorithm: centralized pools every client's data"),
-    (["eval.client_holdout=0.2"], None, ("eval.client_holdout: client-side evaluation runs in "
-                                         "the simulator (fedmllm run); over Flower")),
     (["fl.num_clients=3"], 2, ("fl.num_clients: 3, but --supernodes 2: every SuperNode is one "
                                "client")),
 ])
@@ -76,6 +74,12 @@ def test_what_a_federation_cannot_do_is_refused_by_the_plan(overrides, supernode
     with pytest.raises(ConfigError) as e:
         plan_run(cfg, over_flower=True, supernodes=supernodes)
     assert str(e.value).startswith(words) and "\n" not in str(e.value)
+
+
+def test_client_side_evaluation_is_planned_over_flower():
+    """Each node scores its own held-out samples (runtime/flower/client.py)."""
+    cfg = load_config(None, ["fl.num_clients=2", "eval.client_holdout=0.2"])
+    assert plan_run(cfg, over_flower=True, supernodes=2).driver == "multiround"
 
 
 def test_the_launcher_plans_once_and_refuses_before_opening_a_folder(tmp_path, plans):

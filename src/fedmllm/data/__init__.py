@@ -19,7 +19,9 @@ One module per concept:
 - :mod:`.prompts`: the prompt templates;
 - :mod:`.manifest`: the JSON description of a federated dataset;
 - :mod:`.build`: the federated data of any registered dataset (:func:`federated_data`,
-  :func:`build_federated_data`, :func:`prepare`);
+  :func:`build_federated_data`, :func:`prepare`), one client's samples alone
+  (:func:`build_client_data`, what a federation site builds) and the server's test side
+  (:func:`build_test_data`);
 - :mod:`.prepared`: prepared folders on disk (:func:`write_prepared`, :func:`load_prepared`);
 - :mod:`.stats`: ``fedmllm data stats``.
 
@@ -29,7 +31,13 @@ whose data formats, prompts and scenarios this layer reproduces.
 """
 
 from . import datasets  # noqa: F401  (registers the built-in datasets first)
-from .build import build_federated_data, federated_data, prepare
+from .build import (
+    build_client_data,
+    build_federated_data,
+    build_test_data,
+    federated_data,
+    prepare,
+)
 from .errors import DataError
 from .prepared import load_prepared, load_prepared_client, write_prepared
 from .prompts import build_prompt, to_conversation
@@ -55,8 +63,10 @@ __all__ = [
     "FederatedData",
     "Sample",
     "TaskInfo",
+    "build_client_data",
     "build_federated_data",
     "build_prompt",
+    "build_test_data",
     "ceilings",
     "data_stats",
     "dataset_names",

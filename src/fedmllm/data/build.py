@@ -20,13 +20,14 @@ text), and describe the result in a JSON-able manifest (:mod:`fedmllm.data.manif
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .errors import DataError
 from .manifest import make_manifest
 from .partition import dirichlet_partition, iid_partition
-from .prepared import load_prepared, write_prepared
+from .prepared import load_prepared, load_prepared_client, write_prepared
 from .prompts import MC_TEMPLATES, STRATEGIES
 from .registry import Loaded, Source, dataset_options, get_dataset
 from .scenarios import (
@@ -37,10 +38,13 @@ from .scenarios import (
     medical_cross,
     medical_hybrid,
 )
+from .synth import PendingImage
 from .types import FederatedData, Sample, TaskInfo
 
 __all__ = [
+    "build_client_data",
     "build_federated_data",
+    "build_test_data",
     "federated_data",
     "prepare",
 ]
@@ -125,17 +129,47 @@ def _qa_clients(loaded: Loaded, params: dict, num_clients: int, seed: int, scena
 
 def _mc_clients(loaded: Loaded, params: dict, num_clients: int, seed: int, scenario: str, *,
                 partition: str, alpha: float, min_per_client: int, missing_rate: float,
-                image_clients: int, presence: float) -> ScenarioResult:
-    """Multiple choice: a Dirichlet or IID label partition, then the modality scenario."""
+                image_clients: int, presence: float, test_only: bool) -> ScenarioResult:
+    """Multiple choice: a Dirichlet or IID label partition, then the modality scenario
+    (``test_only``: no samples, the scenario's record only)."""
     params.update(partition=partition, min_per_client=min_per_client)
     if partition == "dirichlet":
         params["alpha"] = alpha
-    clients = _partition_mc(loaded.train, num_clients, partition, alpha, min_per_client, seed)
+    clients = [[] for _ in range(num_clients)] if test_only else _partition_mc(
+        loaded.train, num_clients, partition, alpha, min_per_client, seed)
     try:
         return apply_scenario(clients, scenario, seed, missing_rate=missing_rate,
                               image_clients=image_clients, presence=presence)
     except ValueError as e:
         raise DataError(f"data.scenario: {e}") from None
+
+
+def _clients(loaded: Loaded, params: dict, num_clients: int, seed: int, scenario: str,
+             prompt_strategy: str, part, knobs: dict) -> tuple[ScenarioResult, TaskInfo]:
+    """The clients' samples (every client's, or only client ``part``'s rendered; none for
+    ``"test"``) and the task, by the dataset's kind."""
+    if loaded.kind == "qa":
+        result = _qa_clients(loaded, params, num_clients, seed, scenario,
+                             knobs["image_clients"], knobs["presence"])
+        info = TaskInfo(loaded.task, "vqa", None, prompt_strategy)
+    else:
+        result = _mc_clients(loaded, params, num_clients, seed, scenario,
+                             test_only=part == "test", **knobs)
+        info = TaskInfo(loaded.task, "mc", MC_TEMPLATES[loaded.task].options, prompt_strategy)
+    if part == "test":
+        result.clients = []
+    elif part != "all":
+        own = _rendered(result.clients[part])
+        result.clients = [[] for _ in range(num_clients)]
+        result.clients[part] = own
+    return result, info
+
+
+def _rendered(samples: list[Sample]) -> list[Sample]:
+    """``samples`` with their pending images rendered
+    (:class:`~fedmllm.data.synth.PendingImage`)."""
+    return [replace(s, image=s.image()) if isinstance(s.image, PendingImage) else s
+            for s in samples]
 
 
 def federated_data(
@@ -155,6 +189,7 @@ def federated_data(
     verify_images: bool = True,
     skip_bad: bool = False,
     skip_hint: str = "skip_bad=True",
+    part: str | int = "all",
     **options: Any,
 ) -> FederatedData:
     """Build the federated data with plain arguments (see :func:`build_federated_data`).
@@ -168,31 +203,50 @@ def federated_data(
     ``skip_bad`` skips bad items (counted in ``manifest["skipped"]``) instead of raising
     :class:`DataError`: one error that lists every bad row and image and names ``skip_hint``, the
     option that skips them (``--skip-bad`` for ``fedmllm prepare``).
+    ``part``: ``"all"``; ``"test"``: the test sets, the task and a manifest whose ``clients``
+    are empty, no training sample built; a client index ``k``: only ``clients[k]`` (the
+    partition drawn from the training labels, the others' images never rendered), no test set.
     """
+    if part not in ("all", "test") and not (isinstance(part, int) and 0 <= part < num_clients):
+        raise DataError(f"client {part}: not one of the {num_clients} clients")
     spec, source = _dataset_source(dataset, num_clients, seed, data_dir, scenario,
                                    prompt_strategy, verify_images, skip_bad, skip_hint, options)
-    params = source.params
-    if scenario == "missing":
-        params["missing_rate"] = missing_rate
-    elif scenario == "cross":
-        params["image_clients"] = image_clients
-    elif scenario == "hybrid":
-        params["presence"] = presence
+    params, source.part = source.params, part if part in ("all", "test") else "train"
+    params.update({"missing": {"missing_rate": missing_rate},
+                   "cross": {"image_clients": image_clients},
+                   "hybrid": {"presence": presence}}.get(scenario, {}))
     loaded = spec.build(source)
     source.finish()
-    if loaded.kind == "qa":
-        result = _qa_clients(loaded, params, num_clients, seed, scenario, image_clients,
-                             presence)
-        info = TaskInfo(loaded.task, "vqa", None, prompt_strategy)
-    else:
-        result = _mc_clients(loaded, params, num_clients, seed, scenario, partition=partition,
-                             alpha=alpha, min_per_client=min_per_client,
-                             missing_rate=missing_rate, image_clients=image_clients,
-                             presence=presence)
-        info = TaskInfo(loaded.task, "mc", MC_TEMPLATES[loaded.task].options, prompt_strategy)
+    if part == "test":
+        loaded.train = []
+    knobs = {"partition": partition, "alpha": alpha, "min_per_client": min_per_client,
+             "missing_rate": missing_rate, "image_clients": image_clients, "presence": presence}
+    result, info = _clients(loaded, params, num_clients, seed, scenario, prompt_strategy, part,
+                            knobs)
     data = FederatedData(result.clients, list(loaded.test), info, {}, loaded.extra_tests)
     data.manifest = make_manifest(data, params, result.info, source.skipped)
+    if part != "all":
+        data.manifest.update(num_clients=num_clients, clients=[])
     return data
+
+
+def _from_config(cfg: Any, num_clients: int, seed: int, verify_images: bool,
+                 part: str | int) -> FederatedData:
+    """:func:`federated_data` of the config's ``data`` table."""
+    return federated_data(
+        cfg.dataset, num_clients, seed, task=cfg.task, data_dir=cfg.data_dir,
+        scenario=cfg.scenario, missing_rate=cfg.missing_rate, image_clients=cfg.image_clients,
+        presence=cfg.presence, prompt_strategy=cfg.prompt_strategy, partition=cfg.partition,
+        alpha=cfg.alpha, min_per_client=cfg.min_per_client, train_size=cfg.train_size,
+        test_size=cfg.test_size, verify_images=verify_images, skip_bad=cfg.skip_bad_samples,
+        skip_hint="data.skip_bad_samples=true", part=part,
+    )
+
+
+def _check_prepared(cfg: Any, n: int, num_clients: int) -> None:
+    if n != num_clients:
+        raise DataError(f"{cfg.prepared}: prepared for {n} clients but "
+                        f"fl.num_clients = {num_clients}")
 
 
 def build_federated_data(cfg: Any, num_clients: int, seed: int, *,
@@ -208,20 +262,36 @@ def build_federated_data(cfg: Any, num_clients: int, seed: int, *,
     """
     if cfg.prepared:
         data = load_prepared(cfg.prepared)
-        if len(data.clients) != num_clients:
-            raise DataError(
-                f"{cfg.prepared}: prepared for {len(data.clients)} clients but "
-                f"fl.num_clients = {num_clients}"
-            )
+        _check_prepared(cfg, len(data.clients), num_clients)
         return data
-    return federated_data(
-        cfg.dataset, num_clients, seed, task=cfg.task, data_dir=cfg.data_dir,
-        scenario=cfg.scenario, missing_rate=cfg.missing_rate, image_clients=cfg.image_clients,
-        presence=cfg.presence, prompt_strategy=cfg.prompt_strategy, partition=cfg.partition,
-        alpha=cfg.alpha, min_per_client=cfg.min_per_client, train_size=cfg.train_size,
-        test_size=cfg.test_size, verify_images=verify_images, skip_bad=cfg.skip_bad_samples,
-        skip_hint="data.skip_bad_samples=true",
-    )
+    return _from_config(cfg, num_clients, seed, verify_images, "all")
+
+
+def build_client_data(cfg: Any, num_clients: int, seed: int, k: int, *,
+                      verify_images: bool = True) -> list[Sample]:
+    """Client ``k``'s training samples, equal to ``build_federated_data(cfg, num_clients,
+    seed).clients[k]``, as one federation site builds them: the partition is drawn from the
+    training labels (a generator's draws, a folder's annotations), then only client ``k``'s
+    samples take their modality scenario and have their images rendered; no test set. With
+    ``cfg.prepared``: that folder's ``client_<k>.json`` (the folder may hold only it)."""
+    if cfg.prepared:
+        return load_prepared_client(cfg.prepared, k)
+    return _from_config(cfg, num_clients, seed, verify_images, k).clients[k]
+
+
+def build_test_data(cfg: Any, num_clients: int, seed: int, *,
+                    verify_images: bool = True) -> FederatedData:
+    """What the server of a federation holds: the test set(s), the task and the manifest of
+    :func:`build_federated_data` without any client's samples (``clients`` is empty, and so
+    is the manifest's ``clients``, which the nodes' reports fill; its ``skipped`` lists the
+    bad test items only). No training sample is built or read (a prepared folder's client
+    files are not opened; it needs ``manifest.json``)."""
+    if cfg.prepared:
+        data = load_prepared(cfg.prepared, clients=False)
+        _check_prepared(cfg, int(data.manifest.get("num_clients", 0)), num_clients)
+        data.manifest = {**data.manifest, "clients": []}
+        return data
+    return _from_config(cfg, num_clients, seed, verify_images, "test")
 
 
 def prepare(

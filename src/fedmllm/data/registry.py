@@ -102,7 +102,10 @@ class DatasetOption:
 class Source:
     """What a dataset's ``build``/``read`` gets: its folder, its options (defaults filled),
     the seed, the bad-item policy (``skip_bad``, and ``skip_hint``: the option that sets it,
-    named in the error); and what building collects: the manifest ``params`` the dataset adds
+    named in the error), the ``part`` a build needs (``"all"``; ``"train"``: the training
+    samples only, a generator's images left :class:`~fedmllm.data.synth.PendingImage`;
+    ``"test"``: the test sets only; a build may ignore it and return everything); and what
+    building collects: the manifest ``params`` the dataset adds
     to, the ``skipped`` bad items, and the bad images not skipped (raised by :meth:`finish`)."""
 
     dataset: str
@@ -116,6 +119,11 @@ class Source:
     skip_hint: str | None = "skip_bad=True"
     bad: list[dict] = field(default_factory=list)
     decoded: dict[str, str | None] = field(default_factory=dict)
+    part: str = "all"
+
+    def wants(self, part: str) -> bool:
+        """Whether the build needs the ``train`` or the ``test`` part."""
+        return self.part in ("all", part)
 
     def root(self) -> Path:
         """The data folder, which must exist (``data.data_dir`` is named otherwise)."""
@@ -222,8 +230,8 @@ def train_test_build(read: Callable[[Source, str], ReadResult], test_split: str 
     def build(source: Source) -> Loaded:
         root = source.root()
         source.params.update(data_dir=str(root.absolute()), test_split=test_split)
-        train = source.take(read(source, "train"))
-        test = source.take(read(source, test_split))
+        train = source.take(read(source, "train")) if source.wants("train") else []
+        test = source.take(read(source, test_split)) if source.wants("test") else []
         return Loaded(source.dataset, kind, source.checked(train, source.dataset),
                       source.checked(test, source.dataset))
 

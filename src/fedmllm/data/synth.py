@@ -42,7 +42,8 @@ The image helpers (:func:`digit_image`, :func:`shapes_image`, :func:`jitter`,
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -161,11 +162,14 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box, fill=None, outline=No
         raise ValueError(shape)
 
 
-def digit_image(rng: np.random.Generator, bg, frame: str | None = None) -> tuple[Image.Image, int]:
-    """A background colour with a random real digit drawn large (optionally inside a frame)."""
-    images, targets = _digits()
-    idx = int(rng.integers(len(images)))
-    bg = jitter(rng, bg)
+def _draw_digit(rng: np.random.Generator, bg) -> tuple[int, tuple[int, int, int]]:
+    """The random draws of :func:`digit_image`: a digit's index, then the jittered background."""
+    idx = int(rng.integers(len(_digits()[0])))
+    return idx, jitter(rng, bg)
+
+
+def _render_digit(idx: int, bg, frame: str | None) -> Image.Image:
+    """Digit ``idx`` drawn large in ink that contrasts with ``bg`` (no random draw)."""
     ink = _ink_for(bg)
     im = Image.new("RGB", (SIZE, SIZE), bg)
     if frame is None:
@@ -175,7 +179,13 @@ def digit_image(rng: np.random.Generator, bg, frame: str | None = None) -> tuple
         draw_shape(draw, frame, (1, 1, SIZE - 2, SIZE - 2), outline=ink, width=3)
         size, off = 16, 8
     im.paste(ink, (off, off), _digit_mask(idx, size))
-    return im, int(targets[idx])
+    return im
+
+
+def digit_image(rng: np.random.Generator, bg, frame: str | None = None) -> tuple[Image.Image, int]:
+    """A background colour with a random real digit drawn large (optionally inside a frame)."""
+    idx, bg = _draw_digit(rng, bg)
+    return _render_digit(idx, bg, frame), int(_digits()[1][idx])
 
 
 def _slots(count: int) -> list[tuple[int, int, int, int]]:
@@ -189,14 +199,36 @@ def _slots(count: int) -> list[tuple[int, int, int, int]]:
     return [(2, 2, 14, 14), (17, 2, 29, 14), (2, 17, 14, 29), (17, 17, 29, 29)]
 
 
-def shapes_image(rng, bg_rgb, fg_rgb, shape: str, count: int) -> Image.Image:
-    """``count`` (1-4) identical shapes of one colour on a background of another."""
-    im = Image.new("RGB", (SIZE, SIZE), jitter(rng, bg_rgb, 10))
+def _render_shapes(bg, fg, shape: str, count: int) -> Image.Image:
+    im = Image.new("RGB", (SIZE, SIZE), bg)
     draw = ImageDraw.Draw(im)
-    fg = jitter(rng, fg_rgb, 10)
     for box in _slots(count):
         draw_shape(draw, shape, box, fill=fg)
     return im
+
+
+def shapes_image(rng, bg_rgb, fg_rgb, shape: str, count: int) -> Image.Image:
+    """``count`` (1-4) identical shapes of one colour on a background of another."""
+    bg = jitter(rng, bg_rgb, 10)
+    return _render_shapes(bg, jitter(rng, fg_rgb, 10), shape, count)
+
+
+@dataclass(frozen=True)
+class PendingImage:
+    """A generated image not rendered yet: every random draw behind it is made, so calling it
+    gives, pixel for pixel, the image the generator would have rendered in its place (what
+    lets a node draw the whole training set's labels but render only its own client's
+    images: :func:`make_synth` with ``lazy=True``)."""
+
+    render: Callable[..., Image.Image]
+    args: tuple
+
+    def __call__(self) -> Image.Image:
+        return self.render(*self.args)
+
+
+def _image(lazy: bool, render: Callable[..., Image.Image], *args):
+    return PendingImage(render, args) if lazy else render(*args)
 
 
 # ----------------------------------------------------------------------------- cue tables
@@ -281,7 +313,7 @@ def _mc_sample(sid: str, task: str, opts: tuple[str, ...], y: int, image, text: 
                   label=y, options=opts, meta=meta)
 
 
-def _gen_binary(rng, n: int, prefix: str, params: dict) -> list[Sample]:
+def _gen_binary(rng, n: int, prefix: str, params: dict, lazy: bool = False) -> list[Sample]:
     rule = params.get("rule", "and")
     noise = float(params.get("label_noise", 0.0))
     cells = _binary_cells(params.get("single_ceiling", 0.8), rule).ravel()
@@ -293,7 +325,8 @@ def _gen_binary(rng, n: int, prefix: str, params: dict) -> list[Sample]:
         ci, ct = divmod(cell, 2)
         family = WARM if ci else COOL
         cname = list(family)[int(rng.integers(len(family)))]
-        image, digit = digit_image(rng, family[cname])
+        idx, bg = _draw_digit(rng, family[cname])
+        image, digit = _image(lazy, _render_digit, idx, bg, None), int(_digits()[1][idx])
         text, word = _caption(rng, BINARY_WORDS[ct], BINARY_SENTENCES)
         y = _noisy(rng, _binary_label(ci, ct, rule), 2, noise)
         out.append(_mc_sample(f"{prefix}{i}", task, opts, y, image, text,
@@ -302,7 +335,8 @@ def _gen_binary(rng, n: int, prefix: str, params: dict) -> list[Sample]:
     return out
 
 
-def _gen_multiclass(rng, n: int, prefix: str, params: dict) -> list[Sample]:
+def _gen_multiclass(rng, n: int, prefix: str, params: dict, lazy: bool = False
+                    ) -> list[Sample]:
     noise = float(params.get("label_noise", 0.0))
     task = TASK_NAMES["multiclass"]
     opts = SYNTH_MULTICLASS_OPTIONS
@@ -314,7 +348,8 @@ def _gen_multiclass(rng, n: int, prefix: str, params: dict) -> list[Sample]:
         family = COOL if cool else WARM
         cname = list(family)[int(rng.integers(len(family)))]
         frame = "square" if square else "circle"
-        image, digit = digit_image(rng, family[cname], frame=frame)
+        idx, bg = _draw_digit(rng, family[cname])
+        image, digit = _image(lazy, _render_digit, idx, bg, frame), int(_digits()[1][idx])
         text, word = _caption(rng, MULTICLASS_WORDS[ct], MULTICLASS_SENTENCES)
         y = _noisy(rng, 2 * ci + ct, 8, noise)
         out.append(_mc_sample(f"{prefix}{i}", task, opts, y, image, text,
@@ -377,7 +412,8 @@ def _vqa_question(rng, bg: str, fg: str, shape: str, count: int) -> tuple[str, s
     return f"Are there {k} shapes?", "yes" if yes else "no", "CLOSED", "count"
 
 
-def _gen_vqa(rng, n: int, prefix: str, params: dict, text_fraction: float) -> list[Sample]:
+def _gen_vqa(rng, n: int, prefix: str, params: dict, text_fraction: float,
+             lazy: bool = False) -> list[Sample]:
     task = TASK_NAMES["vqa"]
     names = list(COLOURS)
     facts = fact_table()
@@ -393,7 +429,8 @@ def _gen_vqa(rng, n: int, prefix: str, params: dict, text_fraction: float) -> li
         bg, fg = names[int(bg)], names[int(fg)]
         shape = SHAPES[int(rng.integers(len(SHAPES)))]
         count = int(rng.integers(1, 4))
-        image = shapes_image(rng, COLOURS[bg], COLOURS[fg], shape, count)
+        drawn = jitter(rng, COLOURS[bg], 10), jitter(rng, COLOURS[fg], 10)
+        image = _image(lazy, _render_shapes, *drawn, shape, count)
         q, a, atype, qtype = _vqa_question(rng, bg, fg, shape, count)
         out.append(Sample(id=f"{prefix}{i}", task=task, answer=a, question=q, image=image,
                           answer_type=atype,
@@ -403,7 +440,7 @@ def _gen_vqa(rng, n: int, prefix: str, params: dict, text_fraction: float) -> li
 
 
 def make_synth(
-    task: str, n_train: int, n_test: int, seed: int, **params
+    task: str, n_train: int, n_test: int, seed: int, *, lazy: bool = False, **params
 ) -> tuple[list[Sample], list[Sample]]:
     """Generate the synthetic benchmark ``task`` (``binary``, ``multiclass`` or ``vqa``).
 
@@ -416,6 +453,8 @@ def make_synth(
       share of text-only QA samples in the train / test set.
 
     Returns ``(train, test)``; ids are ``synth-<task>-train-<i>`` / ``...-test-<i>``.
+    ``lazy``: the training samples' images are :class:`PendingImage` (every draw made, nothing
+    rendered; call one to render it).
     """
     if task not in TASKS:
         raise ValueError(f"unknown synth task {task!r} (expected one of {TASKS})")
@@ -443,9 +482,9 @@ def make_synth(
         tt = float(params.get("test_text_fraction", 0.0))
         if not (0 <= tf <= 1 and 0 <= tt <= 1):
             raise ValueError("text_fraction and test_text_fraction must be in [0, 1]")
-        return (_gen_vqa(rng_train, n_train, f"{base}-train-", params, tf),
+        return (_gen_vqa(rng_train, n_train, f"{base}-train-", params, tf, lazy),
                 _gen_vqa(rng_test, n_test, f"{base}-test-", params, tt))
-    return gen(rng_train, n_train, f"{base}-train-", params), gen(
+    return gen(rng_train, n_train, f"{base}-train-", params, lazy), gen(
         rng_test, n_test, f"{base}-test-", params
     )
 
@@ -455,6 +494,7 @@ __all__ = [
     "SHAPES",
     "TASKS",
     "TASK_NAMES",
+    "PendingImage",
     "ceilings",
     "digit_image",
     "draw_shape",

@@ -171,10 +171,6 @@ def _check_flower(cfg: Config, supernodes: int | None) -> None:
     if cfg.fl.algorithm == "centralized":
         raise ConfigError("fl.algorithm: centralized pools every client's data in one process; "
                           "it runs in the simulator (fedmllm run), not over Flower")
-    if cfg.eval.client_holdout:
-        raise ConfigError("eval.client_holdout: client-side evaluation runs in the simulator "
-                          "(fedmllm run); over Flower the clients hold their data and it is not "
-                          "built yet")
     if supernodes is not None and cfg.fl.num_clients != supernodes:
         raise ConfigError(f"fl.num_clients: {cfg.fl.num_clients}, but --supernodes "
                           f"{supernodes}: every SuperNode is one client (partition)")

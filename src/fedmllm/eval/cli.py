@@ -11,7 +11,7 @@ Two ways in:
 ``--run RUN``
     a finished run as it evaluated itself: its base model (``model.name`` or the built-in
     preset), its adapter (``RUN/adapter``), its test set rebuilt exactly
-    (:func:`fedmllm.data.build_federated_data` on ``RUN/config.yaml``: same data config, seed,
+    (:func:`fedmllm.data.build_test_data` on ``RUN/config.yaml``: same data config, seed,
     ``test_size`` and prompt strategy), its ``eval.views``, ``eval.batch_size``,
     ``eval.max_samples``, ``model.dtype`` and ``train.device``. Any option given on the command
     line overrides the run's value (``--dataset`` naming another dataset, or ``--split``, reads
@@ -360,7 +360,7 @@ def _run_test_set(args, cfg) -> tuple[list[Sample], str, str, str]:
     """``(samples, dataset, split, "run" or "dataset")``: another dataset or split (``--dataset``,
     ``--split``) read as without ``--run``, the run's values by default; else the run's own test
     set, rebuilt as the run built it (with the data options given here)."""
-    from ..data import build_federated_data
+    from ..data import build_test_data
     from ..data.registry import dataset_options
 
     given = _dataset_options(args)
@@ -377,7 +377,7 @@ def _run_test_set(args, cfg) -> tuple[list[Sample], str, str, str]:
                                                 if hasattr(cfg.data, k)})
     if args.data_dir is not None:
         data_cfg.data_dir = args.data_dir
-    samples = build_federated_data(data_cfg, cfg.fl.num_clients, seed).test
+    samples = build_test_data(data_cfg, cfg.fl.num_clients, seed).test
     return samples, cfg.data.dataset, "test", "run"
 
 

@@ -45,7 +45,8 @@ class Started(NamedTuple):
     plan: RunPlan
     folder: RunFolder
     data: Any
-    """The clients' and the test data (:class:`~fedmllm.data.records.FederatedData`)."""
+    """The clients' and the test data (:class:`~fedmllm.data.types.FederatedData`; over
+    Flower the test side only, no client's samples)."""
 
 
 #: Keys a resumed run may change: they do not touch the results.
@@ -105,7 +106,7 @@ def _check_resume_point(cfg: Config, path: Path) -> None:
 
 
 def start_run(cfg: Config, *, resume: bool = False, overwrite: bool = False,
-              over_flower: bool = False, data=None) -> Started:
+              over_flower: bool = False, test_only: bool = False, data=None) -> Started:
     """Check everything ``cfg`` needs, then open its output folder: nothing is written before
     the run can start, and a refusal (one line) leaves no folder behind.
 
@@ -114,7 +115,8 @@ def start_run(cfg: Config, *, resume: bool = False, overwrite: bool = False,
     there), the model's source (:func:`~fedmllm.engine.factory.check_model_source`: a hub id
     is cached, or refused offline, or on the hub), the output folder (new and writable, or
     with ``resume`` an unfinished run; nothing created yet), the data (built and checked;
-    ``data``: the caller's, checked); then the folder is opened (:func:`open_run_folder`).
+    ``data``: the caller's, checked; ``test_only``: the test side only, a federation's nodes
+    hold the clients' samples); then the folder is opened (:func:`open_run_folder`).
     The plan and the data are this process's: pass them on (``started``).
     """
     from ..engine.factory import check_model_source
@@ -127,7 +129,7 @@ def start_run(cfg: Config, *, resume: bool = False, overwrite: bool = False,
         RunFolder.check_new(cfg, overwrite)
     from .session import check_data
 
-    data = check_data(cfg, data)
+    data = check_data(cfg, data, test_only)
     return Started(plan, open_run_folder(cfg, resume=resume, overwrite=overwrite), data)
 
 
@@ -149,6 +151,12 @@ def open_run_folder(cfg: Config, *, resume: bool = False, overwrite: bool = Fals
     return folder
 
 
+def nodes_hold_data(clients) -> bool:
+    """Whether an executor factory's clients hold their own samples (a Flower grid's nodes:
+    its ``nodes_hold_data`` is true), so that the server builds only its test side."""
+    return bool(getattr(clients, "nodes_hold_data", False))
+
+
 def build_driver(cfg: Config, console=None, *, resume: bool = False, overwrite: bool = False,
                  bundle=None, data=None, started: Started | None = None, clients=None):
     """The driver of ``cfg`` (a multi-round or one-shot run) with its session set up, not run.
@@ -162,7 +170,8 @@ def build_driver(cfg: Config, console=None, *, resume: bool = False, overwrite: 
     from .session import Session
 
     plan, folder, data = started or start_run(cfg, resume=resume, overwrite=overwrite,
-                                              over_flower=clients is not None, data=data)
+                                              over_flower=clients is not None,
+                                              test_only=nodes_hold_data(clients), data=data)
     session = Session(cfg, plan, folder, console=console, bundle=bundle, data=data)
     session.save_data_manifest()
     if plan.oneshot:
@@ -182,7 +191,8 @@ def run_experiment(cfg: Config, console=None, *, resume: bool = False, overwrite
     (:func:`start_run`); once started, an exception or Ctrl-C leaves its folder marked
     ``failed``/``interrupted`` (resumable)."""
     started = started or start_run(cfg, resume=resume, overwrite=overwrite,
-                                   over_flower=clients is not None, data=data)
+                                   over_flower=clients is not None,
+                                   test_only=nodes_hold_data(clients), data=data)
     try:
         driver = build_driver(cfg, console, resume=resume, bundle=bundle, started=started,
                               clients=clients)

@@ -77,6 +77,8 @@ class ClientExecutor(Protocol):
 
 #: What a driver takes to reach clients outside this process: it builds the executor from the
 #: run's :class:`~fedmllm.runtime.session.Session` (its configuration, initial state, device).
+#: One whose ``nodes_hold_data`` attribute is true (a Flower grid's) reaches clients that hold
+#: their own samples: the session then holds only the test side.
 ExecutorFactory = Callable[["Session"], ClientExecutor]
 
 

@@ -42,15 +42,17 @@ def encode_samples(processor, samples, strategy: str, max_len: int) -> list[Enco
     return EncodedSamples(processor, samples, strategy, max_len)[:]
 
 
-def check_data(cfg: Config, data=None):
+def check_data(cfg: Config, data=None, test_only: bool = False):
     """The run's data, built and checked before its folder is written: ``data`` as a caller
     built it, or :func:`~fedmllm.data.build_federated_data` of ``cfg`` (a bad file or sample
     is its :class:`~fedmllm.data.errors.DataError`); every client must hold training
-    samples."""
+    samples. ``test_only``: the server of a federation, which holds only the test side
+    (:func:`~fedmllm.data.build_test_data`; each node checks its own samples)."""
     if data is None:
-        from ..data import build_federated_data
+        from ..data import build_federated_data, build_test_data
 
-        data = build_federated_data(cfg.data, cfg.fl.num_clients, cfg.seed)
+        build = build_test_data if test_only else build_federated_data
+        data = build(cfg.data, cfg.fl.num_clients, cfg.seed)
     for k, samples in enumerate(data.clients):
         if not samples:
             raise DataError(f"client {k} has no training samples")
@@ -64,17 +66,40 @@ def split_holdout(clients: list[list], fraction: float, seed: int
     k)``; both parts keep the clients' order. ``fraction == 0``: nothing is held out."""
     if not fraction:
         return list(clients), {}
-    from ..seeding import numpy_rng
-
     train, held = [], {}
     for k, samples in enumerate(clients):
-        n = len(samples)
-        h = min(int(fraction * n), n - 1)
-        out = set(numpy_rng(seed, "client_holdout", k).permutation(n)[:h].tolist())
-        train.append([s for i, s in enumerate(samples) if i not in out])
-        if h:
-            held[k] = [s for i, s in enumerate(samples) if i in out]
+        own, out = holdout_split(samples, fraction, seed, k)
+        train.append(own)
+        if out:
+            held[k] = out
     return train, held
+
+
+def holdout_split(samples: list, fraction: float, seed: int, k: int) -> tuple[list, list]:
+    """Client ``k``'s part of :func:`split_holdout`: ``(training samples, held-out samples)``,
+    what a federation's node splits off its own samples."""
+    n = len(samples)
+    h = min(int(fraction * n), n - 1)
+    if h <= 0:
+        return list(samples), []
+    from ..seeding import numpy_rng
+
+    out = set(numpy_rng(seed, "client_holdout", k).permutation(n)[:h].tolist())
+    return ([s for i, s in enumerate(samples) if i not in out],
+            [s for i, s in enumerate(samples) if i in out])
+
+
+def holdout_metrics(bundle: ModelBundle, cfg: Config, samples: list, cache: dict | None = None
+                    ) -> dict:
+    """``samples`` (one client's held-out ones) scored by ``bundle``'s model with its adapter
+    as set, the image and text view: ``{"n", "accuracy", "macro_f1", "auroc"}`` where the
+    task has them; the same function on the simulation's server and on a federation's node."""
+    from ..eval import evaluate
+
+    m = evaluate(bundle.model, bundle.processor, samples, cfg.data.prompt_strategy,
+                 views=("image_text",), batch_size=cfg.eval.batch_size, device=bundle.device,
+                 dtype=bundle.dtype, cache=cache)
+    return {key: m[key] for key in ("n", "accuracy", "macro_f1", "auroc") if key in m}
 
 
 class Session:
@@ -92,6 +117,10 @@ class Session:
         self.initial_state = self.bundle.adapter.get()
         self._eval_cache: dict = {}  # encoded test prompts, reused by every evaluation
         self._holdout_cache: dict = {}  # the same for the clients' held-out samples
+        self.reports: dict[int, dict] = {}  # what a federation's nodes said of their data
+        #: client-side evaluation, ``{k: adapter state} -> {k: metrics}``: here, on
+        #: :attr:`holdout`, or a federation's nodes on theirs (its executor sets it)
+        self.score_holdout = self._score_holdout
         self.setup_seconds = time.perf_counter() - t0  # model loading, data building
 
     @property
@@ -125,16 +154,38 @@ class Session:
                 "max_update_norm": p.max_update_norm, "init": p.init,
                 "lora": dataclasses.asdict(p.lora)}
 
-    def save_data_manifest(self) -> None:
-        """What data each client holds, beside the outputs (once)."""
-        if (self.out / "data_manifest.json").is_file():
+    def held_out(self) -> dict[int, int]:
+        """How many samples each client holding some out holds out (``eval.client_holdout``):
+        counted here, or as a federation's nodes reported them."""
+        if self.reports:
+            return {k: int(r["held-out"]) for k, r in sorted(self.reports.items())
+                    if r["held-out"]}
+        return {k: len(v) for k, v in self.holdout.items()}
+
+    def record_clients(self, reports: dict[int, dict]) -> None:
+        """What nodes of a federation said of their data (``{k: {"held-out": n, "summary":
+        count summary}}``): kept, and written into ``data_manifest.json``."""
+        self.reports.update(reports)
+        self.save_data_manifest(again=True)
+
+    def save_data_manifest(self, again: bool = False) -> None:
+        """What data each client holds, beside the outputs (once, or ``again`` with what nodes
+        reported since). A federation's server writes its test side and each node's counts
+        (held-out sample ids stay on the nodes)."""
+        if (self.out / "data_manifest.json").is_file() and not again:
             return
         manifest = self.data.manifest
-        if self.holdout:
+        if self.reports:
+            manifest = {**manifest, "clients": [dict(client=k, **r["summary"])
+                                                for k, r in sorted(self.reports.items())]}
+        held = self.held_out()
+        if held:
             manifest = {**manifest, "client_holdout": {
                 "fraction": self.cfg.eval.client_holdout,
-                "held_out": {str(k): len(v) for k, v in self.holdout.items()},
-                "ids": {str(k): [s.id for s in v] for k, v in self.holdout.items()}}}
+                "held_out": {str(k): n for k, n in held.items()}}}
+            if self.holdout:
+                manifest["client_holdout"]["ids"] = {str(k): [s.id for s in v]
+                                                     for k, v in self.holdout.items()}
         atomic_write_json(self.out / "data_manifest.json", manifest)
 
     def evaluate(self, state: dict[str, torch.Tensor], return_predictions: bool = False) -> dict:
@@ -158,24 +209,26 @@ class Session:
                          states: dict[int, dict[str, torch.Tensor]] | None = None) -> dict:
         """Client-side evaluation: ``state`` (or client k's own ``states[k]``, the initial
         adapter for a client without one) on every client's held-out samples as the client
-        holds them; per client, and the :func:`~fedmllm.eval.metrics.spread` of accuracy over
-        the clients (nested: ``{"accuracy": {"mean", "std", "min", "max"}}``)."""
-        from ..eval import evaluate
-
-        b, cfg = self.bundle, self.cfg
-        per: dict[str, dict] = {}
-        for k, samples in sorted(self.holdout.items()):
-            own = state if states is None else states.get(k, self.initial_state)
-            b.adapter.set(own)
-            m = evaluate(b.model, b.processor, samples, cfg.data.prompt_strategy,
-                         views=("image_text",), batch_size=cfg.eval.batch_size,
-                         device=b.device, dtype=b.dtype, cache=self._holdout_cache)
-            per[str(k)] = {key: m[key] for key in ("n", "accuracy", "macro_f1", "auroc")
-                           if key in m}
+        holds them (:attr:`score_holdout`); per client, and the
+        :func:`~fedmllm.eval.metrics.spread` of accuracy over the clients (nested:
+        ``{"accuracy": {"mean", "std", "min", "max"}}``)."""
+        own = {k: state if states is None else states.get(k, self.initial_state)
+               for k in self.held_out()}
+        scored = self.score_holdout(own)
+        per = {str(k): scored[k] for k in sorted(scored)}
         accs = [m["accuracy"] for m in per.values() if isinstance(m.get("accuracy"), float)]
         out: dict = {"per_client": per}
         if accs:
             out["accuracy"] = spread(accs)
+        return out
+
+    def _score_holdout(self, states: dict[int, dict[str, torch.Tensor]]) -> dict[int, dict]:
+        """Client ``k``'s held-out samples scored with ``states[k]``, for every ``k``, here."""
+        out = {}
+        for k, state in sorted(states.items()):
+            self.bundle.adapter.set(state)
+            out[k] = holdout_metrics(self.bundle, self.cfg, self.holdout[k],
+                                     self._holdout_cache)
         return out
 
     def evaluate_clients(self, states: dict[int, dict[str, torch.Tensor]]) -> dict:

@@ -173,7 +173,7 @@ class MultiRoundRun(SessionDriver):
         if self.personal or not (r % self.cfg.eval.every == 0 or r == self.rounds):
             return {}
         out = {"eval": self.session.evaluate(self.global_state)}
-        if self.session.holdout:
+        if self.session.held_out():
             out["client_eval"] = self.session.evaluate_holdout(self.global_state)
         return out
 
@@ -264,7 +264,7 @@ class MultiRoundRun(SessionDriver):
         if self.personal:
             states = dict(self.adapters.items())
             final = s.evaluate_clients(states) if states else s.evaluate(s.initial_state)
-            if s.holdout:
+            if s.held_out():
                 final["client_eval"] = s.evaluate_holdout(states=states)
             return final
         last = rows[-1] if rows else {}
@@ -272,6 +272,6 @@ class MultiRoundRun(SessionDriver):
             return {**last["eval"], **({"client_eval": last["client_eval"]}
                                        if "client_eval" in last else {})}
         final = s.evaluate(self.global_state)  # the initial state when nothing trained
-        if s.holdout:
+        if s.held_out():
             final["client_eval"] = s.evaluate_holdout(self.global_state)
         return final

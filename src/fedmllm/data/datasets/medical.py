@@ -36,13 +36,14 @@ def _build(source: Source) -> Loaded:
     vdir, mdir, sdir = _folders(source)
     source.params.update(vqa_rad_dir=str(vdir.absolute()), medalpaca_dir=str(mdir.absolute()))
     skip = True  # the readers record every bad item; source.take raises or skips them
-    image_train = source.take(read_vqa_rad(vdir, "train", skip_bad=skip))
-    test = source.take(read_vqa_rad(vdir, "test", skip_bad=skip))
-    text_train = source.take(read_medalpaca(mdir, skip_bad=skip))
+    train, tests = source.wants("train"), source.wants("test")
+    image_train = source.take(read_vqa_rad(vdir, "train", skip_bad=skip)) if train else []
+    test = source.take(read_vqa_rad(vdir, "test", skip_bad=skip)) if tests else []
+    text_train = source.take(read_medalpaca(mdir, skip_bad=skip)) if train else []
     image_train = source.checked(image_train, "vqa_rad")
     test = source.checked(test, "vqa_rad")
     extra = {}
-    if sdir is not None and (sdir / "Slake1.0" / "test.json").is_file():
+    if tests and sdir is not None and (sdir / "Slake1.0" / "test.json").is_file():
         source.params["slake_dir"] = str(sdir.absolute())
         slake = source.take(read_slake(sdir, "test", skip_bad=skip))
         extra["slake"] = source.checked(slake, "slake")

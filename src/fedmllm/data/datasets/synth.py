@@ -38,8 +38,10 @@ def _build(source: Source) -> Loaded:
     if extra:
         source.params["synth_params"] = dict(extra)
     try:
-        train, test = make_synth(task, o["train_size"], o["test_size"], source.seed,
-                                 **(extra or {}))
+        train, test = make_synth(
+            task, o["train_size"] if source.wants("train") else 0,
+            o["test_size"] if source.wants("test") else 0, source.seed,
+            lazy=source.part == "train", **(extra or {}))
     except ValueError as e:
         raise DataError(f"data.task: {e}") from None
     return Loaded(TASK_NAMES[task], _kind(o), train, test)

@@ -8,7 +8,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from .client import handle_oneshot, handle_query, handle_train
+from .client import handle_evaluate, handle_oneshot, handle_query, handle_train
 from .server import serve
 
 server_app = ServerApp()
@@ -33,3 +33,8 @@ def oneshot(msg: Message, context: Context) -> Message:
 @client_app.query()
 def query(msg: Message, context: Context) -> Message:
     return handle_query(msg, context)
+
+
+@client_app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    return handle_evaluate(msg, context)

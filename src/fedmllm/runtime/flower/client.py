@@ -2,13 +2,20 @@
 
 A site is a SuperNode started with ``--node-config "partition-id=K num-partitions=N"`` (and
 optionally ``data-dir="<prepared folder>"``). Its data is client ``K`` of the configured dataset
-(built from the run's seed, as every other node builds it) or, with ``data-dir``, the file
-``client_K.json`` of a folder written by ``fedmllm prepare`` (the folder may hold only that
-file and ``manifest.json``). The run's configuration arrives with every message (the server's
-resolved ``config.yaml``), so every node trains with exactly the server's settings.
+(:func:`~fedmllm.data.build_client_data`: drawn from the run's seed without building the
+other clients' samples) or, with ``data-dir``, the file ``client_K.json`` of a folder written
+by ``fedmllm prepare`` (the folder may hold only that file and ``manifest.json``). The run's
+configuration arrives with every message (the server's resolved ``config.yaml``), so every
+node trains with exactly the server's settings. With ``eval.client_holdout`` a node splits off
+its held-out samples as the simulation does, trains on the rest, and scores the global model
+on them when the server asks (an ``evaluate`` message), replying with the metrics only.
 
-What a node keeps between messages (:class:`ClientWorker`: the model, loaded once; its samples,
-encoded per batch; the trainer) lives for as long as the ClientApp process does. Its client
+The server asks each node once who it is (a ``query`` message): the node replies with its
+partition id and what its data holds (the counts of ``data_manifest.json``, the held-out
+count), never a sample.
+
+What a node keeps between messages (:class:`ClientWorker`: its samples; the model, loaded
+once on first use; the trainer) lives for as long as the ClientApp process does. Its client
 state (SCAFFOLD's ``c_i``) lives in the Flower context of the run, in two parts: the state of
 the last round whose update the server *accepted*, and the state its last update would give.
 The server says with each message which round it last accepted from this node
@@ -20,17 +27,21 @@ an error and the server sends the state with its next message.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from functools import cached_property
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from ...config import Config, ConfigError, config_from_yaml
+from ...data.errors import DataError
 from ...engine.bundle import build_bundle
 from ...engine.client import make_trainer, train_round
 from ...engine.factory import RunPlan, plan_run
 from ...model.collate import EncodedSamples
 from ..oneshot import OneShotClient
+from ..session import holdout_metrics, holdout_split
 from .wire import from_record, metrics_record, to_record
 
 log = logging.getLogger(__name__)
@@ -53,7 +64,8 @@ def node_partition(node_config: dict) -> tuple[int, int | None, str | None]:
 
 
 class ClientWorker:
-    """One node's model, data and trainer for one configuration (built once per process)."""
+    """One node's data, model and trainer for one configuration (built once per process):
+    the samples at once, the model when first trained or evaluated."""
 
     def __init__(self, cfg: Config, plan: RunPlan, node_config: dict):
         self.cfg, self.plan = cfg, plan
@@ -70,14 +82,35 @@ class ClientWorker:
 
             samples = load_prepared_client(data_dir, k)
         else:
-            from ...data import build_federated_data
+            from ...data import build_client_data
 
-            samples = build_federated_data(cfg.data, cfg.fl.num_clients, cfg.seed).clients[k]
-        self.bundle = build_bundle(plan)
-        self.initial_state = self.bundle.adapter.get()
-        self.items = EncodedSamples(self.bundle.processor, samples, cfg.data.prompt_strategy,
-                                    cfg.train.max_seq_len)  # encoded per batch
-        self.trainer = make_trainer(cfg, self.plan, self.bundle)
+            samples = build_client_data(cfg.data, cfg.fl.num_clients, cfg.seed, k)
+        if not samples:
+            raise DataError(f"client {k} has no training samples")
+        from ...data.manifest import count_summary
+
+        self.summary = count_summary(samples)
+        self.train, self.held = holdout_split(samples, cfg.eval.client_holdout, cfg.seed, k)
+        self.eval_cache: dict = {}  # the held-out samples' encoded prompts
+
+    @cached_property
+    def bundle(self):
+        return build_bundle(self.plan)
+
+    @cached_property
+    def initial_state(self) -> dict:
+        return self.bundle.adapter.get()
+
+    @cached_property
+    def items(self) -> EncodedSamples:
+        """The training samples, encoded per batch."""
+        return EncodedSamples(self.bundle.processor, self.train, self.cfg.data.prompt_strategy,
+                              self.cfg.train.max_seq_len)
+
+    @cached_property
+    def trainer(self):
+        self.initial_state  # noqa: B018  (the model first, as the simulation builds it)
+        return make_trainer(self.cfg, self.plan, self.bundle)
 
 
 _WORKERS: dict[tuple, ClientWorker] = {}
@@ -146,12 +179,31 @@ def keep_pending(context: Context, round_: int, state: dict) -> None:
 # ----------------------------------------------------------------------------- handlers
 
 def handle_query(msg: Message, context: Context) -> Message:
-    """Who this node is: its partition id (and number of partitions, if configured)."""
+    """Who this node is: its partition id (and number of partitions, if configured); when the
+    server sends the run's configuration, what its data holds: the manifest's counts
+    (``data``: samples, labels, modalities, as JSON), its training and held-out sample
+    counts."""
     k, n, _ = node_partition(context.node_config)
     info = {"partition-id": k}
     if n is not None:
         info["num-partitions"] = n
+    if "config" in msg.content:
+        worker = get_worker(str(msg.content["config"]["config"]), context.node_config)
+        info.update({"num-examples": len(worker.train), "held-out": len(worker.held),
+                     "data": json.dumps(worker.summary)})
     return Message(RecordDict({"node": ConfigRecord(info)}), reply_to=msg)
+
+
+def handle_evaluate(msg: Message, context: Context) -> Message:
+    """Client-side evaluation: the server's adapter state on this node's held-out samples;
+    the reply holds the metrics (``n``, accuracy, macro-F1, AUROC as the simulation computes
+    them, :func:`~fedmllm.runtime.session.holdout_metrics`), never a sample."""
+    worker = get_worker(str(msg.content["config"]["config"]), context.node_config)
+    worker.bundle.adapter.set(from_record(msg.content["arrays"], worker.initial_state,
+                                          worker.bundle.device))
+    metrics = holdout_metrics(worker.bundle, worker.cfg, worker.held, worker.eval_cache)
+    return Message(RecordDict({"metrics": ConfigRecord({"client-eval": json.dumps(metrics)})}),
+                   reply_to=msg)
 
 
 def handle_train(msg: Message, context: Context) -> Message:

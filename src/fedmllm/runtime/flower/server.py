@@ -7,21 +7,26 @@ very same multi-round (or one-shot) driver, whose clients are the grid's nodes
 evaluation, checkpoints and every output file are those of the simulation; a configuration
 and seed give the same final adapter through both.
 
-Nodes are known by their partition id, which each reports once (a ``query`` message). A
-round's messages carry the start state, SCAFFOLD's server control, the round's learning rate
-and the run's resolved configuration; replies carry the trained state, the control delta and
-metrics. Clients that do not reply within ``fl.round_timeout`` (or reply with an error) are
-recorded as ``dropped`` and the round goes on with the others; a node that comes back (a new
-node id for its partition id) is used again from the next round. Bytes are counted from the
-arrays that crossed the wire.
+The ServerApp holds no client data: only the test set it evaluates on
+(:func:`~fedmllm.data.build_test_data`). Nodes are known by their partition id, which each
+reports once (a ``query`` message, which carries the run's configuration), with what its data
+holds: the counts that ``data_manifest.json`` records and its held-out sample count. With
+``eval.client_holdout`` the server asks the nodes holding samples out to score an adapter on
+them (an ``evaluate`` message) and gets their metrics back. A round's messages carry the start
+state, SCAFFOLD's server control, the round's learning rate and the run's resolved
+configuration; replies carry the trained state, the control delta and metrics. Clients that do
+not reply within ``fl.round_timeout`` (or reply with an error) are recorded as ``dropped`` and
+the round goes on with the others; a node that comes back (a new node id for its partition id)
+is used again from the next round. Bytes are counted from the arrays that crossed the wire.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -76,9 +81,9 @@ class GridExecutor:
     """
 
     def __init__(self, grid: Grid, cfg: Config, template: StateDict, device, *,
-                 oneshot: bool = False):
+                 oneshot: bool = False, on_reports: Callable[[dict], None] | None = None):
         self.grid, self.cfg, self.template, self.device = grid, cfg, template, device
-        self.oneshot = oneshot
+        self.oneshot, self.on_reports = oneshot, on_reports
         self.cfg_text = cfg.to_yaml()
         self.nodes: dict[int, int] = {}  # partition id -> node id
         self.known: set[int] = set()  # node ids asked who they are
@@ -86,12 +91,15 @@ class GridExecutor:
 
     # ------------------------------------------------------------------ nodes
     def refresh_nodes(self) -> None:
-        """Ask every node not asked yet for its partition id."""
+        """Ask every node not asked yet for its partition id and what its data holds (handed
+        to ``on_reports`` as ``{partition id: {"num-examples", "held-out", "summary"}}``)."""
         new = [n for n in self.grid.get_node_ids() if n not in self.known]
         if not new:
             return
-        msgs = [Message(RecordDict({}), dst_node_id=n, message_type=MessageType.QUERY,
+        content = RecordDict({"config": ConfigRecord({"config": self.cfg_text})})
+        msgs = [Message(content, dst_node_id=n, message_type=MessageType.QUERY,
                         group_id="who") for n in new]
+        reports = {}
         for reply, i in exchange(self.grid, msgs, QUERY_TIMEOUT):
             node = new[i]
             if reply.has_error():
@@ -108,6 +116,31 @@ class GridExecutor:
                     log.info("partition %d is now on node %d (was %d)", k, node, self.nodes[k])
                 self.nodes[k] = node
                 self.in_sync.discard(k)
+            info = reply.content["node"]
+            if "data" in info:
+                reports[k] = {"num-examples": int(info["num-examples"]),
+                              "held-out": int(info["held-out"]),
+                              "summary": json.loads(str(info["data"]))}
+        if reports and self.on_reports is not None:
+            self.on_reports(reports)
+
+    def evaluate(self, states: dict[int, StateDict]) -> dict[int, dict]:
+        """Client-side evaluation: the node of each partition ``k`` scores ``states[k]`` on its
+        own held-out samples and replies with its metrics; a partition without a node, or
+        whose reply does not come within ``fl.round_timeout``, is left out."""
+        self.refresh_nodes()
+        asked = [k for k in sorted(states) if k in self.nodes]
+        config = ConfigRecord({"config": self.cfg_text})
+        msgs = [Message(RecordDict({"arrays": to_record(states[k]), "config": config}),
+                        dst_node_id=self.nodes[k], message_type=MessageType.EVALUATE,
+                        group_id="evaluate") for k in asked]
+        out = {}
+        for reply, i in exchange(self.grid, msgs, self.cfg.fl.round_timeout):
+            if reply.has_error():
+                log.warning("client %d: evaluation failed: %s", asked[i], reply.error.reason)
+                continue
+            out[asked[i]] = json.loads(str(reply.content["metrics"]["client-eval"]))
+        return out
 
     # ------------------------------------------------------------------ the executor
     def fit(self, tasks: Sequence[ClientTask]) -> Iterator[ClientReply]:
@@ -179,10 +212,17 @@ class GridExecutor:
 
 def grid_clients(grid: Grid) -> ExecutorFactory:
     """What a driver takes as ``clients`` to train on ``grid``'s nodes: a
-    :class:`GridExecutor` built from the run's session."""
+    :class:`GridExecutor` built from the run's session, which learns what the nodes hold
+    (the session's ``data_manifest.json``, its held-out counts) and scores its client-side
+    evaluation on them."""
     def build(session) -> GridExecutor:
-        return GridExecutor(grid, session.cfg, session.initial_state, session.bundle.device,
-                            oneshot=session.plan.oneshot)
+        executor = GridExecutor(grid, session.cfg, session.initial_state,
+                                session.bundle.device, oneshot=session.plan.oneshot,
+                                on_reports=session.record_clients)
+        session.score_holdout = executor.evaluate
+        executor.refresh_nodes()  # the nodes present now report before the first round
+        return executor
+    build.nodes_hold_data = True  # the server builds only its test side
     return build
 
 
