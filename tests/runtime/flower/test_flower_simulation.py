@@ -1,0 +1,166 @@
+"""``flwr run .`` on Flower's simulation engine, the way a Flower user runs the App.
+
+- End to end: a fresh ``FLWR_HOME``, ``fedmllm flower simulation-config`` sizes the simulated
+  federation (one SuperNode per client, through ``flwr federation simulation-config``, which
+  starts flwr's managed local SuperLink), ``flwr run . --stream --run-config "fl.rounds=3
+  seed=5 ..."`` from the repository root writes the usual run folder, whose adapter equals an
+  in-process ``fedmllm run`` of the same configuration, and ``fedmllm flower stop-local`` stops
+  the SuperLink flwr left running. flwr reads the managed SuperLink's ports from
+  ``FLWR_LOCAL_SUPERLINK_HTTP_API_PORT`` / ``FLWR_LOCAL_CONTROL_API_PORT`` (defaults 39091 and
+  39093, ``flwr/cli/constant.py``): the test takes free ones, so it never meets another
+  SuperLink on the fixed ports, and an xdist group keeps two of its runs apart.
+- Without processes: the default run folder, the sizing command, a node sized for another
+  federation, and which processes ``stop-local`` takes.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers.flower_loopback import LoopbackGrid
+from safetensors.torch import load_file
+
+pytest.importorskip("flwr")
+
+from fedmllm.config import Config, ConfigError, load_config
+from fedmllm.runtime import run_experiment
+from fedmllm.runtime.flower.simulation import (
+    local_superlinks,
+    simulation_config_argv,
+    stop_local_superlink,
+    with_output_dir,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+#: The configuration of the end-to-end run (the tiny settings of the other equivalence tests).
+RUN = {"fl.rounds": 3, "seed": 5, "fl.num_clients": 3, "fl.clients_per_round": 2,
+       "fl.local_steps": 2, "data.train_size": 48, "data.test_size": 8, "eval.every": 3,
+       "eval.views": "[image_text]", "model.preset": "tiny", "train.device": "cpu",
+       "model.dtype": "float32", "lora.dropout": 0.1, "output.plot": False,
+       "output.progress": False}
+
+
+def test_a_run_without_output_dir_lands_in_the_repository_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the ServerApp's cwd is the managed SuperLink's, not the repo
+    got = with_output_dir({"fl.algorithm": "fedprox"})["output.dir"]
+    assert Path(got).is_absolute() and Path(got).parent == ROOT / "runs"
+    assert Path(got).name.startswith("fedprox-synth-") and not Path(got).exists()
+    for kept in ({"output.dir": "/x/y"}, {"overrides": "output.dir=/x/y"}, {"resume": True}):
+        assert with_output_dir(kept) == kept
+
+
+def test_simulation_config_is_flowers_own_command():
+    argv = simulation_config_argv(10, gpus=0.5, cpus=1)
+    assert Path(argv[0]).name == "flwr"
+    assert argv[1:] == ["federation", "simulation-config", "--num-supernodes", "10",
+                        "--client-resources-num-gpus", "0.5", "--client-resources-num-cpus", "1"]
+    assert simulation_config_argv(3)[3:] == ["--num-supernodes", "3"]
+    for bad in ({"supernodes": 0}, {"supernodes": 2, "gpus": -0.5}, {"supernodes": 2, "cpus": 0}):
+        with pytest.raises(ConfigError):
+            simulation_config_argv(**bad)
+
+
+def test_a_node_of_a_federation_of_another_size_stops_the_run():
+    from fedmllm.runtime.flower.app import client_app
+    from fedmllm.runtime.flower.server import GridExecutor
+
+    cfg = Config()
+    cfg.fl.num_clients = 3  # Flower's default simulated federation has 2 SuperNodes
+    grid = LoopbackGrid(client_app, [{"partition-id": k, "num-partitions": 2} for k in (0, 1)])
+    with pytest.raises(ConfigError, match="simulation-config --clients 3"):
+        GridExecutor(grid, cfg, {}, "cpu").refresh_nodes()
+    cfg.fl.num_clients = 2
+    executor = GridExecutor(grid, cfg, {}, "cpu")
+    executor.refresh_nodes()
+    assert sorted(executor.nodes) == [0, 1]
+
+
+def _fake_superlink(folder: Path, home: Path) -> subprocess.Popen:
+    """A process whose command line is that of flwr's managed SuperLink of ``home``, with a
+    child (as its SuperExec)."""
+    exe = folder / "flower-superlink"
+    exe.write_text("import subprocess, sys, time\n"
+                   "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+                   "time.sleep(60)\n")
+    log = home / "local-superlink" / "superlink.log"
+    return subprocess.Popen([sys.executable, str(exe), "--insecure", "--simulation",
+                             "--log-file", str(log)])
+
+
+@pytest.mark.processes
+def test_stop_local_takes_the_superlink_of_its_flower_home_and_its_children(tmp_path):
+    ours, other = tmp_path / "home", tmp_path / "other"
+    procs = [_fake_superlink(tmp_path, ours), _fake_superlink(tmp_path, other)]
+    try:
+        deadline = time.monotonic() + 10
+        while not all(len(links) == 1 and links[0].children()
+                      for links in map(local_superlinks, (ours, other))):
+            assert time.monotonic() < deadline, "the fake SuperLinks did not start"
+            time.sleep(0.1)
+        child = local_superlinks(ours)[0].children()[0].pid
+        stopped = stop_local_superlink(ours, timeout=5)
+        assert sorted(stopped) == sorted([procs[0].pid, child])
+        assert procs[0].wait(5) is not None and procs[1].poll() is None
+        assert local_superlinks(ours) == [] and len(local_superlinks(other)) == 1
+    finally:
+        stop_local_superlink(other, timeout=5)
+        for p in procs:
+            p.wait(5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_config(values: dict) -> str:
+    """``values`` as flwr's ``--run-config`` text (TOML values: strings quoted)."""
+    return " ".join(f"{k}={json.dumps(v) if not isinstance(v, bool) else str(v).lower()}"
+                    for k, v in values.items())
+
+
+@pytest.mark.slow
+@pytest.mark.processes
+@pytest.mark.xdist_group("flwr-local-superlink")
+def test_flwr_run_dot_reproduces_fedmllm_run(tmp_path, tiny_dir):
+    home, out = tmp_path / "flwr-home", tmp_path / "flower"
+    port = _free_port()
+    src = str(ROOT / "src")  # the ServerApp and the Ray workers import this checkout
+    bin_dir = str(Path(sys.executable).parent)  # flwr starts `flower-superlink` from PATH
+    env = {**os.environ, "FLWR_HOME": str(home),
+           "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port),
+           "FLWR_LOCAL_CONTROL_API_PORT": str(_free_port()),
+           "PYTHONPATH": os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+    def run(*argv):
+        return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300, check=False)
+
+    try:
+        sized = run(sys.executable, "-m", "fedmllm.cli", "flower", "simulation-config",
+                    "fl.num_clients=3")
+        assert sized.returncode == 0, sized.stdout + sized.stderr
+        assert "--num-supernodes 3" in sized.stdout and f"127.0.0.1:{port}" in sized.stdout
+        done = run("flwr", "run", ".", "--stream",
+                   "--run-config", _run_config({**RUN, "output.dir": str(out)}))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"finished; outputs in {out}" in done.stdout, done.stdout + done.stderr
+        assert "3 simulated SuperNodes" in done.stdout + done.stderr
+    finally:
+        stopped = run(sys.executable, "-m", "fedmllm.cli", "flower", "stop-local",
+                      "--flwr-home", str(home))
+    assert "stopped the local SuperLink" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert local_superlinks(home) == []
+    ref = tmp_path / "sim"
+    run_experiment(load_config(None, [f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                                      for k, v in RUN.items()] + [f"output.dir={ref}"]))
+    a, b = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (ref, out))
+    assert a.keys() == b.keys()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
