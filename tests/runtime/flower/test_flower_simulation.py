@@ -147,12 +147,13 @@ def test_flwr_run_dot_reproduces_fedmllm_run(tmp_path, tiny_dir):
         sized = run(sys.executable, "-m", "fedmllm.cli", "flower", "simulation-config",
                     "fl.num_clients=3")
         assert sized.returncode == 0, sized.stdout + sized.stderr
+        # the free port was taken (flwr prints it as it starts the SuperLink)
         assert "--num-supernodes 3" in sized.stdout and f"127.0.0.1:{port}" in sized.stdout
+        # with Flower's default 2 SuperNodes the ServerApp would stop on num-partitions = 2
         done = run("flwr", "run", ".", "--stream",
                    "--run-config", _run_config({**RUN, "output.dir": str(out)}))
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"finished; outputs in {out}" in done.stdout, done.stdout + done.stderr
-        assert "3 simulated SuperNodes" in done.stdout + done.stderr
     finally:
         stopped = run(sys.executable, "-m", "fedmllm.cli", "flower", "stop-local",
                       "--flwr-home", str(home))
