@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 
 pytest.importorskip("flwr")
 
+from fedmllm.cli import main
 from fedmllm.config import Config, ConfigError, load_config
 from fedmllm.runtime import run_experiment
 from fedmllm.runtime.flower.simulation import (
@@ -93,7 +94,7 @@ def _fake_superlink(folder: Path, home: Path) -> subprocess.Popen:
 
 
 @pytest.mark.processes
-def test_stop_local_takes_the_superlink_of_its_flower_home_and_its_children(tmp_path):
+def test_stop_local_takes_the_superlink_of_its_flower_home_and_its_children(tmp_path, capsys):
     ours, other = tmp_path / "home", tmp_path / "other"
     procs = [_fake_superlink(tmp_path, ours), _fake_superlink(tmp_path, other)]
     try:
@@ -107,6 +108,8 @@ def test_stop_local_takes_the_superlink_of_its_flower_home_and_its_children(tmp_
         assert sorted(stopped) == sorted([procs[0].pid, child])
         assert procs[0].wait(5) is not None and procs[1].poll() is None
         assert local_superlinks(ours) == [] and len(local_superlinks(other)) == 1
+        assert main(["flower", "stop-local", "--flwr-home", str(ours)]) == 0
+        assert f"no local SuperLink of {ours} is running" in capsys.readouterr().out
     finally:
         stop_local_superlink(other, timeout=5)
         for p in procs:
