@@ -122,18 +122,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_config(values: dict) -> str:
-    """``values`` as flwr's ``--run-config`` text (TOML values: strings quoted)."""
-    return " ".join(f"{k}={json.dumps(v) if not isinstance(v, bool) else str(v).lower()}"
-                    for k, v in values.items())
-
-
-@pytest.mark.slow
-@pytest.mark.processes
-@pytest.mark.xdist_group("flwr-local-superlink")
-def test_flwr_run_dot_reproduces_fedmllm_run(tmp_path, tiny_dir):
-    home, out = tmp_path / "flwr-home", tmp_path / "flower"
-    port = _free_port()
+@pytest.fixture
+def local_flwr(tmp_path):
+    """``(home, port, run)``: a fresh ``FLWR_HOME`` whose managed SuperLink takes free ports,
+    and ``run(*argv)``, a command in the repository root with that environment; afterwards
+    ``fedmllm flower stop-local`` stops the SuperLink (which the test must have started)."""
+    home, port = tmp_path / "flwr-home", _free_port()
     src = str(ROOT / "src")  # the ServerApp and the Ray workers import this checkout
     bin_dir = str(Path(sys.executable).parent)  # flwr starts `flower-superlink` from PATH
     env = {**os.environ, "FLWR_HOME": str(home),
@@ -147,24 +141,106 @@ def test_flwr_run_dot_reproduces_fedmllm_run(tmp_path, tiny_dir):
                               timeout=300, check=False)
 
     try:
-        sized = run(sys.executable, "-m", "fedmllm.cli", "flower", "simulation-config",
-                    "fl.num_clients=3")
-        assert sized.returncode == 0, sized.stdout + sized.stderr
-        # the free port was taken (flwr prints it as it starts the SuperLink)
-        assert "--num-supernodes 3" in sized.stdout and f"127.0.0.1:{port}" in sized.stdout
-        # with Flower's default 2 SuperNodes the ServerApp would stop on num-partitions = 2
-        done = run("flwr", "run", ".", "--stream",
-                   "--run-config", _run_config({**RUN, "output.dir": str(out)}))
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert f"finished; outputs in {out}" in done.stdout, done.stdout + done.stderr
+        yield home, port, run
     finally:
         stopped = run(sys.executable, "-m", "fedmllm.cli", "flower", "stop-local",
                       "--flwr-home", str(home))
     assert "stopped the local SuperLink" in stopped.stdout, stopped.stdout + stopped.stderr
     assert local_superlinks(home) == []
+
+
+def _run_config(values: dict) -> str:
+    """``values`` as flwr's ``--run-config`` text (TOML values: strings quoted)."""
+    return " ".join(f"{k}={json.dumps(v) if not isinstance(v, bool) else str(v).lower()}"
+                    for k, v in values.items())
+
+
+@pytest.mark.slow
+@pytest.mark.processes
+@pytest.mark.xdist_group("flwr-local-superlink")
+def test_flwr_run_dot_reproduces_fedmllm_run(tmp_path, tiny_dir, local_flwr):
+    home, port, run = local_flwr
+    out = tmp_path / "flower"
+    sized = run(sys.executable, "-m", "fedmllm.cli", "flower", "simulation-config",
+                "fl.num_clients=3")
+    assert sized.returncode == 0, sized.stdout + sized.stderr
+    # the free port was taken (flwr prints it as it starts the SuperLink)
+    assert "--num-supernodes 3" in sized.stdout and f"127.0.0.1:{port}" in sized.stdout
+    # with Flower's default 2 SuperNodes the ServerApp would stop on num-partitions = 2
+    done = run("flwr", "run", ".", "--stream", "--run-config",
+               _run_config({**RUN, "output.dir": str(out)}))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"finished; outputs in {out}" in done.stdout, done.stdout + done.stderr
     ref = tmp_path / "sim"
     run_experiment(load_config(None, [f"{k}={str(v).lower() if isinstance(v, bool) else v}"
                                       for k, v in RUN.items()] + [f"output.dir={ref}"]))
     a, b = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (ref, out))
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
+
+
+#: A Flower App whose ClientApp replies with the GPUs it sees and its PID.
+ENV_APP = {
+    "pyproject.toml": """
+[project]
+name = "envapp"
+version = "0.1.0"
+[tool.flwr.app]
+publisher = "fedmllm"
+[tool.flwr.app.components]
+serverapp = "envapp.apps:server"
+clientapp = "envapp.apps:client"
+[tool.flwr.app.config]
+result-file = ""
+""",
+    "envapp/__init__.py": "",
+    "envapp/apps.py": """
+import json, os, time
+from pathlib import Path
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
+client = ClientApp()
+server = ServerApp()
+
+@client.query()
+def env(msg, context):
+    seen = {"pid": os.getpid(), "partition": int(context.node_config["partition-id"]),
+            "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", "unset")}
+    return Message(RecordDict({"env": ConfigRecord(seen)}), reply_to=msg)
+
+@server.main()
+def main(grid, context):
+    deadline = time.monotonic() + 60  # the simulation registers its nodes as it starts
+    while len(grid.get_node_ids()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    msgs = [Message(RecordDict(), dst_node_id=n, message_type="query")
+            for n in grid.get_node_ids()]
+    rows = [dict(r.content["env"]) for r in grid.send_and_receive(msgs, timeout=120)]
+    Path(str(context.run_config["result-file"])).write_text(json.dumps(rows))
+""",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.processes
+@pytest.mark.xdist_group("flwr-local-superlink")
+def test_simulated_clientapps_get_their_gpu_fraction(tmp_path, local_flwr):
+    """``--gpus 0.5``: Ray runs at most two ClientApps per GPU and shows each its GPU. On a
+    machine without one, Ray is told there is one (``--init-args-num-gpus 1``): every
+    ClientApp sees ``CUDA_VISIBLE_DEVICES=0``, and at most two processes serve the 4 nodes."""
+    _, _, run = local_flwr
+    app, result = tmp_path / "envapp", tmp_path / "env.json"
+    for name, text in ENV_APP.items():
+        (app / name).parent.mkdir(parents=True, exist_ok=True)
+        (app / name).write_text(text.lstrip())
+    sized = run(*simulation_config_argv(4, gpus=0.5, cpus=1), "--init-args-num-gpus", "1")
+    assert sized.returncode == 0, sized.stdout + sized.stderr
+    done = run("flwr", "run", str(app), "--stream", "--run-config",
+               _run_config({"result-file": str(result)}))
+    assert done.returncode == 0 and result.is_file(), done.stdout + done.stderr
+    rows = json.loads(result.read_text())
+    assert sorted(r["partition"] for r in rows) == [0, 1, 2, 3], done.stdout + done.stderr
+    assert {r["gpus"] for r in rows} == {"0"}, rows
+    assert len({r["pid"] for r in rows}) <= 2, rows
