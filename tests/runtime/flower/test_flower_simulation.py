@@ -125,7 +125,8 @@ def _free_port() -> int:
 @pytest.fixture
 def local_flwr(tmp_path):
     """``(home, port, run)``: a fresh ``FLWR_HOME`` whose managed SuperLink takes free ports,
-    and ``run(*argv)``, a command in the repository root with that environment; afterwards
+    and ``run(*argv)``, a command run in the repository root with that environment
+    (``wait=False``: started, its ``Popen`` returned); afterwards
     ``fedmllm flower stop-local`` stops the SuperLink (which the test must have started)."""
     home, port = tmp_path / "flwr-home", _free_port()
     src = str(ROOT / "src")  # the ServerApp and the Ray workers import this checkout
@@ -136,9 +137,13 @@ def local_flwr(tmp_path):
            "FLWR_LOCAL_CONTROL_API_PORT": str(_free_port()),
            "PYTHONPATH": os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])}
 
-    def run(*argv):
-        return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=300, check=False)
+    def run(*argv, wait=True):
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        if not wait:
+            return proc
+        out, err = proc.communicate(timeout=300)
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
     try:
         yield home, port, run
@@ -159,7 +164,7 @@ def _run_config(values: dict) -> str:
 @pytest.mark.processes
 @pytest.mark.xdist_group("flwr-local-superlink")
 def test_flwr_run_dot_reproduces_fedmllm_run(tmp_path, tiny_dir, local_flwr):
-    home, port, run = local_flwr
+    _, port, run = local_flwr
     out = tmp_path / "flower"
     sized = run(sys.executable, "-m", "fedmllm.cli", "flower", "simulation-config",
                 "fl.num_clients=3")
@@ -167,13 +172,19 @@ def test_flwr_run_dot_reproduces_fedmllm_run(tmp_path, tiny_dir, local_flwr):
     # the free port was taken (flwr prints it as it starts the SuperLink)
     assert "--num-supernodes 3" in sized.stdout and f"127.0.0.1:{port}" in sized.stdout
     # with Flower's default 2 SuperNodes the ServerApp would stop on num-partitions = 2
-    done = run("flwr", "run", ".", "--stream", "--run-config",
-               _run_config({**RUN, "output.dir": str(out)}))
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"finished; outputs in {out}" in done.stdout, done.stdout + done.stderr
-    ref = tmp_path / "sim"
-    run_experiment(load_config(None, [f"{k}={str(v).lower() if isinstance(v, bool) else v}"
-                                      for k, v in RUN.items()] + [f"output.dir={ref}"]))
+    flwr = run("flwr", "run", ".", "--stream", "--run-config",
+               _run_config({**RUN, "output.dir": str(out)}), wait=False)
+    ref = tmp_path / "sim"  # the in-process run meanwhile
+    try:
+        run_experiment(load_config(None, [f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                                          for k, v in RUN.items()] + [f"output.dir={ref}"]))
+        stdout, stderr = flwr.communicate(timeout=300)
+    finally:
+        if flwr.poll() is None:
+            flwr.kill()
+            flwr.wait()
+    assert flwr.returncode == 0, stdout + stderr
+    assert f"finished; outputs in {out}" in stdout, stdout + stderr
     a, b = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (ref, out))
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
