@@ -535,7 +535,8 @@ def _add_flower_simulation(flsub) -> None:
         description="Run 'flwr federation simulation-config' on the default SuperLink "
                     "connection (flwr starts the local simulation SuperLink if needed): one "
                     "virtual SuperNode per client, fl.num_clients of the configuration unless "
-                    "--clients is given, and each ClientApp's Ray resources.")
+                    "--clients is given, and each ClientApp's Ray resources. The SuperLink "
+                    "keeps them in memory until it stops.")
     fls.add_argument("--clients", type=int, help="SuperNodes (default: fl.num_clients)")
     fls.add_argument("--gpus", type=float, help="fraction of a GPU per ClientApp (0.5: two "
                                                 "per GPU; flwr's default 0)")
@@ -546,8 +547,9 @@ def _add_flower_simulation(flsub) -> None:
     flt = flsub.add_parser(
         "stop-local", help="stop the local SuperLink 'flwr run .' left running",
         description="Stop the managed simulation SuperLink of a Flower home and its children "
-                    "(flwr starts it on the first 'flwr run' and leaves it running). Its state "
-                    "(runs, the federation's size) stays for the next start.")
+                    "(flwr starts it on the first 'flwr run' and leaves it running). Its "
+                    "database (the runs) stays; the federation's size, kept in its memory, "
+                    "goes back to Flower's default of 2: run 'simulation-config' again.")
     flt.add_argument("--flwr-home", help="the Flower home (default: $FLWR_HOME, else ~/.flwr)")
     flt.set_defaults(func=cmd_flower_stop_local)
 

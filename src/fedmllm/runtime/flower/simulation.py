@@ -7,10 +7,11 @@ connection of the Flower configuration (``$FLWR_HOME/config.toml``, ``FLWR_HOME`
 ``":local:"``: flwr then starts a managed SuperLink in simulation mode (a detached
 ``flower-superlink --simulation``, its state and log in ``$FLWR_HOME/local-superlink/``; see
 ``flwr/cli/local_superlink.py``), submits the run to it and leaves it running. That SuperLink
-keeps the simulated federation's size in its state: 2 virtual SuperNodes until
-``flwr federation simulation-config --num-supernodes N`` changes it. Flower's simulation
-engine gives virtual node ``i`` the node config ``partition-id=i num-partitions=N``, which is
-what the ClientApp reads (:func:`.client.node_partition`): N must be ``fl.num_clients``.
+keeps the simulated federation's size in memory (not in its database): 2 virtual SuperNodes
+from every start until ``flwr federation simulation-config --num-supernodes N`` changes it.
+Flower's simulation engine gives virtual node ``i`` the node config ``partition-id=i
+num-partitions=N``, which is what the ClientApp reads (:func:`.client.node_partition`): N must
+be ``fl.num_clients``.
 
 - :func:`simulation_config_argv`: the ``flwr federation simulation-config`` command for one
   SuperNode per client (``fedmllm flower simulation-config`` runs it).
@@ -122,8 +123,9 @@ def local_superlinks(home: Path):
 def stop_local_superlink(home: Path, timeout: float = 10.0) -> list[int]:
     """Stop the managed SuperLink of ``home`` and its children (its SuperExec, a simulation
     still running and the Ray processes it started): SIGTERM, then SIGKILL after ``timeout``
-    seconds. Returns the PIDs stopped (empty: none was running). Its state
-    (``local-superlink/state.db``: runs, the federation's size) stays for the next start."""
+    seconds. Returns the PIDs stopped (empty: none was running). Its database
+    (``local-superlink/state.db``: the runs) stays; the federation's size, which it keeps in
+    memory, is Flower's default again at its next start."""
     import psutil
 
     procs = []
