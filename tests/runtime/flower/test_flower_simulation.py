@@ -8,16 +8,18 @@
   the SuperLink flwr left running. flwr reads the managed SuperLink's ports from
   ``FLWR_LOCAL_SUPERLINK_HTTP_API_PORT`` / ``FLWR_LOCAL_CONTROL_API_PORT`` (defaults 39091 and
   39093, ``flwr/cli/constant.py``): the test takes free ones, so it never meets another
-  SuperLink on the fixed ports, and an xdist group keeps two of its runs apart.
+  SuperLink on the fixed ports, and a file lock keeps two of its runs apart.
 - Without processes: the default run folder, the sizing command, a node sized for another
   federation, and which processes ``stop-local`` takes.
 """
 
+import fcntl
 import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -123,11 +125,16 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def local_flwr(tmp_path):
+def local_flwr(tmp_path, request):
     """``(home, port, run)``: a fresh ``FLWR_HOME`` whose managed SuperLink takes free ports,
     and ``run(*argv)``, a command run in the repository root with that environment
     (``wait=False``: started, its ``Popen`` returned); afterwards
-    ``fedmllm flower stop-local`` stops the SuperLink (which the test must have started)."""
+    ``fedmllm flower stop-local`` stops the SuperLink (which the test must have started).
+    One at a time on this machine (a file lock: pytest-xdist 3.8's ``xdist_group`` did not
+    keep two such tests on one worker here), also across test sessions."""
+    lock = open(Path(tempfile.gettempdir()) / "fedmllm-flwr-local-superlink.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    request.addfinalizer(lock.close)
     home, port = tmp_path / "flwr-home", _free_port()
     src = str(ROOT / "src")  # the ServerApp and the Ray workers import this checkout
     bin_dir = str(Path(sys.executable).parent)  # flwr starts `flower-superlink` from PATH
@@ -162,7 +169,6 @@ def _run_config(values: dict) -> str:
 
 @pytest.mark.slow
 @pytest.mark.processes
-@pytest.mark.xdist_group("flwr-local-superlink")
 def test_flwr_run_dot_reproduces_fedmllm_run(tmp_path, tiny_dir, local_flwr):
     _, port, run = local_flwr
     out = tmp_path / "flower"
@@ -236,7 +242,6 @@ def main(grid, context):
 
 @pytest.mark.slow
 @pytest.mark.processes
-@pytest.mark.xdist_group("flwr-local-superlink")
 def test_simulated_clientapps_get_their_gpu_fraction(tmp_path, local_flwr):
     """``--gpus 0.5``: Ray runs at most two ClientApps per GPU and shows each its GPU. On a
     machine without one, Ray is told there is one (``--init-args-num-gpus 1``): every
