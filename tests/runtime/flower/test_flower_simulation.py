@@ -125,16 +125,19 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def local_flwr(tmp_path, request):
+def local_flwr(tmp_path):
     """``(home, port, run)``: a fresh ``FLWR_HOME`` whose managed SuperLink takes free ports,
     and ``run(*argv)``, a command run in the repository root with that environment
     (``wait=False``: started, its ``Popen`` returned); afterwards
     ``fedmllm flower stop-local`` stops the SuperLink (which the test must have started).
     One at a time on this machine (a file lock: pytest-xdist 3.8's ``xdist_group`` did not
     keep two such tests on one worker here), also across test sessions."""
-    lock = open(Path(tempfile.gettempdir()) / "fedmllm-flwr-local-superlink.lock", "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    request.addfinalizer(lock.close)
+    with open(Path(tempfile.gettempdir()) / "fedmllm-flwr-local-superlink.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield from _local_flwr(tmp_path)
+
+
+def _local_flwr(tmp_path):
     home, port = tmp_path / "flwr-home", _free_port()
     src = str(ROOT / "src")  # the ServerApp and the Ray workers import this checkout
     bin_dir = str(Path(sys.executable).parent)  # flwr starts `flower-superlink` from PATH
