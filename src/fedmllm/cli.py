@@ -169,6 +169,30 @@ def cmd_flower_local(args) -> int:
     return 0
 
 
+def cmd_flower_simulation_config(args) -> int:
+    import subprocess
+
+    from .runtime.flower.simulation import simulation_config_argv
+
+    clients = args.clients if args.clients is not None else \
+        load_config(args.config, args.overrides).fl.num_clients
+    argv = simulation_config_argv(clients, gpus=args.gpus, cpus=args.cpus)
+    print(" ".join(["flwr", *argv[1:]]), flush=True)
+    return subprocess.run(argv, check=False).returncode
+
+
+def cmd_flower_stop_local(args) -> int:
+    from pathlib import Path
+
+    from .runtime.flower.simulation import flwr_home, stop_local_superlink
+
+    home = Path(args.flwr_home) if args.flwr_home else flwr_home()
+    pids = stop_local_superlink(home)
+    print(f"stopped the local SuperLink of {home} (PIDs {', '.join(map(str, pids))})" if pids
+          else f"no local SuperLink of {home} is running")
+    return 0
+
+
 def cmd_config_show(args) -> int:
     from .engine.factory import plan_run
 
@@ -481,6 +505,7 @@ def _add_flower(sub) -> None:
     _overrides(fll)
     fll.set_defaults(func=cmd_flower_local)
     _add_flower_keys(flsub)
+    _add_flower_simulation(flsub)
 
 
 def _add_flower_keys(flsub) -> None:
@@ -502,6 +527,31 @@ def _add_flower_keys(flsub) -> None:
     flk.add_argument("--name", required=True, help="file name, e.g. site-0")
     flk.add_argument("--overwrite", action="store_true")
     flk.set_defaults(func=cmd_flower_node_key)
+
+
+def _add_flower_simulation(flsub) -> None:
+    fls = flsub.add_parser(
+        "simulation-config", help="size the simulated federation of 'flwr run .'",
+        description="Run 'flwr federation simulation-config' on the default SuperLink "
+                    "connection (flwr starts the local simulation SuperLink if needed): one "
+                    "virtual SuperNode per client, fl.num_clients of the configuration unless "
+                    "--clients is given, and each ClientApp's Ray resources. The SuperLink "
+                    "keeps them in memory until it stops.")
+    fls.add_argument("--clients", type=int, help="SuperNodes (default: fl.num_clients)")
+    fls.add_argument("--gpus", type=float, help="fraction of a GPU per ClientApp (0.5: two "
+                                                "per GPU; flwr's default 0)")
+    fls.add_argument("--cpus", type=int, help="CPUs per ClientApp (flwr's default 2)")
+    fls.add_argument("--config", help="TOML or YAML config file (for fl.num_clients)")
+    _overrides(fls)
+    fls.set_defaults(func=cmd_flower_simulation_config)
+    flt = flsub.add_parser(
+        "stop-local", help="stop the local SuperLink 'flwr run .' left running",
+        description="Stop the managed simulation SuperLink of a Flower home and its children "
+                    "(flwr starts it on the first 'flwr run' and leaves it running). Its "
+                    "database (the runs) stays; the federation's size, kept in its memory, "
+                    "goes back to Flower's default of 2: run 'simulation-config' again.")
+    flt.add_argument("--flwr-home", help="the Flower home (default: $FLWR_HOME, else ~/.flwr)")
+    flt.set_defaults(func=cmd_flower_stop_local)
 
 
 def _add_bench(sub) -> None:

@@ -1,6 +1,8 @@
 """The Flower App of fedmllm: ``server_app`` and ``client_app``, as ``pyproject.toml`` names them
 (``[tool.flwr.app.components]``). Thin: the ServerApp is :func:`.server.serve`, the ClientApp's
-handlers are in :mod:`.client`."""
+handlers are in :mod:`.client`. A run config without ``output.dir`` gets an absolute folder
+under the repository's ``runs/`` (:func:`.simulation.with_output_dir`), not under the working
+directory of whichever process hosts the ServerApp."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from .client import handle_evaluate, handle_oneshot, handle_query, handle_train
 from .server import serve
+from .simulation import with_output_dir
 
 server_app = ServerApp()
 client_app = ClientApp()
@@ -17,7 +20,7 @@ client_app = ClientApp()
 
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
-    serve(grid, dict(context.run_config))
+    serve(grid, with_output_dir(dict(context.run_config)))
 
 
 @client_app.train()

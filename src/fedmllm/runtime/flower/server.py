@@ -107,6 +107,12 @@ class GridExecutor:
                 continue
             self.known.add(node)
             k = int(reply.content["node"]["partition-id"])
+            n = reply.content["node"].get("num-partitions")
+            if n is not None and int(n) != self.cfg.fl.num_clients:
+                raise ConfigError(  # e.g. Flower's default simulated federation: 2 nodes
+                    f"node {node} says num-partitions = {n}, the run has fl.num_clients = "
+                    f"{self.cfg.fl.num_clients} (one SuperNode per client); size a simulation "
+                    f"with: fedmllm flower simulation-config --clients {self.cfg.fl.num_clients}")
             if not 0 <= k < self.cfg.fl.num_clients:
                 log.warning("node %d has partition id %d, outside fl.num_clients = %d; "
                             "not used", node, k, self.cfg.fl.num_clients)
