@@ -89,7 +89,12 @@ def test_a_server_without_client_data_gives_the_simulation(tmp_path, tiny_dir, m
         monkeypatch.setattr(module, "plan_run", lambda *a, _real=real, **k: plans.append(
             1) or _real(*a, **k))
     monkeypatch.setattr(factory, "plan_run", _refuse)  # nothing else plans
+    models = []
+    monkeypatch.setattr(client, "build_bundle", lambda plan, _real=client.build_bundle: (
+        models.append(1), _real(plan))[1])
     flower_run(tmp_path / "flower", BASE, nodes)
+    # every node this process hosts trains the one model it built, as the simulation does
+    assert len(models) == 1 and len(client._WORKERS) == N
 
     sim, fl = tmp_path / "sim", tmp_path / "flower"
     assert len(plans) == 2  # once in the ServerApp, once for the ClientApp process's nodes

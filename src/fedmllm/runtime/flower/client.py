@@ -63,12 +63,37 @@ def node_partition(node_config: dict) -> tuple[int, int | None, str | None]:
     return k, None if n is None else int(n), None if data_dir is None else str(data_dir)
 
 
-class ClientWorker:
-    """One node's data, model and trainer for one configuration (built once per process):
-    the samples at once, the model when first trained or evaluated."""
+class ProcessModel:
+    """The model and trainer of one configuration in this process, built when first used and
+    shared by every node the process hosts (Flower's simulation runs many virtual nodes in
+    one Ray worker; a loopback grid runs them all in one process), as the in-process
+    simulation shares one model between its clients: each round starts from the state the
+    server sends, so no node sees another's training."""
 
-    def __init__(self, cfg: Config, plan: RunPlan, node_config: dict):
+    def __init__(self, cfg: Config, plan: RunPlan):
         self.cfg, self.plan = cfg, plan
+
+    @cached_property
+    def bundle(self):
+        return build_bundle(self.plan)
+
+    @cached_property
+    def initial_state(self) -> dict:
+        return self.bundle.adapter.get()
+
+    @cached_property
+    def trainer(self):
+        self.initial_state  # noqa: B018  (the model first, as the simulation builds it)
+        return make_trainer(self.cfg, self.plan, self.bundle)
+
+
+class ClientWorker:
+    """One node's data for one configuration, and this process's model (built once per
+    process): the samples at once, the model when first trained or evaluated."""
+
+    def __init__(self, model: ProcessModel, node_config: dict):
+        cfg = model.cfg
+        self.model, self.cfg, self.plan = model, cfg, model.plan
         k, n, data_dir = node_partition(node_config)
         if not 0 <= k < cfg.fl.num_clients:
             raise ConfigError(f"node config: partition-id {k} is outside the run's "
@@ -93,24 +118,23 @@ class ClientWorker:
         self.train, self.held = holdout_split(samples, cfg.eval.client_holdout, cfg.seed, k)
         self.eval_cache: dict = {}  # the held-out samples' encoded prompts
 
-    @cached_property
+    @property
     def bundle(self):
-        return build_bundle(self.plan)
+        return self.model.bundle
 
-    @cached_property
+    @property
     def initial_state(self) -> dict:
-        return self.bundle.adapter.get()
+        return self.model.initial_state
+
+    @property
+    def trainer(self):
+        return self.model.trainer
 
     @cached_property
     def items(self) -> EncodedSamples:
         """The training samples, encoded per batch."""
         return EncodedSamples(self.bundle.processor, self.train, self.cfg.data.prompt_strategy,
                               self.cfg.train.max_seq_len)
-
-    @cached_property
-    def trainer(self):
-        self.initial_state  # noqa: B018  (the model first, as the simulation builds it)
-        return make_trainer(self.cfg, self.plan, self.bundle)
 
 
 _WORKERS: dict[tuple, ClientWorker] = {}
@@ -125,13 +149,13 @@ def get_worker(cfg_text: str, node_config: dict) -> ClientWorker:
         quiet_libraries()
         for old in [k for k in _WORKERS if k[0] != cfg_text]:  # another run's: let it go
             del _WORKERS[old]
-        # the process's plan of this run: shared by every node it hosts (a loopback grid)
+        # the process's plan and model of this run: shared by every node it hosts
         planned = next(iter(_WORKERS.values()), None)
         if planned is None:
             cfg = config_from_yaml(cfg_text, "the server's configuration")
-            _WORKERS[key] = ClientWorker(cfg, plan_run(cfg), node_config)
+            _WORKERS[key] = ClientWorker(ProcessModel(cfg, plan_run(cfg)), node_config)
         else:
-            _WORKERS[key] = ClientWorker(planned.cfg, planned.plan, node_config)
+            _WORKERS[key] = ClientWorker(planned.model, node_config)
     return _WORKERS[key]
 
 
