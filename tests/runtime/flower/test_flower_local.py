@@ -16,6 +16,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import psutil
 import pytest
 
 pytest.importorskip("flwr")
@@ -23,6 +24,7 @@ pytest.importorskip("flwr")
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from helpers import ROOT
+from helpers.flower_faults import clientapp_pids, kill_supernode, restart_supernode
 
 from fedmllm.runtime.flower.certs import generate_node_keys, generate_tls_files
 from fedmllm.runtime.flower.local import (
@@ -49,14 +51,13 @@ def _assert_gone(pids: list[int]) -> None:
 def _ours_alive(out: Path) -> list[str]:
     """Live processes whose command line names ``out`` (flwr children get our paths)."""
     found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if str(out) in cmd and pid_alive(int(entry)):
-                found.append(f"{entry}: {cmd[:200]}")
+    for proc in psutil.process_iter():
+        try:
+            cmd = " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
+        if proc.pid != os.getpid() and str(out) in cmd and pid_alive(proc.pid):
+            found.append(f"{proc.pid}: {cmd[:200]}")
     return found
 
 
@@ -169,8 +170,8 @@ def test_insecure_federation_and_restart(tmp_path):
         assert sorted(r["partition_id"] for r in data["rounds"][0]["replies"]) == [0, 1]
 
         old_pid, old_id = fed.supernode_pid(1), fed.nodes[1].node_id
-        fed.kill_supernode(1)
-        fed.restart_supernode(1)
+        kill_supernode(fed, 1)
+        restart_supernode(fed, 1)
         assert fed.supernode_pid(1) not in (None, old_pid)
         # Without authentication the restarted node is a new node to the SuperLink, and the
         # dead one stays "online" until its heartbeat lapses (60 s), so it is asked and is
@@ -218,11 +219,11 @@ def test_killed_supernode_does_not_hang_the_run(tmp_path):
                                    "require-all": False,
                                    "result-file": str(tmp_path / "killed.json")})
         deadline = time.monotonic() + 90
-        while not fed.clientapp_pids(1):  # node 1 is working on its message
+        while not clientapp_pids(fed, 1):  # node 1 is working on its message
             assert time.monotonic() < deadline, "no ClientApp process under SuperNode 1"
             time.sleep(0.2)
         killed_pid = fed.supernode_pid(1)
-        fed.kill_supernode(1)
+        kill_supernode(fed, 1)
         assert not pid_alive(killed_pid)
         res = run.wait(RUN_TIMEOUT)
         assert res.ok, (res.status, res.details, res.log_text[-2000:])
