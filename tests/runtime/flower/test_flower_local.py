@@ -269,3 +269,68 @@ def test_warm_clientapp_is_one_process_per_supernode(tmp_path):
         pids = _recorded_pids(tmp_path) + workers
     _assert_gone(pids)
     assert _ours_alive(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- --gpus
+
+
+def test_gpus_are_dealt_round_robin_to_supernodes_and_their_workers(tmp_path, monkeypatch):
+    from fedmllm.runtime.flower.procs import Proc
+
+    fed = LocalFederation(tmp_path, 3, insecure=True, clientapp="warm", gpus=["0", "GPU-b"])
+    assert [n.env.get("CUDA_VISIBLE_DEVICES") for n in fed.nodes] == ["0", "GPU-b", "0"]
+    started = []
+
+    def start(self, cwd):
+        started.append((self.name, self.env.get("CUDA_VISIBLE_DEVICES")))
+        self.popen = type("Popen", (), {"pid": 1})()
+        return self
+
+    monkeypatch.setattr(Proc, "start", start)
+    for node in fed.nodes:
+        fed.starter.start(node)
+    assert started == [("supernode-0", "0"), ("clientapp-0", "0"),
+                       ("supernode-1", "GPU-b"), ("clientapp-1", "GPU-b"),
+                       ("supernode-2", "0"), ("clientapp-2", "0")]
+    assert LocalFederation(tmp_path, 2).nodes[0].env == {}  # no --gpus: nothing set
+
+
+def test_gpus_option_parses_a_device_list():
+    from fedmllm.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["flower", "local", "--supernodes", "2", "--gpus", "0, 1"])
+    assert args.gpus == ["0", "1"]
+    assert parser.parse_args(["flower", "local", "--supernodes", "2"]).gpus is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["flower", "local", "--supernodes", "2", "--gpus", "0,,1"])
+
+
+@pytest.mark.slow
+@pytest.mark.processes
+def test_each_supernode_and_its_clientapps_see_only_their_gpu(tmp_path):
+    """What each process got, read from its environment (psutil), with no GPU needed."""
+    with start_federation(tmp_path, 2, insecure=True, gpus=["3", "5"]) as fed:
+        run = fed.submit_app(APP, {"client-sleep": 3.0, "result-file": str(tmp_path / "g.json")})
+        seen: dict[int, set[str | None]] = {0: set(), 1: set()}
+        deadline = time.monotonic() + 90
+        while not all(seen.values()):
+            assert time.monotonic() < deadline, f"no ClientApp process seen: {seen}"
+            for i, devices in seen.items():
+                for pid in clientapp_pids(fed, i):
+                    try:
+                        devices.add(psutil.Process(pid).environ().get("CUDA_VISIBLE_DEVICES"))
+                    except psutil.Error:
+                        pass
+            time.sleep(0.1)
+        assert seen == {0: {"3"}, 1: {"5"}}
+        for i, device in enumerate(("3", "5")):
+            node = psutil.Process(fed.supernode_pid(i))
+            family = [node, *node.children(recursive=True)]  # SuperExec and its ClientApps
+            assert {p.environ().get("CUDA_VISIBLE_DEVICES") for p in family} == {device}
+        res = run.wait(RUN_TIMEOUT)
+        assert res.ok, (res.status, res.details, res.log_text[-2000:])
+        rec = json.loads((tmp_path / "flower" / "processes.json").read_text())
+        assert rec["gpus"] == ["3", "5"]
+        assert [n["env"] for n in rec["supernodes"]] == [{"CUDA_VISIBLE_DEVICES": d}
+                                                         for d in ("3", "5")]
