@@ -29,6 +29,10 @@ BASE_ENV = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
     "HF_HUB_OFFLINE": "1",
     "PYTHONUNBUFFERED": "1",
+    # How often a stock flower-superexec (started by the SuperLink for the ServerApp and by
+    # each SuperNode for its ClientApps) asks for a task: 1 s by default. flwr 1.42 reads and
+    # checks this variable (0.01-60 s); loopback requests cost nothing, so ask often.
+    "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
 }
 
 
