@@ -68,3 +68,30 @@ def test_a_stopped_process_is_stopped_again_without_harm(tmp_path):
 def test_free_ports_are_distinct():
     ports = free_ports(5)
     assert len(set(ports)) == 5 and all(0 < p < 65536 for p in ports)
+
+
+def test_kill_recorded_kills_only_our_recorded_processes_and_their_children(tmp_path):
+    import json
+
+    from fedmllm.runtime.flower.local import kill_recorded
+
+    # "ours": a command line that names the warm ClientApp worker, with a child of its own
+    ours = Proc("worker", [sys.executable, "-c", SCRIPT, str(tmp_path), "clientapp-worker"],
+                dict(os.environ), tmp_path / "w.log").start(tmp_path)
+    other = Proc("other", [sys.executable, "-c", "import time; time.sleep(300)"],
+                 dict(os.environ), tmp_path / "o.log").start(tmp_path)
+    kids = _children(tmp_path, ours)
+    (tmp_path / "flower").mkdir()
+    (tmp_path / "flower" / "processes.json").write_text(json.dumps({
+        "superlink": other.pid,  # a recorded pid that is now someone else's process
+        "supernodes": [{"pid": None, "clientapp_worker_pid": ours.pid}]}))
+    try:
+        assert kill_recorded(tmp_path) == [ours.pid]
+        ours.popen.wait(timeout=10)
+        time.sleep(0.2)
+        assert not [n for n, pid in kids.items() if pid_alive(pid)]
+        assert other.alive()
+    finally:
+        other.terminate()
+        ours.terminate()
+    assert kill_recorded(tmp_path / "nothing-here") == []

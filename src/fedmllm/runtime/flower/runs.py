@@ -79,6 +79,9 @@ class FlwrCli:
         try:
             run_id = int(self.json(*args, timeout=300.0)["run-id"])
         except FederationError as err:
+            log.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log.log_path, "a", encoding="utf-8") as fh:
+                fh.write(f"{err}\n")
             return AppRun(self, None, log, offset, started, str(err))
         log.argv = [exe("flwr"), "log", str(run_id), self.connection, "--stream"]
         return AppRun(self, run_id, log.start(self.cwd), offset, started)
