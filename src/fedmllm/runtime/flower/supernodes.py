@@ -11,15 +11,14 @@ from __future__ import annotations
 import re
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .certs import NodeKeys, generate_node_keys
+from .certs import NodeKeys, TlsFiles, generate_node_keys
 from .procs import HOST, FederationError, Proc, exe, free_ports, last_line, log_tail
-
-if TYPE_CHECKING:
-    from .federation import LocalFederation
+from .runs import FlwrCli
 
 _NODE_ID_RE = re.compile(r"SuperNode ID: (\d+)")
 _ADDR_IN_USE = "address already in use"
@@ -58,10 +57,31 @@ class Node:
         }
 
 
+class Federation(Protocol):
+    """What :class:`NodeStarter` needs of its federation (``federation.LocalFederation``)."""
+
+    nodes: list[Node]
+    cli: FlwrCli
+    connection: str
+    tls: TlsFiles | None
+    clientapp: str
+    dir: Path
+    logs_dir: Path
+    start_timeout: float
+
+    @property
+    def address(self) -> str: ...
+
+    def proc_env(self, home: Path, extra: Mapping[str, str] | None = None
+                 ) -> dict[str, str]: ...
+
+    def superlink_alive(self) -> bool: ...
+
+
 class NodeStarter:
     """Starts, waits for and stops the SuperNodes of ``fed``."""
 
-    def __init__(self, fed: LocalFederation) -> None:
+    def __init__(self, fed: Federation) -> None:
         self.fed = fed
 
     def register(self, keys_dir: Path) -> None:
