@@ -157,7 +157,7 @@ def cmd_flower_local(args) -> int:
         summary = run_local(cfg, args.supernodes, console, resume=args.resume,
                             overwrite=args.overwrite, insecure=args.insecure,
                             clientapp=args.clientapp, data_dir=args.data_dir,
-                            timeout=args.timeout)
+                            timeout=args.timeout, gpus=args.gpus)
     except KeyboardInterrupt:
         print(f"fedmllm: interrupted; continue with: fedmllm flower local --supernodes "
               f"{args.supernodes} --resume {cfg.output.dir}", file=sys.stderr)
@@ -494,6 +494,9 @@ def _add_flower(sub) -> None:
                      help="warm (default): one ClientApp process per SuperNode for the whole "
                           "run, the model loaded once; subprocess: Flower's default, a new "
                           "process per message")
+    fll.add_argument("--gpus", type=_device_list, metavar="0,1,...",
+                     help="pin SuperNode i (and its ClientApps) to device i mod len(list) "
+                          "through CUDA_VISIBLE_DEVICES")
     fll.add_argument("--data-dir", help="a folder written by 'fedmllm prepare': SuperNode i "
                                         "reads its client_i.json")
     fll.add_argument("--config", help="TOML or YAML config file")
@@ -506,6 +509,14 @@ def _add_flower(sub) -> None:
     fll.set_defaults(func=cmd_flower_local)
     _add_flower_keys(flsub)
     _add_flower_simulation(flsub)
+
+
+def _device_list(text: str) -> list[str]:
+    """``"0,1"`` -> ``["0", "1"]``: the devices of ``--gpus`` (CUDA indices or UUIDs)."""
+    devices = [d.strip() for d in text.split(",")]
+    if not all(devices):
+        raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list such as 0,1")
+    return devices
 
 
 def _add_flower_keys(flsub) -> None:

@@ -19,12 +19,7 @@ PACKAGE = ROOT / "src" / "fedmllm"
 MAX_LINES = 60
 
 # "module:qualified.name" -> why it is longer than MAX_LINES.
-LONGER: dict[str, str] = {
-    "fedmllm.runtime.flower.flwr_internals:_run_clientapp_task": (
-        "follows flwr's own run_clientapp loop statement by statement, so that it can be read "
-        "against it line by line when flwr changes; issue 23 replaces it with Flower's public "
-        "long-lived ClientApp"),
-}
+LONGER: dict[str, str] = {}
 
 
 def long_functions(limit: int = MAX_LINES) -> dict[str, int]:

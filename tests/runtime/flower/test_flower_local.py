@@ -16,6 +16,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import psutil
 import pytest
 
 pytest.importorskip("flwr")
@@ -23,6 +24,7 @@ pytest.importorskip("flwr")
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from helpers import ROOT
+from helpers.flower_faults import clientapp_pids, kill_supernode, restart_supernode
 
 from fedmllm.runtime.flower.certs import generate_node_keys, generate_tls_files
 from fedmllm.runtime.flower.local import (
@@ -49,14 +51,13 @@ def _assert_gone(pids: list[int]) -> None:
 def _ours_alive(out: Path) -> list[str]:
     """Live processes whose command line names ``out`` (flwr children get our paths)."""
     found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if str(out) in cmd and pid_alive(int(entry)):
-                found.append(f"{entry}: {cmd[:200]}")
+    for proc in psutil.process_iter():
+        try:
+            cmd = " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
+        if proc.pid != os.getpid() and str(out) in cmd and pid_alive(proc.pid):
+            found.append(f"{proc.pid}: {cmd[:200]}")
     return found
 
 
@@ -169,8 +170,8 @@ def test_insecure_federation_and_restart(tmp_path):
         assert sorted(r["partition_id"] for r in data["rounds"][0]["replies"]) == [0, 1]
 
         old_pid, old_id = fed.supernode_pid(1), fed.nodes[1].node_id
-        fed.kill_supernode(1)
-        fed.restart_supernode(1)
+        kill_supernode(fed, 1)
+        restart_supernode(fed, 1)
         assert fed.supernode_pid(1) not in (None, old_pid)
         # Without authentication the restarted node is a new node to the SuperLink, and the
         # dead one stays "online" until its heartbeat lapses (60 s), so it is asked and is
@@ -218,11 +219,11 @@ def test_killed_supernode_does_not_hang_the_run(tmp_path):
                                    "require-all": False,
                                    "result-file": str(tmp_path / "killed.json")})
         deadline = time.monotonic() + 90
-        while not fed.clientapp_pids(1):  # node 1 is working on its message
+        while not clientapp_pids(fed, 1):  # node 1 is working on its message
             assert time.monotonic() < deadline, "no ClientApp process under SuperNode 1"
             time.sleep(0.2)
         killed_pid = fed.supernode_pid(1)
-        fed.kill_supernode(1)
+        kill_supernode(fed, 1)
         assert not pid_alive(killed_pid)
         res = run.wait(RUN_TIMEOUT)
         assert res.ok, (res.status, res.details, res.log_text[-2000:])
@@ -268,3 +269,68 @@ def test_warm_clientapp_is_one_process_per_supernode(tmp_path):
         pids = _recorded_pids(tmp_path) + workers
     _assert_gone(pids)
     assert _ours_alive(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- --gpus
+
+
+def test_gpus_are_dealt_round_robin_to_supernodes_and_their_workers(tmp_path, monkeypatch):
+    from fedmllm.runtime.flower.procs import Proc
+
+    fed = LocalFederation(tmp_path, 3, insecure=True, clientapp="warm", gpus=["0", "GPU-b"])
+    assert [n.env.get("CUDA_VISIBLE_DEVICES") for n in fed.nodes] == ["0", "GPU-b", "0"]
+    started = []
+
+    def start(self, cwd):
+        started.append((self.name, self.env.get("CUDA_VISIBLE_DEVICES")))
+        self.popen = type("Popen", (), {"pid": 1})()
+        return self
+
+    monkeypatch.setattr(Proc, "start", start)
+    for node in fed.nodes:
+        fed.starter.start(node)
+    assert started == [("supernode-0", "0"), ("clientapp-0", "0"),
+                       ("supernode-1", "GPU-b"), ("clientapp-1", "GPU-b"),
+                       ("supernode-2", "0"), ("clientapp-2", "0")]
+    assert LocalFederation(tmp_path, 2).nodes[0].env == {}  # no --gpus: nothing set
+
+
+def test_gpus_option_parses_a_device_list():
+    from fedmllm.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["flower", "local", "--supernodes", "2", "--gpus", "0, 1"])
+    assert args.gpus == ["0", "1"]
+    assert parser.parse_args(["flower", "local", "--supernodes", "2"]).gpus is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["flower", "local", "--supernodes", "2", "--gpus", "0,,1"])
+
+
+@pytest.mark.slow
+@pytest.mark.processes
+def test_each_supernode_and_its_clientapps_see_only_their_gpu(tmp_path):
+    """What each process got, read from its environment (psutil), with no GPU needed."""
+    with start_federation(tmp_path, 2, insecure=True, gpus=["3", "5"]) as fed:
+        run = fed.submit_app(APP, {"client-sleep": 3.0, "result-file": str(tmp_path / "g.json")})
+        seen: dict[int, set[str | None]] = {0: set(), 1: set()}
+        deadline = time.monotonic() + 90
+        while not all(seen.values()):
+            assert time.monotonic() < deadline, f"no ClientApp process seen: {seen}"
+            for i, devices in seen.items():
+                for pid in clientapp_pids(fed, i):
+                    try:
+                        devices.add(psutil.Process(pid).environ().get("CUDA_VISIBLE_DEVICES"))
+                    except psutil.Error:
+                        pass
+            time.sleep(0.1)
+        assert seen == {0: {"3"}, 1: {"5"}}
+        for i, device in enumerate(("3", "5")):
+            node = psutil.Process(fed.supernode_pid(i))
+            family = [node, *node.children(recursive=True)]  # SuperExec and its ClientApps
+            assert {p.environ().get("CUDA_VISIBLE_DEVICES") for p in family} == {device}
+        res = run.wait(RUN_TIMEOUT)
+        assert res.ok, (res.status, res.details, res.log_text[-2000:])
+        rec = json.loads((tmp_path / "flower" / "processes.json").read_text())
+        assert rec["gpus"] == ["3", "5"]
+        assert [n["env"] for n in rec["supernodes"]] == [{"CUDA_VISIBLE_DEVICES": d}
+                                                         for d in ("3", "5")]

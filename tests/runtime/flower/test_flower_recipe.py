@@ -30,7 +30,7 @@ from helpers import ROOT
 pytest.importorskip("flwr")
 
 from fedmllm.cli import main
-from fedmllm.runtime.flower.local import _log_tail, _Proc, _spawn, _terminate, pid_alive
+from fedmllm.runtime.flower.procs import Proc, log_tail, pid_alive
 
 DOC = ROOT / "docs" / "flower.md"
 SITES = (0, 1)
@@ -118,7 +118,7 @@ class Machines:
                     "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")]),
                     "PYTHONPATH": os.pathsep.join([str(ROOT / "src"),
                                                    os.environ.get("PYTHONPATH", "")])}
-        self.procs: list[_Proc] = []
+        self.procs: list[Proc] = []
 
     def folder(self, where: str, site: int) -> Path:
         return {"server": self.server, "operator": self.server, "checkout": ROOT,
@@ -139,11 +139,10 @@ class Machines:
                 proc.kill()
                 proc.wait()
 
-    def start(self, name: str, text: str, cwd: Path) -> _Proc:
-        proc = _Proc(name, ["bash", "-e", "-c", text], self.env, self.tmp / "logs" / f"{name}.log")
+    def start(self, name: str, text: str, cwd: Path) -> Proc:
+        proc = Proc(name, ["bash", "-e", "-c", text], self.env, self.tmp / "logs" / f"{name}.log")
         self.procs.append(proc)
-        _spawn(proc, cwd)
-        return proc
+        return proc.start(cwd)
 
     def deliver(self) -> None:
         """What the recipe sends between machines: ca.crt to the sites, keys to the server."""
@@ -158,16 +157,16 @@ class Machines:
     def stop(self) -> list[int]:
         """Stop every background process (tree) by PID; the PIDs that were started."""
         with ThreadPoolExecutor() as pool:
-            list(pool.map(_terminate, self.procs))
+            list(pool.map(Proc.terminate, self.procs))
         return [p.pid for p in self.procs if p.pid]
 
 
-def wait_for(what: str, ready, procs: list[_Proc], timeout: float = 90.0) -> None:
+def wait_for(what: str, ready, procs: list[Proc], timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
         for proc in procs:
             assert proc.alive(), f"{proc.name} exited ({proc.popen.returncode}) while {what}:" \
-                                 f"\n{_log_tail(proc.log_path)[-3000:]}"
+                                 f"\n{log_tail(proc.log_path)[-3000:]}"
         assert time.monotonic() < deadline, f"not {what} after {timeout:.0f} s"
         time.sleep(0.3)
 
@@ -204,7 +203,7 @@ def test_the_multi_machine_recipe_runs_verbatim_on_loopback(tmp_path, tiny_dir):
                 nodes = [machines.start(f"supernode-{k}", *block)
                          for k, block in zip(SITES, blocks, strict=True)]
                 wait_for("the SuperNodes are connected", lambda nodes=nodes: all(
-                    "SuperNode ID" in _log_tail(p.log_path) for p in nodes), machines.procs)
+                    "SuperNode ID" in log_tail(p.log_path) for p in nodes), machines.procs)
             machines.deliver()
     finally:
         pids = machines.stop()

@@ -6,12 +6,13 @@
 - :mod:`.client`: the ClientApp's handlers (one site's data, model and local training).
 - :mod:`.wire`: adapter states as ``ArrayRecord``s; :mod:`.appconfig`: the configuration as a
   Flower run config.
-- :mod:`.local`: a federation of one SuperLink and N SuperNodes on this machine
-  (``fedmllm flower local``).
-- :mod:`.fastnode`: ``flower-supernode`` with shorter polls, for :mod:`.local`.
+- :mod:`.launch`: ``fedmllm flower local``; :mod:`.local`: its federation of one SuperLink and
+  N SuperNodes on this machine, built from :mod:`.federation`, :mod:`.supernodes`,
+  :mod:`.runs` (``flwr run``/``log``/``list``/``stop``), :mod:`.procs` (process groups),
+  :mod:`.tomlconf` (TOML files and environment) and :mod:`.certs` (TLS and node keys).
 - :mod:`.flwr_internals`: the one module that imports flwr's non-public modules (the warm
-  ClientApp worker and the SuperNode poll patch), checked against the installed flwr by
-  ``tests/test_flower_internals.py``.
+  ClientApp worker), checked against the installed flwr by
+  ``tests/runtime/flower/test_flower_internals.py``; ``docs/flower-internals.md`` says why.
 
 Importing this package imports nothing from Flower; its modules do.
 """

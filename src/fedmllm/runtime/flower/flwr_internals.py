@@ -1,49 +1,40 @@
-"""Every use fedmllm makes of flwr 1.42's non-public modules, in one place.
+"""Every use fedmllm makes of flwr 1.42's non-public modules, in one place: the warm ClientApp.
 
 Flower's public API is ``flwr.app``, ``flwr.clientapp`` (and ``flwr.clientapp.mod``),
-``flwr.serverapp`` (and ``flwr.serverapp.strategy``) and ``flwr.simulation``. Two things
-``fedmllm flower local`` does need more than that, and this module is the only one in ``src/``
-that imports anything else from ``flwr`` (``tests/test_flower_internals.py`` checks it, and
-checks that every name in :data:`PRIVATE_IMPORTS` still exists in the installed flwr):
+``flwr.serverapp`` (and ``flwr.serverapp.strategy``) and ``flwr.simulation``. This module is
+the only one in ``src/`` that imports anything else from ``flwr``
+(``tests/runtime/flower/test_flower_internals.py`` checks it, and checks that every name in
+:data:`PRIVATE_IMPORTS` still exists in the installed flwr); ``docs/flower-internals.md``
+says what we rely on and why.
 
-* **A warm ClientApp** (:func:`serve_clientapp_tasks`). Stock flwr 1.42 runs each message to a
-  SuperNode in a fresh ``flwr-clientapp`` process that exits after replying, so a ClientApp
-  that loads a vision-language model loads it again in every round. Our worker takes a
-  SuperNode's tasks from its Runtime API (the SuperNode runs with ``--isolation process``) and
-  calls the ClientApp in-process, one task after the other, so the loaded model survives from
-  round to round. It is a copy of flwr 1.42's ``run_clientapp`` loop
-  (``flwr.supernode.runtime.run_clientapp``) minus the exit, and relies on its task protocol:
-  ``AcquireTask`` (``flwr.proto.runtime_pb2``, ``flwr.supercore.constant.TaskType``), the
-  Runtime HTTP client, its interceptors, retry invoker and TLS helper
-  (``flwr.supercore.*``), the task heartbeat, ``pull_task_input`` / ``push_message`` /
-  ``push_task_output``, FAB installation (``flwr.cli.install``), ClientApp loading
-  (``flwr.clientapp.utils``, ``flwr.clientapp.client_app``) and the error and status codes
-  (``flwr.common.constant``).
-* **A shorter SuperNode poll on loopback** (:func:`run_fast_supernode`). A flwr 1.42 SuperNode
-  that finds no message waiting sleeps 3 s (:data:`IDLE_SLEEP`) before asking its SuperLink
-  again, and looks for its ClientApp's reply every 0.5 s (:data:`REPLY_SLEEP`), with literal
-  ``time.sleep(3)`` / ``time.sleep(0.5)`` calls in ``flwr.supernode.start_client_internal``:
-  every round waits up to 3.5 s on top of the training. Where a request costs nothing (one
-  machine) we replace that module's ``time`` by a copy whose ``sleep`` shortens exactly those
-  two durations, then run the stock ``flower-supernode`` CLI
-  (``flwr.supernode.cli.flower_supernode``). A real deployment runs the stock SuperNode.
+**The warm ClientApp** (:func:`serve_clientapp_tasks`). A SuperNode started with
+``--isolation process`` starts no ClientApp itself: it waits for a ClientApp process to ask
+its Runtime API for tasks. Flower documents ``flwr-clientapp`` for that, which runs one task
+and exits, so a ClientApp that loads a vision-language model loads it again in every round.
+Our worker takes the node's tasks one after the other and calls the ClientApp in-process, so
+the loaded model survives from round to round. Per task it does what flwr 1.42's
+``flwr.supernode.runtime.run_clientapp.run_clientapp`` does, minus the exit, through the same
+task protocol: ``AcquireTask`` (``flwr.proto.runtime_pb2``, ``flwr.supercore.constant.
+TaskType``), the Runtime HTTP client, its interceptors, retry invoker and TLS helper
+(``flwr.supercore.*``), the task heartbeat, ``pull_task_input`` / ``push_message`` /
+``push_task_output``, FAB installation (``flwr.cli.install``), ClientApp loading
+(``flwr.clientapp.utils``, ``flwr.clientapp.client_app``) and the error and status codes
+(``flwr.common.constant``).
 
 All flwr imports here are made inside the functions, so importing this module is cheap and
-imports nothing from Flower. pyproject pins ``flwr<1.43``; a new flwr needs this module (and
-its test) checked against that version's source.
+imports nothing from Flower. A new flwr needs this module (and its test) checked against that
+version's source.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
-import types
+import traceback
 from typing import Any
 
 #: Every (module, attribute) this module imports from a non-public flwr module.
 PRIVATE_IMPORTS: tuple[tuple[str, str], ...] = (
-    # the warm ClientApp's task loop
     ("flwr.proto.runtime_pb2", "AcquireTaskRequest"),
     ("flwr.supercore.app_utils", "start_parent_process_monitor"),
     ("flwr.supercore.constant", "TaskType"),
@@ -62,45 +53,7 @@ PRIVATE_IMPORTS: tuple[tuple[str, str], ...] = (
     ("flwr.supernode.runtime.run_clientapp", "pull_task_input"),
     ("flwr.supernode.runtime.run_clientapp", "push_message"),
     ("flwr.supernode.runtime.run_clientapp", "push_task_output"),
-    # the SuperNode with shorter polls
-    ("flwr.supernode", "start_client_internal"),
-    ("flwr.supernode.cli", "flower_supernode"),
 )
-
-IDLE_SLEEP = 3.0  # flwr 1.42's idle poll of the SuperLink
-REPLY_SLEEP = 0.5  # flwr 1.42's poll for the ClientApp's reply
-
-
-# ----------------------------------------------------------------------------- fast SuperNode
-
-
-def _patched_time(poll: float) -> types.ModuleType:
-    """A copy of :mod:`time` whose ``sleep`` turns 3 s into ``poll`` and 0.5 s into a tenth."""
-    fast = types.ModuleType("time")
-    fast.__dict__.update(time.__dict__)
-    shorter = {IDLE_SLEEP: poll, REPLY_SLEEP: poll / 10}
-
-    def sleep(seconds: float) -> None:
-        time.sleep(shorter.get(seconds, seconds))
-
-    fast.sleep = sleep
-    return fast
-
-
-def install_fast_polls(poll: float) -> None:
-    """Give ``flwr.supernode.start_client_internal`` a ``time`` with the shorter sleeps."""
-    from flwr.supernode import start_client_internal
-
-    start_client_internal.time = _patched_time(poll)
-
-
-def run_fast_supernode(poll: float) -> int:
-    """``flower-supernode`` (arguments from ``sys.argv``) with its polls shortened to ``poll``."""
-    from flwr.supernode.cli import flower_supernode
-
-    install_fast_polls(poll)
-    sys.argv[0] = "flower-supernode"
-    return flower_supernode()
 
 
 # ----------------------------------------------------------------------------- warm ClientApp
@@ -159,33 +112,16 @@ def serve_clientapp_tasks(
         client.close()
 
 
-def _run_clientapp_task(
-    token: str,
-    runtime_api_address: str,
-    insecure: bool,
-    certificates: bytes | None,
-    apps: dict[str, Any],
-) -> None:
-    """One task, as ``flwr.supernode.runtime.run_clientapp.run_clientapp`` minus the exit."""
-    import traceback
-
-    from flwr.app import Error, Message
-    from flwr.cli.install import install_from_fab
-    from flwr.clientapp.client_app import LoadClientAppError
-    from flwr.clientapp.utils import get_load_client_app_fn
-    from flwr.common.constant import ErrorCode, SubStatus
-    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+def _task_client(token: str, runtime_api_address: str, insecure: bool,
+                 certificates: bytes | None) -> tuple[Any, Any]:
+    """The Runtime API client of one task (authenticated by its ``token``), and its retry
+    invoker, as ``flwr-clientapp`` makes them."""
     from flwr.supercore.interceptors import (
         RuntimeTokenHttpInterceptor,
         RuntimeVersionHttpInterceptor,
     )
     from flwr.supercore.retry import make_simple_http_retry_invoker
     from flwr.supercore.runtime import RuntimeHttpClient
-    from flwr.supernode.runtime.run_clientapp import (
-        pull_task_input,
-        push_message,
-        push_task_output,
-    )
 
     retry = make_simple_http_retry_invoker()
     client = RuntimeHttpClient.from_server_address(
@@ -198,26 +134,62 @@ def _run_clientapp_task(
         ],
         retry_invoker=retry,
     )
+    return client, retry
+
+
+def _load_clientapp(run: Any, fab: Any, apps: dict[str, Any]) -> Any:
+    """The ClientApp of ``fab``, loaded once per FAB hash (its FAB unpacked under
+    ``$FLWR_HOME/apps`` the first time)."""
+    from flwr.cli.install import install_from_fab
+    from flwr.clientapp.utils import get_load_client_app_fn
+
+    if fab.hash_str not in apps:
+        install_from_fab(fab.content, skip_prompt=True)  # no-op when already unpacked
+        load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
+        apps[fab.hash_str] = load(run.fab_id, run.fab_version, fab.hash_str)
+    return apps[fab.hash_str]
+
+
+def _error_reply(message: Any, ex: Exception) -> tuple[Any, str]:
+    """The error reply to ``message`` for the exception ``ex``, and the task's details."""
+    from flwr.app import Error, Message
+    from flwr.clientapp.client_app import LoadClientAppError
+    from flwr.common.constant import ErrorCode
+
+    details = f"{type(ex)}:<'{ex}'>"
+    code = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+    if isinstance(ex, LoadClientAppError):
+        code = ErrorCode.LOAD_CLIENT_APP_EXCEPTION
+    reply = Message(Error(code=code, reason=details), reply_to=message) \
+        if message is not None else None
+    return reply, details
+
+
+def _run_clientapp_task(token: str, runtime_api_address: str, insecure: bool,
+                        certificates: bytes | None, apps: dict[str, Any]) -> None:
+    """One task, as ``flwr.supernode.runtime.run_clientapp.run_clientapp`` minus the exit:
+    pull the message, context, run and FAB; call the ClientApp (an exception becomes an
+    error reply); push the reply and the context, then the task's status."""
+    from flwr.common.constant import SubStatus
+    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+    from flwr.supernode.runtime.run_clientapp import (
+        pull_task_input,
+        push_message,
+        push_task_output,
+    )
+
+    client, retry = _task_client(token, runtime_api_address, insecure, certificates)
     heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
     heartbeat.start()
     message = context = reply = None
     sub_status, details = SubStatus.FAILED, "ClientApp task failed due to unknown reason"
     try:
         message, context, run, fab = pull_task_input(client)
-        if fab.hash_str not in apps:
-            install_from_fab(fab.content, skip_prompt=True)  # no-op when already unpacked
-            load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
-            apps[fab.hash_str] = load(run.fab_id, run.fab_version, fab.hash_str)
-        reply = apps[fab.hash_str](message=message, context=context)
+        reply = _load_clientapp(run, fab, apps)(message=message, context=context)
         sub_status, details = SubStatus.COMPLETED, ""
     except Exception as ex:  # noqa: BLE001 - reported to the ServerApp as an error reply
         traceback.print_exc()
-        details = f"{type(ex)}:<'{ex}'>"
-        code = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
-        if isinstance(ex, LoadClientAppError):
-            code = ErrorCode.LOAD_CLIENT_APP_EXCEPTION
-        if message is not None:
-            reply = Message(Error(code=code, reason=details), reply_to=message)
+        reply, details = _error_reply(message, ex)
     finally:
         try:
             if reply is not None and context is not None:

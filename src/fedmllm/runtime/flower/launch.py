@@ -74,8 +74,12 @@ def open_folder(cfg: Config, supernodes: int, *, resume: str | None, overwrite: 
 
 def run_local(cfg: Config, supernodes: int, console, *, resume: str | None = None,
               overwrite: bool = False, insecure: bool = False, clientapp: str = "warm",
-              data_dir: str | None = None, timeout: float = 24 * 3600.0) -> dict:
+              data_dir: str | None = None, timeout: float = 24 * 3600.0,
+              gpus: list[str] | None = None) -> dict:
     """Run ``cfg`` over a loopback federation of ``supernodes`` nodes; its ``summary.json``.
+
+    ``gpus``: SuperNode ``i`` (and its ClientApp processes) sees only device
+    ``gpus[i % len(gpus)]`` (``CUDA_VISIBLE_DEVICES``).
 
     Raises :class:`~fedmllm.errors.OutputError` when the run does not finish (the message
     names the log to read); the folder then stays resumable.
@@ -86,7 +90,8 @@ def run_local(cfg: Config, supernodes: int, console, *, resume: str | None = Non
     out = folder.path
     console.print(f"fedmllm flower local — {'resuming' if resume else 'starting'} in {out} "
                   f"({supernodes} SuperNodes, {'insecure' if insecure else 'TLS'}, "
-                  f"ClientApp {clientapp})", markup=False)
+                  f"ClientApp {clientapp}"
+                  f"{', GPUs ' + ','.join(gpus) if gpus else ''})", markup=False)
     nodes = [{"data-dir": str(Path(data_dir).resolve())} for _ in range(supernodes)] \
         if data_dir else None
     app = write_app(out / "flower" / "app")
@@ -96,7 +101,7 @@ def run_local(cfg: Config, supernodes: int, console, *, resume: str | None = Non
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     try:
         with start_federation(out, supernodes, insecure=insecure, clientapp=clientapp,
-                              node_configs=nodes, env=env) as fed:
+                              node_configs=nodes, env=env, gpus=gpus) as fed:
             conf = {"resume": True} if resume else {"config-file": str(out / "config.yaml")}
             run = fed.submit_app(app, {**conf, "output.dir": str(out)})
             _follow(run, console)
