@@ -10,9 +10,19 @@ left out):
 
     ratio = Flower round / in-process round          (goal <= 1.15)
 
-The two runs also end with the same adapter (printed: max abs difference).
+The Flower round also pays the stock SuperNode's polls: after its reply a flwr 1.42 SuperNode
+asks for the next message at once, and when the server has not sent it yet sleeps 3 s before
+asking again (and looks for its ClientApp's reply every 0.5 s); nothing public shortens them
+(docs/flower-internals.md). So the difference per round (printed) is about constant, and the
+ratio falls as a round's training grows (`--local-steps`).
 
-    python benchmarks/flower_overhead.py [--rounds 5] [--preset small] [--clientapp warm]
+The two runs end with the same adapter when each client trains on the same number of threads
+(`--threads 1`: the in-process run then trains on one thread, as each of the 2 SuperNodes
+does); by default the in-process run uses every core for the one client it trains at a time,
+which sums in another order (printed: max abs difference).
+
+    python benchmarks/flower_overhead.py [--rounds 5] [--preset small] [--local-steps 12]
+        [--clientapp warm|subprocess] [--threads N]
 """
 
 from __future__ import annotations
@@ -44,16 +54,24 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--preset", default="small", choices=["tiny", "small"])
     ap.add_argument("--clientapp", default="warm", choices=["warm", "subprocess"])
+    ap.add_argument("--local-steps", type=int, default=12)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads of the in-process run (default: every core)")
     args = ap.parse_args()
-    common = [f"model.preset={args.preset}", "fl.local_steps=12", "fl.num_clients=2",
+    common = [f"model.preset={args.preset}", f"fl.local_steps={args.local_steps}",
+              "fl.num_clients=2",
               "fl.clients_per_round=2",
               f"fl.rounds={args.rounds}", f"eval.every={args.rounds}", "output.plot=false",
               "output.progress=false"]
     root = Path(tempfile.mkdtemp(prefix="fedmllm-flower-bench-"))
     try:
         t0 = time.perf_counter()
+        env = dict(os.environ)
+        if args.threads:
+            env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
         subprocess.run([sys.executable, "-m", "fedmllm.cli", "run", *common,
-                        f"output.dir={root / 'local'}"], check=True, capture_output=True)
+                        f"output.dir={root / 'local'}"], check=True, capture_output=True,
+                       env=env)
         t1 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "fedmllm.cli", "flower", "local", "--supernodes",
                         "2", "--clientapp", args.clientapp, *common,
@@ -68,10 +86,11 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     lm, fm = statistics.median(local), statistics.median(flower)
-    print(f"preset={args.preset} 2 clients x 12 local steps, {args.rounds} rounds, "
-          f"ClientApp {args.clientapp}, {os.cpu_count()} cores")
+    print(f"preset={args.preset} 2 clients x {args.local_steps} local steps, {args.rounds} "
+          f"rounds, ClientApp {args.clientapp}, {os.cpu_count()} cores, in-process threads "
+          f"{args.threads or 'default'}")
     print(f"round (median of rounds 2..{args.rounds}): in-process {lm:.2f} s, "
-          f"Flower (2 SuperNodes, TLS) {fm:.2f} s")
+          f"Flower (2 SuperNodes, TLS) {fm:.2f} s; difference {fm - lm:+.2f} s")
     print(f"whole command: in-process {t1 - t0:.1f} s, Flower {t2 - t1:.1f} s (with start-up)")
     print(f"final adapters: max abs difference {diff:.2e}")
     print(f"ratio Flower / in-process = {fm / lm:.3f}   (goal <= 1.15)")

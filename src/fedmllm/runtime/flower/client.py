@@ -63,6 +63,10 @@ def node_partition(node_config: dict) -> tuple[int, int | None, str | None]:
     return k, None if n is None else int(n), None if data_dir is None else str(data_dir)
 
 
+class FederationSizeError(ConfigError):
+    """A node's ``num-partitions`` is not the run's ``fl.num_clients``."""
+
+
 class ProcessModel:
     """The model and trainer of one configuration in this process, built when first used and
     shared by every node the process hosts (Flower's simulation runs many virtual nodes in
@@ -99,7 +103,7 @@ class ClientWorker:
             raise ConfigError(f"node config: partition-id {k} is outside the run's "
                               f"fl.num_clients = {cfg.fl.num_clients}")
         if n is not None and n != cfg.fl.num_clients:
-            raise ConfigError(f"node config: num-partitions {n} differs from the run's "
+            raise FederationSizeError(f"node config: num-partitions {n} differs from the run's "
                               f"fl.num_clients = {cfg.fl.num_clients}")
         self.k = k
         if data_dir is not None:
@@ -212,7 +216,10 @@ def handle_query(msg: Message, context: Context) -> Message:
     if n is not None:
         info["num-partitions"] = n
     if "config" in msg.content:
-        worker = get_worker(str(msg.content["config"]["config"]), context.node_config)
+        try:
+            worker = get_worker(str(msg.content["config"]["config"]), context.node_config)
+        except FederationSizeError:  # the server stops the run with the fix's command
+            return Message(RecordDict({"node": ConfigRecord(info)}), reply_to=msg)
         info.update({"num-examples": len(worker.train), "held-out": len(worker.held),
                      "data": json.dumps(worker.summary)})
     return Message(RecordDict({"node": ConfigRecord(info)}), reply_to=msg)
