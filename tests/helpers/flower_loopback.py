@@ -75,3 +75,13 @@ class LoopbackGrid(Grid):
         self.contexts[node] = Context(run_id=ctx.run_id, node_id=node,
                                       node_config=ctx.node_config, state=RecordDict(),
                                       run_config=ctx.run_config)
+
+
+def loopback_base(num_clients: int, eval_every: int) -> list[str]:
+    """The small run the loopback equivalence tests share: the tiny model on the CPU in
+    float32, ``num_clients`` clients (2 per round, 2 local steps, 2 rounds), 48 training and 8
+    test samples, evaluated every ``eval_every`` rounds on the image+text view."""
+    return ["model.preset=tiny", "train.device=cpu", "model.dtype=float32", "lora.dropout=0.1",
+            f"fl.num_clients={num_clients}", "fl.clients_per_round=2", "fl.local_steps=2",
+            "fl.rounds=2", "data.train_size=48", "data.test_size=8", f"eval.every={eval_every}",
+            "eval.views=[image_text]", "output.plot=false", "output.progress=false"]

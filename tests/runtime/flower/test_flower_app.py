@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from helpers.flower_loopback import LoopbackGrid
+from helpers.flower_loopback import LoopbackGrid, loopback_base
 from safetensors.torch import load_file
 
 pytest.importorskip("flwr")
@@ -19,10 +19,7 @@ from fedmllm.runtime import run_experiment
 pytestmark = pytest.mark.slow
 
 N = 4
-BASE = ["model.preset=tiny", "train.device=cpu", "model.dtype=float32", "lora.dropout=0.1",
-        f"fl.num_clients={N}", "fl.clients_per_round=2", "fl.local_steps=2", "fl.rounds=2",
-        "data.train_size=48", "data.test_size=8", "eval.every=2", "eval.views=[image_text]",
-        "output.plot=false", "output.progress=false"]
+BASE = loopback_base(N, eval_every=2)
 
 
 def flower_run(out, *extra, grid_hook=None):

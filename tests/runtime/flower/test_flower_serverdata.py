@@ -9,7 +9,7 @@ import os
 import shutil
 
 import pytest
-from helpers.flower_loopback import LoopbackGrid
+from helpers.flower_loopback import LoopbackGrid, loopback_base
 from helpers.own_data import prepared_part
 from safetensors.torch import load_file
 
@@ -22,10 +22,7 @@ from fedmllm.runtime import run_experiment
 pytestmark = pytest.mark.slow
 
 N = 4
-BASE = ["model.preset=tiny", "train.device=cpu", "model.dtype=float32", "lora.dropout=0.1",
-        f"fl.num_clients={N}", "fl.clients_per_round=2", "fl.local_steps=2", "fl.rounds=2",
-        "data.train_size=48", "data.test_size=8", "eval.every=1", "eval.views=[image_text]",
-        "output.plot=false", "output.progress=false"]
+BASE = loopback_base(N, eval_every=1)
 
 
 def flower_run(out, overrides, node_configs=None):
