@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import time
 
 import numpy as np
 import pytest
@@ -131,13 +130,6 @@ def test_image_cue_is_visible_as_colour():
         corner = px[0, 0]  # background pixel
         warm = corner[0] - corner[2] > 60  # warm hues: red >> blue
         assert warm == bool(s.meta["cues"]["image"])
-
-
-def test_speed():
-    make_synth("binary", 10, 0, 0)  # warm the digits cache
-    t0 = time.perf_counter()
-    make_synth("binary", 2000, 400, seed=0)
-    assert time.perf_counter() - t0 < 1.0
 
 
 def test_pretrain_corpus_and_tokenizer_text():
