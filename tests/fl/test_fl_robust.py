@@ -102,6 +102,17 @@ def test_krum_scores_the_whole_update_and_moves_from_the_global_value():
     assert (float(new["a"]), float(new["b"])) == (3.0, 0.0)
 
 
+def test_krum_runs_once_per_group_of_keys_the_same_clients_returned():
+    x = {"w": torch.zeros(2, dtype=F64), "b": torch.zeros(1, dtype=F64)}
+    ups = _ups(KRUM_DELTAS)
+    for u, b in zip(ups[2:], ([5.0], [-20.0], [4.0]), strict=True):  # "b" from clients 2-4
+        u.state["b"] = torch.tensor(b, dtype=F64)
+    new = make_strategy("krum").aggregate(x, ups, 1)  # f = 0: n - 2 neighbours, at least 1
+    assert torch.equal(new["w"], torch.tensor([1.0, 1.0], dtype=F64))  # client 0 on "w"
+    # on "b" (n = 3, 1 neighbour) 5 and 4 tie at 1: the lower client index wins, never -20
+    assert torch.equal(new["b"], torch.tensor([5.0], dtype=F64))
+
+
 def test_krum_with_too_few_clients_keeps_the_global_value():
     x = {"w": torch.tensor([5.0, 5.0], dtype=F64)}
     strategy = make_strategy("krum", num_malicious=1)
