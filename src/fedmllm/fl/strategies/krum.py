@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..aggregation import Layout, _stacked_deltas, mean_delta
+from ..aggregation import Layout, mean_delta
 from ..checks import is_integer
 from ..types import ClientUpdate, StateDict
 from .base import DeltaStrategy
@@ -25,12 +25,17 @@ def delta_gram(layout: Layout, global_state: StateDict, updates: list[ClientUpda
                scales: list[float]) -> Tensor:
     """``G_ij = <s_i d_i, s_j d_j>`` over all of ``layout``'s keys (the whole flattened update),
     in float64, one key at a time (memory O(clients x largest tensor))."""
-    n = len(updates)
-    gram = torch.zeros(n, n, dtype=torch.float64, device=layout.device)
+    n, f64 = len(updates), torch.float64
+    gram = torch.zeros(n, n, dtype=f64, device=layout.device)
+    column = torch.tensor(scales, dtype=f64, device=layout.device).unsqueeze(1)
     for k in layout.keys:
-        d = _stacked_deltas(global_state[k], [u.state[k] for u in updates], scales)
-        flat = d.reshape(-1, n).to(torch.float64)
-        gram.addmm_(flat.T, flat)
+        g = global_state[k]
+        rows = torch.stack([u.state[k].to(device=g.device, dtype=f64).flatten()
+                            for u in updates])
+        rows.sub_(g.to(f64).flatten())
+        if any(s != 1.0 for s in scales):
+            rows.mul_(column)
+        gram.addmm_(rows, rows.T)
     return gram
 
 
