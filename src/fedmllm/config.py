@@ -320,9 +320,9 @@ class YocoConfig:
 class FLConfig:
     algorithm: str = key("fedavg", """
         Server strategy: fedavg, fedprox, fedavgm, fedadagrad, fedadam, fedyogi, scaffold,
-        median, trimmed_mean; the baselines local (local-only), zeroshot and centralized (all
-        clients' data pooled, the same optimizer steps and evaluation: the upper bound); or yoco
-        / oneshot (one-shot runs, see ``fl.yoco``).""")
+        median, trimmed_mean, krum, multikrum, bulyan; the baselines local (local-only), zeroshot
+        and centralized (all clients' data pooled, the same optimizer steps and evaluation: the
+        upper bound); or yoco / oneshot (one-shot runs, see ``fl.yoco``).""")
     # constant answer on the synthetic task, whatever the local steps.
     # 24 short rounds: under the default label skew FedAvg needs about 12 rounds to leave the
     rounds: int = key(24, "Communication rounds.", ge=0)

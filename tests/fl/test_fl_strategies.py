@@ -244,9 +244,13 @@ def _hetero_expected(name):
         "fedadam": fedopt(eta_adam, 0.1, 0.1),  # m = 0.1 D, v = 0.01 D^2
         "fedyogi": fedopt(0.01, 0.1, 0.1),  # v = 0 + 0.01 D^2 (sign(0 - D^2) = -1)
         "scaffold": (w0 + d_u, b0 + 1.0),  # unweighted
-        # the robust rules need 3 (median) / 5 (trimmed mean) clients: both keys keep x
+        # the robust rules need 3 (median, Krum, Multi-Krum, Bulyan with f = 0) / 5 (trimmed
+        # mean) clients: both keys keep x
         "median": (w0, b0),
         "trimmed_mean": (w0, b0),
+        "krum": (w0, b0),
+        "multikrum": (w0, b0),
+        "bulyan": (w0, b0),
         "local": (w0, b0),
         "zeroshot": (w0, b0),
     }[name]
@@ -436,6 +440,9 @@ def test_client_side_attributes_of_every_strategy():
         "centralized": ("ce", ("ce",), 1),
         "median": ("ce", None, 3),
         "trimmed_mean": ("ce", None, 5),  # default beta 0.2: floor(0.2 n) >= 1 from n = 5
+        "krum": ("ce", None, 3),  # 2f + 3 with f = 0
+        "multikrum": ("ce", None, 3),
+        "bulyan": ("ce", None, 3),  # 4f + 3 with f = 0
     }
     assert set(expected) == set(ALGORITHMS)
     for name, (default, allowed, need) in expected.items():

@@ -41,9 +41,11 @@ def run(shared, out, *extra):
 
 
 #: robust rules need enough clients per round to be what they say (median: 3; trimmed mean
-#: with beta: ceil(1 / beta))
+#: with beta: ceil(1 / beta); Krum and Multi-Krum 2f + 3, Bulyan 4f + 3: 3 with f = 0)
 NEEDS = {"median": ["fl.clients_per_round=3"],
-         "trimmed_mean": ["fl.clients_per_round=3", "fl.strategy.beta=0.34"]}
+         "trimmed_mean": ["fl.clients_per_round=3", "fl.strategy.beta=0.34"],
+         "krum": ["fl.clients_per_round=3"], "bulyan": ["fl.clients_per_round=3"],
+         "multikrum": ["fl.clients_per_round=3", "fl.strategy.num_to_select=2"]}
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

@@ -374,6 +374,10 @@ def _client_objective(cfg: Config, strategy, notes: list[str]) -> str:
     return name
 
 
+#: The strategy parameters that set its fewest clients per round (named when it is not met).
+_SIZING_KEYS = ("beta", "num_malicious", "num_to_select")
+
+
 def _check_clients_per_round(cfg: Config, strategy, notes: list[str]) -> None:
     """Enough clients per round for the strategy and ``fl.min_clients``."""
     algo = cfg.fl.algorithm
@@ -382,12 +386,16 @@ def _check_clients_per_round(cfg: Config, strategy, notes: list[str]) -> None:
         notes.append(f"fl.clients_per_round = {per_round}: there are only "
                      f"{cfg.fl.num_clients} clients, so every client trains every round "
                      f"({cfg.fl.clients_per_round} were asked)")
-    need = strategy.min_updates
+    need, params = strategy.min_updates, strategy.config()
+    what = ", ".join(f"fl.strategy.{k}={params[k]}" for k in _SIZING_KEYS if k in params)
     if strategy.aggregates and per_round < need:
-        what = f"fl.strategy.beta={strategy.config().get('beta')}" \
-            if algo == "trimmed_mean" else f"{algo}"
         raise ConfigError(f"fl.clients_per_round: {algo} needs at least {need} clients per "
-                          f"round to be what it says ({what}); got {per_round}")
+                          f"round to be what it says ({what or algo}); got {per_round}")
+    most = per_round - params.get("num_malicious", 0)
+    if algo == "multikrum" and params["num_to_select"] > most:
+        raise ConfigError(f"fl.strategy.num_to_select: multikrum may select at most "
+                          f"fl.clients_per_round - fl.strategy.num_malicious = {most} clients "
+                          f"(more always takes in an attacker; {what}); got {per_round} clients")
     if strategy.aggregates and cfg.fl.min_clients > per_round:
         raise ConfigError(f"fl.min_clients: {cfg.fl.min_clients} exceeds the "
                           f"{per_round} clients sampled per round: every round would be skipped")

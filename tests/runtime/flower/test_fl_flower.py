@@ -1,10 +1,11 @@
 """Cross-check the textbook strategies against Flower's built-in Message-API strategies.
 
 Every strategy Flower 1.42 has a counterpart for (``flwr.serverapp.strategy``: FedAvg, FedProx,
-FedAvgM, FedAdagrad, FedAdam, FedYogi, FedMedian, FedTrimmedAvg) runs five rounds on identical
-inputs: eight nodes with unequal example counts, a different subset of five sampled by Flower in
-every round (``configure_train``; we read the sampled node ids from its messages and feed the
-same clients to ours), replies built from known deltas and aggregated by ``aggregate_train``.
+FedAvgM, FedAdagrad, FedAdam, FedYogi, FedMedian, FedTrimmedAvg, Krum, MultiKrum, Bulyan) runs
+five rounds on identical inputs: eight nodes with unequal example counts, a different subset of
+five sampled by Flower in every round (``configure_train``; we read the sampled node ids from its
+messages and feed the same clients to ours; all eight for Bulyan with a malicious node, which
+needs 4f + 3 = 7), replies built from known deltas and aggregated by ``aggregate_train``.
 """
 
 from __future__ import annotations
@@ -148,15 +149,35 @@ CASES = [
     ("median", _flower(fs.FedMedian), {}),
     ("trimmed_mean", _flower(fs.FedTrimmedAvg, beta=0.2), {"beta": 0.2}),
     ("trimmed_mean", _flower(fs.FedTrimmedAvg, beta=0.45), {"beta": 0.45}),
+    # 5 nodes: Krum's n > 2f + 2 allows f = 1 (3 - 1 = 2 neighbours scored); Bulyan's
+    # n >= 4f + 3 only f = 0 (see FULL_CASES for f = 1)
+    ("krum", _flower(fs.Krum, num_malicious_nodes=1), {"num_malicious": 1}),
+    ("krum", _flower(fs.Krum), {}),
+    (
+        "multikrum",
+        _flower(fs.MultiKrum, num_malicious_nodes=1, num_nodes_to_select=3),
+        {"num_malicious": 1, "num_to_select": 3},
+    ),
+    ("bulyan", _flower(fs.Bulyan), {}),
+]
+
+# every node every round (Flower's fraction_train = 1): 8 clients, f = 1, theta = 6, beta = 4
+FULL_CASES = [
+    ("bulyan", lambda: fs.Bulyan(num_malicious_nodes=1), {"num_malicious": 1}),
+    (
+        "multikrum",
+        lambda: fs.MultiKrum(num_malicious_nodes=2, num_nodes_to_select=5),
+        {"num_malicious": 2, "num_to_select": 5},
+    ),
 ]
 
 
 def test_every_flower_counterpart_is_covered():
     """Flower's strategies that share our update rule all appear in CASES."""
     counterparts = {"FedAvg", "FedProx", "FedAvgM", "FedAdagrad", "FedAdam", "FedYogi",
-                    "FedMedian", "FedTrimmedAvg"}
+                    "FedMedian", "FedTrimmedAvg", "Krum", "MultiKrum", "Bulyan"}
     assert counterparts <= set(dir(fs))
-    covered = {factory().__class__.__name__ for _, factory, _ in CASES}
+    covered = {factory().__class__.__name__ for _, factory, _ in CASES + FULL_CASES}
     assert covered == counterparts
 
 
@@ -167,8 +188,23 @@ def test_matches_flower(name, flower_factory, params, dtype):
     # partial participation: Flower drew 5 of 8 nodes, a different subset in every round
     assert all(len(nodes) == 5 for nodes in sampled)
     assert len({frozenset(nodes) for nodes in sampled}) == ROUNDS
+    _check_same(name, params, dtype, flower, sampled)
+
+
+@pytest.mark.parametrize("name,flower_factory,params", FULL_CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_matches_flower_every_node(name, flower_factory, params, dtype):
+    flower, sampled = run_flower(flower_factory(), dtype)
+    assert all(sorted(nodes) == NODE_IDS for nodes in sampled)
+    _check_same(name, params, dtype, flower, sampled)
+
+
+def _check_same(name, params, dtype, flower, sampled):
+    """Our rule's rounds equal Flower's ``flower`` history, and differ from plain FedAvg."""
     ours = run_ours(make_strategy(name, **params), dtype, sampled)
     tol = 1e-6 if dtype == np.float64 else 2e-5  # float32 only by its own rounding
+    if name in ("krum", "multikrum", "bulyan") and dtype == np.float64:
+        tol = 1e-12  # selection, means and medians: only float64 rounding differs
     for rnd, (f, o) in enumerate(zip(flower, ours, strict=True), start=1):
         for k in f:
             np.testing.assert_allclose(o[k], f[k], rtol=tol, atol=tol, err_msg=f"round {rnd}, {k}")

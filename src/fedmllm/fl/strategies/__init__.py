@@ -13,6 +13,7 @@ from typing import Any
 from ..checks import build_checked, keyword_params, lookup
 from ..types import Strategy
 from .base import VARIANTS
+from .bulyan import Bulyan
 from .centralized import Centralized
 from .fedadagrad import FedAdagrad
 from .fedadam import FedAdam
@@ -20,8 +21,10 @@ from .fedavg import FedAvg
 from .fedavgm import FedAvgM
 from .fedprox import FedProx
 from .fedyogi import FedYogi
+from .krum import Krum
 from .local import Local, ZeroShot
 from .median import Median
+from .multikrum import MultiKrum
 from .scaffold import Scaffold
 from .trimmed_mean import TrimmedMean
 
@@ -38,6 +41,9 @@ _STRATEGIES: tuple[type[Strategy], ...] = (
     Centralized,
     Median,
     TrimmedMean,
+    Krum,
+    MultiKrum,
+    Bulyan,
 )
 _REGISTRY: dict[str, type[Strategy]] = {cls.name: cls for cls in _STRATEGIES}
 
