@@ -12,6 +12,7 @@ resolved, and a name imported from a package counted as that submodule when it i
 from __future__ import annotations
 
 import functools
+import logging
 import subprocess
 import sys
 
@@ -99,8 +100,17 @@ def test_the_import_contracts_hold(capsys, monkeypatch):
     from importlinter.cli import EXIT_STATUS_SUCCESS, lint_imports
 
     monkeypatch.setattr(sys, "path", list(sys.path))  # lint_imports puts the cwd in front
-    status = lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True,
-                          no_logo=True)
+    # it also configures logging with disable_existing_loggers: every logger that exists now
+    # (fedmllm's among them) would be silenced for the tests that run after this one
+    loggers = [x for x in logging.root.manager.loggerDict.values()
+               if isinstance(x, logging.Logger)]
+    disabled = [x.disabled for x in loggers]
+    try:
+        status = lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True,
+                              no_logo=True)
+    finally:
+        for logger, was in zip(loggers, disabled, strict=True):
+            logger.disabled = was
     report = capsys.readouterr().out
     assert status == EXIT_STATUS_SUCCESS, report
     for name in ("Layers", "The data layer", "The fl core", "Only the Flower driver"):
