@@ -25,8 +25,6 @@ Importing this module imports nothing from Flower (it drives flwr's command line
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +38,12 @@ def flwr_home() -> Path:
 
 def flwr_exe() -> str:
     """The ``flwr`` command of this Python environment (else the one on ``PATH``)."""
-    beside = Path(sys.executable).with_name("flwr")
-    found = str(beside) if beside.is_file() else shutil.which("flwr")
-    if found is None:
-        raise ConfigError(f"flwr not found next to {sys.executable} nor on PATH: "
-                          "pip install 'fedmllm[flower]'")
-    return found
+    from .procs import FederationError, exe
+
+    try:
+        return exe("flwr")
+    except FederationError as e:
+        raise ConfigError(f"{e}: pip install 'fedmllm[flower]'") from None
 
 
 # ----------------------------------------------------------------------------- run folders
