@@ -157,7 +157,8 @@ def get_worker(cfg_text: str, node_config: dict) -> ClientWorker:
         planned = next(iter(_WORKERS.values()), None)
         if planned is None:
             cfg = config_from_yaml(cfg_text, "the server's configuration")
-            _WORKERS[key] = ClientWorker(ProcessModel(cfg, plan_run(cfg)), node_config)
+            _WORKERS[key] = ClientWorker(ProcessModel(cfg, plan_run(cfg, over_flower=True)),
+                                          node_config)
         else:
             _WORKERS[key] = ClientWorker(planned.model, node_config)
     return _WORKERS[key]
