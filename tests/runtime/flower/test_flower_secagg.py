@@ -33,6 +33,7 @@ from fedmllm.runtime.executor import ClientTask
 from fedmllm.runtime.flower import flwr_internals as fi
 from fedmllm.runtime.flower import secagg
 from fedmllm.runtime.flower.secagg import error_bound, flatten, float_keys, unflatten
+from fedmllm.runtime.flower.server import CountingGrid
 
 TINY = ["model.preset=tiny", "train.device=cpu", "fl.num_clients=4", "fl.clients_per_round=3"]
 
@@ -211,8 +212,8 @@ def secure_round(clients, weighted=True, lose=(), timeout=1.0, **secagg_keys):
         f"fl.secagg.{k}={v}" for k, v in secagg_keys.items()]])
     tasks = [ClientTask(k, 1, TEMPLATE, 0.1) for k in clients]
     nodes = {k: k + 1 for k in range(4)}
-    return secagg.secure_fit(grid, cfg, "cfg", tasks, nodes, EXAMPLES, TEMPLATE, "cpu",
-                             weighted)
+    return secagg.secure_fit(CountingGrid(grid, timeout), cfg, "cfg", tasks, nodes, EXAMPLES,
+                             TEMPLATE, "cpu", weighted)
 
 
 def plain_mean(clients, weighted=True):

@@ -40,17 +40,16 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, Context, Message
+from flwr.app import Context, Message
 from flwr.serverapp import Grid
 
 from ...fl import ClientUpdate, StateDict
 from ..executor import ClientReply, ClientTask, SecureAggregate
 from . import flwr_internals as fi
-from .server import exchange
 from .wire import metrics_from_record, metrics_record
 
 log = logging.getLogger(__name__)
@@ -147,66 +146,6 @@ def handle_secure_train(msg: Message, context: Context) -> Message:
 
 # ----------------------------------------------------------------------------- the server
 
-class _CountingGrid(Grid):
-    """The run's grid as the SecAgg+ workflow sees it: ``send_and_receive`` is
-    :func:`~fedmllm.runtime.flower.server.exchange` (replies looked for every 0.25 s, matched
-    by the message they answer, given up after ``timeout``), and the bytes of every
-    message's records are counted per node, both ways."""
-
-    def __init__(self, grid: Grid, timeout: float):
-        self.grid, self.timeout = grid, timeout
-        self.up: dict[int, int] = {}
-        self.down: dict[int, int] = {}
-
-    def set_run(self, run) -> None:  # pragma: no cover - the ServerApp set it already
-        self.grid.set_run(run)
-
-    @property
-    def run(self):  # pragma: no cover
-        return self.grid.run
-
-    def create_message(self, *args, **kwargs) -> Message:  # pragma: no cover
-        return self.grid.create_message(*args, **kwargs)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self.grid.get_node_ids()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self.grid.pull_messages(message_ids)
-
-    def send_and_receive(self, messages: Iterable[Message], *,
-                         timeout: float | None = None) -> Iterable[Message]:
-        messages = list(messages)
-        for m in messages:
-            self._count(self.down, m.metadata.dst_node_id, m)
-        out = []
-        for reply, i in exchange(self, messages, self.timeout if timeout is None else timeout):
-            if not reply.has_error():
-                self._count(self.up, messages[i].metadata.dst_node_id, reply)
-            out.append(reply)
-        return out
-
-    @staticmethod
-    def _count(where: dict[int, int], node: int, message: Message) -> None:
-        where[node] = where.get(node, 0) + sum(
-            _config_bytes(r) if isinstance(r, ConfigRecord) else r.count_bytes()
-            for r in message.content.values())
-
-
-def _config_bytes(record: ConfigRecord) -> int:
-    """A ``ConfigRecord``'s keys and values in bytes as ``ConfigRecord.count_bytes`` counts
-    them (8 per number), which in flwr 1.42 fails on an empty list (SecAgg+ sends some)."""
-    def size(v) -> int:
-        if isinstance(v, list):
-            return sum(size(x) for x in v)
-        return len(v) if isinstance(v, (bytes, str)) else 8
-
-    return sum(len(k) + size(v) for k, v in record.items())
-
-
 def _nodes_strategy():
     """The legacy strategy class the workflow drives (built lazily: ``flwr.server`` is
     imported only by a run that uses secure aggregation)."""
@@ -270,18 +209,19 @@ def workflow_for(cfg, max_weight: float):
                               timeout=sa.timeout or cfg.fl.round_timeout)
 
 
-def secure_fit(grid: Grid, cfg, cfg_text: str, tasks: Sequence[ClientTask],
-               nodes: dict[int, int], examples: dict[int, int], template: StateDict, device,
+def secure_fit(wire, cfg, cfg_text: str, tasks: Sequence[ClientTask], nodes: dict[int, int],
+               examples: dict[int, int], template: StateDict, device,
                weighted: bool) -> tuple[list[ClientReply], SecureAggregate]:
     """One round of ``tasks`` through SecAgg+ on the nodes ``nodes`` (partition id -> node id;
-    ``examples``: the example counts they reported): one reply per task (statistics only;
-    ``update=None`` for a client that did not survive) and the survivors' mean update."""
+    ``examples``: the example counts they reported) of the grid ``wire`` (a
+    :class:`~fedmllm.runtime.flower.server.CountingGrid`, whose ``send_and_receive`` gives up
+    after ``fl.secagg.timeout``): one reply per task (statistics only; ``update=None`` for a
+    client that did not survive) and the survivors' mean update."""
     from flwr.common import parameters_to_ndarrays
     from flwr.server import LegacyContext, SimpleClientManager
 
     asked = [t for t in tasks if t.client_id in nodes]
     keys, layout = float_keys(template), layout_of(template)
-    wire = _CountingGrid(grid, cfg.fl.secagg.timeout or cfg.fl.round_timeout)
     strategy = _nodes_strategy()({nodes[t.client_id]: _fitins(cfg_text, t, keys, layout,
                                                                weighted) for t in asked}, wire)
     counts = [examples.get(t.client_id) for t in asked]

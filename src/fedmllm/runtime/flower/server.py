@@ -26,7 +26,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -69,6 +69,66 @@ def exchange(grid: Grid, messages: list[Message], timeout: float) -> list[tuple[
             break
         time.sleep(PULL_INTERVAL)
     return out
+
+
+class CountingGrid(Grid):
+    """``grid`` as Flower's SecAgg+ workflow sees it (:mod:`.secagg`): ``send_and_receive``
+    is :func:`exchange` (replies looked for every :data:`PULL_INTERVAL`, matched by the
+    message they answer, given up after ``timeout``), and the bytes of every message's
+    records are counted per node, both ways (``up``, ``down``)."""
+
+    def __init__(self, grid: Grid, timeout: float):
+        self.grid, self.timeout = grid, timeout
+        self.up: dict[int, int] = {}
+        self.down: dict[int, int] = {}
+
+    def set_run(self, run) -> None:  # pragma: no cover - the ServerApp set it already
+        self.grid.set_run(run)
+
+    @property
+    def run(self):  # pragma: no cover
+        return self.grid.run
+
+    def create_message(self, *args, **kwargs) -> Message:  # pragma: no cover
+        return self.grid.create_message(*args, **kwargs)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self.grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self.grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> Iterable[Message]:
+        messages = list(messages)
+        for m in messages:
+            self._count(self.down, m.metadata.dst_node_id, m)
+        out = []
+        for reply, i in exchange(self, messages, self.timeout if timeout is None else timeout):
+            if not reply.has_error():
+                self._count(self.up, messages[i].metadata.dst_node_id, reply)
+            out.append(reply)
+        return out
+
+    @staticmethod
+    def _count(where: dict[int, int], node: int, message: Message) -> None:
+        where[node] = where.get(node, 0) + sum(
+            _config_bytes(r) if isinstance(r, ConfigRecord) else r.count_bytes()
+            for r in message.content.values())
+
+
+def _config_bytes(record: ConfigRecord) -> int:
+    """A ``ConfigRecord``'s keys and values in bytes as ``ConfigRecord.count_bytes`` counts
+    them (8 per number), which in flwr 1.42 fails on an empty list (SecAgg+ sends some)."""
+    def size(v) -> int:
+        if isinstance(v, list):
+            return sum(size(x) for x in v)
+        return len(v) if isinstance(v, (bytes, str)) else 8
+
+    return sum(len(k) + size(v) for k, v in record.items())
 
 
 class GridExecutor:
@@ -188,7 +248,8 @@ class GridExecutor:
         from .secagg import secure_fit
 
         self.refresh_nodes()
-        return secure_fit(self.grid, self.cfg, self.cfg_text, tasks, self.nodes, self.examples,
+        wire = CountingGrid(self.grid, self.cfg.fl.secagg.timeout or self.cfg.fl.round_timeout)
+        return secure_fit(wire, self.cfg, self.cfg_text, tasks, self.nodes, self.examples,
                           self.template, self.device, self.weighted)
 
     def _message(self, t: ClientTask) -> tuple[Message, int]:
