@@ -11,6 +11,10 @@ it. Per round::
 and the bytes that crossed the wire: every received update (state and extras) up, the global
 state and the server's extras down to every trained client. A skipped round changes nothing on
 the server, and no client keeps state from it (:attr:`RoundResult.accepted` is empty).
+
+Through secure aggregation the server gets only the clients' mean update ``D``
+(:meth:`ServerRound.run_mean`): the checks apply to ``D`` (finite, norm bound) and the
+strategy steps on ``x + D`` as on one update.
 """
 
 from __future__ import annotations

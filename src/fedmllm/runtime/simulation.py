@@ -11,6 +11,9 @@ Per round ``r`` (from the last checkpoint on, when resumed), in :meth:`MultiRoun
     outcome = server_round(replies)                         validate, aggregate, check, count;
                                                             keep each accepted client's new
                                                             state (SCAFFOLD c_i)
+                                                            (secure aggregation over Flower:
+                                                            the replies' statistics and their
+                                                            mean update, fit_round)
     row     = round_row(...)                                evaluated every eval.every rounds
 
 then the row is written and, every ``fl.checkpoint_every`` rounds, the checkpoint; at the end

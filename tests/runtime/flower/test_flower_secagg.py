@@ -9,6 +9,7 @@ The deployment (``fedmllm flower local``, the tiny model) is in
 from __future__ import annotations
 
 import copy
+import json
 import os
 from types import SimpleNamespace
 
@@ -23,7 +24,8 @@ from flwr.app import Message
 from flwr.clientapp import ClientApp
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.quantization import dequantize, quantize
-from helpers.flower_loopback import LoopbackGrid
+from helpers.flower_loopback import LoopbackGrid, loopback_base
+from helpers.flower_secagg import max_difference, round_bound, round_one_mean
 
 from fedmllm.config import ConfigError, load_config
 from fedmllm.engine.factory import plan_run
@@ -204,6 +206,11 @@ class SerialisingGrid(LoopbackGrid):
                 self.dead.add(m.metadata.dst_node_id)
         return super().push_messages(messages)
 
+    def pull_messages(self, message_ids):
+        replies = super().pull_messages(message_ids)
+        self.received = [*getattr(self, "received", []), *replies]
+        return replies
+
 
 def secure_round(clients, weighted=True, lose=(), timeout=1.0, **secagg_keys):
     grid = SerialisingGrid(synthetic_client_app(),
@@ -227,7 +234,7 @@ def max_error(mean, clients, weighted=True):
     return max(float((mean[k] - exact[k]).abs().max()) for k in KEYS)
 
 
-def round_bound(clients, weighted=True, c=1.0, q_range=2**22):
+def synthetic_bound(clients, weighted=True, c=1.0, q_range=2**22):
     weights = [EXAMPLES[k] / max(EXAMPLES[j] for j in clients) if weighted else 1.0
                for k in clients]
     biggest = max(float(delta_of(k)[key].abs().max()) for k in clients for key in KEYS)
@@ -240,7 +247,7 @@ def test_secure_aggregation_gives_the_mean_within_the_bound(weighted):
     replies, agg = secure_round(clients, weighted)
     assert agg.clients == clients and agg.num_examples == sum(EXAMPLES[k] for k in clients)
     assert agg.mean_delta["lora_A"].dtype == torch.float64
-    assert max_error(agg.mean_delta, clients, weighted) < round_bound(clients, weighted)
+    assert max_error(agg.mean_delta, clients, weighted) < synthetic_bound(clients, weighted)
     # the clients' statistics reach the server, their states never do
     assert [r.client_id for r in replies] == clients
     assert all(r.update.state == {} and r.update.metrics["train_loss"] == 0.5 + r.client_id
@@ -254,7 +261,7 @@ def test_a_coarser_quantization_gives_a_larger_error_still_within_its_bound():
     _, coarse = secure_round(clients, quantization_range=2**12, clipping_range=0.5)
     err_fine, err_coarse = max_error(fine.mean_delta, clients), max_error(coarse.mean_delta,
                                                                            clients)
-    assert err_fine < err_coarse < round_bound(clients, c=0.5, q_range=2**12)
+    assert err_fine < err_coarse < synthetic_bound(clients, c=0.5, q_range=2**12)
 
 
 def test_a_node_lost_after_the_setup_stage_leaves_the_others_mean():
@@ -263,7 +270,34 @@ def test_a_node_lost_after_the_setup_stage_leaves_the_others_mean():
     assert agg.clients == [0, 1, 3]
     assert [r.client_id for r in replies if r.update is None] == [2]
     survivors = [0, 1, 3]
-    assert max_error(agg.mean_delta, survivors) < round_bound(survivors)
+    assert max_error(agg.mean_delta, survivors) < synthetic_bound(survivors)
+
+
+@pytest.mark.slow
+def test_the_tiny_model_through_secagg_over_a_loopback_grid(tmp_path, tiny_dir):
+    """The App end to end in one process: the round's mean update within the bound of the
+    plain run's, and no client reply holding an array (only masked integers)."""
+    from fedmllm.runtime.flower.app import client_app
+    from fedmllm.runtime.flower.server import serve
+
+    base = [*loopback_base(3, eval_every=2), "fl.clients_per_round=3"]
+    plain, secure = tmp_path / "plain", tmp_path / "secure"
+    grids = {}
+    for out, extra in ((plain, []), (secure, ["fl.secure_aggregation=true"])):
+        grids[out] = SerialisingGrid(client_app, [{"partition-id": k, "num-partitions": 3}
+                                                  for k in range(3)])
+        serve(grids[out], {"overrides": " ".join([*base, *extra, f"output.dir={out}"])})
+    (d_plain, slack), (d_secure, _) = (round_one_mean(o, "fedavg") for o in (plain, secure))
+    assert max_difference(d_plain, d_secure) <= round_bound(secure, [0, 1, 2]) + slack
+    rows = [[json.loads(x) for x in (o / "metrics.jsonl").read_text().splitlines()]
+            for o in (plain, secure)]
+    assert rows[0][0]["train_loss"] == rows[1][0]["train_loss"]
+    trained = [m for m in grids[secure].received if not m.has_error()
+               and "fitres.num_examples" in m.content.metric_records]
+    assert len(trained) == 6  # 3 clients x 2 rounds
+    assert all(len(r) == 0 for m in trained for r in m.content.array_records.values())
+    assert all(m.content.config_records["secaggplus_configs"]["masked_params"]
+               for m in trained)
 
 
 def test_too_few_survivors_for_the_threshold_end_the_round_without_an_aggregate():

@@ -115,6 +115,7 @@ def handle_secure_train(msg: Message, context: Context) -> Message:
     from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
     from ...engine.client import train_round
+    from ...engine.failpoints import failpoint
     from .client import get_worker
 
     t0 = time.perf_counter()
@@ -127,6 +128,7 @@ def handle_secure_train(msg: Message, context: Context) -> Message:
     keys = float_keys(template)
     flat = parameters_to_ndarrays(fitins.parameters)[0]
     start = {**template, **unflatten(flat, template, keys, worker.bundle.device)}
+    failpoint(f"node_{worker.k}_training", int(conf["round"]))  # after the setup stages
     fit = train_round(worker.trainer, worker.cfg, worker.items, worker.k, int(conf["round"]),
                       float(conf["lr"]), start, {})
     fit.update.metrics["client_seconds"] = time.perf_counter() - t0
