@@ -118,6 +118,15 @@ def test_protocol_parameters_are_checked_before_a_run(overrides, key):
     assert refusal(*overrides).startswith(f"{key}:")
 
 
+def test_config_show_checks_a_secure_configuration_as_a_flower_run(capsys):
+    from fedmllm.cli import main
+
+    assert main(["config", "show", "fl.secure_aggregation=true"]) == 0
+    assert "secure_aggregation: true" in capsys.readouterr().out
+    assert main(["config", "show", "fl.secure_aggregation=true", "fl.algorithm=krum"]) == 2
+    assert "fl.secure_aggregation: krum needs" in capsys.readouterr().err
+
+
 def test_off_by_default_and_nothing_is_refused_then():
     cfg = load_config(None, [*TINY, "fl.algorithm=median"])
     assert cfg.fl.secure_aggregation is False
