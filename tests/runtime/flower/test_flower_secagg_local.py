@@ -8,8 +8,8 @@ a SuperLink and 3 SuperNodes with warm ClientApps, processes; the tiny model, 2 
   on the clients start from adapters that differ by round 1's error: FedAvg's final adapter
   stays within 1% of the last round's step; FedAdam's is only reported (its AdamW clients
   and its own step, divided by ``sqrt(v) + tau``, amplify a 1e-6 difference where a
-  coordinate's gradient is near 0: 6.4e-5 and 3.4e-3 measured, 0.2% and 10% of the last
-  step).
+  coordinate's gradient is near 0: 6.4e-5, 2.4e-4 and 3.4e-3 measured, 0.2% to 10% of the
+  last step).
 - ``fedmllm flower local`` with a node that dies in the collect stage (after the setup and key
   sharing): the round completes with the two others' aggregate, equal within the bound to
   plain FedAvg over the same two.
