@@ -197,7 +197,7 @@ def cmd_config_show(args) -> int:
     from .engine.factory import plan_run
 
     cfg = load_config(args.config, args.overrides) if (args.config or args.overrides) else Config()
-    plan = plan_run(cfg)
+    plan = plan_run(cfg, over_flower=cfg.fl.secure_aggregation)  # SecAgg+ is for Flower runs
     if args.doc:
         import shutil
 

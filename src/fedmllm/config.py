@@ -317,6 +317,33 @@ class YocoConfig:
 
 
 @table
+class SecAggConfig:
+    """SecAgg+ (Bell et al., CCS 2020) over Flower, ``fl.secure_aggregation = true``: Flower's
+    ``SecAggPlusWorkflow`` parameters, see :mod:`fedmllm.runtime.flower.secagg`."""
+
+    num_shares: int | float = key(1.0, """
+        Shares each client's secrets are split into, one per neighbour: an integer > 2, or a
+        fraction of the round's clients (1.0: every client is every other's neighbour).""")
+    reconstruction_threshold: int | float = key(0.5, """
+        Shares that rebuild a secret (at least 2): an integer below ``num_shares``, or a
+        fraction of them. A round survives while every client keeps this many live
+        neighbours; that many colluding neighbours and the server could unmask a client.""")
+    clipping_range: float = key(1.0, """
+        Each coordinate of a client's update ``y - x`` is clipped to ``[-c, c]`` before it is
+        quantized (a LoRA delta of the tiny model stays below 0.03; a node warns when a
+        coordinate is clipped).""", gt=0)
+    quantization_range: int = key(4194304, """
+        Integers a coordinate is quantized to (2**22): the step is ``2 c / quantization_range``
+        (see docs/flower.md for the error of the mean).""", ge=2)
+    modulus_range: int = key(4294967296, """
+        The masks' modulus (2**32), a power of 2 above ``clients x quantization_range`` so the
+        masked sum does not wrap.""", ge=2)
+    timeout: float | None = key(None, """
+        Seconds the server waits for each of the protocol's four stages (the second includes
+        the local training); ``None``: ``fl.round_timeout``.""", gt=0)
+
+
+@table
 class FLConfig:
     algorithm: str = key("fedavg", """
         Server strategy: fedavg, fedprox, fedavgm, fedadagrad, fedadam, fedyogi, scaffold,
@@ -346,6 +373,11 @@ class FLConfig:
     round_timeout: float = key(600.0, """
         Flower runs: seconds the server waits for a round's replies; clients that have not
         replied by then are recorded as ``dropped`` and the round goes on without them.""", gt=0)
+    secure_aggregation: bool = key(False, """
+        Flower runs: aggregate through SecAgg+ (``fl.secagg``); the server sees only the mean
+        update of the clients that survived the round, never one client's. Multi-round
+        FedAvg-family rules only (see docs/flower.md).""")
+    secagg: SecAggConfig = section(SecAggConfig, "SecAgg+ (``fl.secure_aggregation``).")
     checkpoint_every: int = key(1, """
         Write ``<output.dir>/checkpoint/`` every N rounds (one-shot runs: after every client); 0
         = never. ``fedmllm run --resume DIR`` continues from the last complete checkpoint.""", ge=0)

@@ -138,6 +138,8 @@ def plan_run(cfg: Config, *, over_flower: bool = False,
     algo = _check_algorithm(cfg)
     if over_flower or supernodes is not None:
         _check_flower(cfg, supernodes)
+    if cfg.fl.secure_aggregation:
+        _check_secure_aggregation(cfg, over_flower or supernodes is not None)
     _check_fl_numbers(cfg)
     _check_output(cfg)
     _check_model(cfg)
@@ -174,6 +176,75 @@ def _check_flower(cfg: Config, supernodes: int | None) -> None:
     if supernodes is not None and cfg.fl.num_clients != supernodes:
         raise ConfigError(f"fl.num_clients: {cfg.fl.num_clients}, but --supernodes "
                           f"{supernodes}: every SuperNode is one client (partition)")
+
+
+#: The rules secure aggregation can run: their server step needs only the clients' mean delta.
+SUMMABLE_RULES = ("fedavg", "fedavgm", "fedprox", "fedadagrad", "fedadam", "fedyogi")
+
+#: Why the other rules cannot run on the mean delta alone.
+_NEEDS_EACH_UPDATE = {
+    "median": "the coordinate-wise median of the individual updates",
+    "trimmed_mean": "the coordinate-wise order of the individual updates",
+    "krum": "the distances between individual updates",
+    "multikrum": "the distances between individual updates",
+    "bulyan": "the distances between and the order of individual updates",
+    "scaffold": "each client's own control-variate update c_i",
+    "local": "each client's own adapter (nothing is aggregated)",
+    "centralized": "every client's data in one process",
+    "zeroshot": "no training at all",
+}
+
+
+def _check_secure_aggregation(cfg: Config, over_flower: bool) -> None:
+    """``fl.secure_aggregation``: Flower's SecAgg+ gives the server the clients' mean delta
+    only, so only a multi-round rule whose step needs nothing else runs with it, without
+    server-side clipping (it scales each update) or central differential privacy (issue 24:
+    not supported yet); and the protocol's parameters must make sense."""
+    algo, fl = cfg.fl.algorithm, cfg.fl
+    if not over_flower:
+        raise ConfigError("fl.secure_aggregation: SecAgg+ runs over Flower, not in the "
+                          "in-process simulation; run it with fedmllm flower local (see "
+                          "docs/flower.md, Secure aggregation)")
+    if algo in ONESHOT_ALGORITHMS:
+        raise ConfigError(f"fl.secure_aggregation: {algo} is one-shot; its merge needs each "
+                          "client's upload, secure aggregation gives only their sum")
+    if algo not in SUMMABLE_RULES:
+        raise ConfigError(f"fl.secure_aggregation: {algo} needs {_NEEDS_EACH_UPDATE[algo]}; "
+                          f"secure aggregation gives the server only the mean update "
+                          f"(rules that run with it: {', '.join(SUMMABLE_RULES)})")
+    if fl.strategy.get("clip_norm") is not None:
+        raise ConfigError("fl.strategy.clip_norm: server-side clipping scales each update, "
+                          "which secure aggregation masks; unset it")
+    mechanism = getattr(getattr(fl, "privacy", None), "mechanism", "none")
+    if mechanism not in ("none", "local"):
+        raise ConfigError(f"fl.privacy.mechanism: {mechanism} with fl.secure_aggregation is "
+                          "not supported yet (none or local are)")
+    _check_secagg_numbers(cfg)
+
+
+def _check_secagg_numbers(cfg: Config) -> None:
+    """SecAgg+'s own constraints (Flower's ``SecAggPlusWorkflow`` checks) before a run."""
+    sa, per_round = cfg.fl.secagg, min(cfg.fl.clients_per_round, cfg.fl.num_clients)
+    shares, threshold = sa.num_shares, sa.reconstruction_threshold
+    if per_round < 2:
+        raise ConfigError("fl.clients_per_round: secure aggregation needs at least 2 clients "
+                          "per round")
+    if isinstance(shares, float) and not 0 < shares <= 1 or \
+            isinstance(shares, int) and not 2 < shares <= per_round:
+        raise ConfigError(f"fl.secagg.num_shares: a fraction in (0, 1] or an integer from 3 "
+                          f"to fl.clients_per_round ({per_round}); got {shares}")
+    if isinstance(threshold, float) and not 0 < threshold <= 1 or \
+            isinstance(threshold, int) and not (threshold >= 2 and (
+                isinstance(shares, float) or threshold < shares)):
+        raise ConfigError(f"fl.secagg.reconstruction_threshold: a fraction in (0, 1] or an "
+                          f"integer from 2 to below fl.secagg.num_shares; got {threshold}")
+    if sa.modulus_range & (sa.modulus_range - 1) or sa.modulus_range > 2**32:
+        raise ConfigError(f"fl.secagg.modulus_range: a power of 2 up to 2**32; got "
+                          f"{sa.modulus_range}")
+    if per_round * sa.quantization_range >= sa.modulus_range:
+        raise ConfigError(f"fl.secagg.quantization_range: {per_round} clients x "
+                          f"{sa.quantization_range} reaches fl.secagg.modulus_range "
+                          f"({sa.modulus_range}): the masked sum would wrap around")
 
 
 def _check_fl_numbers(cfg: Config) -> None:

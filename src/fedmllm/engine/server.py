@@ -11,6 +11,10 @@ it. Per round::
 and the bytes that crossed the wire: every received update (state and extras) up, the global
 state and the server's extras down to every trained client. A skipped round changes nothing on
 the server, and no client keeps state from it (:attr:`RoundResult.accepted` is empty).
+
+Through secure aggregation the server gets only the clients' mean update ``D``
+(:meth:`ServerRound.run_mean`): the checks apply to ``D`` (finite, norm bound) and the
+strategy steps on ``x + D`` as on one update.
 """
 
 from __future__ import annotations
@@ -93,6 +97,40 @@ class ServerRound:
                               f"(fl.min_clients={self.min_clients}, {self.strategy.name} needs "
                               f"{self.strategy.min_updates})")
             return result
+        return self._step(result, global_state, accepted, round,
+                          [u.client_id for u in accepted])
+
+    def run_mean(self, global_state: StateDict, mean_delta: StateDict | None,
+                 clients: list[int], num_examples: int, round: int) -> RoundResult:
+        """Round ``round`` over the mean update ``D`` of ``clients`` alone (secure aggregation:
+        no update of any one client is seen, so none is validated). The checks that remain
+        apply to ``D``: finite, and ``||D|| <= fl.max_update_norm``'s bound (a mean above
+        it means some update was; the round is skipped, since who cannot be told). The
+        strategy steps on ``D`` as on one update ``x + D`` (its mean delta is ``D``)."""
+        result = RoundResult(global_state)
+        need = max(self.min_clients, self.strategy.min_updates)
+        bound = self.norm_bound(global_state)
+        if mean_delta is None or len(clients) < need:
+            result.skipped = (f"{len(clients)} client(s) in the secure aggregate, {need} "
+                              f"needed (fl.min_clients={self.min_clients})")
+        elif non_finite_keys(mean_delta):
+            result.skipped = (f"the secure aggregate is not finite (e.g. "
+                              f"{non_finite_keys(mean_delta)[0]!r}); global kept")
+        elif bound is not None and state_norm(mean_delta) > bound:
+            result.skipped = (f"the secure aggregate's norm {state_norm(mean_delta):.4g} "
+                              f"exceeds the update bound {bound:.4g}: some update did")
+        if result.skipped:
+            return result
+        state = dict(global_state)
+        state.update({k: (global_state[k].to(d.dtype) + d).to(global_state[k].dtype)
+                      for k, d in mean_delta.items()})
+        update = ClientUpdate(state=state, num_examples=max(num_examples, 1))
+        return self._step(result, global_state, [update], round, sorted(clients))
+
+    def _step(self, result: RoundResult, global_state: StateDict,
+              accepted: list[ClientUpdate], round: int, clients: list[int]) -> RoundResult:
+        """The strategy's step on ``accepted``; undone (global kept, ``skipped``) when the new
+        global state or the strategy's state is not finite."""
         before = self.strategy.state_dict()
         new = self.strategy.aggregate(global_state, accepted, round)
         bad = non_finite_keys(new) or non_finite_keys(self.strategy.state_dict())
@@ -101,5 +139,5 @@ class ServerRound:
             result.skipped = f"the aggregate is not finite (e.g. {bad[0]!r}); global kept"
             return result
         result.global_state = new
-        result.accepted = [u.client_id for u in accepted]
+        result.accepted = clients
         return result

@@ -67,8 +67,31 @@ class ClientReply:
     """Bytes of the task sent to it, measured on the wire (``None`` as above)."""
 
 
+@dataclass
+class SecureAggregate:
+    """What a round through secure aggregation yields instead of the clients' states: the
+    mean of the updates ``y_i - x`` of the clients that survived the protocol, and who they
+    were; no update of any one client."""
+
+    mean_delta: StateDict | None
+    """``sum_i w_i (y_i - x) / sum_i w_i`` (``w_i``: example counts, or 1 for an unweighted
+    rule), float64; ``None`` when the protocol ended without an aggregate."""
+    clients: list[int] = field(default_factory=list)
+    """The clients whose updates it holds."""
+    num_examples: int = 0
+    """Their training examples together."""
+    halted: str | None = None
+    """Why there is no aggregate, when there is none."""
+
+
 class ClientExecutor(Protocol):
-    """Trains the clients of a batch of tasks."""
+    """Trains the clients of a batch of tasks.
+
+    An executor whose ``secure_aggregation`` attribute is true (a Flower grid with
+    ``fl.secure_aggregation``) also has ``fit_secure(tasks) -> (replies, SecureAggregate)``:
+    the replies carry the clients' statistics only (``update.state`` is empty), the aggregate
+    replaces their states, and the driver calls that instead of :meth:`fit`.
+    """
 
     def fit(self, tasks: Sequence[ClientTask]) -> Iterator[ClientReply]:
         """One reply per task, yielded as each is ready (a driver may checkpoint in between)."""

@@ -11,6 +11,9 @@ Per round ``r`` (from the last checkpoint on, when resumed), in :meth:`MultiRoun
     outcome = server_round(replies)                         validate, aggregate, check, count;
                                                             keep each accepted client's new
                                                             state (SCAFFOLD c_i)
+                                                            (secure aggregation over Flower:
+                                                            the replies' statistics and their
+                                                            mean update, fit_round)
     row     = round_row(...)                                evaluated every eval.every rounds
 
 then the row is written and, every ``fl.checkpoint_every`` rounds, the checkpoint; at the end
@@ -42,7 +45,13 @@ from ..fl import round_lr, sample_clients
 from ..report.console import RoundProgress, header
 from ..report.metrics import MetricsWriter
 from ..report.tensorboard import open_events
-from .executor import ClientReply, ClientTask, ExecutorFactory, InProcessExecutor
+from .executor import (
+    ClientReply,
+    ClientTask,
+    ExecutorFactory,
+    InProcessExecutor,
+    SecureAggregate,
+)
 from .rows import multiround_summary, round_row
 from .session import RunResult, Session, SessionDriver
 
@@ -125,18 +134,48 @@ class MultiRoundRun(SessionDriver):
         chosen = [0] if self.pooled else \
             sample_clients(cfg.fl.num_clients, cfg.fl.clients_per_round, r, cfg.seed)
         server_extras = {} if self.personal else self.strategy.server_extras()
+        replies, secure = self.fit_round([self.task(k, r, lr, server_extras) for k in chosen],
+                                         r, progress)
+        outcome = self.server_round(r, replies, server_extras) if secure is None else \
+            self.secure_server_round(r, secure)
+        train_seconds = time.perf_counter() - t0
+        evaluation = self.evaluate_round(r)
+        return round_row(r, ["all"] if self.pooled else chosen, lr, replies, outcome,
+                         evaluation, time.perf_counter() - t0, train_seconds)
+
+    def fit_round(self, tasks: list[ClientTask], r: int, progress: RoundProgress
+                  ) -> tuple[list[ClientReply], SecureAggregate | None]:
+        """The round's replies, taken as each arrives; from an executor with
+        ``secure_aggregation`` (SecAgg+ over Flower) the replies hold statistics only, and
+        the one aggregate that replaces the clients' states comes with them."""
+        secure = None
+        if getattr(self.executor, "secure_aggregation", False):
+            arriving, secure = self.executor.fit_secure(tasks)
+        else:
+            arriving = self.executor.fit(tasks)
         replies = []
-        for reply in self.executor.fit([self.task(k, r, lr, server_extras) for k in chosen]):
+        for reply in arriving:
             replies.append(reply)
             if reply.update is None:
                 log.warning("round %d: no reply from client %d", r, reply.client_id)
             else:
                 progress.client_done()
-        outcome = self.server_round(r, replies, server_extras)
-        train_seconds = time.perf_counter() - t0
-        evaluation = self.evaluate_round(r)
-        return round_row(r, ["all"] if self.pooled else chosen, lr, replies, outcome,
-                         evaluation, time.perf_counter() - t0, train_seconds)
+        return replies, secure
+
+    def secure_server_round(self, r: int, secure: SecureAggregate) -> RoundResult:
+        """Round ``r`` on the server from the secure aggregate alone
+        (:meth:`~fedmllm.engine.server.ServerRound.run_mean`); the rules that run with it keep
+        no client state."""
+        if secure.halted:
+            log.warning("round %d: %s", r, secure.halted)
+        outcome = self.server.run_mean(self.global_state, secure.mean_delta, secure.clients,
+                                       secure.num_examples, r)
+        self.global_state = outcome.global_state
+        for k in outcome.accepted:
+            self.accepted_round[k] = r
+        if outcome.skipped:
+            log.warning("round %d skipped: %s", r, outcome.skipped)
+        return outcome
 
     def server_round(self, r: int, replies: list[ClientReply], server_extras: dict
                      ) -> RoundResult:

@@ -21,7 +21,10 @@ SRC = ROOT / "src"
 ADAPTER = SRC / "fedmllm" / "runtime" / "flower" / "flwr_internals.py"
 
 #: Flower's public API; every other ``flwr`` module (``flwr.clientapp.client_app`` too) is
-#: private.
+#: private. The legacy packages (``flwr.server``, ``flwr.server.strategy``,
+#: ``flwr.server.workflow``, ``flwr.client.mod``, ``flwr.common``) are in Flower's API reference
+#: too, and SecAgg+ is reachable only through them (``SecAggPlusWorkflow``, ``LegacyContext``,
+#: ``secaggplus_mod``, ``FitIns``/``FitRes``).
 PUBLIC = frozenset({
     "flwr.app",
     "flwr.clientapp",
@@ -29,6 +32,11 @@ PUBLIC = frozenset({
     "flwr.serverapp",
     "flwr.serverapp.strategy",
     "flwr.simulation",
+    "flwr.server",
+    "flwr.server.strategy",
+    "flwr.server.workflow",
+    "flwr.client.mod",
+    "flwr.common",
 })
 
 
@@ -80,7 +88,8 @@ def test_private_flwr_imports_only_in_the_adapter():
 
 
 #: What the adapter may import from flwr's private modules, written out here so that a change
-#: to the list shows in this test's diff (all of it serves the warm ClientApp worker).
+#: to the list shows in this test's diff (the warm ClientApp worker, and SecAgg+'s record
+#: names, compat converters and grid client proxy).
 EXPECTED = {
     ("flwr.proto.runtime_pb2", "AcquireTaskRequest"),
     ("flwr.supercore.app_utils", "start_parent_process_monitor"),
@@ -100,6 +109,13 @@ EXPECTED = {
     ("flwr.supernode.runtime.run_clientapp", "pull_task_input"),
     ("flwr.supernode.runtime.run_clientapp", "push_message"),
     ("flwr.supernode.runtime.run_clientapp", "push_task_output"),
+    ("flwr.common.secure_aggregation.secaggplus_constants", "RECORD_KEY_CONFIGS"),
+    ("flwr.server.workflow.constant", "MAIN_CONFIGS_RECORD"),
+    ("flwr.server.workflow.constant", "MAIN_PARAMS_RECORD"),
+    ("flwr.server.workflow.constant", "Key"),
+    ("flwr.compat.common.recorddict_compat", "recorddict_to_fitins"),
+    ("flwr.compat.common.recorddict_compat", "fitres_to_recorddict"),
+    ("flwr.server.compat.grid_client_proxy", "GridClientProxy"),
 }
 
 

@@ -39,6 +39,7 @@ from ...data.errors import DataError
 from ...engine.bundle import build_bundle
 from ...engine.client import make_trainer, train_round
 from ...engine.factory import RunPlan, plan_run
+from ...engine.failpoints import failpoint
 from ...model.collate import EncodedSamples
 from ..oneshot import OneShotClient
 from ..session import holdout_metrics, holdout_split
@@ -157,7 +158,8 @@ def get_worker(cfg_text: str, node_config: dict) -> ClientWorker:
         planned = next(iter(_WORKERS.values()), None)
         if planned is None:
             cfg = config_from_yaml(cfg_text, "the server's configuration")
-            _WORKERS[key] = ClientWorker(ProcessModel(cfg, plan_run(cfg)), node_config)
+            _WORKERS[key] = ClientWorker(ProcessModel(cfg, plan_run(cfg, over_flower=True)),
+                                          node_config)
         else:
             _WORKERS[key] = ClientWorker(planned.model, node_config)
     return _WORKERS[key]
@@ -250,6 +252,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         extras["control"] = {k: v.float() for k, v in from_record(
             msg.content["control"], worker.initial_state, device).items()}
     state = client_state(context, msg, worker)
+    failpoint(f"node_{worker.k}_training", r)  # a test's crash of this node in round r
     fit = train_round(worker.trainer, worker.cfg, worker.items, worker.k, r, lr, start, extras,
                       state)
     if worker.plan.objective in STATEFUL:

@@ -21,6 +21,14 @@ TaskType``), the Runtime HTTP client, its interceptors, retry invoker and TLS he
 (``flwr.clientapp.utils``, ``flwr.clientapp.client_app``) and the error and status codes
 (``flwr.common.constant``).
 
+**SecAgg+** (:mod:`.secagg`). Flower's SecAgg+ is public (``flwr.server.workflow.
+SecAggPlusWorkflow``, ``flwr.client.mod.secaggplus_mod``) but speaks the legacy ``FitIns`` /
+``FitRes`` record layout and reads its own records by names that are not: the name of the
+protocol's config record (``flwr.common.secure_aggregation.secaggplus_constants``), the
+workflow's round state (``flwr.server.workflow.constant``), the compat converters between the
+legacy types and records (``flwr.compat.common.recorddict_compat``) and the grid's client
+proxy the legacy strategy hands out (``flwr.server.compat.grid_client_proxy``).
+
 All flwr imports here are made inside the functions, so importing this module is cheap and
 imports nothing from Flower. A new flwr needs this module (and its test) checked against that
 version's source.
@@ -53,6 +61,13 @@ PRIVATE_IMPORTS: tuple[tuple[str, str], ...] = (
     ("flwr.supernode.runtime.run_clientapp", "pull_task_input"),
     ("flwr.supernode.runtime.run_clientapp", "push_message"),
     ("flwr.supernode.runtime.run_clientapp", "push_task_output"),
+    ("flwr.common.secure_aggregation.secaggplus_constants", "RECORD_KEY_CONFIGS"),
+    ("flwr.server.workflow.constant", "MAIN_CONFIGS_RECORD"),
+    ("flwr.server.workflow.constant", "MAIN_PARAMS_RECORD"),
+    ("flwr.server.workflow.constant", "Key"),
+    ("flwr.compat.common.recorddict_compat", "recorddict_to_fitins"),
+    ("flwr.compat.common.recorddict_compat", "fitres_to_recorddict"),
+    ("flwr.server.compat.grid_client_proxy", "GridClientProxy"),
 )
 
 
@@ -201,3 +216,47 @@ def _run_clientapp_task(token: str, runtime_api_address: str, insecure: bool,
                          details=details)
         heartbeat.stop()
         client.close()
+
+
+# ----------------------------------------------------------------------------- SecAgg+
+
+
+def carries_secaggplus(content: Any) -> bool:
+    """Whether a message's ``RecordDict`` holds a SecAgg+ stage (the protocol's config
+    record, which ``secaggplus_mod`` reads)."""
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+
+    return RECORD_KEY_CONFIGS in content.config_records
+
+
+def legacy_round_state(round_: int) -> Any:
+    """The ``RecordDict`` a legacy workflow reads its round from: the current round in the
+    main config record, an empty main parameters record (our strategy hands every node its
+    own start state in its ``FitIns``)."""
+    from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+    from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
+
+    return RecordDict({MAIN_CONFIGS_RECORD: ConfigRecord({Key.CURRENT_ROUND: round_}),
+                       MAIN_PARAMS_RECORD: ArrayRecord()})
+
+
+def fitins_from_content(content: Any) -> Any:
+    """The legacy ``FitIns`` a SecAgg+ collect stage carries (as the workflow wrote it)."""
+    from flwr.compat.common.recorddict_compat import recorddict_to_fitins
+
+    return recorddict_to_fitins(content, keep_input=True)
+
+
+def fitres_content(fitres: Any) -> Any:
+    """A legacy ``FitRes`` as the reply ``RecordDict`` ``secaggplus_mod`` reads."""
+    from flwr.compat.common.recorddict_compat import fitres_to_recorddict
+
+    return fitres_to_recorddict(fitres, keep_input=False)
+
+
+def node_proxy(node_id: int, grid: Any) -> Any:
+    """The ``ClientProxy`` of a grid node, as Flower's legacy workflows make it (the SecAgg+
+    workflow only reads its ``node_id``)."""
+    from flwr.server.compat.grid_client_proxy import GridClientProxy
+
+    return GridClientProxy(node_id=node_id, grid=grid, run_id=0)

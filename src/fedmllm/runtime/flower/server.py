@@ -26,7 +26,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -34,8 +34,9 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from ...config import Config, ConfigError
+from ...engine.factory import build_strategy
 from ...fl import ClientUpdate, StateDict
-from ..executor import ClientReply, ClientTask, ExecutorFactory
+from ..executor import ClientReply, ClientTask, ExecutorFactory, SecureAggregate
 from .wire import from_record, metrics_from_record, record_bytes, to_record
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,66 @@ def exchange(grid: Grid, messages: list[Message], timeout: float) -> list[tuple[
     return out
 
 
+class CountingGrid(Grid):
+    """``grid`` as Flower's SecAgg+ workflow sees it (:mod:`.secagg`): ``send_and_receive``
+    is :func:`exchange` (replies looked for every :data:`PULL_INTERVAL`, matched by the
+    message they answer, given up after ``timeout``), and the bytes of every message's
+    records are counted per node, both ways (``up``, ``down``)."""
+
+    def __init__(self, grid: Grid, timeout: float):
+        self.grid, self.timeout = grid, timeout
+        self.up: dict[int, int] = {}
+        self.down: dict[int, int] = {}
+
+    def set_run(self, run) -> None:  # pragma: no cover - the ServerApp set it already
+        self.grid.set_run(run)
+
+    @property
+    def run(self):  # pragma: no cover
+        return self.grid.run
+
+    def create_message(self, *args, **kwargs) -> Message:  # pragma: no cover
+        return self.grid.create_message(*args, **kwargs)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self.grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self.grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> Iterable[Message]:
+        messages = list(messages)
+        for m in messages:
+            self._count(self.down, m.metadata.dst_node_id, m)
+        out = []
+        for reply, i in exchange(self, messages, self.timeout if timeout is None else timeout):
+            if not reply.has_error():
+                self._count(self.up, messages[i].metadata.dst_node_id, reply)
+            out.append(reply)
+        return out
+
+    @staticmethod
+    def _count(where: dict[int, int], node: int, message: Message) -> None:
+        where[node] = where.get(node, 0) + sum(
+            _config_bytes(r) if isinstance(r, ConfigRecord) else r.count_bytes()
+            for r in message.content.values())
+
+
+def _config_bytes(record: ConfigRecord) -> int:
+    """A ``ConfigRecord``'s keys and values in bytes as ``ConfigRecord.count_bytes`` counts
+    them (8 per number), which in flwr 1.42 fails on an empty list (SecAgg+ sends some)."""
+    def size(v) -> int:
+        if isinstance(v, list):
+            return sum(size(x) for x in v)
+        return len(v) if isinstance(v, (bytes, str)) else 8
+
+    return sum(len(k) + size(v) for k, v in record.items())
+
+
 class GridExecutor:
     """The clients of a run on a Flower grid: a
     :class:`~fedmllm.runtime.executor.ClientExecutor` for
@@ -77,17 +138,22 @@ class GridExecutor:
     :class:`~fedmllm.runtime.oneshot.OneShotRun`.
 
     Built with the run's configuration (sent with every message), its initial adapter (the
-    template of the replies' keys, shapes and dtypes) and the server's device.
+    template of the replies' keys, shapes and dtypes), the server's device and whether the
+    rule weights clients by their example counts (``weighted``, for secure aggregation).
     """
 
     def __init__(self, grid: Grid, cfg: Config, template: StateDict, device, *,
-                 oneshot: bool = False, on_reports: Callable[[dict], None] | None = None):
+                 oneshot: bool = False, on_reports: Callable[[dict], None] | None = None,
+                 weighted: bool = True):
         self.grid, self.cfg, self.template, self.device = grid, cfg, template, device
-        self.oneshot, self.on_reports = oneshot, on_reports
+        self.oneshot, self.on_reports, self.weighted = oneshot, on_reports, weighted
         self.cfg_text = cfg.to_yaml()
         self.nodes: dict[int, int] = {}  # partition id -> node id
         self.known: set[int] = set()  # node ids asked who they are
         self.in_sync: set[int] = set()  # partitions whose kept state matches the server's
+        self.examples: dict[int, int] = {}  # partition id -> its reported training examples
+        #: rounds go through SecAgg+ (:meth:`fit_secure`, see :mod:`.secagg`)
+        self.secure_aggregation = cfg.fl.secure_aggregation and not oneshot
 
     # ------------------------------------------------------------------ nodes
     def refresh_nodes(self) -> None:
@@ -124,6 +190,7 @@ class GridExecutor:
                 self.in_sync.discard(k)
             info = reply.content["node"]
             if "data" in info:
+                self.examples[k] = int(info["num-examples"])
                 reports[k] = {"num-examples": int(info["num-examples"]),
                               "held-out": int(info["held-out"]),
                               "summary": json.loads(str(info["data"]))}
@@ -174,6 +241,17 @@ class GridExecutor:
             yield replies.get(t.client_id) or ClientReply(
                 t.client_id, None, bytes_uploaded=0, bytes_downloaded=sent.get(t.client_id, 0))
 
+    def fit_secure(self, tasks: Sequence[ClientTask]) -> tuple[list[ClientReply],
+                                                              SecureAggregate]:
+        """The round's tasks through SecAgg+ (:func:`.secagg.secure_fit`): one reply per task
+        with the client's statistics only, and the survivors' mean update."""
+        from .secagg import secure_fit
+
+        self.refresh_nodes()
+        wire = CountingGrid(self.grid, self.cfg.fl.secagg.timeout or self.cfg.fl.round_timeout)
+        return secure_fit(wire, self.cfg, self.cfg_text, tasks, self.nodes, self.examples,
+                          self.template, self.device, self.weighted)
+
     def _message(self, t: ClientTask) -> tuple[Message, int]:
         """The message of task ``t`` and the bytes of its arrays. A one-shot client gets the
         configuration only (it derives the shared initial adapter itself); a round's client
@@ -222,9 +300,12 @@ def grid_clients(grid: Grid) -> ExecutorFactory:
     (the session's ``data_manifest.json``, its held-out counts) and scores its client-side
     evaluation on them."""
     def build(session) -> GridExecutor:
+        secure = session.cfg.fl.secure_aggregation
         executor = GridExecutor(grid, session.cfg, session.initial_state,
                                 session.bundle.device, oneshot=session.plan.oneshot,
-                                on_reports=session.record_clients)
+                                on_reports=session.record_clients,
+                                weighted=build_strategy(session.plan).weighted if secure
+                                else True)
         session.score_holdout = executor.evaluate
         executor.refresh_nodes()  # the nodes present now report before the first round
         return executor
