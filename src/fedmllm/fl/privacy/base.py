@@ -58,11 +58,13 @@ def fixed_mean_delta(global_state: StateDict, updates: list[ClientUpdate], scale
 
 def add_gaussian_noise(state: StateDict, std: float, generator: torch.Generator) -> None:
     """``state += N(0, std^2)`` on every coordinate of its floating tensors, in place. The draw
-    is one ``randn`` per dtype in key order on the CPU (the same numbers on any device)."""
+    is one ``randn`` per dtype over the keys in sorted order, on the CPU: the same numbers
+    whatever the dict's order (a state read back from a checkpoint) and on any device."""
     if std == 0.0:
         return
-    for keys, _ in contributor_groups(state, [state]):
-        layout = Layout(keys, state)
+    ordered = {k: state[k] for k in sorted(state)}
+    for keys, _ in contributor_groups(ordered, [ordered]):
+        layout = Layout(keys, ordered)
         noise = torch.randn(layout.total, generator=generator, dtype=layout.dtype)
         noise = noise.to(layout.device).mul_(std)
         torch._foreach_add_([state[k] for k in layout.keys], layout.views(noise))
