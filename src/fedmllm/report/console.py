@@ -212,10 +212,10 @@ def privacy_lines(p) -> list[str]:
     """The run header's DP lines: the mechanism and the epsilon planned for all rounds."""
     if p is None:
         return []
-    return [f"  privacy {p.mechanism}, noise multiplier {p.noise_multiplier:.4g}, clipping norm "
-            f"{p.clipping_norm:g}, sampling {p.sampling}",
-            f"          epsilon {p.planned_epsilon:.4g} at delta {p.delta:g} after {p.rounds} "
-            f"rounds (planned; dp-accounting RDP)"]
+    return [(f"  privacy {p.mechanism}, noise multiplier {p.noise_multiplier:.4g}, clipping "
+             f"norm {p.clipping_norm:g}, sampling {p.sampling}"),
+            (f"          epsilon {p.planned_epsilon:.4g} at delta {p.delta:g} after {p.rounds} "
+             "rounds (planned; dp-accounting RDP)")]
 
 
 def summary_table(console, summary: dict, out_dir) -> None:

@@ -357,14 +357,14 @@ def _privacy(p: dict | None) -> list[str]:
     eps = p.get("epsilon")
     spent = f"{eps:.4g}" if isinstance(eps, (int, float)) else "-"
     return ["", "## Privacy", "",
-            f"- Mechanism: {p.get('mechanism')} (noise multiplier "
-            f"{_fmt(p.get('noise_multiplier'))}, clipping norm {_fmt(p.get('clipping_norm'))}, "
-            f"sampling {p.get('sampling')})",
-            f"- Client-level (ε, δ) = ({spent}, {_fmt(p.get('delta'))}) after "
-            f"{p.get('releases')} releases",
+            (f"- Mechanism: {p.get('mechanism')} (noise multiplier "
+             f"{_fmt(p.get('noise_multiplier'))}, clipping norm "
+             f"{_fmt(p.get('clipping_norm'))}, sampling {p.get('sampling')})"),
+            (f"- Client-level (ε, δ) = ({spent}, {_fmt(p.get('delta'))}) after "
+             f"{p.get('releases')} releases"),
             f"- Accountant: {p.get('accountant')}",
-            "- The released adapter is the noised aggregate; ε bounds what it (and every round's "
-            "global model) reveals about any one client's data."]
+            ("- The released adapter is the noised aggregate; ε bounds what it (and every "
+             "round's global model) reveals about any one client's data.")]
 
 
 def _communication(totals: dict) -> list[str]:

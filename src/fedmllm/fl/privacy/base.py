@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+
 from ..aggregation import (
     Layout,
     check_updates,
