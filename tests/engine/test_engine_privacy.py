@@ -37,6 +37,8 @@ def test_no_mechanism_plans_nothing_and_refuses_keys_that_would_do_nothing():
 
 def test_a_mechanism_needs_a_clipping_norm():
     assert refused("fl.privacy.mechanism=local").startswith("fl.privacy.clipping_norm: ")
+    assert refused("fl.privacy.mechanism=central_server", "fl.privacy.clipping_norm=1",
+                   "fl.strategy={clip_norm: 2}").startswith("fl.strategy.clip_norm: ")
 
 
 @pytest.mark.parametrize("algo", ["median", "trimmed_mean", "krum", "multikrum", "bulyan"])

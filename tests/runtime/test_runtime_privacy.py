@@ -52,3 +52,5 @@ def test_local_dp_run_under_a_robust_rule(tmp_path, tiny_dir):
                      clients_per_round=3)
     assert [r["privacy_epsilon"] for r in rows] == [acc.epsilon(1), acc.epsilon(2)]
     assert summary["privacy"]["releases"] == 2 and not any(r["rejected"] for r in rows)
+    card = (tmp_path / "adapter" / "README.md").read_text()
+    assert "## Privacy" in card and "- Mechanism: local (noise multiplier 2," in card

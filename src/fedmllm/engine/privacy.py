@@ -73,6 +73,10 @@ def plan_privacy(cfg: Config, algorithm: str, notes: list[str]) -> PrivacyPlan |
                               "'none', so it would do nothing (choose a mechanism)")
         return None
     _check_rule(p, algorithm)
+    if p.mechanism.startswith("central_") and cfg.fl.strategy.get("clip_norm") is not None:
+        raise ConfigError(f"fl.strategy.clip_norm: mechanism {p.mechanism} clips every update "
+                          "to fl.privacy.clipping_norm (the rule's own clip is not applied); "
+                          "drop fl.strategy.clip_norm")
     if p.clipping_norm is None:
         raise ConfigError(f"fl.privacy.clipping_norm: mechanism {p.mechanism} clips every "
                           "update to this L2 norm; give it (e.g. fl.privacy.clipping_norm=1.0)")
