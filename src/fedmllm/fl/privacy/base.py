@@ -59,17 +59,17 @@ def fixed_mean_delta(global_state: StateDict, updates: list[ClientUpdate], scale
 def clip_factors(global_state: StateDict, updates: list[ClientUpdate],
                  clip: float) -> list[float]:
     """``s_i = min(1, C / ||d_i||)``, the norm over the floating keys client ``i`` returned,
-    one kernel per client and key group in the compute dtype (an upload laid out in one buffer
-    is read as one span; :func:`~fedmllm.fl.aggregation.clip_scales` goes key by key in
-    float64, 50-100x slower on a large adapter). A float32 norm is exact to about 1e-6
-    relative: a clipped update's norm is ``C`` to that rounding."""
+    accumulated in float64 (as :func:`~fedmllm.fl.aggregation.clip_scales`, which goes key by
+    key: many small kernels on a large adapter), here one kernel per client and key group (an
+    upload laid out in one buffer is read as one span). Not a float32 norm: that one was not
+    bit-reproducible across processes, and a resumed run must clip exactly as before."""
     squares = [0.0] * len(updates)
     for keys, holders in contributor_groups(global_state, [u.state for u in updates]):
         layout = Layout(keys, global_state)
         x = layout.read(global_state)
         for i in holders:
             d = torch.sub(layout.read(updates[i].state), x)
-            squares[i] += float(torch.linalg.vector_norm(d)) ** 2
+            squares[i] += float(torch.linalg.vector_norm(d, dtype=torch.float64)) ** 2
     norms = [math.sqrt(sq) for sq in squares]
     for u, norm in zip(updates, norms, strict=True):
         if not math.isfinite(norm):
