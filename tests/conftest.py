@@ -22,6 +22,7 @@ if TEST_DEVICE == "cpu":
 
 
 def pytest_configure(config):
+    _absl_writes_to_the_real_stderr()
     if TEST_DEVICE not in CHOICES:
         raise pytest.UsageError(f"FEDMLLM_TEST_DEVICE={TEST_DEVICE!r}: choices are cpu, cuda "
                                 f"(or unset: the configuration's auto device)")
@@ -31,6 +32,19 @@ def pytest_configure(config):
         if not torch.cuda.is_available():  # (bf16 support: the runs' train.autocast=bf16)
             raise pytest.UsageError(f"FEDMLLM_TEST_DEVICE=cuda: torch {torch.__version__} sees "
                                     f"no CUDA device")
+
+
+def _absl_writes_to_the_real_stderr() -> None:
+    """absl (dp-accounting's logging; the privacy accountant) makes its handler on the
+    ``sys.stderr`` of the moment, under pytest a capture file; a later ``logging.config`` call
+    (import-linter's, in test_layout) closes that handler and with it pytest's capture ("I/O
+    operation on closed file"). On the process's own stderr, which absl never closes, it
+    cannot."""
+    import sys
+
+    from absl import logging as absl_logging
+
+    absl_logging.get_absl_handler().python_handler.setStream(sys.__stderr__)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -344,6 +344,43 @@ class SecAggConfig:
 
 
 @table
+class PrivacyConfig:
+    """Client-level differential privacy (``fl.privacy``), see :mod:`fedmllm.fl.privacy` and
+    docs/algorithms.md."""
+
+    mechanism: Annotated[Literal["none", "central_server", "central_client", "central_adaptive",
+                                 "local"], Lenient] = key("none", """
+        ``none``; central DP on a mean-based rule with fixed clipping on the server
+        (``central_server``) or on the clients (``central_client``), with adaptive clipping
+        (``central_adaptive``, Andrew et al. 2021); ``local``: every client clips and noises
+        its own update before upload (any multi-round rule).""")
+    noise_multiplier: float = key(0.0, """
+        sigma: the noise std is ``sigma C / m`` on the mean of the m sampled clients (central)
+        or ``sigma C`` on each upload (local). 0 = clipping only (epsilon = inf).""", ge=0)
+    clipping_norm: float | None = key(None, """
+        C: every update's delta is clipped to this L2 norm over the whole adapter (for
+        ``central_adaptive`` the initial C). Needed by every mechanism.""", gt=0)
+    delta: float = key(1e-5, "The delta at which epsilon is reported (and solved for).",
+                       gt=0, lt=1)
+    target_epsilon: float | None = key(None, """
+        Solve ``noise_multiplier`` before the run starts so that epsilon after ``fl.rounds``
+        rounds is this (dp-accounting's calibration); the solved value is used and recorded.""",
+        gt=0)
+    sampling: Annotated[Literal["without_replacement", "poisson"], Lenient] = key(
+        "without_replacement", """
+        The accountant's model of client sampling: ``without_replacement`` (what the sampler
+        does; replace-one adjacency, sensitivity 2C) or ``poisson`` (add/remove-one,
+        sensitivity C: the DP-FedAvg papers' convention, an approximation here).""")
+    target_quantile: float = key(0.5, """
+        ``central_adaptive``: the quantile of the update norms C tracks (fraction unclipped).""",
+        ge=0, le=1)
+    clip_lr: float = key(0.2, "``central_adaptive``: the geometric step of C.", gt=0)
+    clipped_count_stddev: float | None = key(None, """
+        ``central_adaptive``: std of the noise on the unclipped count; ``None`` = ``m / 20``
+        (Flower's and the paper's default) when sigma > 0.""", ge=0)
+
+
+@table
 class FLConfig:
     algorithm: str = key("fedavg", """
         Server strategy: fedavg, fedprox, fedavgm, fedadagrad, fedadam, fedyogi, scaffold,
@@ -383,6 +420,8 @@ class FLConfig:
         = never. ``fedmllm run --resume DIR`` continues from the last complete checkpoint.""", ge=0)
     yoco: YocoConfig = section(YocoConfig, """
         One-shot settings (``fl.algorithm = "yoco"`` / ``"oneshot"``).""")
+    privacy: PrivacyConfig = section(PrivacyConfig, """
+        Client-level differential privacy and its accountant.""")
 
 
 @table

@@ -16,6 +16,7 @@ import pytest
 from helpers import ROOT
 
 from fedmllm.bench import build_report, load_grid, report
+from fedmllm.bench.results import read_results
 from fedmllm.bench.stats import UNIT, mean_ci, paired
 from fedmllm.cli import main
 from fedmllm.config import ConfigError
@@ -219,6 +220,21 @@ def test_report_tables_and_claims_by_hand(tmp_path):
     text = doc.read_text()
     assert "| fedavg | 0.910 (0.900–0.920) |" in text and "](results_figures/views.png)" in text
     assert (tmp_path / "docs" / "results_figures" / "views.png").is_file()
+
+
+def test_report_shows_the_privacy_spent_of_dp_cells(tmp_path):
+    out = _fake_sweep(tmp_path)
+    for folder in (out / "runs").glob("aligned__fedavg__s*"):
+        summary = json.loads((folder / "summary.json").read_text())
+        eps = 4.5 if folder.name.endswith("s0") else 5.25
+        folder.joinpath("summary.json").write_text(json.dumps({**summary, "privacy": {
+            "epsilon": eps, "delta": 1e-5}}))
+    md = build_report(out)["markdown"].read_text()
+    assert "## Privacy" in md and "| fedavg | aligned | 5.25 | 0.910 (0.900–0.920) |" in md
+    assert "| local | aligned |" not in md.split("## Privacy")[1].split("##")[0]
+    rows = read_results(out / "results.csv")
+    assert {r["privacy_epsilon"] for r in rows if r["method"] == "fedavg"
+            and r["setting"] == "aligned"} == {4.5, 5.25}
 
 
 def test_report_html_is_its_markdown_rendered(tmp_path):

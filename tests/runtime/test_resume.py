@@ -42,6 +42,10 @@ CASES = {
     "scaffold": (["fl.algorithm=scaffold"], ["round_written:1", "checkpoint_half_written:3"]),
     "local": (["fl.algorithm=local"], ["round_checkpointed:2", "before_summary:3"]),
     "yoco": (ONESHOT, ["client_trained:2", "client_checkpointed:3", "before_summary:4"]),
+    # DP noise from the seed and the adaptive clip norm in the strategy state (sigma < 2 m/20)
+    "dp_adaptive": (["fl.algorithm=fedadam", "fl.privacy.mechanism=central_adaptive",
+                     "fl.privacy.noise_multiplier=0.15", "fl.privacy.clipping_norm=0.05"],
+                    ["round_written:2", "checkpoint_half_written:3"]),
 }
 
 
@@ -112,7 +116,10 @@ def test_killed_and_resumed_again_and_again_gives_the_same_adapter(name, referen
     for got, want in zip(rows, ref_rows, strict=True):  # same numbers, other timings
         got, want = json.loads(got), json.loads(want)
         assert got["train_loss"] == want["train_loss"] and got.get("eval") == want.get("eval")
+        assert got.get("privacy_epsilon") == want.get("privacy_epsilon")
     summary = json.loads((out / "summary.json").read_text())
+    ref_summary = json.loads((references[name][0] / "summary.json").read_text())
+    assert summary.get("privacy") == ref_summary.get("privacy")
     resumed = summary["totals"].get("resumed_after_rounds",
                                     summary["totals"].get("resumed_after_clients"))
     assert len(resumed) == len(kills) and resumed == sorted(resumed)

@@ -425,6 +425,7 @@ def build_report(out: str | Path, recollect: bool = True,
     _claims(doc, st)
     _views(doc, st, figs)
     _communication(doc, st, figs)
+    _privacy(doc, st)
     if "curves" in figs:
         doc.h(2, "Per-round curves")
         doc.img(figs["curves"], "per-round curves")
@@ -661,6 +662,24 @@ def _communication(doc: _Doc, st: _Study, figs: dict[str, Path]) -> None:
     doc.table(["method", "MB up per run", "MB down per run", f"bytes / {st.reference}'s",
                st.metric, "train s per run"], comm_rows)
     doc.img(figs.get("communication", Path()), "communication vs accuracy")
+
+
+def _privacy(doc: _Doc, st: _Study) -> None:
+    """The privacy spent beside the metric, per method and setting, for the cells with a DP
+    mechanism (``summary.json``'s ``privacy.epsilon``): the privacy-utility table."""
+    rows = []
+    for m in st.methods:
+        for s in st.settings:
+            sel = _rows_of(st.rows, m, st.view, "privacy_epsilon", s)
+            if sel:
+                eps = max(r["privacy_epsilon"] for r in sel)
+                rows.append([m, s, f"{eps:.4g}", st.interval(m, s).text()])
+    if rows:
+        doc.h(2, "Privacy")
+        doc.p("Client-level ε at each run's fl.privacy.delta after all its rounds (the largest "
+              "over seeds; dp-accounting's RDP accountant, see docs/algorithms.md), beside the "
+              "metric.")
+        doc.table(["method", "setting", "ε", st.metric], rows)
 
 
 def _bytes(rows, method, setting, view) -> float | None:

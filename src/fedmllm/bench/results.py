@@ -27,7 +27,8 @@ CLIENT = ("client_accuracy_mean", "client_accuracy_std", "client_accuracy_min",
 ONESHOT = ("rho_B", "rho_B_update", "dB_rel", "dW_rel", "client_lr", "base_s1_sr", "base_gap",
            "base_energy")
 COLUMNS = ("cell", "setting", "method", "seed", "status", "view", "n", *METRICS, "constant",
-           "bytes_uploaded", "bytes_downloaded", "train_seconds", "seconds", *CLIENT, *ONESHOT,
+           "bytes_uploaded", "bytes_downloaded", "train_seconds", "seconds", "privacy_epsilon",
+           *CLIENT, *ONESHOT,
            "error")
 
 
@@ -114,7 +115,9 @@ def collect(out: str | Path) -> list[dict]:
         final, totals = summary.get("final", {}), summary.get("totals", {})
         extra = {"status": "done", "bytes_uploaded": totals.get("bytes_uploaded"),
                  "bytes_downloaded": totals.get("bytes_downloaded"),
-                 "train_seconds": totals.get("train_seconds"), **_client_eval(final),
+                 "train_seconds": totals.get("train_seconds"),
+                 "privacy_epsilon": (summary.get("privacy") or {}).get("epsilon"),
+                 **_client_eval(final),
                  **oneshot_diagnostics(folder)}
         for view in VIEWS:
             m = view_metrics(final, view)

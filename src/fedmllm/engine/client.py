@@ -22,6 +22,7 @@ from ..model.collate import Encoded, collate, to_device
 from ..seeding import torch_generator, torch_seed
 from .bundle import ModelBundle
 from .factory import RunPlan, build_objective
+from .privacy import PrivacyPlan, client_privatize
 
 
 @dataclass
@@ -73,8 +74,10 @@ def train_round(trainer: ClientTrainer, cfg: Config, items: Sequence[Encoded], c
     Steps: ``steps`` when given, else ``fl.local_steps``, or ``fl.local_epochs`` passes over
     ``items``. Batches and LoRA
     dropout are drawn from ``(seed, "batches" / "dropout", round, client)``; the step sizes
-    follow ``train.local_lr_schedule`` from the round's rate ``lr``. The same arguments give
-    the same update, bit for bit, in any process.
+    follow ``train.local_lr_schedule`` from the round's rate ``lr``. The trained update is then
+    clipped (``fl.privacy.mechanism = central_client``) or clipped and noised (``local``,
+    noise from ``(seed, "dp-local", round, client)``) before it is sent. The same arguments
+    give the same update, bit for bit, in any process.
     """
     tr = cfg.train
     if steps is None:
@@ -83,9 +86,12 @@ def train_round(trainer: ClientTrainer, cfg: Config, items: Sequence[Encoded], c
     batches = batch_stream(items, tr.batch_size,
                            torch_generator(cfg.seed, "batches", round_, client_id))
     lrs = local_lrs(lr, steps, tr.local_lr_schedule, tr.local_warmup_ratio)
-    return trainer.fit(start_state, server_extras, batches, lrs,
-                       torch_seed(cfg.seed, "dropout", round_, client_id),
-                       num_examples=len(items), client_id=client_id, client_state=client_state)
+    fit = trainer.fit(start_state, server_extras, batches, lrs,
+                      torch_seed(cfg.seed, "dropout", round_, client_id),
+                      num_examples=len(items), client_id=client_id, client_state=client_state)
+    fit.update.state = client_privatize(trainer.privacy, fit.update.state, start_state,
+                                        cfg.seed, round_, client_id)
+    return fit
 
 
 class ClientTrainer:
@@ -105,7 +111,7 @@ class ClientTrainer:
 
     def __init__(self, bundle: ModelBundle, objective: ClientObjective, *, optimizer: str,
                  weight_decay: float = 0.0, grad_accum: int = 1,
-                 grad_clip: float | None = None) -> None:
+                 grad_clip: float | None = None, privacy: PrivacyPlan | None = None) -> None:
         if optimizer not in ("adamw", "sgd"):
             raise ValueError(f"unknown optimizer {optimizer!r}; choices: adamw, sgd")
         self.bundle = bundle
@@ -114,6 +120,8 @@ class ClientTrainer:
         self.weight_decay = weight_decay
         self.grad_accum = grad_accum
         self.grad_clip = grad_clip
+        self.privacy = privacy
+        """The run's DP plan: :func:`train_round` clips or noises the update by it."""
         self._pad_id = bundle.processor.tokenizer.pad_token_id
 
     def _make_optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
@@ -172,4 +180,5 @@ def make_trainer(cfg: Config, plan: RunPlan, bundle: ModelBundle) -> ClientTrain
     tr = cfg.train
     return ClientTrainer(bundle, build_objective(plan, bundle.num_layers),
                          optimizer=plan.optimizer, weight_decay=tr.weight_decay,
-                         grad_accum=tr.grad_accum, grad_clip=tr.grad_clip)
+                         grad_accum=tr.grad_accum, grad_clip=tr.grad_clip,
+                         privacy=plan.privacy)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Config, ConfigError, LoraConfig
 from ..files import local_model_problem, looks_local
+from .privacy import PrivacyPlan, plan_privacy, private_strategy
 
 if TYPE_CHECKING:
     import torch
@@ -110,6 +111,8 @@ class RunPlan:
     """The model: what to load, where and in which precision."""
     notes: list[str] = field(default_factory=list)
     """What ``auto`` resolved to, as ``key = value`` lines for the run header."""
+    privacy: PrivacyPlan | None = None
+    """``fl.privacy`` resolved (``None``: no DP mechanism)."""
 
     @property
     def oneshot(self) -> bool:
@@ -215,7 +218,7 @@ def _check_secure_aggregation(cfg: Config, over_flower: bool) -> None:
     if fl.strategy.get("clip_norm") is not None:
         raise ConfigError("fl.strategy.clip_norm: server-side clipping scales each update, "
                           "which secure aggregation masks; unset it")
-    mechanism = getattr(getattr(fl, "privacy", None), "mechanism", "none")
+    mechanism = fl.privacy.mechanism
     if mechanism not in ("none", "local"):
         raise ConfigError(f"fl.privacy.mechanism: {mechanism} with fl.secure_aggregation is "
                           "not supported yet (none or local are)")
@@ -410,11 +413,12 @@ def _plan_multiround(cfg: Config, model: ModelPlan) -> RunPlan:
         raise ConfigError("fl.rounds: 0 rounds train nothing; to evaluate the base model use "
                           "fl.algorithm=zeroshot")
     _check_clients_per_round(cfg, strategy, notes)
+    privacy = plan_privacy(cfg, algo, notes)
     optimizer, lr = _resolve_training(cfg, name, notes)
     return RunPlan(driver="multiround", algorithm=algo, strategy_params=params, objective=name,
                    objective_params=obj_params, optimizer=optimizer, lr=lr,
                    max_update_norm=_norm_setting(cfg), lora=cfg.lora, init=cfg.lora.init,
-                   model=model, notes=notes)
+                   model=model, notes=notes, privacy=privacy)
 
 
 def _client_objective(cfg: Config, strategy, notes: list[str]) -> str:
@@ -511,6 +515,7 @@ def _plan_oneshot(cfg: Config, model: ModelPlan) -> RunPlan:
     y = cfg.fl.yoco
     notes: list[str] = []
     _check_oneshot_keys(cfg)
+    plan_privacy(cfg, cfg.fl.algorithm, notes)  # refuses any mechanism: one-shot runs
     init = oneshot_init(cfg)
     if y.init == "auto":
         notes.append(f"fl.yoco.init = {init}")
@@ -608,10 +613,10 @@ def factor_rules(cfg: Config) -> tuple[str, str]:
 # ----------------------------------------------------------------------------- the pieces
 
 def build_strategy(plan: RunPlan):
-    """The server strategy of a multi-round plan."""
+    """The server strategy of a multi-round plan (wrapped by its central DP mechanism)."""
     from ..fl import make_strategy
 
-    return make_strategy(plan.algorithm, **plan.strategy_params)
+    return private_strategy(make_strategy(plan.algorithm, **plan.strategy_params), plan.privacy)
 
 
 def build_objective(plan: RunPlan, num_layers: int):

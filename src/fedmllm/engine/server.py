@@ -77,10 +77,12 @@ class ServerRound:
 
     def norm_bound(self, global_state: StateDict) -> float | None:
         """This round's bound on ``||y - x||`` (``None`` = unbounded)."""
+        dp = getattr(self.strategy, "accept_norm", None)  # client-clipped central DP: C(1+1e-6)
         if self.max_update_norm in (None, "none"):
-            return None
+            return dp
         norm = state_norm(global_state) if self.max_update_norm == "auto" else 0.0
-        return update_norm_bound(self.max_update_norm, norm)
+        bound = update_norm_bound(self.max_update_norm, norm)
+        return bound if dp is None else min(bound, dp)
 
     def run(self, global_state: StateDict, updates: list[ClientUpdate], round: int,
             server_extras: dict[str, StateDict] | None = None) -> RoundResult:

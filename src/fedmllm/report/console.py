@@ -201,10 +201,21 @@ def run_header(cfg, plan, out_dir) -> list[str]:
         f"  data    {data}",
         f"  fl      {algo}",
         f"          {shape}",
+        *privacy_lines(getattr(plan, "privacy", None)),
         (f"  train   {plan.optimizer} lr {plan.lr:g}, batch {cfg.train.batch_size}, "
          f"seed {cfg.seed}"),
         f"  output  {out_dir} (full configuration: config.yaml)",
     ]
+
+
+def privacy_lines(p) -> list[str]:
+    """The run header's DP lines: the mechanism and the epsilon planned for all rounds."""
+    if p is None:
+        return []
+    return [(f"  privacy {p.mechanism}, noise multiplier {p.noise_multiplier:.4g}, clipping "
+             f"norm {p.clipping_norm:g}, sampling {p.sampling}"),
+            (f"          epsilon {p.planned_epsilon:.4g} at delta {p.delta:g} after {p.rounds} "
+             "rounds (planned; dp-accounting RDP)")]
 
 
 def summary_table(console, summary: dict, out_dir) -> None:

@@ -316,6 +316,7 @@ def model_card(cfg, summary: dict, adapter_dir: Path, manifest: dict | None = No
     out += ["", "## LoRA", ""] + _table(_lora_rows(cfg, summary, adapter_config))
     out += ["", "## Results", ""] + _results(summary.get("final") or {}, client)
     out += ["", "## Communication", ""] + _communication(summary.get("totals") or {})
+    out += _privacy(summary.get("privacy"))
     run = adapter_dir.parent if client is None else adapter_dir.parents[1]
     out += ["", *_how_to_load(base, str(adapter_dir)),
             "To evaluate it again on the run's own test set and views: "
@@ -346,6 +347,24 @@ def _results(final: dict, client: int | None) -> list[str]:
                     f"{final.get('accuracy_min', float('nan')):.4f}, max "
                     f"{final.get('accuracy_max', float('nan')):.4f}.")]
     return out
+
+
+def _privacy(p: dict | None) -> list[str]:
+    """The DP section: the mechanism, its settings and the epsilon spent (``summary.json``'s
+    ``privacy``); nothing without a DP mechanism."""
+    if not p:
+        return []
+    eps = p.get("epsilon")
+    spent = f"{eps:.4g}" if isinstance(eps, (int, float)) else "-"
+    return ["", "## Privacy", "",
+            (f"- Mechanism: {p.get('mechanism')} (noise multiplier "
+             f"{_fmt(p.get('noise_multiplier'))}, clipping norm "
+             f"{_fmt(p.get('clipping_norm'))}, sampling {p.get('sampling')})"),
+            (f"- Client-level (ε, δ) = ({spent}, {_fmt(p.get('delta'))}) after "
+             f"{p.get('releases')} releases"),
+            f"- Accountant: {p.get('accountant')}",
+            ("- The released adapter is the noised aggregate; ε bounds what it (and every "
+             "round's global model) reveals about any one client's data.")]
 
 
 def _communication(totals: dict) -> list[str]:

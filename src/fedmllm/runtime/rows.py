@@ -38,10 +38,11 @@ def mean_loss(updates: Sequence[ClientUpdate]) -> float | None:
 
 def round_row(r: int, clients: list, lr: float, replies: Sequence[ClientReply],
               outcome: RoundResult, evaluation: dict, seconds: float,
-              train_seconds: float) -> dict:
+              train_seconds: float, privacy_epsilon: float | None = None) -> dict:
     """Round ``r``'s row: who was asked (``clients``; ``["all"]`` for centralized training),
     the clients' losses and steps, the bytes, what the server rejected or skipped, who did not
-    reply, the remote clients' own seconds, ``evaluation`` (``eval``/``client_eval`` on an
+    reply, the remote clients' own seconds, the privacy spent so far (``privacy_epsilon``, at
+    ``fl.privacy.delta``, with a DP mechanism), ``evaluation`` (``eval``/``client_eval`` on an
     evaluation round) and the timings."""
     updates = [rep.update for rep in replies if rep.update is not None]
     up, down = wire_bytes(replies)
@@ -60,6 +61,8 @@ def round_row(r: int, clients: list, lr: float, replies: Sequence[ClientReply],
         row["dropped"] = dropped
     if any("client_seconds" in u.metrics for u in updates):  # measured by remote clients
         row["client_seconds"] = per_client(updates, "client_seconds", lambda v: round(v, 3))
+    if privacy_epsilon is not None:
+        row["privacy_epsilon"] = privacy_epsilon
     row.update(evaluation)
     row["seconds"] = round(seconds, 4)
     row["train_seconds"] = round(train_seconds, 4)
@@ -68,10 +71,12 @@ def round_row(r: int, clients: list, lr: float, replies: Sequence[ClientReply],
 
 def multiround_summary(algorithm: str, resolved: dict, final: dict, rows: list[dict], *,
                        rounds: int, count_uploads: bool, setup_seconds: float,
-                       global_state: dict, resumes: list[int]) -> dict:
-    """``summary.json`` of a multi-round run: the final metrics and the run's totals
+                       global_state: dict, resumes: list[int],
+                       privacy: dict | None = None) -> dict:
+    """``summary.json`` of a multi-round run: the final metrics, the run's totals
     (``count_uploads``: whether the clients' updates count as uploads in the YOCO paper's
-    unit, client uploads x layers x LoRA modules; not for local-only or centralized)."""
+    unit, client uploads x layers x LoRA modules; not for local-only or centralized) and,
+    with a DP mechanism, the ``privacy`` spent (epsilon, delta, the accountant, the settings)."""
     uploads = sum(len(r["clients"]) for r in rows) if count_uploads else 0
     totals = {
         "rounds": rounds,
@@ -84,7 +89,10 @@ def multiround_summary(algorithm: str, resolved: dict, final: dict, rows: list[d
         "skipped_rounds": [r["round"] for r in rows if r.get("skipped")],
         "resumed_after_rounds": resumes,
     }
-    return {"algorithm": algorithm, "resolved": resolved, "final": final, "totals": totals}
+    out = {"algorithm": algorithm, "resolved": resolved, "final": final, "totals": totals}
+    if privacy is not None:
+        out["privacy"] = privacy
+    return out
 
 
 # ----------------------------------------------------------------------------- one-shot

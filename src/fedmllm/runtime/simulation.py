@@ -77,6 +77,7 @@ class MultiRoundRun(SessionDriver):
         self.objective = self.trainer.objective
         self.server = ServerRound(self.strategy, max_update_norm=plan.max_update_norm,
                                   min_clients=cfg.fl.min_clients)
+        self.accountant = plan.privacy.accountant() if plan.privacy else None  # fl.privacy
         self.personal = self.strategy.personalized  # local-only: each client keeps its adapter
         self.pooled = self.strategy.pooled  # centralized: one client holding all the data
         self.rounds = cfg.fl.rounds if self.strategy.trains_clients else 0
@@ -141,7 +142,8 @@ class MultiRoundRun(SessionDriver):
         train_seconds = time.perf_counter() - t0
         evaluation = self.evaluate_round(r)
         return round_row(r, ["all"] if self.pooled else chosen, lr, replies, outcome,
-                         evaluation, time.perf_counter() - t0, train_seconds)
+                         evaluation, time.perf_counter() - t0, train_seconds,
+                         privacy_epsilon=self.accountant and self.accountant.epsilon(r))
 
     def fit_round(self, tasks: list[ClientTask], r: int, progress: RoundProgress
                   ) -> tuple[list[ClientReply], SecureAggregate | None]:
@@ -291,7 +293,9 @@ class MultiRoundRun(SessionDriver):
         summary = multiround_summary(
             cfg.fl.algorithm, s.resolved(), final, rows, rounds=self.rounds,
             count_uploads=not (self.personal or self.pooled), setup_seconds=setup_seconds,
-            global_state=self.global_state, resumes=s.folder.resumes())
+            global_state=self.global_state, resumes=s.folder.resumes(),
+            privacy=self.accountant and self.accountant.summary(
+                self.rounds, **s.plan.privacy.record()))
         s.plot(rows)
         s.finish(summary)
         return RunResult(s.out, rows, summary)

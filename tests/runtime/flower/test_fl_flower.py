@@ -78,8 +78,10 @@ def _init(dtype):
     return {"w": rng.normal(size=(4, 3)).astype(dtype), "b": rng.normal(size=5).astype(dtype)}
 
 
-def run_flower(strategy, dtype):
-    """Flower's rounds; returns the states after each round and the nodes it sampled."""
+def run_flower(strategy, dtype, counts=NUM_EXAMPLES, upload=None, after_round=None):
+    """Flower's rounds; returns the states after each round and the nodes it sampled.
+    ``upload(arrays, current)`` changes a node's reply arrays in place (a client mod);
+    ``after_round()`` runs after each aggregation."""
     current = _init(dtype)
     history, sampled = [], []
     for rnd, deltas in enumerate(_deltas(dtype), start=1):
@@ -91,29 +93,40 @@ def run_flower(strategy, dtype):
         replies = []
         for msg, node in zip(instructions, nodes, strict=True):
             d = deltas[node]
+            sent = [current[k] + d[k] for k in current]
+            if upload is not None:
+                upload(sent, [current[k] for k in current])
             content = RecordDict(
                 {
-                    "arrays": ArrayRecord({k: Array(current[k] + d[k]) for k in current}),
-                    "metrics": MetricRecord({"num-examples": NUM_EXAMPLES[node]}),
+                    "arrays": ArrayRecord({k: Array(v) for k, v in zip(current, sent)}),
+                    "metrics": MetricRecord({"num-examples": counts[node]}),
                 }
             )
             replies.append(Message(content, reply_to=msg))
         out, _ = strategy.aggregate_train(rnd, replies)
+        if after_round is not None:
+            after_round()
         current = {k: out[k].numpy() for k in current}
         history.append({k: np.asarray(v, dtype=np.float64) for k, v in current.items()})
     return history, sampled
 
 
-def run_ours(strategy, dtype, sampled):
+def run_ours(strategy, dtype, sampled, counts=NUM_EXAMPLES, upload=None, after_round=None):
+    """Our rounds on Flower's samples; ``upload(state, current)`` is what a client sends."""
     current = {k: torch.from_numpy(v) for k, v in _init(dtype).items()}
     history = []
     for rnd, (deltas, nodes) in enumerate(zip(_deltas(dtype), sampled, strict=True), start=1):
         updates = [
             ClientUpdate({k: current[k] + torch.from_numpy(deltas[node][k]) for k in current},
-                         NUM_EXAMPLES[node], NODE_IDS.index(node))
+                         counts[node], NODE_IDS.index(node))
             for node in nodes
         ]
+        if upload is not None:
+            for u in updates:
+                u.state = upload(u.state, current)
         current = strategy.aggregate(current, updates, rnd)
+        if after_round is not None:
+            after_round()
         history.append({k: t.numpy().astype(np.float64) for k, t in current.items()})
     return history
 
@@ -212,3 +225,97 @@ def _check_same(name, params, dtype, flower, sampled):
         # the rule really moved the model differently from plain FedAvg
         plain = run_ours(make_strategy("fedavg"), dtype, sampled)[-1]
         assert max(np.abs(ours[-1][k] - plain[k]).max() for k in plain) > 1e-3
+
+
+# ----------------------------------------------------------------------------- central DP
+# Flower's DP wrappers (flwr.serverapp.strategy.dp_*) around each mean-based rule, with noise
+# multiplier 0, equal example counts and every sampled node replying: our wrappers must give
+# the same states (and, adaptive, the same clip-norm sequence) to 1e-12 in float64.
+
+EQUAL = dict.fromkeys(NODE_IDS, 10)
+DP_CLIP = 1.5  # the deltas' norms are about 2: most updates are clipped, a few are not
+DP_RULES = [(name, factory, params) for name, factory, params in CASES
+            if name in ("fedavg", "fedprox", "fedavgm", "fedadagrad", "fedadam", "fedyogi")]
+
+
+def _ours_dp(mechanism, name, params, **kw):
+    from fedmllm.fl.privacy import make_private
+
+    return make_private(make_strategy(name, **params), mechanism, noise_multiplier=0.0,
+                        num_sampled=5, noise=lambda r: torch.Generator().manual_seed(r), **kw)
+
+
+def _assert_close(ours, flower, dtype):
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for rnd, (f, o) in enumerate(zip(flower, ours, strict=True), start=1):
+        for k in f:
+            np.testing.assert_allclose(o[k], f[k], rtol=tol, atol=tol, err_msg=f"round {rnd}, {k}")
+
+
+@pytest.mark.parametrize("name,flower_factory,params", DP_RULES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_server_side_fixed_clipping_matches_flower(name, flower_factory, params, dtype):
+    flower_dp = fs.DifferentialPrivacyServerSideFixedClipping(flower_factory(), 0.0, DP_CLIP, 5)
+    flower, sampled = run_flower(flower_dp, dtype, counts=EQUAL)
+    ours = run_ours(_ours_dp("central_server", name, params, clipping_norm=DP_CLIP), dtype,
+                    sampled, counts=EQUAL)
+    _assert_close(ours, flower, dtype)
+    unclipped = run_ours(make_strategy(name, **params), dtype, sampled, counts=EQUAL)[-1]
+    assert max(np.abs(ours[-1][k] - unclipped[k]).max() for k in unclipped) > 1e-3
+
+
+@pytest.mark.parametrize("name,flower_factory,params", DP_RULES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_client_side_fixed_clipping_matches_flower(name, flower_factory, params, dtype):
+    """Flower's client clip is ``fixedclipping_mod``'s own function; ours ``clip_update``."""
+    from flwr.supercore.differential_privacy import compute_clip_model_update
+
+    from fedmllm.fl.privacy import clip_update
+
+    flower_dp = fs.DifferentialPrivacyClientSideFixedClipping(flower_factory(), 0.0, DP_CLIP, 5)
+    flower, sampled = run_flower(
+        flower_dp, dtype, counts=EQUAL,
+        upload=lambda sent, cur: compute_clip_model_update(sent, cur, DP_CLIP))
+    ours = run_ours(_ours_dp("central_client", name, params, clipping_norm=DP_CLIP), dtype,
+                    sampled, counts=EQUAL, upload=lambda st, cur: clip_update(st, cur, DP_CLIP)[0])
+    _assert_close(ours, flower, dtype)
+
+
+def _paper_norm_bit(monkeypatch):
+    """Flower 1.42's adaptive class with the paper's indicator: count the *unclipped* updates
+    (as its legacy ``dpfedavg_numpy_client`` does: ``norm_bit = not clipped``)."""
+    from flwr.serverapp.strategy import dp_adaptive_clipping as dpac
+    from flwr.supercore.differential_privacy import adaptive_clip_inputs_inplace as clip
+
+    monkeypatch.setattr(dpac, "adaptive_clip_inputs_inplace", lambda a, c: not clip(a, c))
+
+
+@pytest.mark.parametrize("name,flower_factory,params", DP_RULES)
+def test_server_side_adaptive_clipping_matches_flower(name, flower_factory, params,
+                                                      monkeypatch):
+    _paper_norm_bit(monkeypatch)
+    flower_dp = fs.DifferentialPrivacyServerSideAdaptiveClipping(
+        flower_factory(), 0.0, 5, initial_clipping_norm=0.5, target_clipped_quantile=0.4,
+        clip_norm_lr=0.3)
+    flower_clips, our_clips = [], []
+    flower, sampled = run_flower(flower_dp, np.float64, counts=EQUAL,
+                                 after_round=lambda: flower_clips.append(flower_dp.clipping_norm))
+    ours_dp = _ours_dp("central_adaptive", name, params, clipping_norm=0.5, target_quantile=0.4,
+                       clip_lr=0.3)
+    ours = run_ours(ours_dp, np.float64, sampled, counts=EQUAL,
+                    after_round=lambda: our_clips.append(ours_dp.clip_norm))
+    _assert_close(ours, flower, np.float64)
+    np.testing.assert_allclose(our_clips, flower_clips, rtol=1e-12, atol=0)
+    assert our_clips[0] > 0.5 and len(set(our_clips)) == ROUNDS  # C grows towards the norms
+
+
+def test_flower_adaptive_clipping_counts_the_clipped_updates():
+    """Why the cross-check above flips Flower's indicator: its class as shipped moves C
+    *down* when every update is clipped (the paper, and Flower's legacy DPFedAvgAdaptive,
+    move it up). Fails once Flower changes this: then drop the patch above."""
+    flower_dp = fs.DifferentialPrivacyServerSideAdaptiveClipping(
+        fs.FedAvg(fraction_train=FRACTION), 0.0, 5, initial_clipping_norm=0.1)
+    clips = []
+    run_flower(flower_dp, np.float64, counts=EQUAL,
+               after_round=lambda: clips.append(flower_dp.clipping_norm))
+    assert clips[0] < 0.1 and clips == sorted(clips, reverse=True)

@@ -130,6 +130,29 @@ def test_fedavg_and_fedadam_over_one_federation_match_the_simulation(federation,
 
 @pytest.mark.slow
 @SHARED
+def test_central_dp_over_the_federation_matches_the_simulation(federation, tmp_path):
+    """The server's DP noise (fl.privacy, drawn from the run's seed) over real processes: the
+    adapter the simulation gives, and the same epsilon in every row."""
+    from fedmllm.runtime.flower.launch import open_folder
+
+    fed, app = federation
+    dp = ["fl.privacy.mechanism=central_server", "fl.privacy.noise_multiplier=0.5",
+          "fl.privacy.clipping_norm=0.05"]
+    out = tmp_path / "dp"
+    cfg = load_config(None, [*BASE, *dp, f"output.dir={out}"])
+    open_folder(cfg, 2, resume=None, overwrite=False)
+    result = fed.run_app(app, {"config-file": str(out / "config.yaml"), "output.dir": str(out)},
+                         timeout=600)
+    assert result.ok, result.log_text[-2000:]
+    reference = simulated(tmp_path / "sim", *dp)
+    assert max_difference(out, reference) <= 1e-5
+    fl_rows, sim_rows = rows(out), rows(tmp_path / "sim")
+    assert [r["privacy_epsilon"] for r in fl_rows] == [r["privacy_epsilon"] for r in sim_rows]
+    assert [r["train_loss"] for r in fl_rows] == [r["train_loss"] for r in sim_rows]
+
+
+@pytest.mark.slow
+@SHARED
 def test_a_killed_supernode_is_dropped_and_rejoins(federation, tmp_path):
     from fedmllm.runtime.flower.launch import open_folder
 

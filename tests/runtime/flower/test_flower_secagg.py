@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -93,9 +92,10 @@ def test_server_side_clipping_is_refused():
     ("none", False), ("local", False), ("central_server", True), ("central_client", True),
     ("central_adaptive", True)])
 def test_central_privacy_is_not_supported_yet(mechanism, refused):
-    # fl.privacy is another branch's table (issue 24, item 1): stand in for it
-    cfg = load_config(None, [*TINY, "fl.secure_aggregation=true"])
-    cfg.fl.privacy = SimpleNamespace(mechanism=mechanism)
+    dp = [] if mechanism == "none" else [f"fl.privacy.mechanism={mechanism}",
+                                         "fl.privacy.clipping_norm=1.0",
+                                         "fl.privacy.noise_multiplier=0.1"]
+    cfg = load_config(None, [*TINY, "fl.secure_aggregation=true", *dp])
     if not refused:
         plan_run(cfg, over_flower=True)
         return

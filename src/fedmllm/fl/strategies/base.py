@@ -74,20 +74,43 @@ class DeltaStrategy(Strategy):
         updates = list(updates)
         check_updates(global_state, updates)
         self._check_extras(global_state, updates)
-        new = dict(global_state)
         # a key fewer than min_updates clients returned keeps its value (and its state)
         groups = contributor_groups(global_state, [u.state for u in updates], self.min_updates)
         with torch.no_grad():
             scales = clip_scales(global_state, updates, self.clip_norm) if groups else []
-            for keys, holders in groups:
-                layout = Layout(keys, global_state)
+
+            def reduce(layout: Layout, holders: list[int]) -> Tensor:
                 members = [updates[i] for i in holders]
-                flat = self._reduce(layout, global_state, members, [scales[i] for i in holders])
-                flat = self._step(layout, global_state, flat, round)
-                if flat.dtype != layout.like_dtype:
-                    flat = flat.to(layout.like_dtype)
-                new.update(zip(layout.keys, layout.views(flat), strict=True))
+                return self._reduce(layout, global_state, members, [scales[i] for i in holders])
+
+            new = self._apply(global_state, groups, reduce, round)
             self._finish_round(global_state, updates)
+        return new
+
+    def step_mean(self, global_state: StateDict, delta: StateDict, round: int) -> StateDict:
+        """``x_new = step(x, D)`` for a mean delta ``D`` given over every floating key (in the
+        compute dtype; consumed): the rule's step without its reduction, for a wrapper that
+        forms the mean itself (the central DP mechanisms of :mod:`fedmllm.fl.privacy`)."""
+        check_round(round)
+
+        def reduce(layout: Layout, holders: list[int]) -> Tensor:
+            flat = layout.read(delta)
+            return flat.add_(layout.read(global_state)) if self.reduce_plus_global else flat
+
+        with torch.no_grad():
+            return self._apply(global_state, contributor_groups(global_state, [delta]), reduce,
+                               round)
+
+    def _apply(self, global_state: StateDict, groups: list[tuple[list[str], list[int]]],
+               reduce: Callable[[Layout, list[int]], Tensor], round: int) -> StateDict:
+        """The new state: per key group, ``_step`` on ``reduce(layout, holders)``."""
+        new = dict(global_state)
+        for keys, holders in groups:
+            layout = Layout(keys, global_state)
+            flat = self._step(layout, global_state, reduce(layout, holders), round)
+            if flat.dtype != layout.like_dtype:
+                flat = flat.to(layout.like_dtype)
+            new.update(zip(layout.keys, layout.views(flat), strict=True))
         return new
 
     def _check_extras(self, global_state: StateDict, updates: list[ClientUpdate]) -> None:
