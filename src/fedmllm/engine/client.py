@@ -21,7 +21,7 @@ from ..fl import ClientObjective, ClientUpdate, StateDict, local_lr
 from ..model.collate import Encoded, collate, to_device
 from ..seeding import torch_generator, torch_seed
 from .bundle import ModelBundle
-from .factory import RunPlan, build_objective
+from .factory import RunPlan, build_attack, build_objective
 
 
 @dataclass
@@ -74,7 +74,8 @@ def train_round(trainer: ClientTrainer, cfg: Config, items: Sequence[Encoded], c
     ``items``. Batches and LoRA
     dropout are drawn from ``(seed, "batches" / "dropout", round, client)``; the step sizes
     follow ``train.local_lr_schedule`` from the round's rate ``lr``. The same arguments give
-    the same update, bit for bit, in any process.
+    the same update, bit for bit, in any process. A malicious client (``fl.attack``) then
+    sends its attacked update instead (:meth:`fedmllm.fl.attacks.Attack.apply`).
     """
     tr = cfg.train
     if steps is None:
@@ -83,9 +84,11 @@ def train_round(trainer: ClientTrainer, cfg: Config, items: Sequence[Encoded], c
     batches = batch_stream(items, tr.batch_size,
                            torch_generator(cfg.seed, "batches", round_, client_id))
     lrs = local_lrs(lr, steps, tr.local_lr_schedule, tr.local_warmup_ratio)
-    return trainer.fit(start_state, server_extras, batches, lrs,
-                       torch_seed(cfg.seed, "dropout", round_, client_id),
-                       num_examples=len(items), client_id=client_id, client_state=client_state)
+    fit = trainer.fit(start_state, server_extras, batches, lrs,
+                      torch_seed(cfg.seed, "dropout", round_, client_id),
+                      num_examples=len(items), client_id=client_id, client_state=client_state)
+    fit.update = build_attack(cfg).apply(fit.update, start_state, round_)  # fl.attack
+    return fit
 
 
 class ClientTrainer:
