@@ -589,10 +589,14 @@ def build_objective(plan: RunPlan, num_layers: int):
 
 def build_attack(cfg: Config):
     """The run's :class:`~fedmllm.fl.attacks.Attack` (``fl.attack``): the same malicious set in
-    every process of the run (drawn from the run's seed)."""
+    every process of the run (drawn from ``(seed, "attack", "clients")``), client ``c``'s noise
+    in round ``r`` from ``(seed, "attack", r, c)``."""
     from ..fl.attacks import make_attack
+    from ..seeding import numpy_rng, torch_generator
 
-    a = cfg.fl.attack
-    return make_attack(a.kind, cfg.fl.num_clients, cfg.seed, fraction=a.fraction,
-                       clients=a.clients, flip_factor=a.flip_factor,
-                       scale_factor=a.scale_factor, noise_std=a.noise_std)
+    a, seed = cfg.fl.attack, cfg.seed
+    return make_attack(a.kind, cfg.fl.num_clients, numpy_rng(seed, "attack", "clients"),
+                       fraction=a.fraction, clients=a.clients,
+                       noise=lambda r, c: torch_generator(seed, "attack", r, c),
+                       flip_factor=a.flip_factor, scale_factor=a.scale_factor,
+                       noise_std=a.noise_std)

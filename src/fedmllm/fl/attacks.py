@@ -20,23 +20,24 @@ d``, and then sends, instead of ``y`` (kinds of ``fl.attack.kind``)::
                                         ESORICS 2020; :func:`fedmllm.data.flip.flip_labels`),
                                         then sends its update unchanged
 
-The malicious set is drawn once from the run's seed (``(seed, "attack", "clients")``), so the
+The malicious set is drawn once from the generator the caller derives from the run's seed
+(:func:`fedmllm.engine.factory.build_attack`: ``(seed, "attack", "clients")``), so the
 simulation and every node of a Flower federation agree on it without talking; the noise of
-client ``c`` in round ``r`` is drawn from ``(seed, "attack", r, c)``, so it does not depend on
-which clients ran before. Each attack works per key on the keys the update holds; non-floating
-tensors and SCAFFOLD's extras are sent as trained.
+client ``c`` in round ``r`` comes from the generator it derives from ``(seed, "attack", r,
+c)``, so it does not depend on which clients ran before. Each attack works per key on the
+keys the update holds; non-floating tensors and SCAFFOLD's extras are sent as trained.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 
-from ..seeding import numpy_rng, torch_generator
 from .aggregation import pack_state
 from .checks import is_integer
 from .types import ClientUpdate, StateDict
@@ -88,14 +89,15 @@ def gaussian_update(start: StateDict, trained: StateDict, std: float,
 
 def num_malicious(fraction: float, num_clients: int) -> int:
     """``round(fraction * num_clients)``, halves rounded up (0.25 of 10 clients: 3)."""
-    return int(math.floor(fraction * num_clients + 0.5))
+    return math.floor(fraction * num_clients + 0.5)
 
 
-def malicious_clients(num_clients: int, seed: int, *, fraction: float | None = None,
+def malicious_clients(num_clients: int, rng: np.random.Generator, *,
+                      fraction: float | None = None,
                       clients: Sequence[int] | None = None) -> tuple[int, ...]:
     """The malicious clients, sorted: ``clients`` as given (checked), or
-    :func:`num_malicious` of them drawn without replacement from ``(seed, "attack",
-    "clients")``. A ``ValueError`` names the problem (at least one client stays honest)."""
+    :func:`num_malicious` of them drawn without replacement by ``rng``. A ``ValueError`` names
+    the problem (at least one client stays honest)."""
     if (fraction is None) == (clients is None):
         raise ValueError("give the malicious clients as fraction or as clients (one of them)")
     if clients is not None:
@@ -108,8 +110,7 @@ def malicious_clients(num_clients: int, seed: int, *, fraction: float | None = N
             raise ValueError(f"clients: {list(clients)} names a client twice")
     else:
         m = num_malicious(fraction, num_clients)
-        chosen = sorted(numpy_rng(seed, "attack", "clients").choice(num_clients, m,
-                                                                    replace=False).tolist())
+        chosen = sorted(rng.choice(num_clients, m, replace=False).tolist())
     if len(chosen) >= num_clients:
         raise ValueError(f"{len(chosen)} malicious of {num_clients} clients leaves no honest "
                          "client")
@@ -122,8 +123,9 @@ class Attack:
 
     kind: str = "none"
     malicious: tuple[int, ...] = ()
-    seed: int = 0
     params: dict[str, float] = field(default_factory=dict)
+    noise: Callable[[int, int], torch.Generator] | None = field(default=None, compare=False)
+    """``noise``: the generator of client ``c``'s noise in round ``r``: ``noise(r, c)``."""
 
     def is_malicious(self, client: int) -> bool:
         return self.kind != "none" and client in self.malicious
@@ -145,7 +147,7 @@ class Attack:
             state = scale_update(start, update.state, self.params["scale_factor"])
         else:
             state = gaussian_update(start, update.state, self.params["noise_std"],
-                                    torch_generator(self.seed, "attack", round_, c))
+                                    self.noise(round_, c))
         return replace(update, state=pack_state(state))  # laid out as an upload is
 
     def record(self) -> dict[str, Any]:
@@ -153,15 +155,20 @@ class Attack:
         return {"kind": self.kind, "malicious": list(self.malicious), **self.params}
 
 
-def make_attack(kind: str, num_clients: int, seed: int, *, fraction: float | None = None,
-                clients: Sequence[int] | None = None, **params: float) -> Attack:
-    """The :class:`Attack` of ``kind`` on ``num_clients`` clients; ``params`` holds the keys
-    :data:`ATTACK_PARAMS` names for ``kind`` (others are ignored). ``kind = "none"``: no
-    attack (``fraction``/``clients`` ignored)."""
+def make_attack(kind: str, num_clients: int, rng: np.random.Generator, *,
+                fraction: float | None = None, clients: Sequence[int] | None = None,
+                noise: Callable[[int, int], torch.Generator] | None = None,
+                **params: float) -> Attack:
+    """The :class:`Attack` of ``kind`` on ``num_clients`` clients (:func:`malicious_clients`
+    draws with ``rng``; ``noise(round, client)`` gives the ``noise`` attack's generators);
+    ``params`` holds the keys :data:`ATTACK_PARAMS` names for ``kind`` (others are ignored).
+    ``kind = "none"``: no attack (``fraction``/``clients`` ignored)."""
     if kind not in ATTACK_PARAMS:
         raise ValueError(f"unknown attack {kind!r}; choices: {', '.join(ATTACKS)}")
     if kind == "none":
         return Attack()
-    chosen = malicious_clients(num_clients, seed, fraction=fraction, clients=clients)
+    if kind == "noise" and noise is None:
+        raise ValueError("the noise attack needs its generators (noise)")
+    chosen = malicious_clients(num_clients, rng, fraction=fraction, clients=clients)
     own = {p: float(params[p]) for p in ATTACK_PARAMS[kind]}
-    return Attack(kind, chosen, seed, own)
+    return Attack(kind, chosen, own, noise)
