@@ -115,8 +115,8 @@ def test_malicious_set_refusals(fraction, clients, match):
     (["fl.attack.fraction=0.1"], r"^fl.attack.fraction: set, but fl.attack.kind = none"),
     (["fl.attack.flip_factor=2.0"], r"^fl.attack.flip_factor: set, but fl.attack.kind = none"),
     (["fl.attack.kind=scale", "fl.attack.fraction=0.1", "fl.attack.flip_factor=2.0"],
-     r"^fl.attack.flip_factor: not a parameter of fl.attack.kind = scale \(its own: "
-     r"scale_factor\)$"),
+     (r"^fl.attack.flip_factor: not a parameter of fl.attack.kind = scale \(its own: "
+      r"scale_factor\)$")),
     (["fl.attack.kind=sign_flip"], r"^fl.attack: give the malicious clients"),
     (["fl.attack.kind=sign_flip", "fl.attack.fraction=0.95"], "leaves no honest client"),
     (["fl.attack.kind=sign_flip", "fl.attack.clients=[12]"], "not one of the 10 clients"),
