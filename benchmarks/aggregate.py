@@ -9,6 +9,10 @@ float32). For N clients a round of each rule must move, at the least (S = one ad
     fedadam/...   + reads the global, reads and writes m and v                 (N + 6) S
     scaffold      + reads the global and N control deltas, reads/writes c      (2N + 4) S
     median/trim   reads the N client states and the global, writes the global (N + 2) S
+    krum          reads the N states for the pairwise distances, then the chosen one and the
+                  global, writes the global                                    (N + 3) S
+    multikrum     reads the N states for the distances, then the m <= N chosen ones and the
+    / bulyan      global, writes the global (bounded with m = N)              (2N + 2) S
 
 Reported per rule and N: best-of-``--repeats`` seconds per round (round 1, which allocates the
 optimizer state, is not timed), those bytes per second, and their ratio to two baselines over
@@ -33,6 +37,7 @@ on the busy machine every rule ran about 10x slower (OpenMP barriers).
     python benchmarks/aggregate.py            # fedavg and fedadam, N = 10 and 100 (~1 min)
     python benchmarks/aggregate.py --quick    # 4 layers, N = 10 and 20 (seconds)
     python benchmarks/aggregate.py --strategies fedavg fedavgm fedadam scaffold median
+    python benchmarks/aggregate.py --quick --strategies krum multikrum bulyan
 
 One intra-op thread by default: every LoRA tensor is below PyTorch's 32K-element parallel grain,
 and on a shared, busy machine OpenMP barriers can cost far more than they save (``--threads 0``
@@ -55,7 +60,7 @@ DEFAULT_STRATEGIES = ("fedavg", "fedadam")
 MOVED = {  # bytes moved per round in units of S: (per client, fixed)
     "fedavg": (1, 1), "fedprox": (1, 1), "fedavgm": (1, 4), "fedadagrad": (1, 6),
     "fedadam": (1, 6), "fedyogi": (1, 6), "scaffold": (2, 4), "median": (1, 2),
-    "trimmed_mean": (1, 2),
+    "trimmed_mean": (1, 2), "krum": (1, 3), "multikrum": (2, 2), "bulyan": (2, 2),
 }
 
 

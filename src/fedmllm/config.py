@@ -233,6 +233,33 @@ class ClientConfig:
 
 
 @table
+class AttackConfig:
+    """Poisoning attacks by chosen clients (:mod:`fedmllm.fl.attacks`), to measure how a server
+    rule holds up. Multi-round runs only; every key but ``kind`` needs ``kind != none``."""
+
+    kind: Annotated[Literal["none", "sign_flip", "scale", "noise", "label_flip"], Lenient] = key(
+        "none", """
+        ``none``; the malicious clients' updates ``y = x + d`` become: ``sign_flip``
+        ``x - flip_factor d``, ``scale`` ``x + scale_factor d``, ``noise`` ``x + N(0,
+        noise_std^2 I)``; ``label_flip`` trains them on their own samples with each class ``l``
+        of ``K`` relabelled ``K - 1 - l`` (multiple-choice tasks).""")
+    fraction: float | None = key(None, """
+        Share of ``fl.num_clients`` that is malicious (rounded half up), the clients drawn once
+        from the run's seed; or give ``clients``.""", ge=0.0, lt=1.0)
+    clients: list[int] | None = key(None, "The malicious clients' ids, instead of ``fraction``.")
+    flip_factor: float = key(4.0, """
+        ``sign_flip``: ``k`` in ``y = x - k d`` (Li et al. 2019's sign-flipping attack sends
+        -4 times the honest message).""", gt=0.0)
+    scale_factor: float = key(10.0, """
+        ``scale``: ``k`` in ``y = x + k d`` (Bagdasaryan et al. 2020's model replacement boosts
+        by ``n / eta``: 10 clients, server rate 1).""", gt=0.0)
+    noise_std: float = key(200.0, """
+        ``noise``: per-coordinate std of the Gaussian that replaces the update (Blanchard et al.
+        2017's Gaussian Byzantine clients, 200); ``fl.max_update_norm`` rejects a large one.""",
+        gt=0.0)
+
+
+@table
 class YocoConfig:
     """One-shot federated LoRA (``fl.algorithm = "yoco"`` or ``"oneshot"``), see
     :mod:`fedmllm.runtime.oneshot`. Every client trains once and uploads once; the server merges
@@ -405,6 +432,8 @@ class FLConfig:
         bound: a number is an absolute bound on ``||y - x||_2``; ``auto`` (default) is ``100 *
         max(||x||_2, 1)``, far above any update local training gives but below the overflow of
         the server optimizers; ``none`` (or null) checks nothing.""")
+    attack: AttackConfig = section(AttackConfig, """
+        Poisoning attacks by chosen clients (the robustness benchmark).""")
     min_clients: int = key(1, """
         Skip the round (global unchanged) when fewer valid updates than this arrive.""", ge=1)
     round_timeout: float = key(600.0, """

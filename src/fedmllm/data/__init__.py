@@ -23,7 +23,8 @@ One module per concept:
   (:func:`build_client_data`, what a federation site builds) and the server's test side
   (:func:`build_test_data`);
 - :mod:`.prepared`: prepared folders on disk (:func:`write_prepared`, :func:`load_prepared`);
-- :mod:`.stats`: ``fedmllm data stats``.
+- :mod:`.stats`: ``fedmllm data stats``;
+- :mod:`.flip`: label flipping, a malicious client's data poisoning (:func:`flip_labels`).
 
 "The FedMLLM code" in these docstrings is the public code of the FedMLLM paper
 ("FedMLLM: Federated Fine-tuning MLLM on Multimodal Heterogeneity Data", arXiv 2411.14717),
@@ -39,6 +40,7 @@ from .build import (
     prepare,
 )
 from .errors import DataError
+from .flip import flip_labels
 from .prepared import load_prepared, load_prepared_client, write_prepared
 from .prompts import build_prompt, to_conversation
 from .registry import (
@@ -71,6 +73,7 @@ __all__ = [
     "data_stats",
     "dataset_names",
     "federated_data",
+    "flip_labels",
     "get_dataset",
     "load_image",
     "load_prepared",

@@ -21,7 +21,7 @@ from ..fl import ClientObjective, ClientUpdate, StateDict, local_lr
 from ..model.collate import Encoded, collate, to_device
 from ..seeding import torch_generator, torch_seed
 from .bundle import ModelBundle
-from .factory import RunPlan, build_objective
+from .factory import RunPlan, build_attack, build_objective
 from .privacy import PrivacyPlan, client_privatize
 
 
@@ -74,10 +74,11 @@ def train_round(trainer: ClientTrainer, cfg: Config, items: Sequence[Encoded], c
     Steps: ``steps`` when given, else ``fl.local_steps``, or ``fl.local_epochs`` passes over
     ``items``. Batches and LoRA
     dropout are drawn from ``(seed, "batches" / "dropout", round, client)``; the step sizes
-    follow ``train.local_lr_schedule`` from the round's rate ``lr``. The trained update is then
-    clipped (``fl.privacy.mechanism = central_client``) or clipped and noised (``local``,
-    noise from ``(seed, "dp-local", round, client)``) before it is sent. The same arguments
-    give the same update, bit for bit, in any process.
+    follow ``train.local_lr_schedule`` from the round's rate ``lr``. A malicious client
+    (``fl.attack``) then swaps in its attacked update (:meth:`fedmllm.fl.attacks.Attack.apply`);
+    the update is then clipped (``fl.privacy.mechanism = central_client``) or clipped and
+    noised (``local``, noise from ``(seed, "dp-local", round, client)``) before it is sent.
+    The same arguments give the same update, bit for bit, in any process.
     """
     tr = cfg.train
     if steps is None:
@@ -89,6 +90,7 @@ def train_round(trainer: ClientTrainer, cfg: Config, items: Sequence[Encoded], c
     fit = trainer.fit(start_state, server_extras, batches, lrs,
                       torch_seed(cfg.seed, "dropout", round_, client_id),
                       num_examples=len(items), client_id=client_id, client_state=client_state)
+    fit.update = build_attack(cfg).apply(fit.update, start_state, round_)  # fl.attack
     fit.update.state = client_privatize(trainer.privacy, fit.update.state, start_state,
                                         cfg.seed, round_, client_id)
     return fit

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import Config, ConfigError, LoraConfig
+from ..config import AttackConfig, Config, ConfigError, LoraConfig
 from ..files import local_model_problem, looks_local
 from .privacy import PrivacyPlan, plan_privacy, private_strategy
 
@@ -152,6 +152,9 @@ def plan_run(cfg: Config, *, over_flower: bool = False,
     model = _plan_model(cfg, init_key, init)
     _check_data(cfg)
     if oneshot:
+        if cfg.fl.attack.kind != "none":
+            raise ConfigError("fl.attack.kind: attacks are for multi-round runs, not one-shot "
+                              f"fl.algorithm={algo}")
         return _plan_oneshot(cfg, model)
     return _plan_multiround(cfg, model)
 
@@ -414,6 +417,7 @@ def _plan_multiround(cfg: Config, model: ModelPlan) -> RunPlan:
                           "fl.algorithm=zeroshot")
     _check_clients_per_round(cfg, strategy, notes)
     privacy = plan_privacy(cfg, algo, notes)
+    _check_attack(cfg, strategy, notes)
     optimizer, lr = _resolve_training(cfg, name, notes)
     return RunPlan(driver="multiround", algorithm=algo, strategy_params=params, objective=name,
                    objective_params=obj_params, optimizer=optimizer, lr=lr,
@@ -474,6 +478,33 @@ def _check_clients_per_round(cfg: Config, strategy, notes: list[str]) -> None:
     if strategy.aggregates and cfg.fl.min_clients > per_round:
         raise ConfigError(f"fl.min_clients: {cfg.fl.min_clients} exceeds the "
                           f"{per_round} clients sampled per round: every round would be skipped")
+
+
+def _check_attack(cfg: Config, strategy, notes: list[str]) -> None:
+    """``fl.attack``: no key without a kind, only the kind's own parameters, a malicious set
+    that leaves an honest client, and a rule that aggregates clients' updates."""
+    from ..fl.attacks import ATTACK_PARAMS
+
+    a, default = cfg.fl.attack, AttackConfig()
+    changed = [f.name for f in dataclasses.fields(a)
+               if f.name != "kind" and getattr(a, f.name) != getattr(default, f.name)]
+    if a.kind == "none":
+        if changed:
+            raise ConfigError(f"fl.attack.{changed[0]}: set, but fl.attack.kind = none (give "
+                              f"the attack: {', '.join(k for k in ATTACK_PARAMS if k != 'none')})")
+        return
+    other = [k for k in changed if k not in ("fraction", "clients", *ATTACK_PARAMS[a.kind])]
+    if other:
+        raise ConfigError(f"fl.attack.{other[0]}: not a parameter of fl.attack.kind = {a.kind} "
+                          f"(its own: {', '.join(ATTACK_PARAMS[a.kind]) or 'none'})")
+    if not strategy.aggregates:
+        raise ConfigError(f"fl.attack.kind: fl.algorithm={cfg.fl.algorithm} aggregates no "
+                          "client updates: there is nothing to attack")
+    try:
+        attack = build_attack(cfg)
+    except ValueError as e:
+        raise ConfigError(f"fl.attack: {e}") from None
+    notes.append(f"fl.attack: {a.kind} by clients {list(attack.malicious)}")
 
 
 def _norm_setting(cfg: Config) -> float | str | None:
@@ -630,3 +661,18 @@ def build_objective(plan: RunPlan, num_layers: int):
         return make_objective(plan.objective, **params)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"fl.client: {e}") from None
+
+
+def build_attack(cfg: Config):
+    """The run's :class:`~fedmllm.fl.attacks.Attack` (``fl.attack``): the same malicious set in
+    every process of the run (drawn from ``(seed, "attack", "clients")``), client ``c``'s noise
+    in round ``r`` from ``(seed, "attack", r, c)``."""
+    from ..fl.attacks import make_attack
+    from ..seeding import numpy_rng, torch_generator
+
+    a, seed = cfg.fl.attack, cfg.seed
+    return make_attack(a.kind, cfg.fl.num_clients, numpy_rng(seed, "attack", "clients"),
+                       fraction=a.fraction, clients=a.clients,
+                       noise=lambda r, c: torch_generator(seed, "attack", r, c),
+                       flip_factor=a.flip_factor, scale_factor=a.scale_factor,
+                       noise_std=a.noise_std)

@@ -19,8 +19,9 @@ import torch
 
 from ..config import Config
 from ..data.errors import DataError
+from ..data.flip import flip_labels
 from ..engine.bundle import ModelBundle, build_bundle, save_adapter
-from ..engine.factory import RunPlan
+from ..engine.factory import RunPlan, build_attack
 from ..eval.metrics import mean_over_clients, spread
 from ..files import atomic_write_json, atomic_write_text
 from ..model.collate import Encoded, EncodedSamples
@@ -57,6 +58,14 @@ def check_data(cfg: Config, data=None, test_only: bool = False):
         if not samples:
             raise DataError(f"client {k} has no training samples")
     return data
+
+
+def poisoned(cfg: Config, clients: list[list]) -> list[list]:
+    """The clients' training samples, a ``label_flip`` attacker's relabelled
+    (:func:`~fedmllm.data.flip.flip_labels`; its held-out samples keep their labels)."""
+    attack = build_attack(cfg)
+    return [flip_labels(samples) if attack.flips_labels(k) else samples
+            for k, samples in enumerate(clients)]
 
 
 def split_holdout(clients: list[list], fraction: float, seed: int
@@ -113,6 +122,7 @@ class Session:
         self.data = data = data if data is not None else check_data(cfg)
         self.train_samples, self.holdout = split_holdout(data.clients, cfg.eval.client_holdout,
                                                          cfg.seed)
+        self.train_samples = poisoned(cfg, self.train_samples)
         self._clients: list[EncodedSamples] | None = None
         self.initial_state = self.bundle.adapter.get()
         self._eval_cache: dict = {}  # encoded test prompts, reused by every evaluation
@@ -152,7 +162,9 @@ class Session:
         p = self.plan
         return {"objective": p.objective, "optimizer": p.optimizer, "lr": p.lr,
                 "max_update_norm": p.max_update_norm, "init": p.init,
-                "lora": dataclasses.asdict(p.lora)}
+                "lora": dataclasses.asdict(p.lora),
+                **({"attack": build_attack(self.cfg).record()}
+                   if self.cfg.fl.attack.kind != "none" else {})}
 
     def held_out(self) -> dict[int, int]:
         """How many samples each client holding some out holds out (``eval.client_holdout``):

@@ -36,9 +36,10 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from ...config import Config, ConfigError, config_from_yaml
 from ...data.errors import DataError
+from ...data.flip import flip_labels
 from ...engine.bundle import build_bundle
 from ...engine.client import make_trainer, train_round
-from ...engine.factory import RunPlan, plan_run
+from ...engine.factory import RunPlan, build_attack, plan_run
 from ...engine.failpoints import failpoint
 from ...model.collate import EncodedSamples
 from ..oneshot import OneShotClient
@@ -121,6 +122,8 @@ class ClientWorker:
 
         self.summary = count_summary(samples)
         self.train, self.held = holdout_split(samples, cfg.eval.client_holdout, cfg.seed, k)
+        if build_attack(cfg).flips_labels(k):  # fl.attack: this node flips only its own
+            self.train = flip_labels(self.train)
         self.eval_cache: dict = {}  # the held-out samples' encoded prompts
 
     @property
