@@ -122,7 +122,8 @@ def test_a_run_plans_once(tmp_path, tiny_dir, plans):
 @pytest.mark.slow
 def test_the_flower_server_app_and_its_nodes_plan_once(tmp_path, tiny_dir, plans):
     """Over a loopback grid (the ServerApp and its two nodes in this one process): the
-    ServerApp plans once with the federation's checks, and the nodes share one plan."""
+    ServerApp plans once with the federation's checks, and the nodes share one plan, made as a
+    Flower run's too (so a node accepts what only runs over Flower: fl.secure_aggregation)."""
     from helpers.flower_loopback import LoopbackGrid
 
     pytest.importorskip("flwr")
@@ -133,4 +134,4 @@ def test_the_flower_server_app_and_its_nodes_plan_once(tmp_path, tiny_dir, plans
     grid = LoopbackGrid(client_app, [{"partition-id": k, "num-partitions": 2} for k in (0, 1)])
     serve(grid, {"overrides": " ".join([*TINY, f"output.dir={tmp_path}"])})
     assert (tmp_path / "summary.json").is_file()
-    assert plans == ["flower", "plain"]
+    assert plans == ["flower", "flower"]
