@@ -18,6 +18,7 @@ import torch
 
 from ..config import Config
 from ..fl import ClientObjective, ClientUpdate, StateDict, local_lr
+from ..fl.attacks import Attack
 from ..model.collate import Encoded, collate, to_device
 from ..seeding import torch_generator, torch_seed
 from .bundle import ModelBundle
@@ -90,7 +91,8 @@ def train_round(trainer: ClientTrainer, cfg: Config, items: Sequence[Encoded], c
     fit = trainer.fit(start_state, server_extras, batches, lrs,
                       torch_seed(cfg.seed, "dropout", round_, client_id),
                       num_examples=len(items), client_id=client_id, client_state=client_state)
-    fit.update = build_attack(cfg).apply(fit.update, start_state, round_)  # fl.attack
+    if trainer.attack is not None:  # fl.attack
+        fit.update = trainer.attack.apply(fit.update, start_state, round_)
     fit.update.state = client_privatize(trainer.privacy, fit.update.state, start_state,
                                         cfg.seed, round_, client_id)
     return fit
@@ -113,7 +115,8 @@ class ClientTrainer:
 
     def __init__(self, bundle: ModelBundle, objective: ClientObjective, *, optimizer: str,
                  weight_decay: float = 0.0, grad_accum: int = 1,
-                 grad_clip: float | None = None, privacy: PrivacyPlan | None = None) -> None:
+                 grad_clip: float | None = None, privacy: PrivacyPlan | None = None,
+                 attack: Attack | None = None) -> None:
         if optimizer not in ("adamw", "sgd"):
             raise ValueError(f"unknown optimizer {optimizer!r}; choices: adamw, sgd")
         self.bundle = bundle
@@ -124,6 +127,8 @@ class ClientTrainer:
         self.grad_clip = grad_clip
         self.privacy = privacy
         """The run's DP plan: :func:`train_round` clips or noises the update by it."""
+        self.attack = attack
+        """The run's ``fl.attack``, built once: :func:`train_round` applies it to the update."""
         self._pad_id = bundle.processor.tokenizer.pad_token_id
 
     def _make_optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
@@ -183,4 +188,4 @@ def make_trainer(cfg: Config, plan: RunPlan, bundle: ModelBundle) -> ClientTrain
     return ClientTrainer(bundle, build_objective(plan, bundle.num_layers),
                          optimizer=plan.optimizer, weight_decay=tr.weight_decay,
                          grad_accum=tr.grad_accum, grad_clip=tr.grad_clip,
-                         privacy=plan.privacy)
+                         privacy=plan.privacy, attack=build_attack(cfg))
