@@ -6,10 +6,10 @@ a SuperLink and 3 SuperNodes with warm ClientApps, processes; the tiny model, 2 
   their updates are the same), and round 1's adapter within the bound passed through the
   rule's step (FedAvg: as it is; FedAdam: times its step's Lipschitz constant). From round 2
   on the clients start from adapters that differ by round 1's error: FedAvg's final adapter
-  stays within 1% of the last round's step; FedAdam's is only reported (its AdamW clients
-  and its own step, divided by ``sqrt(v) + tau``, amplify a 1e-6 difference where a
-  coordinate's gradient is near 0: 6.4e-5, 2.4e-4 and 3.4e-3 measured, 0.2% to 10% of the
-  last step).
+  stays within 1% of the last round's step. FedAdam runs round 1 only: from round 2 its AdamW
+  clients and its own step, divided by ``sqrt(v) + tau``, amplify a 1e-6 difference where a
+  coordinate's gradient is near 0 (6.4e-5, 2.4e-4 and 3.4e-3 measured, 0.2% to 10% of the
+  last step), which a test could only report.
 - ``fedmllm flower local`` with a node that dies in the collect stage (after the setup and key
   sharing): the round completes with the two others' aggregate, equal within the bound to
   plain FedAvg over the same two.
@@ -74,8 +74,11 @@ def run(federation, out, *extra):
 def test_secure_aggregation_matches_plain_aggregation_within_its_error(algorithm, federation,
                                                                       tmp_path):
     plain, secure = tmp_path / "plain", tmp_path / "secure"
-    plain_rows = run(federation, plain, f"fl.algorithm={algorithm}")
-    secure_rows = run(federation, secure, f"fl.algorithm={algorithm}", SECURE)
+    # FedAdam's round 2 is only reported (see the module docstring): it runs one round
+    rounds = 2 if algorithm == "fedavg" else 1
+    keys = (f"fl.algorithm={algorithm}", f"fl.rounds={rounds}")
+    plain_rows = run(federation, plain, *keys)
+    secure_rows = run(federation, secure, *keys, SECURE)
     # round 1: the same updates, aggregated two ways
     (d_plain, slack), (d_secure, _) = (round_one_mean(o, algorithm) for o in (plain, secure))
     err, bound = max_difference(d_plain, d_secure), round_bound(secure, [0, 1, 2])
@@ -85,15 +88,15 @@ def test_secure_aggregation_matches_plain_aggregation_within_its_error(algorithm
     x1 = {o: group(checkpoint(o, 1), "global/") for o in (plain, secure)}
     lipschitz = 1.0 if algorithm == "fedavg" else fedadam_first_step_lipschitz()
     assert max_difference(x1[plain], x1[secure]) <= lipschitz * bound + EPS32
-    last = {o: group(checkpoint(o, 2), "global/") for o in (plain, secure)}
-    step = max_difference(last[plain], x1[plain])
-    final = max_difference(last[plain], last[secure])
-    print(f"{algorithm}: final adapters differ by {final:.3g} (last step {step:.3g}); "
-          f"round seconds plain {[r['seconds'] for r in plain_rows]}, secure "
-          f"{[r['seconds'] for r in secure_rows]}")
-    if algorithm == "fedavg":
+    if rounds == 2:
+        last = {o: group(checkpoint(o, 2), "global/") for o in (plain, secure)}
+        step = max_difference(last[plain], x1[plain])
+        final = max_difference(last[plain], last[secure])
+        print(f"{algorithm}: final adapters differ by {final:.3g} (last step {step:.3g}); "
+              f"round seconds plain {[r['seconds'] for r in plain_rows]}, secure "
+              f"{[r['seconds'] for r in secure_rows]}")
         assert final <= 0.01 * step
-    assert [r["clients"] for r in secure_rows] == [[0, 1, 2]] * 2
+    assert [r["clients"] for r in secure_rows] == [[0, 1, 2]] * rounds
     assert not any(r.get("dropped") or r["skipped"] for r in secure_rows)
     # masked updates are integers mod 2**32 (8 bytes each), and keys travel: more bytes up
     assert all(s["bytes_uploaded"] > p["bytes_uploaded"]
