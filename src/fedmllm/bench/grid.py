@@ -65,7 +65,7 @@ from typing import Any
 
 from ..config import Config, ConfigError, flatten, load_config, parse_override
 
-__all__ = ["Cell", "Claim", "Grid", "load_grid"]
+__all__ = ["Cell", "Claim", "Grid", "build_cell", "cells_digest", "check_ids", "load_grid"]
 
 _BENCH_KEYS = {"base", "seeds", "metric", "reference", "description", "view", "metrics",
                "gate", "share_uploads", "notes", "focus", "against"}
@@ -84,8 +84,11 @@ class Cell:
     method: str
     seed: int
     overrides: dict[str, Any]
-    """The dotted keys this cell sets on top of the base file (fixed, setting, axes, seed)."""
+    """The dotted keys this cell sets on top of the base file (fixed, setting, axes, the
+    tuned keys, seed)."""
     config: Config = field(repr=False, default=None)
+    tuned: dict[str, Any] = field(default_factory=dict)
+    """The keys of :attr:`overrides` that the grid's tuning chose (:mod:`.tune`)."""
 
     def command(self, base: str | None) -> str:
         """The ``fedmllm run`` line that runs this cell by hand."""
@@ -140,6 +143,8 @@ class Grid:
     """The method the study is about: the report's verdict table sets it against ``against``
     in every setting (paired differences, and its bytes against the reference's)."""
     against: list[str] = field(default_factory=list)
+    tune: Any = None
+    """The grid's ``[tune]`` table (:class:`fedmllm.bench.tune.Tuning`), or ``None``."""
 
     def to_json(self) -> dict:
         return {"grid": str(self.path), "description": self.description, "digest": self.digest,
@@ -149,8 +154,10 @@ class Grid:
                 "share_uploads": self.share_uploads, "notes": self.notes,
                 "focus": self.focus, "against": self.against,
                 "claims": [vars(c) for c in self.claims],
+                **({"tune": self.tune.to_json()} if self.tune is not None else {}),
                 "cells": [{"id": c.id, "setting": c.setting, "method": c.method,
-                           "seed": c.seed, "overrides": c.overrides} for c in self.cells]}
+                           "seed": c.seed, "overrides": c.overrides,
+                           **({"tuned": c.tuned} if c.tuned else {})} for c in self.cells]}
 
 
 def _method_names(bench: dict, key: str, methods: list[str], path: Path) -> list[str]:
@@ -236,14 +243,23 @@ def load_grid(path: str | Path, overrides: list[str] | tuple = ()) -> Grid:
     focus = (_method_names(bench, "focus", methods, path) or [None])[0]
     if against and focus is None:
         raise ConfigError(f"{path}: bench.against: name the method it is against (bench.focus)")
-    digest = hashlib.sha256(json.dumps(
+    base = opts["base"]
+    grid = Grid(path, cells, names, methods, list(opts["seeds"]), opts["metric"], opts["view"],
+                reference, str(bench.get("description", "")), str(base) if base else None,
+                claims, cells_digest(cells), list(opts["metrics"]), gate, opts["share_uploads"],
+                opts["notes"], focus, against)
+    if "tune" in raw:
+        from .tune import read_tune
+
+        grid.tune = read_tune(raw["tune"], grid)
+    return grid
+
+
+def cells_digest(cells: list[Cell]) -> str:
+    """SHA-256 of the cells' ids and full configurations."""
+    return hashlib.sha256(json.dumps(
         [[c.id, c.config.to_dict()] for c in cells], sort_keys=True, default=str
     ).encode()).hexdigest()
-    base = opts["base"]
-    return Grid(path, cells, names, methods, list(opts["seeds"]), opts["metric"], opts["view"],
-                reference, str(bench.get("description", "")), str(base) if base else None,
-                claims, digest, list(opts["metrics"]), gate, opts["share_uploads"],
-                opts["notes"], focus, against)
 
 
 def _read(path: Path) -> dict:
@@ -254,10 +270,10 @@ def _read(path: Path) -> dict:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: cannot parse: {e}") from None
-    unknown = set(raw) - {"bench", "fixed", "axes", "methods", "settings", "claims"}
+    unknown = set(raw) - {"bench", "fixed", "axes", "methods", "settings", "claims", "tune"}
     if unknown:
         raise ConfigError(f"{path}: unknown table {min(unknown)!r} (expected bench, "
-                          "fixed, axes, methods, settings, claims)")
+                          "fixed, axes, methods, settings, claims, tune)")
     return raw
 
 
@@ -364,8 +380,6 @@ def _expand(path: Path, base: Path | None, settings: list[tuple[str, dict]], gro
             axes: dict, fixed: dict, seeds: list[int]) -> tuple[list[Cell], list[str]]:
     """Every (setting, method, seed) cell with its configuration built and validated
     (:func:`fedmllm.engine.plan_run`); the cells and the method names in order."""
-    from ..engine.factory import plan_run
-
     combos = []
     for group, group_keys in groups:
         for vals in itertools.product(*axes.values()):
@@ -378,19 +392,33 @@ def _expand(path: Path, base: Path | None, settings: list[tuple[str, dict]], gro
     for (name, keys), (combo, method), seed in itertools.product(settings, combos, seeds):
         if method not in methods:
             methods.append(method)
-        overrides = {**fixed, **keys, **combo, "seed": seed}
         cid = f"{_safe(name)}__{_safe(method)}__s{seed}"
-        try:
-            cfg = load_config(base, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
-            plan_run(cfg)
-        except ConfigError as e:
-            raise ConfigError(f"{path}: cell {cid}: {e}") from None
-        cells.append(Cell(cid, name, method, seed, overrides, cfg))
+        cells.append(build_cell(path, base, cid, name, method, seed,
+                                {**fixed, **keys, **combo, "seed": seed}))
+    check_ids(cells, path)
+    return cells, methods
+
+
+def build_cell(path: Path, base: Path | str | None, cid: str, setting: str, method: str,
+               seed: int, overrides: dict[str, Any]) -> Cell:
+    """One cell, its configuration built from ``base`` and ``overrides`` and validated
+    (:func:`fedmllm.engine.plan_run`); an error names the grid file and the cell."""
+    from ..engine.factory import plan_run
+
+    try:
+        cfg = load_config(base, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+        plan_run(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: cell {cid}: {e}") from None
+    return Cell(cid, setting, method, seed, overrides, cfg)
+
+
+def check_ids(cells: list[Cell], path: Path) -> None:
+    """Every cell has a folder of its own."""
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{path}: two cells get the same folder name; make the setting "
                           "names or axis values distinct")
-    return cells, methods
 
 
 def _check_claims(claims: list[Claim], methods: list[str], settings: list[str],
