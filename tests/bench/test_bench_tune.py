@@ -99,10 +99,11 @@ def _fake_run_bench(calls: list):
 
 
 @pytest.fixture
-def fake(monkeypatch):
+def fake():
     calls: list = []
-    monkeypatch.setattr(runner, "run_bench", _fake_run_bench(calls))
-    return calls
+    run = _fake_run_bench(calls)
+    run.calls = calls
+    return run
 
 
 # ----------------------------------------------------------------------------- the table
@@ -169,8 +170,8 @@ def test_dry_run_counts_tune_and_report_cells(tmp_path, capsys):
 def test_the_best_held_out_candidate_is_chosen_and_applied(tmp_path, fake):
     g = _grid(tmp_path)
     out = tmp_path / "sweep"
-    tuned = tune.run_tuning(g, out)
-    assert fake == [("tune", False, 12)]
+    tuned = tune.run_tuning(g, out, fake)
+    assert fake.calls == [("tune", False, 12)]
     chosen = json.loads((out / "tune" / "chosen.json").read_text())
     assert chosen["digest"] == g.tune.digest
     # by the held-out score (test accuracy would pick eta 0.001 tau 0.001); the local
@@ -202,27 +203,40 @@ def test_the_best_held_out_candidate_is_chosen_and_applied(tmp_path, fake):
 def test_resume_reuses_chosen_and_refuses_a_changed_tune_table(tmp_path, fake):
     g = _grid(tmp_path)
     out = tmp_path / "sweep"
-    first = tune.run_tuning(g, out)
-    again = tune.run_tuning(g, out, resume=True)
-    assert len(fake) == 1  # nothing ran again
+    first = tune.run_tuning(g, out, fake)
+    again = tune.run_tuning(g, out, fake, resume=True)
+    assert len(fake.calls) == 1  # nothing ran again
     assert [c.config.to_dict() for c in again.cells] == [c.config.to_dict() for c in first.cells]
     with pytest.raises(OutputError, match="holds a sweep; continue it with --resume"):
-        tune.run_tuning(g, out)
+        tune.run_tuning(g, out, fake)
     changed = _grid(tmp_path, GRID.replace("[2e-3, 5e-3]", "[2e-3, 5e-3, 1e-2]"), "h.toml")
     with pytest.raises(OutputError, match=r"\[tune\] table .* changed since the tuning chose"):
-        tune.run_tuning(changed, out, resume=True)
+        tune.run_tuning(changed, out, fake, resume=True)
     # a tuning stopped before it chose continues its own sweep
     (out / "tune" / "chosen.json").unlink()
-    tune.run_tuning(g, out, resume=True)
-    assert fake[-1] == ("tune", True, 12) and (out / "tune" / "chosen.json").is_file()
+    tune.run_tuning(g, out, fake, resume=True)
+    assert fake.calls[-1] == ("tune", True, 12) and (out / "tune" / "chosen.json").is_file()
     with pytest.raises(OutputError, match="no sweep to resume"):
-        tune.run_tuning(g, tmp_path / "elsewhere", resume=True)
+        tune.run_tuning(g, tmp_path / "elsewhere", fake, resume=True)
+
+
+def test_the_report_sweep_starts_in_a_folder_that_holds_only_the_tuning(tmp_path):
+    g = _grid(tmp_path)
+    out = tmp_path / "sweep"
+    (out / "tune").mkdir(parents=True)
+    assert runner._open_folder(out, g, resume=False) == {}
+    assert runner._open_folder(out, g, resume=True) == {}  # the tuning was resumed
+    (out / "other.txt").write_text("x")
+    with pytest.raises(OutputError, match="not empty and not a bench folder"):
+        runner._open_folder(out, g, resume=False)
+    with pytest.raises(OutputError, match="no sweep to resume"):
+        runner._open_folder(tmp_path / "elsewhere", g, resume=True)
 
 
 def test_a_tune_cell_without_a_score_stops_before_choosing(tmp_path, fake):
     g = _grid(tmp_path)
     out = tmp_path / "sweep"
-    runner.run_bench(g.tune.grid, out / "tune")
+    fake(g.tune.grid, out / "tune")
     (out / "tune" / "runs" / "aligned__local__lr=0.005__s101" / "summary.json").unlink()
     with pytest.raises(OutputError, match="tune cell aligned__local__lr=0.005__s101 has no "
                                           "validation score"):
@@ -242,8 +256,8 @@ def test_cell_score_is_the_mean_over_clients_with_the_metric(tmp_path):
 def test_report_has_the_tuning_section(tmp_path, fake):
     g = _grid(tmp_path)
     out = tmp_path / "sweep"
-    tuned = tune.run_tuning(g, out)
-    runner.run_bench(tuned, out)  # the fake: the report cells, done
+    tuned = tune.run_tuning(g, out, fake)
+    fake(tuned, out)  # the report cells, done
     md = build_report(out)["markdown"].read_text()
     section = md.split("## Tuning")[1].split("\n## ")[0]
     assert "Tune seeds 100, 101, tune settings aligned" in section

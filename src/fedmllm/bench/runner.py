@@ -168,7 +168,7 @@ def run_bench(grid: Grid, out: str | Path, jobs: int = 1, resume: bool = False,
     if grid.tune is not None:  # the tuning phase first; the report cells run with its choice
         from .tune import run_tuning
 
-        grid = run_tuning(grid, out, jobs, resume, threads, console)
+        grid = run_tuning(grid, out, run_bench, jobs, resume, threads, console)
     status = _open_folder(out, grid, resume)
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     for sub in ("configs", "runs", "logs"):

@@ -38,152 +38,22 @@ cannot be tuned.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import itertools
 import json
 import math
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ..config import ConfigError, flatten
 from ..errors import OutputError
 from ..files import atomic_write_json
-from .grid import Grid, _safe, build_cell, cells_digest, check_ids
+from .grid import Grid, Tuning, build_cell, cells_digest, tuned_label
 
-__all__ = ["CHOSEN", "TIE", "Tuning", "apply_chosen", "cell_score", "choose", "read_tune",
-           "run_tuning", "tuning_section"]
+__all__ = ["CHOSEN", "TIE", "apply_chosen", "cell_score", "choose", "run_tuning",
+           "tuning_section"]
 
 CHOSEN = "chosen.json"
+STATE = "bench.json"  # a sweep folder's state (bench/runner.py)
 TIE = 1e-9
 """Candidates whose scores differ by at most this are tied: the first listed wins."""
-
-_KEYS = ("seeds", "settings", "metric", "holdout", "methods")
-_SCORES = ("accuracy", "macro_f1", "auroc")  # what a client's held-out evaluation reports
-
-
-@dataclass
-class Tuning:
-    """A grid's ``[tune]`` table, checked, with its tune cells as a grid of their own."""
-
-    seeds: list[int]
-    settings: list[str]
-    metric: str
-    holdout: float
-    candidates: dict[str, list[dict[str, Any]]]
-    """Per tuned method, its candidates (key -> value) in file order."""
-    grid: Grid
-    """The tune cells (method ``"<method> <candidate>"``), run as a sweep in ``OUT/tune/``."""
-    digest: str = ""
-    """SHA-256 of the table and the tune cells' keys: a resumed tuning must be the same."""
-
-    def to_json(self) -> dict:
-        return {"seeds": self.seeds, "settings": self.settings, "metric": self.metric,
-                "holdout": self.holdout, "candidates": self.candidates, "digest": self.digest}
-
-    def cells(self, method: str, candidate: dict[str, Any]) -> list:
-        name = _tuned_name(method, candidate)
-        return [c for c in self.grid.cells if c.method == name]
-
-
-def _label(candidate: dict[str, Any]) -> str:
-    return " ".join(f"{k.rsplit('.', 1)[-1]}={json.dumps(v)}" for k, v in candidate.items())
-
-
-def _tuned_name(method: str, candidate: dict[str, Any]) -> str:
-    return f"{method} {_label(candidate)}"
-
-
-def read_tune(raw: Any, grid: Grid) -> Tuning:
-    """The ``[tune]`` table of ``grid``'s file, checked (one-line errors naming the file),
-    and its tune cells built and validated as every cell is."""
-    path = grid.path
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: tune: expected a table")
-    bad = set(raw) - set(_KEYS)
-    if bad:
-        raise ConfigError(f"{path}: tune.{min(bad)}: unknown key (expected {', '.join(_KEYS)})")
-    seeds = raw.get("seeds")
-    if not (isinstance(seeds, list) and seeds and all(type(s) is int for s in seeds)
-            and len(set(seeds)) == len(seeds)):
-        raise ConfigError(f"{path}: tune.seeds: expected a list of distinct integers, "
-                          f"got {seeds!r}")
-    both = sorted(set(seeds) & set(grid.seeds))
-    if both:
-        raise ConfigError(f"{path}: tune.seeds: {', '.join(map(str, both))} also in "
-                          "bench.seeds; the tune seeds and the report seeds must be disjoint")
-    settings = raw.get("settings", grid.settings)
-    if not (isinstance(settings, list) and settings and set(settings) <= set(grid.settings)):
-        raise ConfigError(f"{path}: tune.settings: expected a list of the grid's settings "
-                          f"({', '.join(grid.settings)}), got {settings!r}")
-    metric = raw.get("metric", grid.metric)
-    if metric not in _SCORES:
-        raise ConfigError(f"{path}: tune.metric: expected one of {_SCORES} (what the clients' "
-                          f"held-out evaluation reports), got {metric!r}")
-    holdout = raw.get("holdout", 0.2)
-    if not (isinstance(holdout, (int, float)) and 0 < holdout < 1):
-        raise ConfigError(f"{path}: tune.holdout: expected a fraction in (0, 1), got "
-                          f"{holdout!r}")
-    candidates = _candidates(raw.get("methods"), grid)
-    t = Tuning(list(seeds), list(settings), metric, float(holdout), candidates, grid=None)
-    cells = _tune_cells(t, grid)
-    t.grid = Grid(path, cells, t.settings, list(dict.fromkeys(c.method for c in cells)),
-                  t.seeds, metric, grid.view, None, f"tuning of {path.name}", grid.base,
-                  digest=cells_digest(cells))
-    t.digest = hashlib.sha256(json.dumps(
-        [t.to_json(), [[c.id, c.overrides] for c in cells]], sort_keys=True, default=str
-    ).encode()).hexdigest()
-    return t
-
-
-def _candidates(raw: Any, grid: Grid) -> dict[str, list[dict[str, Any]]]:
-    """``tune.methods``: per method of the grid, its keys' candidate values crossed in file
-    order."""
-    path = grid.path
-    if not isinstance(raw, dict) or not raw:
-        raise ConfigError(f"{path}: tune.methods: expected a [tune.methods.<method>] table "
-                          "for each method to tune")
-    out = {}
-    for method, table in raw.items():
-        where = f"{path}: tune.methods.{method}"
-        if method not in grid.methods:
-            raise ConfigError(f"{where}: no method {method!r} (the grid has "
-                              f"{'; '.join(grid.methods)})")
-        if any(c.config.fl.algorithm == "zeroshot" for c in grid.cells if c.method == method):
-            raise ConfigError(f"{where}: zero-shot trains nothing; there is nothing to tune")
-        keys = flatten(table) if isinstance(table, dict) else {}
-        if not keys:
-            raise ConfigError(f"{where}: expected keys with lists of candidate values")
-        for k, values in keys.items():
-            if not isinstance(values, list) or not values:
-                raise ConfigError(f"{where}: {k}: expected a non-empty list of candidate "
-                                  f"values (quote a dotted key: \"{k}\" = [...])")
-            if k in ("seed", "output.dir", "eval.client_holdout"):
-                raise ConfigError(f"{where}: {k}: set by the tuning itself")
-        out[method] = [dict(zip(keys, vals, strict=True))
-                       for vals in itertools.product(*keys.values())]
-    return out
-
-
-def _tune_cells(t: Tuning, grid: Grid) -> list:
-    """Every (tune setting, method, candidate, tune seed) cell: the method's keys in that
-    setting, the candidate's, the validation split, the tune seed."""
-    keys_of = {}
-    for c in grid.cells:  # the method's keys in a setting, as its report cells have them
-        keys_of.setdefault((c.setting, c.method),
-                           {k: v for k, v in c.overrides.items() if k != "seed"})
-    cells = []
-    for method, cands in t.candidates.items():
-        for cand, setting, seed in itertools.product(cands, t.settings, t.seeds):
-            name = _tuned_name(method, cand)
-            cid = f"{_safe(setting)}__{_safe(method)}__{_safe(_label(cand))}__s{seed}"
-            overrides = {**keys_of[(setting, method)], **cand, "eval.client_holdout": t.holdout,
-                         "eval.max_samples": 1, "seed": seed}
-            cells.append(build_cell(grid.path, grid.base, cid, setting, name, seed, overrides))
-    check_ids(cells, grid.path)
-    return cells
-
 
 def cell_score(folder: Path, metric: str) -> float | None:
     """A finished tune cell's score: the mean over clients of their held-out ``metric``
@@ -211,7 +81,7 @@ def choose(t: Tuning, folder: Path) -> dict:
             missing = [cid for cid, v in scores.items() if v is None]
             if missing:
                 raise OutputError(f"{folder}: tune cell {missing[0]} has no validation score "
-                                  f"({len(missing)} of candidate {_label(cand)} of {method}); "
+                                  f"({len(missing)} of candidate {tuned_label(cand)} of {method}); "
                                   "see its log and continue with --resume")
             rows.append({"keys": cand, "scores": scores,
                          "mean": statistics.fmean(scores.values())})
@@ -238,13 +108,12 @@ def apply_chosen(grid: Grid, chosen: dict) -> Grid:
     return dataclasses.replace(grid, cells=cells, digest=cells_digest(cells))
 
 
-def run_tuning(grid: Grid, out: str | Path, jobs: int = 1, resume: bool = False,
+def run_tuning(grid: Grid, out: str | Path, sweep, jobs: int = 1, resume: bool = False,
                threads: int | None = None, console=None) -> Grid:
     """The tuning phase of ``fedmllm bench``: run (or continue) the tune cells in
-    ``OUT/tune/``, choose, write ``chosen.json`` atomically (a resumed sweep reuses it), and
-    return ``grid`` with the chosen keys applied (:func:`apply_chosen`)."""
-    from .runner import STATE, run_bench
-
+    ``OUT/tune/`` with ``sweep`` (:func:`~fedmllm.bench.runner.run_bench`, which calls this
+    first), choose, write ``chosen.json`` atomically (a resumed sweep reuses it), and return
+    ``grid`` with the chosen keys applied (:func:`apply_chosen`)."""
     out, t = Path(out), grid.tune
     folder = out / "tune"
     chosen_file = folder / CHOSEN
@@ -269,8 +138,8 @@ def run_tuning(grid: Grid, out: str | Path, jobs: int = 1, resume: bool = False,
     if console is not None:
         console.print(f"fedmllm bench: tuning {', '.join(t.candidates)} first "
                       f"({len(t.grid.cells)} tune cells in {folder})")
-    run_bench(t.grid, folder, jobs=jobs, resume=resume and (folder / STATE).is_file(),
-              threads=threads, console=console)
+    sweep(t.grid, folder, jobs=jobs, resume=resume and (folder / STATE).is_file(),
+          threads=threads, console=console)
     chosen = choose(t, folder)
     atomic_write_json(chosen_file, chosen)
     return apply_chosen(grid, chosen)
