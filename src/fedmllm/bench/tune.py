@@ -1,7 +1,8 @@
 """Tuning a grid's methods on seeds of their own, scored on the clients' held-out samples.
 
-A grid's optional ``[tune]`` table names, per method, the keys to search and their candidate
-values (crossed per method, in file order)::
+A grid's optional ``[tune]`` table (read and checked with the grid, :class:`.grid.Tuning`)
+names, per method, the keys to search and their candidate values (crossed per method, in file
+order)::
 
     [tune]
     seeds = [100, 101]                  # disjoint from bench.seeds (the load refuses overlap)
@@ -54,6 +55,7 @@ CHOSEN = "chosen.json"
 STATE = "bench.json"  # a sweep folder's state (bench/runner.py)
 TIE = 1e-9
 """Candidates whose scores differ by at most this are tied: the first listed wins."""
+
 
 def cell_score(folder: Path, metric: str) -> float | None:
     """A finished tune cell's score: the mean over clients of their held-out ``metric``
