@@ -267,15 +267,18 @@ def cmd_bench(args) -> int:
     console = None if args.quiet else _console()
     grid = load_grid(args.grid, args.overrides)
     if args.dry_run:
-        for cell in grid.cells:
+        tune = grid.tune.grid.cells if grid.tune is not None else []
+        for cell in [*tune, *grid.cells]:
             print(f"{cell.id}: {cell.command(grid.base)}")
-        print(f"{len(grid.cells)} cells, every configuration checked")
+        print(f"{len(tune)} tune cells and {len(grid.cells)} report cells"
+              f"{' (run with the tuned keys)' if tune else ''}, every configuration checked")
         return 0
     try:
         status = run_bench(grid, args.out, jobs=args.jobs, resume=args.resume,
                            threads=args.threads, console=console)
     except BenchInterrupted:
-        build_report(args.out)
+        if (Path(args.out) / "bench.json").is_file():  # not while still tuning
+            build_report(args.out)
         again = " ".join([args.grid, *args.overrides])
         print(f"fedmllm: interrupted; finished cells are kept; continue with: fedmllm bench "
               f"{again} --out {args.out} --resume", file=sys.stderr)
@@ -583,7 +586,8 @@ def _add_bench(sub) -> None:
     b.add_argument("--resume", action="store_true",
                    help="continue the sweep in OUT: skip finished cells, resume unfinished ones")
     b.add_argument("--dry-run", action="store_true",
-                   help="check every cell's configuration and list the cells; run nothing")
+                   help="check every cell's configuration, list the cells and count the tune "
+                        "and report cells; run nothing")
     b.set_defaults(func=cmd_bench)
     rp = sub.add_parser("report", help="rebuild a bench report from its cells",
                         description="Rebuild OUT/results.csv, report.md and report.html of a "

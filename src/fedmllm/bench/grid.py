@@ -45,6 +45,14 @@ algorithm with its own server learning rate)::
     "fl.algorithm" = "fedadam"
     "fl.strategy.eta" = 0.01
 
+An optional ``[tune]`` table names, per method, keys and candidate values to choose on seeds
+of their own before the report cells run (:mod:`fedmllm.bench.tune`)::
+
+    [tune]
+    seeds = [100, 101]                                 # disjoint from bench.seeds
+    [tune.methods.fedadam]
+    "fl.strategy.eta" = [0.003, 0.01, 0.03]
+
 A cell is (setting, method, seed); its *method* is the ``[[methods]]`` name and/or its axis
 values (``fedavg``, or ``algorithm=fedavg lr=0.01`` with several axes). Later keys win: base
 file < ``fixed`` < setting < method < axes < seed. Every cell's configuration is built and
@@ -65,13 +73,16 @@ from typing import Any
 
 from ..config import Config, ConfigError, flatten, load_config, parse_override
 
-__all__ = ["Cell", "Claim", "Grid", "load_grid"]
+__all__ = ["Cell", "Claim", "Grid", "Tuning", "build_cell", "cells_digest", "check_ids",
+           "load_grid", "tuned_label"]
 
 _BENCH_KEYS = {"base", "seeds", "metric", "reference", "description", "view", "metrics",
                "gate", "share_uploads", "notes", "focus", "against"}
 _METRICS = ("accuracy", "macro_f1", "auroc", "auc_hard")
 _VIEWS = ("image_text", "image_only", "text_only")
 _BENCH_SET = ("seed", "output.dir")  # keys a grid may not set: bench.seeds, --out
+_TUNE_KEYS = ("seeds", "settings", "metric", "holdout", "methods")
+_SCORES = ("accuracy", "macro_f1", "auroc")  # what a client's held-out evaluation reports
 
 
 @dataclass
@@ -84,8 +95,11 @@ class Cell:
     method: str
     seed: int
     overrides: dict[str, Any]
-    """The dotted keys this cell sets on top of the base file (fixed, setting, axes, seed)."""
+    """The dotted keys this cell sets on top of the base file (fixed, setting, axes, the
+    tuned keys, seed)."""
     config: Config = field(repr=False, default=None)
+    tuned: dict[str, Any] = field(default_factory=dict)
+    """The keys of :attr:`overrides` that the grid's tuning chose (:mod:`.tune`)."""
 
     def command(self, base: str | None) -> str:
         """The ``fedmllm run`` line that runs this cell by hand."""
@@ -109,6 +123,30 @@ class Claim:
     worse: dict[str, list[str]]
     metric: str | None = None
     view: str | None = None
+
+
+@dataclass
+class Tuning:
+    """A grid's ``[tune]`` table, checked, with its tune cells as a grid of their own."""
+
+    seeds: list[int]
+    settings: list[str]
+    metric: str
+    holdout: float
+    candidates: dict[str, list[dict[str, Any]]]
+    """Per tuned method, its candidates (key -> value) in file order."""
+    grid: Grid
+    """The tune cells (method ``"<method> <candidate>"``), run as a sweep in ``OUT/tune/``."""
+    digest: str = ""
+    """SHA-256 of the table and the tune cells' keys: a resumed tuning must be the same."""
+
+    def to_json(self) -> dict:
+        return {"seeds": self.seeds, "settings": self.settings, "metric": self.metric,
+                "holdout": self.holdout, "candidates": self.candidates, "digest": self.digest}
+
+    def cells(self, method: str, candidate: dict[str, Any]) -> list:
+        name = _tuned_name(method, candidate)
+        return [c for c in self.grid.cells if c.method == name]
 
 
 @dataclass
@@ -140,6 +178,8 @@ class Grid:
     """The method the study is about: the report's verdict table sets it against ``against``
     in every setting (paired differences, and its bytes against the reference's)."""
     against: list[str] = field(default_factory=list)
+    tune: Tuning | None = None
+    """The grid's ``[tune]`` table, checked, with its tune cells (:mod:`.tune` runs them)."""
 
     def to_json(self) -> dict:
         return {"grid": str(self.path), "description": self.description, "digest": self.digest,
@@ -149,8 +189,10 @@ class Grid:
                 "share_uploads": self.share_uploads, "notes": self.notes,
                 "focus": self.focus, "against": self.against,
                 "claims": [vars(c) for c in self.claims],
+                **({"tune": self.tune.to_json()} if self.tune is not None else {}),
                 "cells": [{"id": c.id, "setting": c.setting, "method": c.method,
-                           "seed": c.seed, "overrides": c.overrides} for c in self.cells]}
+                           "seed": c.seed, "overrides": c.overrides,
+                           **({"tuned": c.tuned} if c.tuned else {})} for c in self.cells]}
 
 
 def _method_names(bench: dict, key: str, methods: list[str], path: Path) -> list[str]:
@@ -236,14 +278,21 @@ def load_grid(path: str | Path, overrides: list[str] | tuple = ()) -> Grid:
     focus = (_method_names(bench, "focus", methods, path) or [None])[0]
     if against and focus is None:
         raise ConfigError(f"{path}: bench.against: name the method it is against (bench.focus)")
-    digest = hashlib.sha256(json.dumps(
+    base = opts["base"]
+    grid = Grid(path, cells, names, methods, list(opts["seeds"]), opts["metric"], opts["view"],
+                reference, str(bench.get("description", "")), str(base) if base else None,
+                claims, cells_digest(cells), list(opts["metrics"]), gate, opts["share_uploads"],
+                opts["notes"], focus, against)
+    if "tune" in raw:
+        grid.tune = _tuning(raw["tune"], grid)
+    return grid
+
+
+def cells_digest(cells: list[Cell]) -> str:
+    """SHA-256 of the cells' ids and full configurations."""
+    return hashlib.sha256(json.dumps(
         [[c.id, c.config.to_dict()] for c in cells], sort_keys=True, default=str
     ).encode()).hexdigest()
-    base = opts["base"]
-    return Grid(path, cells, names, methods, list(opts["seeds"]), opts["metric"], opts["view"],
-                reference, str(bench.get("description", "")), str(base) if base else None,
-                claims, digest, list(opts["metrics"]), gate, opts["share_uploads"],
-                opts["notes"], focus, against)
 
 
 def _read(path: Path) -> dict:
@@ -254,10 +303,10 @@ def _read(path: Path) -> dict:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: cannot parse: {e}") from None
-    unknown = set(raw) - {"bench", "fixed", "axes", "methods", "settings", "claims"}
+    unknown = set(raw) - {"bench", "fixed", "axes", "methods", "settings", "claims", "tune"}
     if unknown:
         raise ConfigError(f"{path}: unknown table {min(unknown)!r} (expected bench, "
-                          "fixed, axes, methods, settings, claims)")
+                          "fixed, axes, methods, settings, claims, tune)")
     return raw
 
 
@@ -364,8 +413,6 @@ def _expand(path: Path, base: Path | None, settings: list[tuple[str, dict]], gro
             axes: dict, fixed: dict, seeds: list[int]) -> tuple[list[Cell], list[str]]:
     """Every (setting, method, seed) cell with its configuration built and validated
     (:func:`fedmllm.engine.plan_run`); the cells and the method names in order."""
-    from ..engine.factory import plan_run
-
     combos = []
     for group, group_keys in groups:
         for vals in itertools.product(*axes.values()):
@@ -378,19 +425,33 @@ def _expand(path: Path, base: Path | None, settings: list[tuple[str, dict]], gro
     for (name, keys), (combo, method), seed in itertools.product(settings, combos, seeds):
         if method not in methods:
             methods.append(method)
-        overrides = {**fixed, **keys, **combo, "seed": seed}
         cid = f"{_safe(name)}__{_safe(method)}__s{seed}"
-        try:
-            cfg = load_config(base, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
-            plan_run(cfg)
-        except ConfigError as e:
-            raise ConfigError(f"{path}: cell {cid}: {e}") from None
-        cells.append(Cell(cid, name, method, seed, overrides, cfg))
+        cells.append(build_cell(path, base, cid, name, method, seed,
+                                {**fixed, **keys, **combo, "seed": seed}))
+    check_ids(cells, path)
+    return cells, methods
+
+
+def build_cell(path: Path, base: Path | str | None, cid: str, setting: str, method: str,
+               seed: int, overrides: dict[str, Any]) -> Cell:
+    """One cell, its configuration built from ``base`` and ``overrides`` and validated
+    (:func:`fedmllm.engine.plan_run`); an error names the grid file and the cell."""
+    from ..engine.factory import plan_run
+
+    try:
+        cfg = load_config(base, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+        plan_run(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: cell {cid}: {e}") from None
+    return Cell(cid, setting, method, seed, overrides, cfg)
+
+
+def check_ids(cells: list[Cell], path: Path) -> None:
+    """Every cell has a folder of its own."""
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{path}: two cells get the same folder name; make the setting "
                           "names or axis values distinct")
-    return cells, methods
 
 
 def _check_claims(claims: list[Claim], methods: list[str], settings: list[str],
@@ -406,3 +467,104 @@ def _check_claims(claims: list[Claim], methods: list[str], settings: list[str],
                 if s not in settings:
                     raise ConfigError(f"{path}: claim {c.name!r}: no setting {s!r} (the grid "
                                       f"has {', '.join(settings)})")
+
+
+# ----------------------------------------------------------------------------- [tune]
+
+def tuned_label(candidate: dict[str, Any]) -> str:
+    return " ".join(f"{k.rsplit('.', 1)[-1]}={json.dumps(v)}" for k, v in candidate.items())
+
+
+def _tuned_name(method: str, candidate: dict[str, Any]) -> str:
+    return f"{method} {tuned_label(candidate)}"
+
+
+def _tuning(raw: Any, grid: Grid) -> Tuning:
+    """The ``[tune]`` table of ``grid``'s file, checked (one-line errors naming the file),
+    and its tune cells built and validated as every cell is."""
+    path = grid.path
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: tune: expected a table")
+    bad = set(raw) - set(_TUNE_KEYS)
+    if bad:
+        raise ConfigError(f"{path}: tune.{min(bad)}: unknown key (expected "
+                          f"{', '.join(_TUNE_KEYS)})")
+    seeds = raw.get("seeds")
+    if not (isinstance(seeds, list) and seeds and all(type(s) is int for s in seeds)
+            and len(set(seeds)) == len(seeds)):
+        raise ConfigError(f"{path}: tune.seeds: expected a list of distinct integers, "
+                          f"got {seeds!r}")
+    both = sorted(set(seeds) & set(grid.seeds))
+    if both:
+        raise ConfigError(f"{path}: tune.seeds: {', '.join(map(str, both))} also in "
+                          "bench.seeds; the tune seeds and the report seeds must be disjoint")
+    settings = raw.get("settings", grid.settings)
+    if not (isinstance(settings, list) and settings and set(settings) <= set(grid.settings)):
+        raise ConfigError(f"{path}: tune.settings: expected a list of the grid's settings "
+                          f"({', '.join(grid.settings)}), got {settings!r}")
+    metric = raw.get("metric", grid.metric)
+    if metric not in _SCORES:
+        raise ConfigError(f"{path}: tune.metric: expected one of {_SCORES} (what the clients' "
+                          f"held-out evaluation reports), got {metric!r}")
+    holdout = raw.get("holdout", 0.2)
+    if not (isinstance(holdout, (int, float)) and 0 < holdout < 1):
+        raise ConfigError(f"{path}: tune.holdout: expected a fraction in (0, 1), got "
+                          f"{holdout!r}")
+    candidates = _candidates(raw.get("methods"), grid)
+    t = Tuning(list(seeds), list(settings), metric, float(holdout), candidates, grid=None)
+    cells = _tune_cells(t, grid)
+    t.grid = Grid(path, cells, t.settings, list(dict.fromkeys(c.method for c in cells)),
+                  t.seeds, metric, grid.view, None, f"tuning of {path.name}", grid.base,
+                  digest=cells_digest(cells))
+    t.digest = hashlib.sha256(json.dumps(
+        [t.to_json(), [[c.id, c.overrides] for c in cells]], sort_keys=True, default=str
+    ).encode()).hexdigest()
+    return t
+
+
+def _candidates(raw: Any, grid: Grid) -> dict[str, list[dict[str, Any]]]:
+    """``tune.methods``: per method of the grid, its keys' candidate values crossed in file
+    order."""
+    path = grid.path
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{path}: tune.methods: expected a [tune.methods.<method>] table "
+                          "for each method to tune")
+    out = {}
+    for method, table in raw.items():
+        where = f"{path}: tune.methods.{method}"
+        if method not in grid.methods:
+            raise ConfigError(f"{where}: no method {method!r} (the grid has "
+                              f"{'; '.join(grid.methods)})")
+        if any(c.config.fl.algorithm == "zeroshot" for c in grid.cells if c.method == method):
+            raise ConfigError(f"{where}: zero-shot trains nothing; there is nothing to tune")
+        keys = flatten(table) if isinstance(table, dict) else {}
+        if not keys:
+            raise ConfigError(f"{where}: expected keys with lists of candidate values")
+        for k, values in keys.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{where}: {k}: expected a non-empty list of candidate "
+                                  f"values (quote a dotted key: \"{k}\" = [...])")
+            if k in ("seed", "output.dir", "eval.client_holdout"):
+                raise ConfigError(f"{where}: {k}: set by the tuning itself")
+        out[method] = [dict(zip(keys, vals, strict=True))
+                       for vals in itertools.product(*keys.values())]
+    return out
+
+
+def _tune_cells(t: Tuning, grid: Grid) -> list:
+    """Every (tune setting, method, candidate, tune seed) cell: the method's keys in that
+    setting, the candidate's, the validation split, the tune seed."""
+    keys_of = {}
+    for c in grid.cells:  # the method's keys in a setting, as its report cells have them
+        keys_of.setdefault((c.setting, c.method),
+                           {k: v for k, v in c.overrides.items() if k != "seed"})
+    cells = []
+    for method, cands in t.candidates.items():
+        for cand, setting, seed in itertools.product(cands, t.settings, t.seeds):
+            name = _tuned_name(method, cand)
+            cid = f"{_safe(setting)}__{_safe(method)}__{_safe(tuned_label(cand))}__s{seed}"
+            overrides = {**keys_of[(setting, method)], **cand, "eval.client_holdout": t.holdout,
+                         "eval.max_samples": 1, "seed": seed}
+            cells.append(build_cell(grid.path, grid.base, cid, setting, name, seed, overrides))
+    check_ids(cells, grid.path)
+    return cells

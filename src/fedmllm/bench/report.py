@@ -35,6 +35,7 @@ from pathlib import Path
 from ..files import atomic_write_text
 from .results import VIEWS, collect, read_curves, read_results, write_results
 from .stats import MIN_SEEDS, UNIT, Interval, Paired, mean_ci, paired
+from .tune import tuning_section
 
 __all__ = ["build_report"]
 
@@ -430,6 +431,7 @@ def build_report(out: str | Path, recollect: bool = True,
         doc.h(2, "Per-round curves")
         doc.img(figs["curves"], "per-round curves")
     _oneshot_diagnostics(doc, st)
+    tuning_section(doc, out)
     if st.state.get("notes"):
         try:
             doc.raw(Path(st.state["notes"]).read_text())

@@ -33,7 +33,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from ..config import ConfigError
+import yaml
+
+from ..config import Config, ConfigError, flatten
 from ..errors import OutputError
 from ..files import atomic_write_json, atomic_write_text
 from ..report.console import RoundProgress
@@ -86,9 +88,9 @@ def _open_folder(out: Path, grid: Grid, resume: bool) -> dict:
         if saved.get("digest") != grid.digest:
             _check_extension(out, grid)
         return saved.get("status", {})
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(p.name != "tune" for p in out.iterdir()):  # tune/: tune.py's
         raise OutputError(f"{out}: not empty and not a bench folder; choose another --out")
-    if resume:
+    if resume and not (out / "tune").is_dir():
         raise OutputError(f"{out}: no sweep to resume ({STATE} missing)")
     return {}
 
@@ -104,16 +106,32 @@ def _place(out: Path, grid: Grid, cell) -> None:
 def _check_extension(out: Path, grid: Grid) -> None:
     """A resumed sweep whose grid changed is accepted when it only adds cells (more seeds,
     methods or settings): every cell that already has a configuration in ``out`` must have
-    exactly that configuration still. Otherwise the sweep's numbers would mix two grids."""
+    that configuration still (:func:`_same_config`). Otherwise the sweep's numbers would mix
+    two grids."""
+    defaults = flatten(yaml.safe_load(Config().to_yaml()))
     for cell in grid.cells:
         saved = out / "configs" / f"{cell.id}.yaml"
         if not saved.is_file():
             continue
         _place(out, grid, cell)
-        if saved.read_text() != cell.config.to_yaml():
+        if not _same_config(saved.read_text(), cell.config, defaults):
             raise OutputError(f"{out}: cell {cell.id} ran with another configuration than the "
                               f"grid now gives it ({saved}); a resumed sweep may only add "
                               "cells: choose another --out")
+
+
+def _same_config(saved_text: str, config: Config, defaults: dict) -> bool:
+    """Whether a cell's saved configuration (YAML) is ``config``: every key equal, except
+    that a key the saved one lacks may stand at its default (a key added to fedmllm since
+    the cell ran, which changes nothing it ran)."""
+    try:
+        saved = flatten(yaml.safe_load(saved_text) or {})
+    except yaml.YAMLError:
+        return False
+    now = flatten(yaml.safe_load(config.to_yaml()))
+    missing = object()
+    return set(saved) <= set(now) and all(
+        saved.get(k, defaults.get(k, missing)) == v for k, v in now.items())
 
 
 def _build_presets(grid: Grid, console) -> None:
@@ -147,6 +165,10 @@ def run_bench(grid: Grid, out: str | Path, jobs: int = 1, resume: bool = False,
     out = Path(out)
     if jobs < 1:
         raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
+    if grid.tune is not None:  # the tuning phase first; the report cells run with its choice
+        from .tune import run_tuning
+
+        grid = run_tuning(grid, out, run_bench, jobs, resume, threads, console)
     status = _open_folder(out, grid, resume)
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     for sub in ("configs", "runs", "logs"):
