@@ -215,3 +215,18 @@ def test_a_checkpoint_of_another_configuration_or_kind_is_refused():
         check_compatible(ck, "multiround", load_config(None, ["fl.rounds=4"]))
     with pytest.raises(CheckpointError, match="oneshot"):
         check_compatible(ck, "oneshot", cfg)
+
+
+def test_a_checkpoint_from_before_a_new_key_resumes_while_the_key_stays_at_its_default():
+    """A key added to fedmllm after the checkpoint was written is absent from its saved
+    configuration (and changes its digest); at its default it changed nothing the run did."""
+    cfg = load_config(None, ["fl.rounds=3"])
+    old = results_config(cfg)
+    del old["eval"]["client_holdout"]  # as if eval.client_holdout did not exist then
+    ck = _ckpt(1, 1.0, digest="written-before-the-key", config=old)
+    check_compatible(ck, "multiround", cfg)
+    with pytest.raises(CheckpointError, match="eval.client_holdout: \\(none\\) → 0.2"):
+        check_compatible(ck, "multiround", load_config(None, ["fl.rounds=3",
+                                                              "eval.client_holdout=0.2"]))
+    with pytest.raises(CheckpointError, match="fl.rounds: 3 → 4"):
+        check_compatible(ck, "multiround", load_config(None, ["fl.rounds=4"]))

@@ -124,14 +124,13 @@ def _same_config(saved_text: str, config: Config, defaults: dict) -> bool:
     """Whether a cell's saved configuration (YAML) is ``config``: every key equal, except
     that a key the saved one lacks may stand at its default (a key added to fedmllm since
     the cell ran, which changes nothing it ran)."""
+    from ..engine.checkpoint import only_new_defaults
+
     try:
-        saved = flatten(yaml.safe_load(saved_text) or {})
+        saved = yaml.safe_load(saved_text) or {}
     except yaml.YAMLError:
         return False
-    now = flatten(yaml.safe_load(config.to_yaml()))
-    missing = object()
-    return set(saved) <= set(now) and all(
-        saved.get(k, defaults.get(k, missing)) == v for k, v in now.items())
+    return only_new_defaults(saved, yaml.safe_load(config.to_yaml()), defaults)
 
 
 def _build_presets(grid: Grid, console) -> None:

@@ -80,6 +80,18 @@ def config_changes(old: dict, new: dict) -> list[str]:
     return out
 
 
+def only_new_defaults(old: dict, new: dict, defaults: dict | None = None) -> bool:
+    """Whether configuration tree ``new`` differs from ``old`` only by keys ``old`` lacks that
+    stand at their default in ``new``: keys added to fedmllm since ``old`` was written, which
+    change nothing the run did (a checkpoint or a sweep's cell from before stays resumable).
+    ``defaults``: the flat default values (default: :func:`results_config` of ``Config()``)."""
+    defaults = flatten(results_config(Config())) if defaults is None else defaults
+    a, b = flatten(old), flatten(new)
+    missing = object()
+    return set(a) <= set(b) and all(
+        a.get(k, defaults.get(k, missing)) == v for k, v in b.items())
+
+
 @dataclass
 class Checkpoint:
     """One checkpoint in memory."""
@@ -111,6 +123,8 @@ def check_compatible(ckpt: Checkpoint, kind: str, cfg: Config) -> None:
     if ckpt.kind != kind:
         raise CheckpointError(f"checkpoint is of a {ckpt.kind} run, this run is {kind}")
     if ckpt.config_sha256 == config_digest(cfg):
+        return
+    if ckpt.config and only_new_defaults(ckpt.config, results_config(cfg)):
         return
     changes = config_changes(ckpt.config, results_config(cfg)) if ckpt.config else []
     raise CheckpointError("the checkpoint was written with another configuration than "
