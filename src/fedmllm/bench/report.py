@@ -696,6 +696,8 @@ def _ranking(doc: _Doc, st: _Study, ranks: dict[str, list[float]]) -> None:
         doc.h(3, f"Paired differences against {ref}, per setting")
         doc.table(["setting", "method", "difference", "wins/ties/losses", "tests (p)",
                    "Holm p", "verdict"], detail)
+        if any(row[-1] == "no signal" for row in detail):
+            doc.p(_no_signal_line(st))
 
 
 _CLAIM_WORDS = {"better": "holds", "worse": "reversed", "no clear difference": "not shown"}
