@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import statistics
 from pathlib import Path
@@ -119,7 +120,8 @@ def curve_area(curve: list[tuple[int, float]]) -> float | None:
     if len(curve) == 1:
         return curve[0][1]
     (r0, _), (r1, _) = curve[0], curve[-1]
-    return sum((b - a) * (u + v) / 2 for (a, u), (b, v) in zip(curve, curve[1:])) / (r1 - r0)
+    area = sum((b - a) * (u + v) / 2 for (a, u), (b, v) in itertools.pairwise(curve))
+    return area / (r1 - r0)
 
 
 def _curve_measures(out: Path, cid: str, view: str, target: float) -> dict:

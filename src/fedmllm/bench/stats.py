@@ -38,6 +38,7 @@ are corrected by Holm's step-down procedure (:func:`holm`; Holm 1979).
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from dataclasses import dataclass
@@ -192,7 +193,7 @@ def groups(values, gap: float = GAP) -> int:
     """How many groups the values fall into: sorted, a new group starts wherever the next
     value is more than ``gap`` above the previous one."""
     xs = sorted(float(v) for v in values)
-    return (len(xs) > 0) + sum(b - a > gap for a, b in zip(xs, xs[1:]))
+    return (len(xs) > 0) + sum(b - a > gap for a, b in itertools.pairwise(xs))
 
 
 def two_valued(a, b, gap: float = GAP) -> bool:
