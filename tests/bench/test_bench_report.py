@@ -128,6 +128,13 @@ def test_the_gate_is_per_method_and_no_signal_comes_from_the_reference_only(tmp_
     assert "| aligned | 0.500 ± 0.000 | fedavg, zeroshot | local, oneshot |" in md
     assert "| oneshot | 0.710 ± 0.025 ✗ |" in md
     assert "does not beat the constant answer and `zeroshot`" in md
+    # bench.signal = "any": a grid whose reference is meant to fail (FedAvg under attack)
+    anyone = tmp_path / "any"
+    anyone.mkdir()
+    md = build_report(_sweep(anyone, acc, signal="any"))["markdown"].read_text()
+    assert "| method | aligned | cross | mean rank |" in md and "*no signal*" not in md
+    assert "| fedavg | 0.960 ± 0.025 | 0.507 ± 0.029 ✗ |" in md
+    assert "a setting has no signal only where every method fails" in md
 
 
 def test_two_valued_claims_read_the_permutation_test(tmp_path):
@@ -222,14 +229,19 @@ target = 0.95
 """
 
 
-def test_grid_target_and_gate_against_reach_the_sweep_state(tmp_path):
+def test_grid_target_signal_and_gate_against_reach_the_sweep_state(tmp_path):
     path = tmp_path / "g.toml"
     path.write_text(GRID)
     g = load_grid(path)
     assert g.target == 0.95 and g.to_json()["target"] == 0.95
     assert g.gate_against is None and g.to_json()["gate_against"] is None
     path.write_text(GRID.replace("target = 0.95\n", ""))
-    assert load_grid(path).target == 0.9
+    assert load_grid(path).target == 0.9 and load_grid(path).signal is None
+    path.write_text(GRID.replace("target = 0.95", 'signal = "any"'))
+    assert load_grid(path).to_json()["signal"] == "any"
+    path.write_text(GRID.replace("target = 0.95", 'signal = "fedprox"'))
+    with pytest.raises(ConfigError, match="bench.signal: no method 'fedprox'"):
+        load_grid(path)
     for bad in ("1.5", "0", '"high"', "true"):
         path.write_text(GRID.replace("0.95", bad))
         with pytest.raises(ConfigError, match="bench.target: expected an accuracy"):

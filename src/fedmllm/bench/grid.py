@@ -12,6 +12,8 @@ the keys every cell shares::
     metrics = ["auc_hard", "auroc"]          # optional: a table each beside the headline
     gate_against = "zeroshot"                # optional: the gate asks for more than the
                                              # constant answer: beat this method too
+    signal = "any"                           # optional: whose gate decides that a setting
+                                             # has a signal (default: the reference)
     target = 0.9                             # optional: the accuracy a seed must reach
     share_uploads = true                     # optional: one-shot merges of one training
     notes = "study_notes.md"                 # optional: Markdown the report appends
@@ -70,7 +72,7 @@ from ..config import Config, ConfigError, flatten, load_config, parse_override
 __all__ = ["Cell", "Claim", "Grid", "load_grid"]
 
 _BENCH_KEYS = {"base", "seeds", "metric", "reference", "description", "view", "metrics",
-               "gate_against", "target", "share_uploads", "notes", "focus", "against"}
+               "gate_against", "signal", "target", "share_uploads", "notes", "focus", "against"}
 TARGET = 0.9
 """``bench.target``'s default: halfway between what one modality of the synthetic tasks allows
 (binary: 0.8) and the joint image+text rule (1.0); a seed at or above it used both."""
@@ -149,13 +151,18 @@ class Grid:
     """The method the study is about: the report's verdict table sets it against ``against``
     in every setting (paired differences, and its bytes against the reference's)."""
     against: list[str] = field(default_factory=list)
+    signal: str | None = None
+    """The method whose gate decides that a setting has a signal (``None``: the reference), or
+    ``"any"``: any method passing it (a grid whose reference is meant to fail somewhere, as
+    FedAvg under attack)."""
 
     def to_json(self) -> dict:
         return {"grid": str(self.path), "description": self.description, "digest": self.digest,
                 "metric": self.metric, "view": self.view, "reference": self.reference,
                 "base": self.base, "settings": self.settings, "methods": self.methods,
                 "seeds": self.seeds, "metrics": self.metrics,
-                "gate_against": self.gate_against, "target": self.target,
+                "gate_against": self.gate_against, "signal": self.signal,
+                "target": self.target,
                 "share_uploads": self.share_uploads, "notes": self.notes,
                 "focus": self.focus, "against": self.against,
                 "claims": [vars(c) for c in self.claims],
@@ -243,6 +250,9 @@ def load_grid(path: str | Path, overrides: list[str] | tuple = ()) -> Grid:
                           f"{'; '.join(methods)})")
     against = _method_names(bench, "against", methods, path)
     gate_against = (_method_names(bench, "gate_against", methods, path) or [None])[0]
+    signal = bench.get("signal")
+    if signal != "any":
+        signal = (_method_names(bench, "signal", methods, path) or [None])[0]
     focus = (_method_names(bench, "focus", methods, path) or [None])[0]
     if against and focus is None:
         raise ConfigError(f"{path}: bench.against: name the method it is against (bench.focus)")
@@ -253,7 +263,7 @@ def load_grid(path: str | Path, overrides: list[str] | tuple = ()) -> Grid:
     return Grid(path, cells, names, methods, list(opts["seeds"]), opts["metric"], opts["view"],
                 reference, str(bench.get("description", "")), str(base) if base else None,
                 claims, digest, list(opts["metrics"]), gate_against, opts["target"],
-                opts["share_uploads"], opts["notes"], focus, against)
+                opts["share_uploads"], opts["notes"], focus, against, signal)
 
 
 def _read(path: Path) -> dict:

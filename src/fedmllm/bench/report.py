@@ -239,6 +239,9 @@ class _Study:
     gate_against: str | None = None
     """A method every other one must beat as well to pass the gate (``bench.gate_against``)."""
     target: float = TARGET
+    signal: str = ""
+    """The method whose gate gives a setting its signal (``bench.signal``, default the
+    reference), or ``"any"``: any method passing it."""
     constant: dict[str, Interval] = field(default_factory=dict)
     """setting -> the constant answer's accuracy (accuracy grids only)."""
     passes: dict[str, list[str]] = field(default_factory=dict)
@@ -273,6 +276,8 @@ def _study(out: Path, recollect: bool) -> _Study:
                 state.get("view", "image_text"), methods, state["settings"],
                 state.get("reference") or methods[0], against if against in methods else None,
                 state.get("target", TARGET))
+    signal = state.get("signal")
+    st.signal = signal if signal == "any" or signal in methods else st.reference
     _gate(st)
     return st
 
@@ -283,7 +288,8 @@ def _gate(st: _Study) -> None:
     ``bench.gate_against``, that method's accuracy too (paired over seeds: a seed fixes the
     test set, hence its majority class; the 95 % t interval of the difference above 0,
     uncorrected: a floor, not a finding). A setting has no signal only where the reference
-    fails, never because a competitor does."""
+    fails (or ``bench.signal``'s method; with ``"any"``, where every method fails), never
+    because a competitor does."""
     if st.metric != "accuracy":
         return
     for s in st.settings:
@@ -298,7 +304,8 @@ def _gate(st: _Study) -> None:
         st.passes[s] = [m for m in st.methods
                         if all(_paired(st.values(m, s), floor).diff.lo > 0
                                for name, floor in floors.items() if name != m)]
-    st.no_signal = [s for s in st.settings if st.fails(st.reference, s)]
+    st.no_signal = [s for s in st.passes if not st.passes[s]] if st.signal == "any" else \
+        [s for s in st.settings if st.fails(st.signal, s)]
 
 
 # ----------------------------------------------------------------------------- figures
@@ -530,7 +537,8 @@ def _intro(doc: _Doc, st: _Study) -> None:
           "partition, the test set and every random draw of a cell. Rebuild with `fedmllm "
           f"report {st.out}`; rerun any cell with the command in `bench.json`.")
     doc.p(_INTERVALS)
-    doc.p(_HOW_TO_READ.format(ref=st.reference, floor=_floor(st)))
+    doc.p(_HOW_TO_READ.format(ref=st.reference, floor=_floor(st),
+                              whose="every method" if st.signal == "any" else _whose(st)))
 
 
 _INTERVALS = (
@@ -553,7 +561,7 @@ _HOW_TO_READ = (
     "procedure: a verdict holds where the adjusted p is below 0.05, and the difference's "
     "interval is given at the level Holm tests it at. The learnability gate is a floor, not a "
     "finding: a method passes in a setting where its paired 95 % t interval against {floor} "
-    "lies above 0 (uncorrected); a setting has no signal only where `{ref}` fails.")
+    "lies above 0 (uncorrected); a setting has no signal only where {whose} fails.")
 
 
 def _floor(st: _Study) -> str:
@@ -561,13 +569,20 @@ def _floor(st: _Study) -> str:
     return "the constant answer" + (f" and `{st.gate_against}`" if st.gate_against else "")
 
 
+def _whose(st: _Study) -> str:
+    """Whose gate gives a setting its signal (``bench.signal``)."""
+    if st.signal == "any":
+        return "any method"
+    return f"the reference `{st.signal}`" if st.signal == st.reference else f"`{st.signal}`"
+
+
 def _no_signal_line(st: _Study) -> str:
     """The one line under every table that says 'no signal': what it means, exactly as
     :func:`_gate` decides it."""
-    return (f"*no signal* ({', '.join(st.no_signal)}): the reference `{st.reference}` does not "
-            f"beat {_floor(st)} (the test set's most frequent answer; paired over seeds, 95 % "
-            "interval above 0), so these numbers cannot tell the methods apart: not ranked, "
-            "not judged.")
+    who = "no method beats" if st.signal == "any" else f"{_whose(st)} does not beat"
+    return (f"*no signal* ({', '.join(st.no_signal)}): {who} {_floor(st)} (the test set's most "
+            "frequent answer; paired over seeds, 95 % interval above 0), so these numbers "
+            "cannot tell the methods apart: not ranked, not judged.")
 
 
 def _fails_line(st: _Study) -> str:
@@ -648,8 +663,8 @@ def _gate_table(doc: _Doc, st: _Study) -> None:
     doc.h(3, "Learnability gate")
     doc.p(f"A method passes in a setting where its accuracy beats {_floor(st)} (the constant "
           "answer: always giving the test set's most frequent answer; paired over seeds, 95 % "
-          f"interval above 0). A setting has a signal where the reference `{st.reference}` "
-          "passes; a method that fails is marked ✗ in the headline table, not dropped.")
+          f"interval above 0). A setting has a signal where {_whose(st)} passes; a method "
+          "that fails is marked ✗ in the headline table, not dropped.")
     doc.table(["setting", "constant answer", "pass", "fail"],
               [[s, st.constant[s].text(), ", ".join(st.passes[s]) or "none",
                 ", ".join(m for m in st.methods if m not in st.passes[s]) or "none"]
@@ -728,8 +743,8 @@ def _claims(doc: _Doc, st: _Study) -> None:
         doc.h(3, claim["name"])
         doc.p(f"{cm} ({_VIEW_NAMES[cv]}): holds in {words.count('holds')} of {checked} "
               f"comparisons, reversed in {words.count('reversed')} (paired difference better - "
-              f"worse, Holm-corrected over the {checked}; settings where the reference fails "
-              "the learnability gate are not counted).")
+              f"worse, Holm-corrected over the {checked}; settings with no signal, by the "
+              "learnability gate, are not counted).")
         doc.table(["better", cm, "worse", cm, "paired difference", "tests (p)", "Holm p",
                    "verdict"], lines)
         if "no signal" in words:
@@ -826,8 +841,8 @@ def _verdict(doc: _Doc, st: _Study) -> None:
     doc.p(f"{st.metric} ({_VIEW_NAMES[view]}) of `{focus}` and its paired difference over "
           "seeds against each method (interval at the Holm level; Holm-adjusted p over the "
           "settings; 'better'/'worse' where it is below 0.05); bytes: what "
-          f"`{focus}` sends up and down per run as a fraction of `{ref}`'s. A setting where "
-          "the reference fails the learnability gate says 'no signal' and is not judged.")
+          f"`{focus}` sends up and down per run as a fraction of `{ref}`'s. A setting with no "
+          "signal (the learnability gate) says so and is not judged.")
     mine = {s: st.values(focus, s) for s in st.settings}
     judged = {m: _family([(mine[s], st.values(m, s), s not in st.no_signal)
                           for s in st.settings]) for m in against}
