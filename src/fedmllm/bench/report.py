@@ -4,19 +4,26 @@ Built from ``results.csv`` and the cells' ``metrics.jsonl`` (:mod:`fedmllm.bench
 
 1. the headline table: mean and 95 % confidence interval over seeds of the grid's metric, per
    method and setting, shown within the metric's range [0, 1] and, with fewer than 3 seeds, as
-   the min–max over the seeds (:meth:`fedmllm.bench.stats.Interval.text`); a one-line
-   explanation under every table that says 'no signal';
+   the min–max over the seeds (:meth:`fedmllm.bench.stats.Interval.text`); the AUROC beside it
+   where the cells have one; the learnability gate, per method and setting (✗ where a method
+   fails it; a setting has no signal only where the reference, or ``bench.signal``, fails);
+   a one-line explanation under every table that says 'no signal';
 2. the ranking: every method's mean rank over the settings, and paired comparisons across
    seeds against the reference method (the grid's ``bench.reference``, else the first method);
-3. the grid's claims, each checked setting by setting: it holds where the better side's
-   interval lies wholly above the worse side's (the paired difference is given beside it);
-4. the modality views (image+text, image only, text only), client-side evaluation (mean, std,
+3. the grid's claims, each checked comparison by comparison: it holds where the paired
+   difference (better - worse) is above 0 after Holm's correction over the claim's
+   comparisons. Every verdict of the report (ranking, verdict table, claims) is the same test
+   (:func:`fedmllm.bench.stats.paired`: the paired t test, or the permutation test where the
+   comparison is two-valued) corrected over the same kind of family (:func:`_family`);
+4. beside the mean: the seeds that reach ``bench.target``, the rounds to it and the area under
+   the accuracy curve;
+5. the modality views (image+text, image only, text only), client-side evaluation (mean, std,
    min and max over the clients' own held-out samples, where the cells measured it), and
-   communication against accuracy;
-5. figures: the radar across settings (one polygon per method, the FedMLLM paper's overview
+   communication and compute (client steps) against accuracy;
+6. figures: the radar across settings (one polygon per method, the FedMLLM paper's overview
    figure), per-round curves (every method, one y range), per-view bars, communication vs
    accuracy; error bars are the intervals the tables show;
-6. the cells that failed, with their one-line errors.
+7. the cells that failed, with their one-line errors.
 """
 
 from __future__ import annotations
