@@ -559,7 +559,7 @@ _INTERVALS = (
 _HOW_TO_READ = (
     "**How to read the verdicts.** Two methods are compared seed by seed: the paired "
     "difference over the seeds both have. The paired t test decides, except where the "
-    "comparison is *two-valued* (each side's values in at most two groups, values less than "
+    "comparison is *two-valued* (each side's values in at most two groups, values at most "
     f"{GAP} apart being one, and one side in two: a cell either learns the task or does not), "
     "where the paired permutation test (sign flips, exact up to 16 seeds) decides, with the "
     "sign test beside it; with n seeds these cannot go below p = 2/2^n (5 seeds: 0.0625). The "

@@ -30,7 +30,7 @@ The tests of a paired comparison (:func:`paired`), each two-sided on the differe
 
 Which one decides (:attr:`Paired.test`): the t test, unless the comparison is *two-valued*
 (:func:`two_valued`: every side's values fall into at most two groups, one side into two,
-values less than :data:`GAP` apart being one group: a cell that either learns the task or
+values at most :data:`GAP` apart being one group: a cell that either learns the task or
 does not, 0.8 or 1.0 per seed), where the t test's normal model does not hold and the
 permutation test decides. Several comparisons read as one statement (a claim over settings)
 are corrected by Holm's step-down procedure (:func:`holm`; Holm 1979).
@@ -52,7 +52,7 @@ ALPHA = 0.05
 """The tests' level: 95 % intervals, ``p < 0.05``."""
 
 GAP = 0.05
-"""Values closer than this are one group (:func:`groups`): 5 points of accuracy."""
+"""Values at most this far apart are one group (:func:`groups`): 5 points of accuracy."""
 
 EXACT_UP_TO = 16
 """The permutation test enumerates every sign vector up to this many differences."""
