@@ -914,9 +914,9 @@ def _tuning(doc: _Doc, st: _Study) -> None:
     """The tuning phase's table, where the sweep tuned its methods (an ``OUT/tune`` folder):
     :func:`fedmllm.bench.tune.report_section` writes it."""
     if (st.out / "tune").is_dir():
-        from . import tune
+        from .tune import report_section
 
-        tune.report_section(doc, st)
+        report_section(doc, st)
 
 
 def _oneshot_diagnostics(doc: _Doc, st: _Study) -> None:
