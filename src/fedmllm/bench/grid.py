@@ -73,12 +73,13 @@ __all__ = ["Cell", "Claim", "Grid", "load_grid"]
 
 _BENCH_KEYS = {"base", "seeds", "metric", "reference", "description", "view", "metrics",
                "gate_against", "signal", "target", "share_uploads", "notes", "focus", "against"}
-TARGET = 0.9
-"""``bench.target``'s default: halfway between what one modality of the synthetic tasks allows
-(binary: 0.8) and the joint image+text rule (1.0); a seed at or above it used both."""
 _METRICS = ("accuracy", "macro_f1", "auroc", "auc_hard")
 _VIEWS = ("image_text", "image_only", "text_only")
 _BENCH_SET = ("seed", "output.dir")  # keys a grid may not set: bench.seeds, --out
+
+TARGET = 0.9
+"""``bench.target``'s default: halfway between what one modality of the synthetic tasks allows
+(binary: 0.8) and the joint image+text rule (1.0); a seed at or above it used both."""
 
 
 @dataclass

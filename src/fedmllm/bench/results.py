@@ -36,7 +36,8 @@ ONESHOT = ("rho_B", "rho_B_update", "dB_rel", "dW_rel", "client_lr", "base_s1_sr
            "base_energy")
 COLUMNS = ("cell", "setting", "method", "seed", "status", "view", "n", *METRICS, "constant",
            "bytes_uploaded", "bytes_downloaded", "train_seconds", "seconds", "privacy_epsilon",
-           "client_steps", "rounds_to_target", "accuracy_area", *CLIENT, *ONESHOT,
+           *CLIENT, *ONESHOT,
+           "client_steps", "rounds_to_target", "accuracy_area",
            "error")
 
 
@@ -154,8 +155,8 @@ def collect(out: str | Path) -> list[dict]:
                  "bytes_downloaded": totals.get("bytes_downloaded"),
                  "train_seconds": totals.get("train_seconds"),
                  "privacy_epsilon": (summary.get("privacy") or {}).get("epsilon"),
-                 "client_steps": (summary.get("compute") or {}).get("client_steps"),
                  **_client_eval(final),
+                 "client_steps": (summary.get("compute") or {}).get("client_steps"),
                  **oneshot_diagnostics(folder)}
         for view in VIEWS:
             m = view_metrics(final, view)
