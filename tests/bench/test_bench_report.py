@@ -116,8 +116,13 @@ def test_the_gate_is_per_method_and_no_signal_comes_from_the_reference_only(tmp_
            ("aligned", "zeroshot"): [0.8, 0.81, 0.8], ("aligned", "oneshot"): [0.7, 0.72, 0.71],
            ("cross", "fedavg"): [0.5, 0.52, 0.5], ("cross", "local"): [0.9, 0.92, 0.91],
            ("cross", "zeroshot"): [0.8, 0.81, 0.8], ("cross", "oneshot"): [0.7, 0.72, 0.71]}
-    md = build_report(_sweep(tmp_path, acc))["markdown"].read_text()
+    md = build_report(_sweep(tmp_path, acc, focus="oneshot", against=["fedavg"]))[
+        "markdown"].read_text()
     assert "| method | aligned | cross (no signal) | mean rank |" in md
+    verdict = {line.split(" | ")[0]: line for line in md.split("## Verdict: oneshot")[1]
+               .split("\n\n")[2].splitlines()[2:]}  # the focus: judged where there is signal
+    assert "(p <0.001 (t), worse)" in verdict["| aligned"]
+    assert verdict["| cross"].endswith("(no signal) | 1.000 |")
     assert "| local | 0.507 ± 0.029 ✗ | 0.910 ± 0.025 | 4.0 |" in md
     assert "| aligned | 0.500 ± 0.000 | fedavg, zeroshot, oneshot | local |" in md
     assert "| cross | 0.500 ± 0.000 | local, zeroshot, oneshot | fedavg |" in md

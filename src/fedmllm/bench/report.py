@@ -858,7 +858,8 @@ def _verdict(doc: _Doc, st: _Study) -> None:
         cells = [s, _ci(mine[s].values()).text() + (" ✗" if st.fails(focus, s) else "")]
         for m in against:
             j = judged[m][i]
-            cells.append(f"{j.interval()} (p {j.holm_p()}, {j.word})" if j.pr.diff.n else "-")
+            p = "" if math.isnan(j.adjusted) else f"p {j.holm_p()}, "
+            cells.append(f"{j.interval()} ({p}{j.word})" if j.pr.diff.n else "-")
         mb, rb = _bytes(st.rows, focus, s, view), _bytes(st.rows, ref, s, view)
         cells.append(f"{mb / rb:.3f}" if mb is not None and rb else "-")
         table.append(cells)
