@@ -193,21 +193,24 @@ def test_report_tables_and_claims_by_hand(tmp_path):
     # seeds) as the min-max 0.900-0.920
     # the gate: the constant answer scores 0.5 (8 of 16 true samples in class 0). aligned:
     # fedavg beats it (paired 0.40, 0.42); local's 0.10, 0.12 has the interval 0.11 ± 0.127.
-    # missing-50: fedavg's 0.30, 0.20 (± 0.635) and local's single seed beat nothing
-    assert "| aligned | 0.500 (every seed) | fedavg |" in md
-    assert "| missing-50 | 0.500 (every seed) | none: no signal |" in md
+    # missing-50: fedavg's 0.30, 0.20 (± 0.635) and local's single seed beat nothing; the
+    # reference (fedavg) fails there, so missing-50 has no signal
+    assert "| aligned | 0.500 (every seed) | fedavg | local |" in md
+    assert "| missing-50 | 0.500 (every seed) | none | fedavg, local |" in md
     assert "| method | aligned | missing-50 (no signal) | mean rank |" in md
-    # ranked on aligned only
-    assert "| fedavg | 0.910 (0.900–0.920) | 0.750 (0.700–0.800) | 1.0 |" in md
+    # ranked on aligned only; ✗ where the method fails the gate
+    assert "| fedavg | 0.910 (0.900–0.920) | 0.750 (0.700–0.800) ✗ | 1.0 |" in md
     # local-only: the mean over its clients; one seed left in missing-50 (s1 failed)
-    assert "| local | 0.610 (0.600–0.620) | 0.750 | 2.0 |" in md
+    assert "| local | 0.610 (0.600–0.620) ✗ | 0.750 ✗ | 2.0 |" in md
     assert "| local | 2.00 | -0.300 | better in 0, worse in 1, unclear in 0 |" in md
-    assert "| aligned | local | -0.300 (every seed) | 0/0/2 | worse |" in md
-    assert "holds in 1 of 1 comparisons" in md  # aligned: [0.783, 1.037] vs [0.483, 0.737]
+    # the paired t test (0.90, 0.92 and 0.60, 0.62 are one group each: not two-valued)
+    assert "| aligned | local | -0.300 (every seed) | 0/0/2 | t <0.001 | <0.001 (t) | worse |" \
+        in md
+    assert "holds in 1 of 1 comparisons" in md  # the paired difference 0.30, 0.30
     assert "| fedavg @ aligned | 0.910 (0.900–0.920) | local @ aligned | 0.610 (0.600–0.620) " \
-           "| 0.300 (every seed) | holds |" in md
+           "| 0.300 (every seed) | t <0.001 | <0.001 (t) | holds |" in md
     assert "| fedavg @ missing-50 | 0.750 (0.700–0.800) | local @ missing-50 | 0.750 | 0.050 " \
-           "| no signal |" in md
+           "| - | - | no signal |" in md
     assert "missing-50__local__s1 | failed | fedmllm: error: boom" in md
     rows = (out / "results.csv").read_text().splitlines()
     assert len(rows) == 1 + 7 * 2 + 1  # header, 7 done cells x 2 views, the failed cell
@@ -322,12 +325,13 @@ def test_report_explains_every_no_signal_in_one_line_below_it(tmp_path):
     md = build_report(_fake_sweep(tmp_path))["markdown"].read_text()
     blocks = md.split("\n\n")
     tables = [i for i, b in enumerate(blocks) if b.startswith("|") and "no signal" in b]
-    assert len(tables) == 3  # headline, the gate, the claim
-    line = ("*no signal* (missing-50): no method beats the constant answer (the test set's "
-            "most frequent answer; paired over seeds, 95 % interval above 0), so these numbers "
-            "cannot tell the methods apart: not ranked, not judged.")
+    assert len(tables) == 3  # headline, the paired differences, the claim
+    line = ("*no signal* (missing-50): the reference `fedavg` does not beat the constant "
+            "answer (the test set's most frequent answer; paired over seeds, 95 % interval "
+            "above 0), so these numbers cannot tell the methods apart: not ranked, not judged.")
     assert all(blocks[i + 1] == line for i in tables)
-    assert blocks[tables[0] + 2].startswith("Note: with fewer than 3 seeds, `mean (min–max)`")
+    assert blocks[tables[0] + 2].startswith("✗: fails the learnability gate in that setting")
+    assert blocks[tables[0] + 3].startswith("Note: with fewer than 3 seeds, `mean (min–max)`")
     assert "`mean ± half-width` is the 95 % Student-t interval" in md
 
 

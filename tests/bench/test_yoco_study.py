@@ -65,7 +65,7 @@ GRID = """
 [bench]
 seeds = [0, 1]
 metrics = ["auc_hard"]
-gate = ["fedavg", "local"]
+gate_against = "local"
 notes = "notes.md"
 focus = "fedavg"
 against = ["local"]
@@ -87,9 +87,12 @@ def test_grid_gate_metrics_notes_and_their_errors(tmp_path):
     path = tmp_path / "g.toml"
     path.write_text(GRID)
     g = load_grid(path)
-    assert g.gate == ["fedavg", "local"] and g.metrics == ["auc_hard"] and not g.share_uploads
+    assert g.gate_against == "local" and g.metrics == ["auc_hard"] and not g.share_uploads
     assert g.notes == str((tmp_path / "notes.md").resolve())
-    for old, new, msg in (('gate = ["fedavg", "local"]', 'gate = ["fedprox"]', "bench.gate"),
+    for old, new, msg in (('gate_against = "local"', 'gate_against = "fedprox"',
+                           "bench.gate_against: no method 'fedprox'"),
+                          ('gate_against = "local"', 'gate = ["fedavg"]',
+                           "bench.gate: no longer read"),
                           ('metrics = ["auc_hard"]', 'metrics = ["speed"]', "bench.metrics"),
                           ('notes = "notes.md"', 'notes = "gone.md"', "bench.notes"),
                           ('seeds = [0, 1]', 'seeds = [0, 1]\nshare_uploads = "yes"',
@@ -129,21 +132,22 @@ def test_grid_gate_metrics_notes_and_their_errors(tmp_path):
         status[c.id] = {"status": "done", "seconds": 3.0}
     (out / "bench.json").write_text(json.dumps({**g.to_json(), "status": status}))
     md = build_report(out)["markdown"].read_text()
-    # the gate asks for both: local stays at the constant answer (0.5), so no signal
-    assert "*no signal* (aligned): fedavg and local do not all beat the constant answer" in md
-    blocks = md.split("\n\n")  # the verdict table too: the line under each that says it
-    tables = [i for i, b in enumerate(blocks) if b.startswith("|") and "no signal" in b]
-    assert len(tables) == 2 and blocks[tables[1] - 2].startswith("## Verdict")  # + headline
-    assert all(blocks[i + 1].startswith("*no signal*") for i in tables)
-    assert "| method | aligned (no signal) | mean rank |" in md
+    # local stays at the constant answer (0.5) and fails the gate; fedavg, the reference,
+    # beats it and local (gate_against): a competitor failing leaves the setting its signal
+    assert "(no signal)" not in md and "*no signal*" not in md
+    assert "| method | aligned | mean rank |" in md
+    assert "| local | 0.510 (0.500–0.520) ✗ | 2.0 |" in md
+    assert "| aligned | 0.500 (every seed) | fedavg | local |" in md
     assert "| fedavg | 0.910 (0.014) |" in md  # mean (sd): 0.90, 0.92
     assert "### auc_hard (image+text)" in md and "| fedavg | 0.810 (0.800–0.820) |" in md
     assert "| local | aligned | 0.1 | 0.3 | 1 | 0.5 | 0.001 |" in md  # medians over clients
     assert "| local | 3 | 1.2 | 0.8 |" in md  # one row per distinct spectrum
     assert "| local | 0.00 | 0.00 | 0.100 |" in md  # bytes / the reference's (fedavg)
     assert md.rstrip().endswith("Because.")
-    # the verdict: fedavg - local = 0.40 in both seeds; fedavg is the reference: bytes 1
-    assert "| aligned | 0.910 (0.900–0.920) | 0.400 (every seed) (no signal) | 1.000 |" in md
+    # the verdict: fedavg - local = 0.40 in both seeds (the t test, one family of one
+    # setting); fedavg is the reference: bytes 1
+    assert "| aligned | 0.910 (0.900–0.920) | 0.400 (every seed) (p <0.001 (t), better) " \
+           "| 1.000 |" in md
 
 
 def test_upload_store_round_trip_and_unreadable_entries(tmp_path):

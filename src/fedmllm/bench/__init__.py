@@ -3,7 +3,8 @@
 - :mod:`.grid`: the grid file (settings x axes x seeds, fixed keys, claims), checked whole.
 - :mod:`.runner`: every cell a ``fedmllm run`` in its own folder; parallel jobs, resume, Ctrl-C.
 - :mod:`.results`: ``results.csv``, a row per cell and modality view, read from the run folders.
-- :mod:`.stats`: means with 95 % intervals over seeds, paired comparisons.
+- :mod:`.stats`: means with 95 % intervals over seeds, paired tests (t, sign, permutation),
+  Holm's correction.
 - :mod:`.report`: ``report.md`` / ``report.html`` with the tables and figures.
 """
 

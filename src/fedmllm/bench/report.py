@@ -4,19 +4,26 @@ Built from ``results.csv`` and the cells' ``metrics.jsonl`` (:mod:`fedmllm.bench
 
 1. the headline table: mean and 95 % confidence interval over seeds of the grid's metric, per
    method and setting, shown within the metric's range [0, 1] and, with fewer than 3 seeds, as
-   the min–max over the seeds (:meth:`fedmllm.bench.stats.Interval.text`); a one-line
-   explanation under every table that says 'no signal';
+   the min–max over the seeds (:meth:`fedmllm.bench.stats.Interval.text`); the AUROC beside it
+   where the cells have one; the learnability gate, per method and setting (✗ where a method
+   fails it; a setting has no signal only where the reference, or ``bench.signal``, fails);
+   a one-line explanation under every table that says 'no signal';
 2. the ranking: every method's mean rank over the settings, and paired comparisons across
    seeds against the reference method (the grid's ``bench.reference``, else the first method);
-3. the grid's claims, each checked setting by setting: it holds where the better side's
-   interval lies wholly above the worse side's (the paired difference is given beside it);
-4. the modality views (image+text, image only, text only), client-side evaluation (mean, std,
+3. the grid's claims, each checked comparison by comparison: it holds where the paired
+   difference (better - worse) is above 0 after Holm's correction over the claim's
+   comparisons. Every verdict of the report (ranking, verdict table, claims) is the same test
+   (:func:`fedmllm.bench.stats.paired`: the paired t test, or the permutation test where the
+   comparison is two-valued) corrected over the same kind of family (:func:`_family`);
+4. beside the mean: the seeds that reach ``bench.target``, the rounds to it and the area under
+   the accuracy curve;
+5. the modality views (image+text, image only, text only), client-side evaluation (mean, std,
    min and max over the clients' own held-out samples, where the cells measured it), and
-   communication against accuracy;
-5. figures: the radar across settings (one polygon per method, the FedMLLM paper's overview
+   communication and compute (client steps) against accuracy;
+6. figures: the radar across settings (one polygon per method, the FedMLLM paper's overview
    figure), per-round curves (every method, one y range), per-view bars, communication vs
    accuracy; error bars are the intervals the tables show;
-6. the cells that failed, with their one-line errors.
+7. the cells that failed, with their one-line errors.
 """
 
 from __future__ import annotations
@@ -33,8 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..files import atomic_write_text
+from .grid import TARGET
 from .results import VIEWS, collect, read_curves, read_results, write_results
-from .stats import MIN_SEEDS, UNIT, Interval, Paired, mean_ci, paired
+from .stats import ALPHA, GAP, MIN_SEEDS, UNIT, Interval, Paired, holm, mean_ci, paired
 from .tune import tuning_section
 
 __all__ = ["build_report"]
@@ -181,6 +189,50 @@ def _rows_of(rows, method, view, key, setting=None) -> list[dict]:
 
 
 @dataclass
+class _Judged:
+    """One comparison of a family (:func:`_family`): its paired tests, its Holm-adjusted p,
+    the level Holm tests it at, and its verdict."""
+
+    pr: Paired
+    adjusted: float
+    level: float
+    word: str
+    """'better', 'worse', 'no clear difference', 'too few seeds' or 'no signal'."""
+
+    def interval(self) -> str:
+        """The mean difference with its t interval at the Holm level (the level named; fewer
+        than :data:`MIN_SEEDS` seeds show the min–max instead)."""
+        if not self.pr.diff.n:
+            return "-"
+        iv = self.pr.at(self.level)
+        return iv.text() if iv.n < MIN_SEEDS else f"{iv.text()} ({100 * self.level:.4g} %)"
+
+    def holm_p(self) -> str:
+        return "-" if math.isnan(self.adjusted) else f"{_p_text(self.adjusted)} " \
+            f"({'perm.' if self.pr.two_valued else 't'})"
+
+
+def _p_text(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _family(pairs: list[tuple[dict, dict, bool]]) -> list[_Judged]:
+    """Paired comparisons read as one statement (a claim's comparisons; one method against the
+    reference, or the focus against one method, over the settings): each ``(a, b, judged)``
+    compared seed by seed (:func:`~fedmllm.bench.stats.paired`: the t test, the permutation
+    test where two-valued), the p of the judged ones with two seeds or more corrected together
+    by Holm (:func:`~fedmllm.bench.stats.holm`); the others say 'no signal'."""
+    prs = [_paired(a, b) for a, b, _ in pairs]
+    ps = [pr.p if judged and pr.diff.n >= 2 else math.nan
+          for pr, (_, _, judged) in zip(prs, pairs, strict=True)]
+    out = []
+    for pr, (_, _, judged), (adjusted, alpha) in zip(prs, pairs, holm(ps), strict=True):
+        level = 1 - (ALPHA if math.isnan(alpha) else alpha)
+        out.append(_Judged(pr, adjusted, level, pr.word(adjusted) if judged else "no signal"))
+    return out
+
+
+@dataclass
 class _Study:
     """What every section reads: the sweep's state, its rows and the learnability gate."""
 
@@ -192,13 +244,18 @@ class _Study:
     methods: list[str]
     settings: list[str]
     reference: str
-    gate: list[str]
+    gate_against: str | None = None
+    """A method every other one must beat as well to pass the gate (``bench.gate_against``)."""
+    target: float = TARGET
+    signal: str = ""
+    """The method whose gate gives a setting its signal (``bench.signal``, default the
+    reference), or ``"any"``: any method passing it."""
     constant: dict[str, Interval] = field(default_factory=dict)
     """setting -> the constant answer's accuracy (accuracy grids only)."""
-    above: dict[str, list[str]] = field(default_factory=dict)
-    """setting -> the methods that beat the constant answer (paired over seeds)."""
+    passes: dict[str, list[str]] = field(default_factory=dict)
+    """setting -> the methods that pass the learnability gate there (:func:`_gate`)."""
     no_signal: list[str] = field(default_factory=list)
-    """Settings that fail the gate: left out of the ranks and not judged."""
+    """Settings where the reference fails the gate: left out of the ranks and not judged."""
 
     def values(self, method: str, setting: str, view: str | None = None,
                metric: str | None = None) -> dict[int, float]:
@@ -210,33 +267,53 @@ class _Study:
     def over_settings(self, method: str, view: str | None = None) -> Interval:
         return _over_settings(self.rows, method, self.settings, view or self.view, self.metric)
 
+    def fails(self, method: str, setting: str) -> bool:
+        """Whether ``method`` fails the gate in ``setting`` (a setting without one: no)."""
+        return setting in self.passes and method not in self.passes[setting]
+
 
 def _study(out: Path, recollect: bool) -> _Study:
     """Read the sweep (re-collecting ``results.csv`` when asked) and apply the learnability
-    gate: which methods beat the constant majority answer (paired over seeds: a seed fixes the
-    test set, hence its majority class)."""
+    gate (:func:`_gate`)."""
     state = json.loads((out / "bench.json").read_text())
     if recollect:
         write_results(out, collect(out))
     methods = state["methods"]
+    against = state.get("gate_against")
     st = _Study(out, state, read_results(out / "results.csv"), state.get("metric", "accuracy"),
                 state.get("view", "image_text"), methods, state["settings"],
-                state.get("reference") or methods[0],
-                [m for m in state.get("gate", []) if m in methods])
-    if st.metric == "accuracy":
-        for s in st.settings:
-            const = {r["seed"]: r["constant"] for r in st.rows if r["setting"] == s
-                     and r["view"] == st.view and isinstance(r.get("constant"), float)}
-            if const:
-                st.constant[s] = _ci(const.values())
-                st.above[s] = [m for m in methods
-                               if _paired(st.values(m, s), const).verdict == "better"]
-    if st.gate:  # every gate method must beat the constant answer
-        st.no_signal = [s for s in st.settings
-                        if s in st.above and not set(st.gate) <= set(st.above[s])]
-    else:
-        st.no_signal = [s for s in st.settings if s in st.above and not st.above[s]]
+                state.get("reference") or methods[0], against if against in methods else None,
+                state.get("target", TARGET))
+    signal = state.get("signal")
+    st.signal = signal if signal == "any" or signal in methods else st.reference
+    _gate(st)
     return st
+
+
+def _gate(st: _Study) -> None:
+    """The learnability gate of an accuracy grid, method by method: a method passes in a
+    setting where its accuracy beats the constant majority answer and, with
+    ``bench.gate_against``, that method's accuracy too (paired over seeds: a seed fixes the
+    test set, hence its majority class; the 95 % t interval of the difference above 0,
+    uncorrected: a floor, not a finding). A setting has no signal only where the reference
+    fails (or ``bench.signal``'s method; with ``"any"``, where every method fails), never
+    because a competitor does."""
+    if st.metric != "accuracy":
+        return
+    for s in st.settings:
+        const = {r["seed"]: r["constant"] for r in st.rows if r["setting"] == s
+                 and r["view"] == st.view and isinstance(r.get("constant"), float)}
+        if not const:
+            continue
+        st.constant[s] = _ci(const.values())
+        floors = {None: const}
+        if st.gate_against:
+            floors[st.gate_against] = st.values(st.gate_against, s)
+        st.passes[s] = [m for m in st.methods
+                        if all(_paired(st.values(m, s), floor).diff.lo > 0
+                               for name, floor in floors.items() if name != m)]
+    st.no_signal = [s for s in st.passes if not st.passes[s]] if st.signal == "any" else \
+        [s for s in st.settings if st.fails(st.signal, s)]
 
 
 # ----------------------------------------------------------------------------- figures
@@ -420,10 +497,12 @@ def build_report(out: str | Path, recollect: bool = True,
     _headline(doc, st, ranks)
     _spread_and_extras(doc, st)
     _gate_table(doc, st)
+    tuning_section(doc, out)
     doc.img(figs.get("radar", Path()), "radar across settings")
     _verdict(doc, st)
     _ranking(doc, st, ranks)
     _claims(doc, st)
+    _targets(doc, st)
     _views(doc, st, figs)
     _communication(doc, st, figs)
     _privacy(doc, st)
@@ -431,7 +510,6 @@ def build_report(out: str | Path, recollect: bool = True,
         doc.h(2, "Per-round curves")
         doc.img(figs["curves"], "per-round curves")
     _oneshot_diagnostics(doc, st)
-    tuning_section(doc, out)
     if st.state.get("notes"):
         try:
             doc.raw(Path(st.state["notes"]).read_text())
@@ -467,6 +545,8 @@ def _intro(doc: _Doc, st: _Study) -> None:
           "partition, the test set and every random draw of a cell. Rebuild with `fedmllm "
           f"report {st.out}`; rerun any cell with the command in `bench.json`.")
     doc.p(_INTERVALS)
+    doc.p(_HOW_TO_READ.format(ref=st.reference, floor=_floor(st),
+                              whose="every method" if st.signal == "any" else _whose(st)))
 
 
 _INTERVALS = (
@@ -475,16 +555,47 @@ _INTERVALS = (
     f"**With fewer than {MIN_SEEDS} seeds** a t interval says little (two seeds: 12.7 times the "
     "standard error), so `mean (min–max)` gives the smallest and the largest value over the "
     "seeds instead (`mean (every seed)` where they agree): a range, not a confidence interval. "
-    "Verdicts and claims use the t interval.")
+    "Verdicts and claims use the tests below.")
+
+_HOW_TO_READ = (
+    "**How to read the verdicts.** Two methods are compared seed by seed: the paired "
+    "difference over the seeds both have. The paired t test decides, except where the "
+    "comparison is *two-valued* (each side's values in at most two groups, values at most "
+    f"{GAP} apart being one, and one side in two: a cell either learns the task or does not), "
+    "where the paired permutation test (sign flips, exact up to 16 seeds) decides, with the "
+    "sign test beside it; with n seeds these cannot go below p = 2/2^n (5 seeds: 0.0625). The "
+    "comparisons of one claim, and those of one method against `{ref}` (or of the focus "
+    "against one method) over the settings, are corrected together by Holm's step-down "
+    "procedure: a verdict holds where the adjusted p is below 0.05, and the difference's "
+    "interval is given at the level Holm tests it at. The learnability gate is a floor, not a "
+    "finding: a method passes in a setting where its paired 95 % t interval against {floor} "
+    "lies above 0 (uncorrected); a setting has no signal only where {whose} fails.")
+
+
+def _floor(st: _Study) -> str:
+    """What the gate asks a method to beat."""
+    return "the constant answer" + (f" and `{st.gate_against}`" if st.gate_against else "")
+
+
+def _whose(st: _Study) -> str:
+    """Whose gate gives a setting its signal (``bench.signal``)."""
+    if st.signal == "any":
+        return "any method"
+    return f"the reference `{st.signal}`" if st.signal == st.reference else f"`{st.signal}`"
 
 
 def _no_signal_line(st: _Study) -> str:
     """The one line under every table that says 'no signal': what it means, exactly as
-    :func:`_study` decides it."""
-    who = (f"{' and '.join(st.gate)} do not all beat" if st.gate else "no method beats")
-    return (f"*no signal* ({', '.join(st.no_signal)}): {who} the constant answer (the test "
-            "set's most frequent answer; paired over seeds, 95 % interval above 0), so these "
-            "numbers cannot tell the methods apart: not ranked, not judged.")
+    :func:`_gate` decides it."""
+    who = "no method beats" if st.signal == "any" else f"{_whose(st)} does not beat"
+    return (f"*no signal* ({', '.join(st.no_signal)}): {who} {_floor(st)} (the test set's most "
+            "frequent answer; paired over seeds, 95 % interval above 0), so these numbers "
+            "cannot tell the methods apart: not ranked, not judged.")
+
+
+def _fails_line(st: _Study) -> str:
+    return (f"✗: fails the learnability gate in that setting (not above {_floor(st)}; paired "
+            "over seeds, 95 % interval above 0): shown, ranked and judged like the others.")
 
 
 def _rank_settings(st: _Study) -> dict[str, list[float]]:
@@ -500,23 +611,44 @@ def _rank_settings(st: _Study) -> dict[str, list[float]]:
 
 
 def _headline(doc: _Doc, st: _Study, ranks: dict[str, list[float]]) -> None:
-    """1. The headline table: mean and interval per method and setting, and the mean rank."""
-    doc.h(2, f"{st.metric} ({_VIEW_NAMES[st.view]}) per method and setting")
+    """1. The headline table: mean and interval per method and setting (✗ where the method
+    fails the gate), and the mean rank; the AUROC beside it where the cells have one."""
+    auroc = _auroc_beside(st)
+    doc.h(2, f"{st.metric}{' and auroc' if auroc else ''} ({_VIEW_NAMES[st.view]}) per method "
+          "and setting")
     head = ["method", *(f"{s} (no signal)" if s in st.no_signal else s for s in st.settings),
             "mean rank"]
-    doc.table(head, [[m, *(st.interval(m, s).text() for s in st.settings),
+    doc.table(head, [[m, *(st.interval(m, s).text() + (" ✗" if st.fails(m, s) else "")
+                           for s in st.settings),
                       f"{statistics.fmean(ranks[m]):.1f}" if ranks[m] else "-"]
                      for m in st.methods])
     if st.no_signal:
         doc.p(_no_signal_line(st))
+    if any(st.fails(m, s) for m in st.methods for s in st.settings):
+        doc.p(_fails_line(st))
     if any(st.interval(m, s).spread for m in st.methods for s in st.settings):
         doc.p(f"Note: with fewer than {MIN_SEEDS} seeds, `mean (min–max)` is the range over "
               "the seeds, not a 95 % interval.")
+    if auroc:
+        _metric_table(doc, st, "auroc")
+
+
+def _auroc_beside(st: _Study) -> bool:
+    """Whether the headline section shows the AUROC beside the metric: the cells have one."""
+    return st.metric != "auroc" and any(
+        isinstance(r.get("auroc"), float) for r in st.rows if r["view"] == st.view)
+
+
+def _metric_table(doc: _Doc, st: _Study, metric: str) -> None:
+    doc.h(3, f"{metric} ({_VIEW_NAMES[st.view]})")
+    doc.table(["method", *st.settings],
+              [[m, *(st.interval(m, s, metric).text() for s in st.settings)]
+               for m in st.methods])
 
 
 def _spread_and_extras(doc: _Doc, st: _Study) -> None:
     """The standard deviation over seeds (with several seeds), and a table per further
-    metric of the grid."""
+    metric of the grid (the AUROC is in the headline section already)."""
     if len(st.state["seeds"]) > 1:
         doc.h(3, f"{st.metric}: mean (standard deviation over seeds)")
         sd_rows = []
@@ -529,27 +661,32 @@ def _spread_and_extras(doc: _Doc, st: _Study) -> None:
             sd_rows.append([m, *cells])
         doc.table(["method", *st.settings], sd_rows)
     for extra in st.state.get("metrics", []):
-        if extra == st.metric:
-            continue
-        doc.h(3, f"{extra} ({_VIEW_NAMES[st.view]})")
-        doc.table(["method", *st.settings],
-                  [[m, *(st.interval(m, s, extra).text() for s in st.settings)]
-                   for m in st.methods])
+        if extra != st.metric and not (extra == "auroc" and _auroc_beside(st)):
+            _metric_table(doc, st, extra)
 
 
 def _gate_table(doc: _Doc, st: _Study) -> None:
     if not st.constant:
         return
     doc.h(3, "Learnability gate")
-    doc.p("The accuracy of always giving the test set's most frequent answer, and the "
-          "methods whose accuracy beats it (paired over seeds, 95 % interval above 0)."
-          + (f" A setting is ranked only where {' and '.join(st.gate)} all beat it."
-             if st.gate else ""))
-    doc.table(["setting", "constant answer", "methods above it"],
-              [[s, st.constant[s].text(), ", ".join(st.above[s]) or "none: no signal"]
+    doc.p(f"A method passes in a setting where its accuracy beats {_floor(st)} (the constant "
+          "answer: always giving the test set's most frequent answer; paired over seeds, 95 % "
+          f"interval above 0). A setting has a signal where {_whose(st)} passes; a method "
+          "that fails is marked ✗ in the headline table, not dropped.")
+    doc.table(["setting", "constant answer", "pass", "fail"],
+              [[s, st.constant[s].text(), ", ".join(st.passes[s]) or "none",
+                ", ".join(m for m in st.methods if m not in st.passes[s]) or "none"]
                for s in st.settings if s in st.constant])
     if st.no_signal:
         doc.p(_no_signal_line(st))
+
+
+def _against_reference(st: _Study) -> dict[str, list[_Judged]]:
+    """method -> its comparison against the reference in each setting, Holm over the settings
+    with a signal (the same family as a claim 'reference beats method')."""
+    ref = st.reference
+    return {m: _family([(st.values(m, s), st.values(ref, s), s not in st.no_signal)
+                        for s in st.settings]) for m in st.methods if m != ref}
 
 
 def _ranking(doc: _Doc, st: _Study, ranks: dict[str, list[float]]) -> None:
@@ -558,65 +695,67 @@ def _ranking(doc: _Doc, st: _Study, ranks: dict[str, list[float]]) -> None:
     doc.h(2, "Ranking")
     order = sorted((m for m in st.methods if ranks[m]), key=lambda m: statistics.fmean(ranks[m]))
     doc.p(f"Mean rank over the settings (1 = best). Paired comparison against `{ref}` "
-          "per setting: mean difference over the seeds both have, its 95 % interval, and "
-          "wins/ties/losses; 'better'/'worse' where the interval excludes 0.")
+          "per setting: mean difference over the seeds both have, its interval at the Holm "
+          "level, wins/ties/losses and the tests; 'better'/'worse' where the Holm-adjusted p "
+          "(over the method's settings with a signal) is below 0.05.")
+    judged = _against_reference(st)
     rank_rows = []
     for m in order:
-        verdicts = {"better": 0, "worse": 0, "no clear difference": 0, "too few seeds": 0}
-        diffs = []
-        for s in st.settings if m != ref else ():
-            pr = _paired(st.values(m, s), st.values(ref, s))
-            if s not in st.no_signal and pr.diff.n:
-                verdicts[pr.verdict] += 1
-                diffs.append(pr.diff.mean)
+        words = [j.word for j in judged.get(m, ()) if j.pr.diff.n and j.word != "no signal"]
         vs = "(reference)" if m == ref else (
-            f"better in {verdicts['better']}, worse in {verdicts['worse']}, unclear in "
-            f"{verdicts['no clear difference'] + verdicts['too few seeds']}")
+            f"better in {words.count('better')}, worse in {words.count('worse')}, unclear in "
+            f"{len(words) - words.count('better') - words.count('worse')}")
+        diffs = [j.pr.diff.mean for j in judged.get(m, ())
+                 if j.pr.diff.n and j.word != "no signal"]
         mean_diff = f"{statistics.fmean(diffs):+.3f}" if diffs else "-"
         rank_rows.append([m, f"{statistics.fmean(ranks[m]):.2f}", mean_diff, vs])
     doc.table(["method", "mean rank", f"mean diff vs {ref}", "settings"], rank_rows)
     detail = []
-    for s, m in itertools.product(st.settings, st.methods):
-        pr = _paired(st.values(m, s), st.values(ref, s))
-        if m != ref and pr.diff.n:
-            detail.append([s, m, pr.diff.text(), f"{pr.wins}/{pr.ties}/{pr.losses}",
-                           pr.verdict])
+    for (i, s), m in itertools.product(enumerate(st.settings), st.methods):
+        if m != ref and (j := judged[m][i]).pr.diff.n:
+            detail.append([s, m, j.interval(), f"{j.pr.wins}/{j.pr.ties}/{j.pr.losses}",
+                           j.pr.tests(), j.holm_p(), j.word])
     if detail:
         doc.h(3, f"Paired differences against {ref}, per setting")
-        doc.table(["setting", "method", "difference", "wins/ties/losses", "verdict"], detail)
+        doc.table(["setting", "method", "difference", "wins/ties/losses", "tests (p)",
+                   "Holm p", "verdict"], detail)
+        if any(row[-1] == "no signal" for row in detail):
+            doc.p(_no_signal_line(st))
+
+
+_CLAIM_WORDS = {"better": "holds", "worse": "reversed", "no clear difference": "not shown"}
 
 
 def _claims(doc: _Doc, st: _Study) -> None:
-    """3. The grid's claims, each checked setting by setting: it holds where the better
-    side's interval lies wholly above the worse side's."""
+    """3. The grid's claims, each checked comparison by comparison: it holds where the paired
+    difference (better - worse) is above 0 after Holm's correction over the claim's
+    comparisons; 'reversed' where it is below."""
     if not st.state.get("claims"):
         return
     doc.h(2, "Claims")
-    skipped = ("settings that fail the learnability gate" if st.gate else
-               "settings where no method beats the constant answer")
     for claim in st.state["claims"]:
         cm, cv = claim.get("metric") or st.metric, claim.get("view") or st.view
-        lines, held, checked = [], 0, 0
+        sides = []
         for (mb, sb), (mw, sw) in _claim_pairs(claim, st.methods, st.settings):
             a, b = st.values(mb, sb, cv, cm), st.values(mw, sw, cv, cm)
-            ia, ib = _ci(a.values()), _ci(b.values())
-            if not ia.n or not ib.n:
-                continue
-            if sb in st.no_signal or sw in st.no_signal:
-                word = "no signal"
-            else:
-                checked += 1
-                ok = ia.n > 1 and ib.n > 1 and ia.lo > ib.hi
-                held += ok
-                word = "holds" if ok else "not shown"
-            lines.append([_label(mb, sb, st.settings), ia.text(), _label(mw, sw, st.settings),
-                          ib.text(), _paired(a, b).diff.text(), word])
+            if a and b:
+                sides.append(((mb, sb, a), (mw, sw, b)))
+        judged = _family([(a, b, sb not in st.no_signal and sw not in st.no_signal)
+                          for (_, sb, a), (_, sw, b) in sides])
+        lines = [[_label(mb, sb, st.settings), _ci(a.values()).text(),
+                  _label(mw, sw, st.settings), _ci(b.values()).text(), j.interval(),
+                  j.pr.tests(), j.holm_p(), _CLAIM_WORDS.get(j.word, j.word)]
+                 for ((mb, sb, a), (mw, sw, b)), j in zip(sides, judged, strict=True)]
+        words = [line[-1] for line in lines]
+        checked = sum(w != "no signal" for w in words)
         doc.h(3, claim["name"])
-        doc.p(f"{cm} ({_VIEW_NAMES[cv]}): holds in {held} of {checked} comparisons "
-              "(the better side's 95 % interval wholly above the worse side's; "
-              f"{skipped} are not counted).")
-        doc.table(["better", cm, "worse", cm, "paired difference", "verdict"], lines)
-        if any(line[-1] == "no signal" for line in lines):
+        doc.p(f"{cm} ({_VIEW_NAMES[cv]}): holds in {words.count('holds')} of {checked} "
+              f"comparisons, reversed in {words.count('reversed')} (paired difference better - "
+              f"worse, Holm-corrected over the {checked}; settings with no signal, by the "
+              "learnability gate, are not counted).")
+        doc.table(["better", cm, "worse", cm, "paired difference", "tests (p)", "Holm p",
+                   "verdict"], lines)
+        if "no signal" in words:
             doc.p(_no_signal_line(st))
 
 
@@ -643,17 +782,23 @@ def _views(doc: _Doc, st: _Study, figs: dict[str, Path]) -> None:
 
 
 def _communication(doc: _Doc, st: _Study, figs: dict[str, Path]) -> None:
-    """Megabytes up and down per run, as a fraction of the reference's, beside the metric."""
+    """Megabytes up and down per run, as a fraction of the reference's, beside the metric;
+    and the compute: the client steps a run ran (``summary.json``'s ``compute.client_steps``),
+    where the runs count them."""
     comm_rows = []
+    counted = any(isinstance(r.get("client_steps"), float) for r in st.rows)
     for m in st.methods:
         sel = _rows_of(st.rows, m, st.view, "bytes_uploaded")
         if sel:
             up = statistics.fmean(r["bytes_uploaded"] for r in sel) / 1e6
             down = statistics.fmean(r["bytes_downloaded"] for r in sel) / 1e6
             secs = [r["train_seconds"] for r in sel if r.get("train_seconds") is not None]
+            steps = [r["client_steps"] for r in sel if isinstance(r.get("client_steps"), float)]
             comm_rows.append([m, f"{up:.2f}", f"{down:.2f}", up + down,
                               st.over_settings(m).text(),
-                              f"{statistics.fmean(secs):.1f}" if secs else "-"])
+                              f"{statistics.fmean(secs):.1f}" if secs else "-",
+                              *([f"{statistics.fmean(steps):.0f}" if steps else "-"]
+                                if counted else [])])
     ref_total = next((r[3] for r in comm_rows if r[0] == st.reference), None)
     for r in comm_rows:
         r[3] = f"{r[3] / ref_total:.3f}" if ref_total else "-"
@@ -662,7 +807,8 @@ def _communication(doc: _Doc, st: _Study, figs: dict[str, Path]) -> None:
         doc.p("Train seconds of 0: the cell loaded its clients' uploads from a cell that "
               "trained them (share_uploads); that cell's row carries the cost.")
     doc.table(["method", "MB up per run", "MB down per run", f"bytes / {st.reference}'s",
-               st.metric, "train s per run"], comm_rows)
+               st.metric, "train s per run", *(["client steps per run"] if counted else [])],
+              comm_rows)
     doc.img(figs.get("communication", Path()), "communication vs accuracy")
 
 
@@ -693,32 +839,77 @@ def _bytes(rows, method, setting, view) -> float | None:
 
 def _verdict(doc: _Doc, st: _Study) -> None:
     """The grid's ``focus`` method against each ``against`` method, setting by setting: its
-    score, the paired difference over seeds with its interval and verdict, and its bytes (up
-    and down) as a fraction of the reference's."""
+    score, the paired difference over seeds (Holm over the settings, per method against) with
+    its verdict, and its bytes (up and down) as a fraction of the reference's."""
     focus, against = st.state.get("focus"), st.state.get("against") or []
     if not focus or not against:
         return
     ref, view = st.reference, st.view
     doc.h(2, f"Verdict: {focus}, setting by setting")
     doc.p(f"{st.metric} ({_VIEW_NAMES[view]}) of `{focus}` and its paired difference over "
-          "seeds against each method (95 % interval; 'better'/'worse' where it excludes 0); "
-          f"bytes: what `{focus}` sends up and down per run as a fraction of `{ref}`'s. A "
-          "setting that fails the learnability gate says 'no signal' and is not judged.")
-    head = ["setting", focus, *(f"- {m}" for m in against), f"bytes / {ref}'s"]
+          "seeds against each method (interval at the Holm level; Holm-adjusted p over the "
+          "settings; 'better'/'worse' where it is below 0.05); bytes: what "
+          f"`{focus}` sends up and down per run as a fraction of `{ref}`'s. A setting with no "
+          "signal (the learnability gate) says so and is not judged.")
+    mine = {s: st.values(focus, s) for s in st.settings}
+    judged = {m: _family([(mine[s], st.values(m, s), s not in st.no_signal)
+                          for s in st.settings]) for m in against}
     table = []
-    for s in st.settings:
-        mine = st.values(focus, s)
-        cells = [s, _ci(mine.values()).text()]
+    for i, s in enumerate(st.settings):
+        cells = [s, _ci(mine[s].values()).text() + (" ✗" if st.fails(focus, s) else "")]
         for m in against:
-            pr = _paired(mine, st.values(m, s))
-            word = "no signal" if s in st.no_signal else pr.verdict
-            cells.append(f"{pr.diff.text()} ({word})" if pr.diff.n else "-")
+            j = judged[m][i]
+            p = "" if math.isnan(j.adjusted) else f"p {j.holm_p()}, "
+            cells.append(f"{j.interval()} ({p}{j.word})" if j.pr.diff.n else "-")
         mb, rb = _bytes(st.rows, focus, s, view), _bytes(st.rows, ref, s, view)
         cells.append(f"{mb / rb:.3f}" if mb is not None and rb else "-")
         table.append(cells)
-    doc.table(head, table)
+    doc.table(["setting", focus, *(f"- {m}" for m in against), f"bytes / {ref}'s"], table)
     if st.no_signal:
         doc.p(_no_signal_line(st))
+
+
+def _median_rounds(values) -> str:
+    """The median over seeds of the rounds to the target, a seed that never reaches it
+    counted as later than any round: ``never`` where the median is such a seed."""
+    rounds = [math.inf if v == "never" else v for v in values if v is not None]
+    if not rounds:
+        return "-"
+    med = statistics.median(rounds)
+    return "never" if math.isinf(med) else f"{med:g}"
+
+
+def _targets(doc: _Doc, st: _Study) -> None:
+    """Beside the mean, per method and setting: the share of seeds whose accuracy reaches
+    ``bench.target``, the rounds to it, and the area under the accuracy curve (mean and
+    interval over seeds; :mod:`fedmllm.bench.results`)."""
+    share, rounds, area = [], [], []
+    for m in st.methods:
+        cells = [_rows_of(st.rows, m, st.view, "accuracy", s) for s in st.settings]
+        share.append([m, *(f"{sum(r['accuracy'] >= st.target for r in c)}/{len(c)}" if c
+                           else "-" for c in cells)])
+        rounds.append([m, *(_median_rounds(r.get("rounds_to_target") for r in c)
+                            for c in cells)])
+        area.append([m, *(_ci([r["accuracy_area"] for r in c
+                               if isinstance(r.get("accuracy_area"), float)]).text()
+                          for c in cells)])
+    if not any(c != "-" for row in share for c in row[1:]):
+        return
+    doc.h(2, f"Reaching accuracy {st.target:g}, and the accuracy curve")
+    doc.p(f"Accuracy ({_VIEW_NAMES[st.view]}) against the target {st.target:g} "
+          "(`bench.target`; the default 0.9 lies between what one modality of the synthetic "
+          "tasks allows, 0.8, and the joint image+text rule, 1.0): the seeds whose final "
+          "accuracy reaches it; the rounds to it (the first evaluated round at or above it, "
+          "median over seeds, 'never' where most seeds never reach it); the area under the "
+          "accuracy curve (trapezoid over the evaluated rounds, first to last mapped to 0 to "
+          "1: the curve's mean; the final value where one round was evaluated).")
+    doc.h(3, f"Seeds reaching {st.target:g}")
+    doc.table(["method", *st.settings], share)
+    if any(c != "-" for row in rounds for c in row[1:]):
+        doc.h(3, f"Rounds to {st.target:g} (median over seeds)")
+        doc.table(["method", *st.settings], rounds)
+        doc.h(3, "Area under the accuracy curve")
+        doc.table(["method", *st.settings], area)
 
 
 def _oneshot_diagnostics(doc: _Doc, st: _Study) -> None:

@@ -4,20 +4,28 @@ Read from the cells' own run folders (``summary.json``, ``metrics.jsonl``), neve
 anything the runner kept in memory, so the table can be rebuilt at any time
 (``fedmllm report DIR``). A cell that failed has one row with its status and error and no
 metrics. A local-only cell's metrics are the mean over its clients' own adapters.
+
+Beside the final metrics, a row has what its accuracy curve says (the evaluated rounds of
+``metrics.jsonl``): ``rounds_to_target``, the first evaluated round whose accuracy reaches the
+grid's ``bench.target`` (``never`` where none does), and ``accuracy_area``, the area under the
+accuracy curve (:func:`curve_area`); and ``client_steps``, the local steps its clients ran
+(``summary.json``'s ``compute.client_steps``, where the run counts them).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import statistics
 from pathlib import Path
 
 from ..files import atomic_write_text
+from .grid import TARGET
 
-__all__ = ["COLUMNS", "METRICS", "ONESHOT", "collect", "oneshot_diagnostics", "read_curves",
-           "read_results", "view_metrics", "write_results"]
+__all__ = ["COLUMNS", "METRICS", "ONESHOT", "collect", "curve_area", "oneshot_diagnostics",
+           "read_curves", "read_results", "rounds_to_target", "view_metrics", "write_results"]
 
 VIEWS = ("image_text", "image_only", "text_only")
 METRICS = ("accuracy", "macro_f1", "auroc", "auc_hard", "invalid_rate")
@@ -29,6 +37,7 @@ ONESHOT = ("rho_B", "rho_B_update", "dB_rel", "dW_rel", "client_lr", "base_s1_sr
 COLUMNS = ("cell", "setting", "method", "seed", "status", "view", "n", *METRICS, "constant",
            "bytes_uploaded", "bytes_downloaded", "train_seconds", "seconds", "privacy_epsilon",
            *CLIENT, *ONESHOT,
+           "client_steps", "rounds_to_target", "accuracy_area",
            "error")
 
 
@@ -94,10 +103,39 @@ def oneshot_diagnostics(folder: str | Path) -> dict:
             "base_energy": spectrum.get("energy")}
 
 
+def rounds_to_target(curve: list[tuple[int, float]], target: float) -> int | str | None:
+    """The first round of ``curve`` (``(round, accuracy)``, in order) whose accuracy is at least
+    ``target``; ``"never"`` where none is; ``None`` without a curve."""
+    if not curve:
+        return None
+    return next((r for r, v in curve if v >= target), "never")
+
+
+def curve_area(curve: list[tuple[int, float]]) -> float | None:
+    """The area under the curve ``(round, value)`` with its rounds mapped to [0, 1] (first
+    evaluated round 0, last 1), by the trapezoid rule: the curve's mean over the rounds,
+    ``sum (x_{i+1} - x_i) (y_i + y_{i+1}) / 2``; the value itself for one round; ``None``
+    without a curve."""
+    if not curve:
+        return None
+    if len(curve) == 1:
+        return curve[0][1]
+    (r0, _), (r1, _) = curve[0], curve[-1]
+    area = sum((b - a) * (u + v) / 2 for (a, u), (b, v) in itertools.pairwise(curve))
+    return area / (r1 - r0)
+
+
+def _curve_measures(out: Path, cid: str, view: str, target: float) -> dict:
+    curve = read_curves(out, cid, view, "accuracy")
+    return {"rounds_to_target": rounds_to_target(curve, target),
+            "accuracy_area": curve_area(curve)}
+
+
 def collect(out: str | Path) -> list[dict]:
     """Every cell's rows (see the module docstring), in the grid's order."""
     out = Path(out)
     state = json.loads((out / "bench.json").read_text())
+    target = state.get("target", TARGET)
     statuses = state.get("status", {})
     rows: list[dict] = []
     for cell in state["cells"]:
@@ -118,12 +156,14 @@ def collect(out: str | Path) -> list[dict]:
                  "train_seconds": totals.get("train_seconds"),
                  "privacy_epsilon": (summary.get("privacy") or {}).get("epsilon"),
                  **_client_eval(final),
+                 "client_steps": (summary.get("compute") or {}).get("client_steps"),
                  **oneshot_diagnostics(folder)}
         for view in VIEWS:
             m = view_metrics(final, view)
             if m:
                 rows.append({**base, **extra, "view": view,
-                             **{k: m.get(k) for k in ("n", *METRICS, "constant")}})
+                             **{k: m.get(k) for k in ("n", *METRICS, "constant")},
+                             **_curve_measures(out, cid, view, target)})
     return rows
 
 
