@@ -273,7 +273,7 @@ def cmd_bench(args) -> int:
         return 0
     try:
         status = run_bench(grid, args.out, jobs=args.jobs, resume=args.resume,
-                           threads=args.threads, console=console)
+                           threads=args.threads, console=console, isolate=args.isolate)
     except BenchInterrupted:
         build_report(args.out)
         again = " ".join([args.grid, *args.overrides])
@@ -582,6 +582,10 @@ def _add_bench(sub) -> None:
                    help="CPU threads per cell (default: cores / jobs)")
     b.add_argument("--resume", action="store_true",
                    help="continue the sweep in OUT: skip finished cells, resume unfinished ones")
+    b.add_argument("--isolate", action="store_true",
+                   help="run every cell as a fedmllm run process of its own (default: worker "
+                        "processes that keep the loaded base model from cell to cell; the "
+                        "results are the same bit for bit)")
     b.add_argument("--dry-run", action="store_true",
                    help="check every cell's configuration and list the cells; run nothing")
     b.set_defaults(func=cmd_bench)
