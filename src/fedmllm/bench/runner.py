@@ -275,9 +275,12 @@ class _Sweep:
                                     "command": cell.command(self.grid.base)}
             self.progress.running = len(self.running)
             self.save()
+        loads = getattr(runner, "loads", 0)
         rc = runner.wait()
         if not runner.dead:
             with self.lock:
+                if runner.loads == loads:  # the worker's base served this cell again
+                    self.status[cell.id]["base"] = "reused"
                 self.idle.append(runner)
         return cell.id, rc
 

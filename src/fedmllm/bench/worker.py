@@ -1,11 +1,12 @@
 """A sweep's worker process: cells one after another on one loaded base model.
 
-A worker (:data:`COMMAND`, or ``python -m fedmllm.bench.worker``) reads one JSON request a line on its standard input,
-``{"cell": ID, "args": ["run", "--config", FILE], "log": LOG, "threads": N}``, runs the cell as
-``fedmllm run`` would (:func:`fedmllm.cli.main` with those arguments, its console and every
-byte the process writes on fds 1 and 2 appended to ``LOG``), and answers one line on its
-original standard output, ``{"cell": ID, "rc": EXIT_STATUS}``. End of input ends it. Nothing
-but JSON crosses the pipe.
+A worker (:data:`COMMAND`, or ``python -m fedmllm.bench.worker``) reads one JSON request a
+line on its standard input, ``{"cell": ID, "args": ["run", "--config", FILE], "log": LOG,
+"threads": N}``, and runs the cell as ``fedmllm run`` would (:func:`fedmllm.cli.main` with
+those arguments; its console, and every byte the process writes on fds 1 and 2 meanwhile,
+appended to ``LOG``). It answers one line on its original standard output, ``{"cell": ID,
+"rc": EXIT_STATUS, "loads": N}`` (``N``: the bases it has loaded so far, this cell's
+included). End of input ends it. Nothing but JSON crosses the pipe.
 
 What the cells of one worker share is only the frozen base model (:class:`Bases`): it stays
 loaded while the next cell needs the same one (source, device, dtype, quantization, remote
@@ -220,7 +221,8 @@ def main() -> int:
             request = json.loads(line)
             rc = run_cell(request["args"], Path(request["log"]), int(request["threads"]),
                           bases, fresh)
-            answers.write(json.dumps({"cell": request["cell"], "rc": rc}) + "\n")
+            answers.write(json.dumps({"cell": request["cell"], "rc": rc,
+                                      "loads": bases.loads}) + "\n")
     except KeyboardInterrupt:
         return 130
     return 0
@@ -239,6 +241,8 @@ class Worker:
                 stdout=subprocess.PIPE, stderr=err, env=env, text=True,
                 start_new_session=True)  # the sweep alone takes a terminal's Ctrl-C
         self.returncode: int | None = None
+        self.loads = 0
+        """The bases the worker had loaded when its last cell ended."""
         self.ended = threading.Event()
         self.dead = False
 
@@ -260,7 +264,8 @@ class Worker:
         signal that killed it), and is :attr:`dead`."""
         line = self.proc.stdout.readline()
         if line:
-            self.returncode = int(json.loads(line)["rc"])
+            answer = json.loads(line)
+            self.returncode, self.loads = int(answer["rc"]), int(answer["loads"])
         else:
             self.dead = True
             self.returncode = self.proc.wait()
