@@ -146,7 +146,7 @@ def _bench(grid: Path, out: Path, *args: str, env: dict | None = None):
     e = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "fedmllm", "bench", str(grid), "--out",
                            str(out), "--threads", "1", *args, *run_overrides()], env=e,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
 
 
 def _outputs(run: Path) -> dict:

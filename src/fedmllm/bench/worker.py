@@ -1,10 +1,11 @@
 """A sweep's worker process: cells one after another on one loaded base model.
 
-A worker (:data:`COMMAND`, or ``python -m fedmllm.bench.worker``) reads one JSON request a
-line on its standard input, ``{"cell": ID, "args": ["run", "--config", FILE], "log": LOG,
-"threads": N}``, and runs the cell as ``fedmllm run`` would (:func:`fedmllm.cli.main` with
-those arguments; its console, and every byte the process writes on fds 1 and 2 meanwhile,
-appended to ``LOG``). It answers one line on its original standard output, ``{"cell": ID,
+A worker (:data:`COMMAND`: :func:`main` given the ``fedmllm`` command,
+:func:`fedmllm.cli.main`, which the bench layer does not import) reads one JSON request a line
+on its standard input, ``{"cell": ID, "args": ["run", "--config", FILE], "log": LOG,
+"threads": N}``, and runs the cell as ``fedmllm run`` would (the command with those arguments;
+its console, and every byte the process writes on fds 1 and 2 meanwhile, appended to
+``LOG``). It answers one line on its original standard output, ``{"cell": ID,
 "rc": EXIT_STATUS, "loads": N}`` (``N``: the bases it has loaded so far, this cell's
 included). End of input ends it. Nothing but JSON crosses the pipe.
 
@@ -34,14 +35,16 @@ import subprocess
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["Bases", "Globals", "Worker", "main"]
 
-#: How the sweep starts a worker (``-m fedmllm.bench.worker`` would import this module twice:
-#: the package ``fedmllm.bench`` imports it already).
-COMMAND = "import sys; from fedmllm.bench.worker import main; sys.exit(main())"
+#: How the sweep starts a worker (``python -c COMMAND``): the command line on top of the
+#: layers hands its ``fedmllm`` command to :func:`main`.
+COMMAND = ("import sys; from fedmllm.cli import main as fedmllm; "
+           "from fedmllm.bench.worker import main; sys.exit(main(fedmllm))")
 
 
 # ------------------------------------------------------------------------ the worker's side
@@ -185,10 +188,11 @@ def _output_to(log: Path):
             os.close(saved[1])
 
 
-def run_cell(args: list[str], log: Path, threads: int, bases: Bases, fresh: Globals) -> int:
-    """One cell, ``fedmllm run ARGS``, on ``bases``; its exit status as its process's would
-    be (an exception that escapes the command: its traceback in the log, status 1)."""
-    from ..cli import main as fedmllm
+def run_cell(fedmllm: Callable[[list[str]], int], args: list[str], log: Path, threads: int,
+             bases: Bases, fresh: Globals) -> int:
+    """One cell, ``fedmllm(ARGS)`` (the ``fedmllm`` command's main) on ``bases``; its exit
+    status as its process's would be (an exception that escapes the command: its traceback in
+    the log, status 1)."""
     from ..engine.bundle import BASES
 
     rc = 1
@@ -199,7 +203,7 @@ def run_cell(args: list[str], log: Path, threads: int, bases: Bases, fresh: Glob
             rc = fedmllm(list(args))
         except SystemExit as e:  # argparse
             rc = e.code if isinstance(e.code, int) else 1
-        except Exception:
+        except Exception:  # noqa: BLE001 (as an uncaught one ends a process: traceback, 1)
             traceback.print_exc()
         finally:
             BASES.reset(token)
@@ -208,9 +212,10 @@ def run_cell(args: list[str], log: Path, threads: int, bases: Bases, fresh: Glob
     return rc
 
 
-def main() -> int:
-    """The worker's loop (see the module docstring). Ctrl-C (SIGINT) stops the running cell
-    as it stops a run (it checkpoints; status 130); between cells, it ends the worker."""
+def main(fedmllm: Callable[[list[str]], int]) -> int:
+    """The worker's loop (see the module docstring), running cells with ``fedmllm``. Ctrl-C
+    (SIGINT) stops the running cell as it stops a run (it checkpoints; status 130); between
+    cells, it ends the worker."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     with open(os.devnull, "wb") as null:  # nothing but answers on the pipe
@@ -219,8 +224,8 @@ def main() -> int:
     try:
         for line in sys.stdin:
             request = json.loads(line)
-            rc = run_cell(request["args"], Path(request["log"]), int(request["threads"]),
-                          bases, fresh)
+            rc = run_cell(fedmllm, request["args"], Path(request["log"]),
+                          int(request["threads"]), bases, fresh)
             answers.write(json.dumps({"cell": request["cell"], "rc": rc,
                                       "loads": bases.loads}) + "\n")
     except KeyboardInterrupt:
@@ -296,7 +301,3 @@ class Worker:
             self.proc.wait()
         with contextlib.suppress(OSError, ValueError):
             self.proc.stdout.close()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
