@@ -17,8 +17,9 @@ exactly as loaded), and the modules' train/eval modes and ``requires_grad`` are 
 cell that changes the base itself (PiSSA's residual, ``modules_to_save`` copies) or that did
 not end cleanly drops it: the next cell loads it afresh. What a process starts with is put back
 before every cell (:class:`Globals`): torch's, NumPy's and Python's random states, the
-deterministic-algorithm and TF32 flags, the default dtype and the cell's thread count. A cell
-therefore gives bit for bit what ``fedmllm run`` gives in a process of its own (tested).
+deterministic-algorithm and TF32 flags, the default dtype, gradient mode and the cell's thread
+count. A cell therefore gives bit for bit what ``fedmllm run`` gives in a process of its own
+(tested).
 
 :class:`Worker` is the sweep's side of one worker (:mod:`fedmllm.bench.runner`).
 """
