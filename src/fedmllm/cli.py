@@ -275,7 +275,7 @@ def cmd_bench(args) -> int:
         return 0
     try:
         status = run_bench(grid, args.out, jobs=args.jobs, resume=args.resume,
-                           threads=args.threads, console=console)
+                           threads=args.threads, console=console, isolate=args.isolate)
     except BenchInterrupted:
         if (Path(args.out) / "bench.json").is_file():  # not while still tuning
             build_report(args.out)
@@ -585,6 +585,10 @@ def _add_bench(sub) -> None:
                    help="CPU threads per cell (default: cores / jobs)")
     b.add_argument("--resume", action="store_true",
                    help="continue the sweep in OUT: skip finished cells, resume unfinished ones")
+    b.add_argument("--isolate", action="store_true",
+                   help="run every cell as a fedmllm run process of its own (default: worker "
+                        "processes that keep the loaded base model from cell to cell; the "
+                        "results are the same bit for bit)")
     b.add_argument("--dry-run", action="store_true",
                    help="check every cell's configuration, list the cells and count the tune "
                         "and report cells; run nothing")

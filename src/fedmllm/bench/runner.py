@@ -1,23 +1,28 @@
-"""Running a grid: every cell a ``fedmllm run`` in its own process and its own run folder.
+"""Running a grid: every cell a ``fedmllm run`` with its own run folder, in worker processes
+that keep the loaded base model from one cell to the next.
 
 The sweep folder ``OUT`` holds::
 
     bench.json            the grid (cells, their keys) and every cell's status, error, seconds
     grid.toml             a copy of the grid file
-    configs/<cell>.yaml   each cell's full configuration (what its process runs)
+    configs/<cell>.yaml   each cell's full configuration (what its run runs)
     runs/<cell>/          each cell's run folder (config.yaml, metrics.jsonl, summary.json ...)
-    logs/<cell>.log       each cell's console output
+    logs/<cell>.log       each cell's console output (logs/workers.log: the workers' own)
     results.csv, report.md, report.html, figures/   (:mod:`fedmllm.bench.report`)
 
-Cells run in ``jobs`` parallel processes (a ``concurrent.futures`` pool of ``jobs`` threads,
-each starting a cell's process and waiting for it), each limited to ``threads`` CPU threads
-(``OMP_NUM_THREADS``; default: the cores divided by the jobs) so that parallel cells do not
-oversubscribe the machine. A cell that fails is recorded with its one-line error and the sweep
-goes on. Ctrl-C stops the running cells the way Ctrl-C stops a run (each is told once and
-leaves a resumable checkpoint), keeps every finished cell, and says how to continue;
-``--resume`` skips finished cells and continues unfinished ones from their checkpoints
-(``fedmllm run --resume``). Every cell's seeds are its own, so a cell gives the same numbers
-whichever cells run beside it.
+Cells run ``jobs`` at a time (a ``concurrent.futures`` pool of ``jobs`` threads), each limited
+to ``threads`` CPU threads (``OMP_NUM_THREADS``; default: the cores divided by the jobs) so
+that parallel cells do not oversubscribe the machine. Each pool thread hands its cells to a
+worker process (:mod:`fedmllm.bench.worker`), which runs them one after another as ``fedmllm
+run`` would, loading the base model only when a cell needs another one than the last: the
+results are bit for bit those of a cell run alone. ``isolate`` runs every cell as a ``fedmllm
+run`` process of its own instead (the reference, and the fallback). A cell that fails is
+recorded with its one-line error and the sweep goes on; a cell that kills its worker is
+recorded failed and the next cell gets a new worker. Ctrl-C stops the running cells the way
+Ctrl-C stops a run (each is told once and leaves a resumable checkpoint), keeps every finished
+cell, and says how to continue; ``--resume`` skips finished cells and continues unfinished ones
+from their checkpoints (``fedmllm run --resume``). Every cell's seeds are its own, so a cell
+gives the same numbers whichever cells run beside it or before it.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from ..errors import OutputError
 from ..files import atomic_write_json, atomic_write_text
 from ..report.console import RoundProgress
 from .grid import Cell, Grid
+from .worker import Worker
 
 __all__ = ["BenchInterrupted", "run_bench"]
 
@@ -158,9 +164,10 @@ def _headline(folder: Path, grid: Grid) -> str:
 
 
 def run_bench(grid: Grid, out: str | Path, jobs: int = 1, resume: bool = False,
-              threads: int | None = None, console=None) -> dict:
-    """Run every cell of ``grid`` under ``out`` (see the module docstring); return the cell
-    statuses. Raises :class:`BenchInterrupted` on Ctrl-C once the running cells have stopped."""
+              threads: int | None = None, console=None, isolate: bool = False) -> dict:
+    """Run every cell of ``grid`` under ``out`` (see the module docstring; ``isolate``: a
+    process per cell); return the cell statuses. Raises :class:`BenchInterrupted` on Ctrl-C
+    once the running cells have stopped."""
     out = Path(out)
     if jobs < 1:
         raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
@@ -175,7 +182,7 @@ def run_bench(grid: Grid, out: str | Path, jobs: int = 1, resume: bool = False,
     if grid.path.resolve() != (out / "grid.toml").resolve():
         shutil.copyfile(grid.path, out / "grid.toml")
     todo = [cell for cell in grid.cells if not _mark(out, cell, status)]
-    sweep = _Sweep(out, grid, status, jobs, threads)
+    sweep = _Sweep(out, grid, status, jobs, threads, isolate)
     sweep.save()
     _build_presets(grid, console)
     # the cells run in sessions of their own (a terminal's Ctrl-C reaches only this process,
@@ -187,7 +194,8 @@ def run_bench(grid: Grid, out: str | Path, jobs: int = 1, resume: bool = False,
     with RoundProgress(console, len(grid.cells), True, len(grid.cells) - len(todo),
                        what="cells", eta=True) as progress:
         progress.print(f"fedmllm bench: {len(grid.cells)} cells ({len(todo)} to run) in "
-                       f"{out}, {jobs} at a time, {threads} threads each")
+                       f"{out}, {jobs} at a time, {threads} threads each"
+                       f"{', a process each' if isolate else ''}")
         sweep.progress, progress.running = progress, 0
         try:
             sweep.run(todo)
@@ -195,6 +203,7 @@ def run_bench(grid: Grid, out: str | Path, jobs: int = 1, resume: bool = False,
             sweep.stop()
             raise BenchInterrupted(str(out)) from None
         finally:
+            sweep.close()
             if main:
                 signal.signal(signal.SIGTERM, previous)
     return status
@@ -207,21 +216,56 @@ def _mark(out: Path, cell: Cell, status: dict) -> bool:
     return done
 
 
-class _Sweep:
-    """The cells of one sweep in a pool of ``jobs`` threads, each of which starts a cell's
-    process and waits for it; cells start in the grid's order and are recorded as they end.
-    ``bench.json`` is rewritten at every change of a cell's status."""
+class _Process:
+    """A cell's ``fedmllm run`` in a process of its own (``isolate``); the same calls as a
+    :class:`~fedmllm.bench.worker.Worker` running a cell."""
 
-    def __init__(self, out: Path, grid: Grid, status: dict, jobs: int, threads: int):
-        self.out, self.grid, self.status, self.jobs, self.threads = \
-            out, grid, status, jobs, threads
+    def __init__(self, args: list[str], log: Path, env: dict):
+        self.log = open(log, "a")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "fedmllm", *args], stdout=self.log,
+                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.returncode: int | None = None
+        self.dead = True  # used once
+
+    def wait(self) -> int:
+        self.returncode = self.proc.wait()
+        self.log.close()
+        return self.returncode
+
+    def join(self, timeout: float) -> bool:
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def interrupt(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # the run checkpoints and stops
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+
+class _Sweep:
+    """The cells of one sweep in a pool of ``jobs`` threads, each of which hands a cell to a
+    worker (or starts its process) and waits for it; cells start in the grid's order and are
+    recorded as they end. ``bench.json`` is rewritten at every change of a cell's status."""
+
+    def __init__(self, out: Path, grid: Grid, status: dict, jobs: int, threads: int,
+                 isolate: bool = False):
+        self.out, self.grid, self.status, self.jobs, self.threads, self.isolate = \
+            out, grid, status, jobs, threads, isolate
         # FEDMLLM_BENCH_CELL: the cell's process takes SIGINT as Ctrl-C even where the sweep
         # was started with SIGINT ignored (a background job of a non-interactive shell, see
         # cli.main)
         self.env = {**os.environ, "OMP_NUM_THREADS": str(threads),
                     "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
                     "FEDMLLM_BENCH_CELL": "1"}
-        self.running: dict[str, tuple[subprocess.Popen, float, object]] = {}
+        self.running: dict[str, tuple[Worker | _Process, float]] = {}
+        self.idle: list[Worker] = []
+        self.workers: list[Worker] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.progress: RoundProgress | None = None
@@ -234,30 +278,37 @@ class _Sweep:
         pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="bench-cell")
         try:
             for future in as_completed([pool.submit(self._cell, c) for c in todo]):
-                cid = future.result()
-                if cid is not None:
-                    self._finished(cid)
+                ended = future.result()
+                if ended is not None:
+                    self._finished(*ended)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _cell(self, cell: Cell) -> str | None:
-        """A pool thread: start ``cell``'s process and wait for it (``None``: not started,
-        the sweep is stopping)."""
+    def _cell(self, cell: Cell) -> tuple[str, int] | None:
+        """A pool thread: run ``cell`` and wait for it; its id and exit status (``None``: not
+        started, the sweep is stopping). The worker is free for another cell again."""
         with self.lock:
             if self.stopping.is_set():
                 return None
-            proc, log = self._start(cell)
-            self.running[cell.id] = (proc, time.monotonic(), log)
+            runner = self._start(cell)
+            self.running[cell.id] = (runner, time.monotonic())
             self.status[cell.id] = {"status": "running",
                                     "command": cell.command(self.grid.base)}
             self.progress.running = len(self.running)
             self.save()
-        proc.wait()
-        return cell.id
+        loads = getattr(runner, "loads", 0)
+        rc = runner.wait()
+        if not runner.dead:
+            with self.lock:
+                if runner.loads == loads:  # the worker's base served this cell again
+                    self.status[cell.id]["base"] = "reused"
+                self.idle.append(runner)
+        return cell.id, rc
 
-    def _start(self, cell: Cell):
-        """The cell's ``fedmllm run`` in a process of its own: resumed from its checkpoint
-        when it started before, else from its configuration file."""
+    def _start(self, cell: Cell) -> Worker | _Process:
+        """The cell's ``fedmllm run``, resumed from its checkpoint when it started before,
+        else from its configuration file: on an idle worker (a new one if none is, or if the
+        idle one has died), or with ``isolate`` in a process of its own."""
         folder = _cell_folder(self.out, cell)
         config_file = self.out / "configs" / f"{cell.id}.yaml"
         _place(self.out, self.grid, cell)
@@ -268,26 +319,35 @@ class _Sweep:
             if folder.exists():  # made but never started: nothing of value
                 shutil.rmtree(folder)
             args = ["run", "--config", str(config_file)]
-        log = open(self.out / "logs" / f"{cell.id}.log", "a")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", "fedmllm", *args], stdout=log,
-                                stderr=subprocess.STDOUT, env=self.env,
-                                start_new_session=True)
-        return proc, log
+        log = self.out / "logs" / f"{cell.id}.log"
+        if self.isolate:
+            return _Process(args, log, self.env)
+        while True:
+            worker = self.idle.pop() if self.idle else None
+            if worker is None:
+                worker = Worker(self.env, self.out / "logs" / "workers.log")
+                self.workers.append(worker)
+            if worker.start(cell.id, args, log, self.threads):
+                return worker
 
-    def _finished(self, cid: str) -> None:
+    def close(self) -> None:
+        """End every worker (each finishes its cell first: after :meth:`stop`, none runs)."""
+        for worker in self.workers:
+            worker.close()
+        self.workers, self.idle = [], []
+
+    def _finished(self, cid: str, rc: int) -> None:
         """Record an ended cell as done (exit 0 and a summary) or failed, with its seconds."""
         with self.lock:
-            proc, t0, log = self.running.pop(cid)
-            log.close()
+            _, t0 = self.running.pop(cid)
             self.progress.running = len(self.running)
             seconds = round(time.monotonic() - t0, 1)
             folder = self.out / "runs" / cid
-            if proc.returncode == 0 and (folder / "summary.json").is_file():
+            if rc == 0 and (folder / "summary.json").is_file():
                 self.status[cid].update(status="done", seconds=seconds)
                 text = (f"{cid} done in {seconds:.0f} s{_headline(folder, self.grid)} "
                         f"(ETA {self.progress.eta()})")
             else:
-                rc = proc.returncode
                 err = (f"killed by {signal.Signals(-rc).name}" if rc < 0 else
                        _error_line(self.out / "logs" / f"{cid}.log"))
                 self.status[cid].update(status="failed", seconds=seconds, error=err,
@@ -305,16 +365,12 @@ class _Sweep:
             self.progress.stop_heartbeat()
             self.progress.print(f"stopping: telling the {len(self.running)} running cell(s) "
                                 "to checkpoint and stop (up to 60 s)")
-            for proc, _, _ in self.running.values():
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGINT)  # the run checkpoints and stops
+            for runner, _ in self.running.values():
+                runner.interrupt()
             deadline = time.monotonic() + 60
-            for cid, (proc, _, log) in self.running.items():
-                try:
-                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                log.close()
+            for cid, (runner, _) in self.running.items():
+                if not runner.join(max(0.1, deadline - time.monotonic())):
+                    runner.kill()
+                    runner.join(10)
                 self.status[cid]["status"] = "interrupted"
             self.save()

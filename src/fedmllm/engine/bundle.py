@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,13 @@ from .factory import RunPlan
 
 #: ``lora.init`` -> peft's ``init_lora_weights``.
 LORA_INIT = {"default": True, "gaussian": "gaussian", "pissa": "pissa"}
+
+#: Where :func:`build_bundle` takes the frozen base from while set: an object with
+#: ``load(plan.model) -> Base`` (a base as :func:`~fedmllm.model.loading.load_base` gives it)
+#: and ``adopt(peft_model, plan)`` (told what was wrapped around it), the bench worker's cache
+#: of loaded bases (:class:`fedmllm.bench.worker.Bases`). Unset (the default): every run loads
+#: its own base.
+BASES: ContextVar = ContextVar("fedmllm_bases", default=None)
 
 
 @dataclass
@@ -68,12 +76,14 @@ def build_bundle(plan: RunPlan) -> ModelBundle:
     state is left as it was). ``init`` names peft's initialisation (:data:`LORA_INIT`), or
     ``code`` (:func:`apply_code_init` after peft's default). The base is placed on its device
     once, here; clients' adapters are then swapped into it on the device
-    (:class:`~fedmllm.model.lora.AdapterState`)."""
-    m, lora = plan.model, plan.lora
+    (:class:`~fedmllm.model.lora.AdapterState`). With :data:`BASES` set, the base comes from
+    there and is handed back wrapped."""
+    m, lora, bases = plan.model, plan.lora, BASES.get()
     if m.preset is not None:  # a built-in preset is built into its cache folder on first use
         ensure_tiny(*m.preset)
-    base = load_base(m.source, device=m.device, dtype=m.dtype,
-                     trust_remote_code=m.trust_remote_code, quantization=m.quantization)
+    base = bases.load(m) if bases is not None else load_base(
+        m.source, device=m.device, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
+        quantization=m.quantization)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(torch_seed(m.seed, "lora_init"))
         model = wrap_lora(base.model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
@@ -81,6 +91,8 @@ def build_bundle(plan: RunPlan) -> ModelBundle:
                           target_regex=lora.target_regex, modules_to_save=m.modules_to_save,
                           init_lora_weights=LORA_INIT.get(plan.init, True),
                           gradient_checkpointing=m.gradient_checkpointing)
+    if bases is not None:
+        bases.adopt(model, plan)
     if m.quantization == "none":  # peft puts the adapters of a quantized layer beside it
         model.to(m.device)
     bundle = ModelBundle(model, base.processor, AdapterState(model), m.device, m.input_dtype,
