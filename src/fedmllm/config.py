@@ -424,6 +424,12 @@ class FLConfig:
     local_epochs: float | None = key(None, """
         Local epochs per client per round instead of ``local_steps`` (``None``: use
         ``local_steps``).""")
+    local_clients: Annotated[Literal["all", "sampled"], Lenient] = key("all", """
+        Local-only training (``fl.algorithm = local``): which clients train in a round. ``all``
+        (default): every client in every round, as the FedMLLM research code's local baseline
+        trains its client in every round; ``sampled``: only the ``clients_per_round`` sampled
+        that round (a fraction of the compute: the run header and ``summary.json``'s
+        ``compute`` say how much). Only local-only runs take ``sampled``.""")
     client: ClientConfig = section(ClientConfig, "The client objective and its parameters.")
     strategy: dict[str, Any] = key({}, """
         Extra keyword arguments for the server strategy (``eta``, ``momentum`` ...).""")

@@ -250,3 +250,27 @@ def test_tensorboard_events_carry_the_metrics_rows(shared, tmp_path, monkeypatch
                         lambda name, *a: None if name == "tensorboard" else real(name, *a))
     with pytest.raises(ConfigError, match=r"output.tensorboard: needs the tensorboard package"):
         plan_run(base_cfg(tmp_path, "output.tensorboard=true"))
+
+
+@pytest.mark.parametrize("local_clients", ["all", "sampled"])
+def test_local_only_trains_every_client_every_round_unless_sampled(local_clients, shared,
+                                                                   tmp_path):
+    """fl.local_clients = all (default): the 4 clients all train in both rounds (2 x 4 x 2 =
+    16 client steps); sampled: only the 2 sampled each round (8 steps), as summary.json's
+    compute says; a client sampled twice continues from its own adapter."""
+    from fedmllm.fl import sample_clients
+
+    result = run(shared, tmp_path, "fl.algorithm=local", f"fl.local_clients={local_clients}")
+    want = [list(range(4))] * 2 if local_clients == "all" else \
+        [sample_clients(4, 2, r, 0) for r in (1, 2)]
+    assert [r["clients"] for r in result.rows] == want
+    assert [sorted(map(int, r["local_steps"])) for r in result.rows] == want
+    steps = sum(len(c) for c in want) * 2
+    assert result.final["compute"] == {"client_steps": steps, "client_runs": steps // 2}
+    assert set(result.final["final"]["per_client"]) == set().union(*want)
+
+
+def test_compute_counts_every_clients_steps(shared, tmp_path):
+    """A FedAvg run's compute: 2 rounds x 2 sampled clients x 2 steps."""
+    result = run(shared, tmp_path, "fl.algorithm=fedavg")
+    assert result.final["compute"] == {"client_steps": 8, "client_runs": 4}

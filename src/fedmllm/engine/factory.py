@@ -461,6 +461,14 @@ def _check_clients_per_round(cfg: Config, strategy, notes: list[str]) -> None:
     """Enough clients per round for the strategy and ``fl.min_clients``."""
     algo = cfg.fl.algorithm
     per_round = min(cfg.fl.clients_per_round, cfg.fl.num_clients)
+    if cfg.fl.local_clients == "sampled" and algo != "local":
+        raise ConfigError(f"fl.local_clients: 'sampled' is for local-only training "
+                          f"(fl.algorithm=local); {algo} samples its clients anyway")
+    if algo == "local":
+        notes.append(f"fl.local_clients = {cfg.fl.local_clients}: " + (
+            f"every one of the {cfg.fl.num_clients} clients trains in every round"
+            if cfg.fl.local_clients == "all" else
+            f"only the {per_round} of {cfg.fl.num_clients} clients sampled each round train"))
     if cfg.fl.clients_per_round > cfg.fl.num_clients:
         notes.append(f"fl.clients_per_round = {per_round}: there are only "
                      f"{cfg.fl.num_clients} clients, so every client trains every round "

@@ -175,13 +175,15 @@ class OneShotClient:
         by candidate label). Nothing here sees the test set."""
         if not self.val_items:
             return self.train_for(self.y.local_epochs)
-        best, losses = None, {}
+        best, losses, tried = None, {}, 0
         for epochs, lr in self.candidates():  # a tie keeps the earlier: fewer epochs, lower lr
             update = self.train_for(epochs, lr)
+            tried += update.metrics["steps"]
             losses[self.label(epochs, lr)] = loss = self.validation_loss()
             if best is None or loss < best[0]:
                 best = (loss, update)
         best[1].metrics["val_loss"] = losses
+        best[1].metrics["steps_tried"] = tried
         best[1].metrics["held_out"] = len(self.val_items)
         return best[1]
 
