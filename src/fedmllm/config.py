@@ -318,6 +318,15 @@ class YocoConfig:
         fedavgm, fedadam, fedadagrad, fedyogi (``fl.strategy`` params).""")
     merge_a: str = key("pca", """
         Rule for A in variant ``full`` and in ``combine``: pca, fedavg, mean, fedavgm, ...""")
+    fedopt_step: Annotated[Literal["research", "textbook"], Lenient] = key("research", """
+        The one-shot step of the adaptive rules (``fedadam``, ``fedyogi``, ``fedadagrad``, as a
+        method or a ``merge_*`` rule). ``research`` (default): the YOCO research code's, where
+        every momentum buffer equals the delta at round 0: ``m = D`` (the unweighted mean
+        delta), ``v`` from ``tau^2`` (FedAdam: ``beta2 tau^2 + (1 - beta2) D^2``), ``x0 + eta m
+        / (sqrt(v) + tau)``, no bias correction (the rules' ``fedmllm`` variant, default
+        ``eta`` 1e-3); ``textbook``: Flower's first step, ``m = (1 - beta1) D_w = 0.1 D_w``,
+        ``v`` from 0, bias-corrected (the ``textbook`` variant, default ``eta`` 0.1). A
+        ``variant`` in ``fl.strategy``/``params_*`` must agree.""")
     params_a: dict[str, Any] | None = key(None, """
         Parameters of the rule for A (e.g. ``{momentum: 0.9}``); ``None``: ``fl.strategy``.""")
     params_b: dict[str, Any] | None = key(None, """

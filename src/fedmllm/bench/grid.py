@@ -69,7 +69,7 @@ __all__ = ["Cell", "Claim", "Grid", "load_grid"]
 
 _BENCH_KEYS = {"base", "seeds", "metric", "reference", "description", "view", "metrics",
                "gate", "share_uploads", "notes", "focus", "against"}
-_METRICS = ("accuracy", "macro_f1", "auroc", "auc_hard")
+_METRICS = ("accuracy", "macro_f1", "auroc", "auc_hard", "accuracy_calibrated")
 _VIEWS = ("image_text", "image_only", "text_only")
 _BENCH_SET = ("seed", "output.dir")  # keys a grid may not set: bench.seeds, --out
 

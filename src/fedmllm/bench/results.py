@@ -20,7 +20,8 @@ __all__ = ["COLUMNS", "METRICS", "ONESHOT", "collect", "oneshot_diagnostics", "r
            "read_results", "view_metrics", "write_results"]
 
 VIEWS = ("image_text", "image_only", "text_only")
-METRICS = ("accuracy", "macro_f1", "auroc", "auc_hard", "invalid_rate")
+METRICS = ("accuracy", "macro_f1", "auroc", "auc_hard", "invalid_rate",
+           "accuracy_calibrated", "threshold")
 CLIENT = ("client_accuracy_mean", "client_accuracy_std", "client_accuracy_min",
           "client_accuracy_max")
 #: One-shot diagnostics (:func:`oneshot_diagnostics`), empty for multi-round cells.
@@ -28,6 +29,7 @@ ONESHOT = ("rho_B", "rho_B_update", "dB_rel", "dW_rel", "client_lr", "base_s1_sr
            "base_energy")
 COLUMNS = ("cell", "setting", "method", "seed", "status", "view", "n", *METRICS, "constant",
            "bytes_uploaded", "bytes_downloaded", "train_seconds", "seconds", "privacy_epsilon",
+           "fedopt_step",
            *CLIENT, *ONESHOT,
            "error")
 
@@ -117,6 +119,7 @@ def collect(out: str | Path) -> list[dict]:
                  "bytes_downloaded": totals.get("bytes_downloaded"),
                  "train_seconds": totals.get("train_seconds"),
                  "privacy_epsilon": (summary.get("privacy") or {}).get("epsilon"),
+                 "fedopt_step": (summary.get("oneshot") or {}).get("fedopt_step"),
                  **_client_eval(final),
                  **oneshot_diagnostics(folder)}
         for view in VIEWS:
@@ -145,7 +148,8 @@ def read_results(path: str | Path) -> list[dict]:
             for k, v in r.items():
                 if v == "":
                     row[k] = None
-                elif k in ("cell", "setting", "method", "status", "view", "error"):
+                elif k in ("cell", "setting", "method", "status", "view", "error",
+                           "fedopt_step"):
                     row[k] = v
                 else:
                     try:

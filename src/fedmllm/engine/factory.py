@@ -622,7 +622,7 @@ def _check_oneshot_keys(cfg: Config) -> None:
 def _check_factor_rules(cfg: Config) -> None:
     """Build each server rule a factor-wise one-shot merge will apply, with its parameters."""
     from ..fl import make_strategy
-    from ..fl.oneshot import merge_names
+    from ..fl.oneshot import merge_names, rule_params
 
     y = cfg.fl.yoco
     rule_b, rule_a = factor_rules(cfg)
@@ -633,7 +633,7 @@ def _check_factor_rules(cfg: Config) -> None:
             continue
         params = dict(own) if own is not None else dict(cfg.fl.strategy)
         try:
-            make_strategy(rule, **params)
+            make_strategy(rule, **rule_params(rule, params, y.fedopt_step))
         except (ValueError, TypeError) as e:
             where = f"fl.yoco.{key}" if own is not None else "fl.strategy"
             raise ConfigError(f"{where}: {e}") from None

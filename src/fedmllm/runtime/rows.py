@@ -199,7 +199,9 @@ def oneshot_summary(algorithm: str, resolved: dict, final: dict, row: dict, *,
                     setup_seconds: float, merged: dict[str, torch.Tensor],
                     resumes: list[int]) -> dict:
     """``summary.json`` of a one-shot run: the final metrics, the uploads' sign conflicts,
-    the run's totals and :func:`compute` (from its one ``row``)."""
+    the run's totals, :func:`compute` and under ``oneshot`` the merge (``method``, and
+    ``fedopt_step``, the adaptive rules' first step, ``None`` where no rule is adaptive; from
+    its one ``row``)."""
     totals = {
         "rounds": 1, "bytes_uploaded": row["bytes_uploaded"],
         "bytes_downloaded": row["bytes_downloaded"],
@@ -210,4 +212,5 @@ def oneshot_summary(algorithm: str, resolved: dict, final: dict, row: dict, *,
     }
     return {"algorithm": algorithm, "method": row["method"], "resolved": resolved,
             "final": final, "conflict": row["conflict"], "totals": totals,
-            "compute": compute([row])}
+            "compute": compute([row]),
+            "oneshot": {"method": row["method"], "fedopt_step": row.get("fedopt_step")}}
