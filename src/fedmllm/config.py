@@ -523,6 +523,14 @@ class EvalConfig:
         held-out samples as the client holds them (its modalities), reported per client and as
         mean, std, min and max (``client_eval`` in ``metrics.jsonl`` and ``summary.json``;
         local-only runs: each client's own adapter). 0 = off (all samples train).""", ge=0, lt=1)
+    threshold: Annotated[Literal["fixed", "calibrated"], Lenient] = key("fixed", """
+        The binary decision beside the fixed one (class 1 when its option probability is the
+        larger): ``calibrated`` also reports ``accuracy_calibrated`` at the threshold ``t`` on
+        ``p1 / (p0 + p1)`` with the most correct answers on the clients' held-out samples
+        (``eval.client_holdout`` > 0; each client sends counts per candidate, never a
+        sample; ties go to the candidate nearest 0.5), and ``threshold``, in ``metrics.jsonl``
+        and ``summary.json`` (local-only: each client's own). Multi-round runs, binary tasks
+        scored by option probabilities; the fixed figures are unchanged.""")
 
 
 @table

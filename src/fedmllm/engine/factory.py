@@ -151,6 +151,11 @@ def plan_run(cfg: Config, *, over_flower: bool = False,
                                                                           cfg.lora.init)
     model = _plan_model(cfg, init_key, init)
     _check_data(cfg)
+    if cfg.eval.threshold == "calibrated" and (oneshot or not cfg.eval.client_holdout):
+        raise ConfigError("eval.threshold: 'calibrated' is chosen on the clients' held-out "
+                          "samples: " + ("multi-round runs only (one-shot runs hold out none)"
+                                         if oneshot else "set eval.client_holdout > 0 (e.g. "
+                                         "0.2)"))
     if oneshot:
         if cfg.fl.attack.kind != "none":
             raise ConfigError("fl.attack.kind: attacks are for multi-round runs, not one-shot "

@@ -213,10 +213,8 @@ class MultiRoundRun(SessionDriver):
         training (its clients are evaluated at the end)."""
         if self.personal or not (r % self.cfg.eval.every == 0 or r == self.rounds):
             return {}
-        out = {"eval": self.session.evaluate(self.global_state)}
-        if self.session.held_out():
-            out["client_eval"] = self.session.evaluate_holdout(self.global_state)
-        return out
+        test, ce = self.session.evaluate_global(self.global_state)
+        return {"eval": test, **({"client_eval": ce} if ce is not None else {})}
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self, rows: int) -> None:
@@ -302,19 +300,25 @@ class MultiRoundRun(SessionDriver):
 
     def final_eval(self, rows: list[dict]) -> dict:
         """The test-set metrics of the end state (and ``client_eval`` when clients hold out
-        samples)."""
+        samples; local-only with ``eval.threshold = calibrated``: each client's threshold from
+        its own held-out samples, on its own adapter's test metrics)."""
         s = self.session
         if self.personal:
             states = dict(self.adapters.items())
-            final = s.evaluate_clients(states) if states else s.evaluate(s.initial_state)
+            calibrated = s.held_out() and self.cfg.eval.threshold == "calibrated"
+            ce = s.evaluate_holdout(states=states) if calibrated else None
+            thresholds = {int(k): m["threshold"] for k, m in ce["per_client"].items()
+                          if "threshold" in m} if ce else None
+            final = s.evaluate_clients(states, thresholds) if states else \
+                s.evaluate(s.initial_state)
             if s.held_out():
-                final["client_eval"] = s.evaluate_holdout(states=states)
+                final["client_eval"] = ce or s.evaluate_holdout(states=states)
             return final
         last = rows[-1] if rows else {}
         if last.get("round") == self.rounds and "eval" in last:  # just evaluated: not again
             return {**last["eval"], **({"client_eval": last["client_eval"]}
                                        if "client_eval" in last else {})}
-        final = s.evaluate(self.global_state)  # the initial state when nothing trained
-        if s.held_out():
-            final["client_eval"] = s.evaluate_holdout(self.global_state)
+        final, ce = s.evaluate_global(self.global_state)  # the initial state when untrained
+        if ce is not None:
+            final["client_eval"] = ce
         return final
