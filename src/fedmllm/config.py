@@ -467,6 +467,15 @@ class FLConfig:
     privacy: PrivacyConfig = section(PrivacyConfig, """
         Client-level differential privacy and its accountant.""")
 
+    def trained_per_round(self) -> int:
+        """How many clients train in each round: every client for local-only training with
+        ``local_clients = all`` (the FedMLLM research code's local baseline trains its client
+        in every round, ``get_clients_this_round``), else ``clients_per_round`` (at most
+        ``num_clients``)."""
+        if self.algorithm == "local" and self.local_clients == "all":
+            return self.num_clients
+        return min(self.clients_per_round, self.num_clients)
+
 
 @table
 class TrainConfig:

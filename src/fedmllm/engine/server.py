@@ -23,31 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..fl import ClientUpdate, StateDict, Strategy, filter_updates, sample_clients
+from ..fl import ClientUpdate, StateDict, Strategy, filter_updates
 from .factory import update_norm_bound
-
-
-def every_client_trains(fl) -> bool:
-    """Whether every client trains in every round (``fl`` = ``cfg.fl``): local-only training
-    with ``fl.local_clients = all``, the FedMLLM research code's local baseline, which trains
-    its client in every round (``get_clients_this_round``), not only when sampled."""
-    return fl.algorithm == "local" and fl.local_clients == "all"
-
-
-def clients_per_round(fl) -> int:
-    """How many clients train in each round: ``fl.num_clients`` when
-    :func:`every_client_trains`, else ``fl.clients_per_round`` (at most ``fl.num_clients``)."""
-    return fl.num_clients if every_client_trains(fl) else min(fl.clients_per_round,
-                                                               fl.num_clients)
-
-
-def round_clients(fl, round_: int, seed: int) -> list[int]:
-    """The sorted ids of the clients that train in round ``round_``: every client when
-    :func:`every_client_trains`, else ``fl.clients_per_round`` of them drawn from
-    ``(seed, round_)`` (:func:`~fedmllm.fl.sample_clients`)."""
-    if every_client_trains(fl):
-        return list(range(fl.num_clients))
-    return sample_clients(fl.num_clients, fl.clients_per_round, round_, seed)
 
 
 def state_bytes(state: StateDict) -> int:

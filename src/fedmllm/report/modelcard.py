@@ -251,9 +251,7 @@ def _round_rows(fl, summary: dict) -> list[tuple[str, str]]:
     except (ValueError, TypeError) as e:  # the card shows what was configured instead
         log.debug("strategy parameters: %s", e)
     totals = summary.get("totals") or {}
-    from ..engine.server import clients_per_round
-
-    per_round = clients_per_round(fl)
+    per_round = fl.trained_per_round()
     local = (f"{fl.local_epochs:g} epochs" if fl.local_epochs is not None
              else f"{fl.local_steps} steps")
     rows = [("Algorithm", fl.algorithm),

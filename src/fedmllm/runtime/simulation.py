@@ -3,8 +3,10 @@
 Per round ``r`` (from the last checkpoint on, when resumed), in :meth:`MultiRoundRun.run_round`::
 
     lr      = round_lr(r)                                   the round's client learning rate
-    clients = round_clients(fl, r, seed)                    sampled (local-only: every
-                                                            client, fl.local_clients = all)
+    clients = sample_clients(num_clients, per_round, r, seed)
+                                                            per_round = fl.trained_per_round():
+                                                            every client for local-only
+                                                            training (fl.local_clients = all)
     tasks   = [task(k) for k in clients]                    start state (the global adapter, or
                                                             k's own for local-only training),
                                                             server extras, k's kept state, lr
@@ -40,9 +42,9 @@ from ..engine.checkpoint import (
 from ..engine.client import local_steps, make_trainer
 from ..engine.factory import build_strategy
 from ..engine.failpoints import failpoint
-from ..engine.server import RoundResult, ServerRound, clients_per_round, round_clients
+from ..engine.server import RoundResult, ServerRound
 from ..engine.state import ClientStateStore
-from ..fl import round_lr
+from ..fl import round_lr, sample_clients
 from ..report.console import RoundProgress, header
 from ..report.metrics import MetricsWriter
 from ..report.tensorboard import open_events
@@ -133,7 +135,8 @@ class MultiRoundRun(SessionDriver):
         t0 = time.perf_counter()
         lr = round_lr(r, self.rounds, self.session.plan.lr, cfg.train.lr_schedule,
                       cfg.train.warmup_rounds, cfg.train.min_lr_ratio)
-        chosen = [0] if self.pooled else round_clients(cfg.fl, r, cfg.seed)
+        chosen = [0] if self.pooled else \
+            sample_clients(cfg.fl.num_clients, cfg.fl.trained_per_round(), r, cfg.seed)
         server_extras = {} if self.personal else self.strategy.server_extras()
         replies, secure = self.fit_round([self.task(k, r, lr, server_extras) for k in chosen],
                                          r, progress)
@@ -256,7 +259,7 @@ class MultiRoundRun(SessionDriver):
         writer = MetricsWriter(s.out / "metrics.jsonl", keep_rows=keep)
         setup_seconds = s.setup_seconds + time.perf_counter() - t_setup
         every = cfg.fl.checkpoint_every
-        per_round = 1 if self.pooled else clients_per_round(cfg.fl)
+        per_round = 1 if self.pooled else cfg.fl.trained_per_round()
         total, done_updates = self.rounds * per_round, self.done * per_round
         events = open_events(s.out, cfg.output.tensorboard, self.done)
         with RoundProgress(s.console, total, cfg.output.progress, done_updates) as progress:
