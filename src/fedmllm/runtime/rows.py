@@ -73,9 +73,9 @@ def compute(rows: Sequence[dict]) -> dict:
     """The run's compute, from its rows: ``client_steps``, the optimizer steps every client ran
     in every round (for a one-shot client that picked among candidates, every candidate's:
     ``local_steps_tried``), and ``client_runs``, the local runs (a client in a round)."""
-    runs = [(k, r.get("local_steps_tried", {}).get(k, n))
-            for r in rows for k, n in r.get("local_steps", {}).items()]
-    return {"client_steps": sum(n for _, n in runs), "client_runs": len(runs)}
+    steps = [r.get("local_steps_tried", {}).get(k, n)
+             for r in rows for k, n in r.get("local_steps", {}).items()]
+    return {"client_steps": sum(steps), "client_runs": len(steps)}
 
 
 def multiround_summary(algorithm: str, resolved: dict, final: dict, rows: list[dict], *,
