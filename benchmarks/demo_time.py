@@ -5,8 +5,9 @@ before its run; then the default experiment is timed in a subprocess. Prints the
 their ratio to the 120 s budget, and the final test accuracy with image+text, image only and
 text only (Bayes ceilings 1.0 / 0.8 / 0.8 on the synthetic binary task). Unless
 ``--no-local``, it then runs the same experiment with ``fl.algorithm=local`` (every client
-trains alone on its own data, the same number of steps) and prints its accuracy, mean +- std
-over the 10 clients' own models: the comparison that shows what federating buys.
+trains alone on its own data, in every round: ``fl.local_clients = all``, 10/4 of FedAvg's
+client steps) and prints its accuracy, mean +- std over the 10 clients' own models: the
+comparison that shows what federating buys.
 
     python benchmarks/demo_time.py [--no-local]
 """

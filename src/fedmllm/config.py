@@ -318,6 +318,15 @@ class YocoConfig:
         fedavgm, fedadam, fedadagrad, fedyogi (``fl.strategy`` params).""")
     merge_a: str = key("pca", """
         Rule for A in variant ``full`` and in ``combine``: pca, fedavg, mean, fedavgm, ...""")
+    fedopt_step: Annotated[Literal["research", "textbook"], Lenient] = key("research", """
+        The one-shot step of the adaptive rules (``fedadam``, ``fedyogi``, ``fedadagrad``, as a
+        method or a ``merge_*`` rule). ``research`` (default): the YOCO research code's, where
+        every momentum buffer equals the delta at round 0: ``m = D`` (the unweighted mean
+        delta), ``v`` from ``tau^2`` (FedAdam: ``beta2 tau^2 + (1 - beta2) D^2``), ``x0 + eta m
+        / (sqrt(v) + tau)``, no bias correction (the rules' ``fedmllm`` variant, default
+        ``eta`` 1e-3); ``textbook``: Flower's first step, ``m = (1 - beta1) D_w = 0.1 D_w``,
+        ``v`` from 0, bias-corrected (the ``textbook`` variant, default ``eta`` 0.1). A
+        ``variant`` in ``fl.strategy``/``params_*`` must agree.""")
     params_a: dict[str, Any] | None = key(None, """
         Parameters of the rule for A (e.g. ``{momentum: 0.9}``); ``None``: ``fl.strategy``.""")
     params_b: dict[str, Any] | None = key(None, """
@@ -424,6 +433,12 @@ class FLConfig:
     local_epochs: float | None = key(None, """
         Local epochs per client per round instead of ``local_steps`` (``None``: use
         ``local_steps``).""")
+    local_clients: Annotated[Literal["all", "sampled"], Lenient] = key("all", """
+        Local-only training (``fl.algorithm = local``): which clients train in a round. ``all``
+        (default): every client in every round, as the FedMLLM research code's local baseline
+        trains its client in every round; ``sampled``: only the ``clients_per_round`` sampled
+        that round (a fraction of the compute: the run header and ``summary.json``'s
+        ``compute`` say how much). Only local-only runs take ``sampled``.""")
     client: ClientConfig = section(ClientConfig, "The client objective and its parameters.")
     strategy: dict[str, Any] = key({}, """
         Extra keyword arguments for the server strategy (``eta``, ``momentum`` ...).""")
@@ -451,6 +466,15 @@ class FLConfig:
         One-shot settings (``fl.algorithm = "yoco"`` / ``"oneshot"``).""")
     privacy: PrivacyConfig = section(PrivacyConfig, """
         Client-level differential privacy and its accountant.""")
+
+    def trained_per_round(self) -> int:
+        """How many clients train in each round: every client for local-only training with
+        ``local_clients = all`` (the FedMLLM research code's local baseline trains its client
+        in every round, ``get_clients_this_round``), else ``clients_per_round`` (at most
+        ``num_clients``)."""
+        if self.algorithm == "local" and self.local_clients == "all":
+            return self.num_clients
+        return min(self.clients_per_round, self.num_clients)
 
 
 @table
@@ -508,6 +532,14 @@ class EvalConfig:
         held-out samples as the client holds them (its modalities), reported per client and as
         mean, std, min and max (``client_eval`` in ``metrics.jsonl`` and ``summary.json``;
         local-only runs: each client's own adapter). 0 = off (all samples train).""", ge=0, lt=1)
+    threshold: Annotated[Literal["fixed", "calibrated"], Lenient] = key("fixed", """
+        The binary decision beside the fixed one (class 1 when its option probability is the
+        larger): ``calibrated`` also reports ``accuracy_calibrated`` at the threshold ``t`` on
+        ``p1 / (p0 + p1)`` with the most correct answers on the clients' held-out samples
+        (``eval.client_holdout`` > 0; each client sends counts per candidate, never a
+        sample; ties go to the candidate nearest 0.5), and ``threshold``, in ``metrics.jsonl``
+        and ``summary.json`` (local-only: each client's own). Multi-round runs, binary tasks
+        scored by option probabilities; the fixed figures are unchanged.""")
 
 
 @table

@@ -530,3 +530,23 @@ data = { train_size = 24, test_size = 8, min_per_client = 4 }
     _, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
     assert "Verdict: ties" in (out / "report.md").read_text()
+
+
+def test_results_carry_the_oneshot_step_and_the_calibrated_threshold(tmp_path):
+    """A one-shot cell's fedopt_step (summary.json's oneshot block) and a calibrated cell's
+    accuracy_calibrated / threshold land in results.csv, read back as a word and numbers."""
+    out = _fake_sweep(tmp_path)
+    for folder in (out / "runs").glob("aligned__fedavg__s*"):
+        summary = json.loads((folder / "summary.json").read_text())
+        pm = summary["final"]["per_modality"]["image_text"]
+        pm.update(accuracy_calibrated=0.95, threshold=0.41)
+        summary["oneshot"] = {"method": "fedadam", "fedopt_step": "research"}
+        folder.joinpath("summary.json").write_text(json.dumps(summary))
+    build_report(out)
+    rows = [r for r in read_results(out / "results.csv") if r["view"] == "image_text"
+            and r["setting"] == "aligned"]
+    fed = [r for r in rows if r["method"] == "fedavg"]
+    assert fed and all(r["fedopt_step"] == "research" and r["accuracy_calibrated"] == 0.95
+                       and r["threshold"] == 0.41 for r in fed)
+    assert all(r["fedopt_step"] is None and r["threshold"] is None
+               for r in rows if r["method"] != "fedavg")

@@ -135,3 +135,24 @@ def test_the_flower_server_app_and_its_nodes_plan_once(tmp_path, tiny_dir, plans
     serve(grid, {"overrides": " ".join([*TINY, f"output.dir={tmp_path}"])})
     assert (tmp_path / "summary.json").is_file()
     assert plans == ["flower", "flower"]
+
+
+def test_local_only_states_which_clients_train_and_sampled_is_for_local_only():
+    """fl.local_clients: its note says who trains; 'sampled' with another rule is one line."""
+    from fedmllm.report.console import run_header
+
+    cfg = load_config(None, ["fl.algorithm=local"])
+    plan = plan_run(cfg)
+    assert "fl.local_clients = all: every one of the 10 clients trains in every round" in \
+        plan.notes
+    assert ("24 rounds x 10 of 10 clients x 6 steps (fl.local_clients = all) = 1440 client "
+            "steps") in "\n".join(run_header(cfg, plan, "out"))
+    cfg = load_config(None, ["fl.algorithm=local", "fl.local_clients=sampled"])
+    plan = plan_run(cfg)
+    assert ("fl.local_clients = sampled: only the 4 of 10 clients sampled each round train"
+            in plan.notes)
+    assert "24 rounds x 4 of 10 clients x 6 steps (fl.local_clients = sampled) = 576 client " \
+        "steps" in "\n".join(run_header(cfg, plan, "out"))
+    with pytest.raises(ConfigError, match=r"^fl.local_clients: 'sampled' is for local-only "
+                                          r"training \(fl.algorithm=local\); fedavg [^\n]*$"):
+        plan_run(load_config(None, ["fl.local_clients=sampled"]))

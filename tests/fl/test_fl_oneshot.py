@@ -120,3 +120,65 @@ def test_a_registered_rule_is_a_merge_of_both_families(merge_registry):
     with pytest.raises(ValueError, match="unknown product merge 'larg'"):
         merge_lora_products(states, [1, 3], method="larg")
 
+
+
+# ----------------------------------------------------------------------------- one-shot FedOpt
+# Two clients, three elements: deltas D1 = (0.02, -0.04, 0), D2 = (0.06, 0, 0.01), examples
+# 1 and 3, so D_u = (0.04, -0.02, 0.005) and D_w = (0.05, -0.01, 0.0075); eta 0.1, tau 0.01.
+X0 = torch.tensor([0.0, 0.5, -1.0], dtype=F64)
+D1, D2 = [0.02, -0.04, 0.0], [0.06, 0.0, 0.01]
+D_U, D_W = torch.tensor([0.04, -0.02, 0.005], dtype=F64), torch.tensor([0.05, -0.01, 0.0075],
+                                                                     dtype=F64)
+FEDOPT = {"eta": 0.1, "tau": 0.01, "beta1": 0.9, "beta2": 0.99}
+#: the research step's v by hand (v0 = tau^2 = 1e-4, D_u^2 = (1.6e-3, 4e-4, 2.5e-5))
+RESEARCH_V = {
+    "fedadam": [0.99e-4 + 1.6e-5, 0.99e-4 + 4e-6, 0.99e-4 + 2.5e-7],  # b2 tau^2 + (1-b2) D^2
+    "fedyogi": [1e-4 + 1.6e-5, 1e-4 + 4e-6, 1e-4 - 2.5e-7],  # tau^2 - (1-b2) D^2 sgn(tau^2-D^2)
+    "fedadagrad": [1e-4 + 1.6e-3, 1e-4 + 4e-4, 1e-4 + 2.5e-5],  # tau^2 + D^2
+}
+
+
+def _fedopt_merge(rule: str, step: str | None, **params):
+    from fedmllm.fl import merge_lora_uploads
+
+    states = [{KB: (X0 + torch.tensor(d, dtype=F64)).reshape(3, 1)} for d in (D1, D2)]
+    given = {k: v for k, v in FEDOPT.items() if rule != "fedadagrad" or "beta" not in k}
+    out = merge_lora_uploads(states, [1, 3], rule_B=rule, initial={KB: X0.reshape(3, 1)},
+                             params_B={**given, **params}, fedopt_step=step)
+    return out[KB].reshape(3)
+
+
+@pytest.mark.parametrize("rule", sorted(RESEARCH_V))
+def test_research_oneshot_step_is_m_equal_delta_with_v_from_tau_squared(rule):
+    """m = D_u (every momentum buffer is the delta at round 0), x = x0 + eta m/(sqrt(v)+tau)."""
+    v = torch.tensor(RESEARCH_V[rule], dtype=F64)
+    want = X0 + 0.1 * D_U / (v.sqrt() + 0.01)
+    torch.testing.assert_close(_fedopt_merge(rule, "research"), want, rtol=1e-12, atol=1e-15)
+    if rule == "fedadam":  # the numbers themselves
+        torch.testing.assert_close(_fedopt_merge(rule, "research") - X0, torch.tensor(
+            [0.1930147453, -0.0992610434, 0.0250470516], dtype=F64), rtol=1e-8, atol=0)
+
+
+def test_textbook_oneshot_fedadam_step_is_a_tenth_of_the_weighted_delta_bias_corrected():
+    """m = 0.1 D_w, v = 0.01 D_w^2, eta_t = eta sqrt(1 - 0.99^2) / (1 - 0.9^2) = 0.0742460."""
+    eta_t = 0.1 * (1 - 0.99**2) ** 0.5 / (1 - 0.9**2)
+    want = X0 + eta_t * (0.1 * D_W) / (0.1 * D_W.abs() + 0.01)
+    got = _fedopt_merge("fedadam", "textbook")
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(got - X0, torch.tensor(
+        [0.0247486596, -0.0067496344, 0.0051799520], dtype=F64), rtol=1e-8, atol=0)
+    torch.testing.assert_close(_fedopt_merge("fedadam", None), got)  # params as given
+    torch.testing.assert_close(_fedopt_merge("fedadam", None, variant="fedmllm"),
+                               _fedopt_merge("fedadam", "research"))
+
+
+def test_a_variant_contradicting_the_oneshot_step_is_refused():
+    from fedmllm.fl.oneshot import rule_params
+
+    assert rule_params("fedadam", {"eta": 1.0}, "research") == {"eta": 1.0,
+                                                               "variant": "fedmllm"}
+    assert rule_params("fedavgm", {"momentum": 0.5}, "research") == {"momentum": 0.5}
+    with pytest.raises(ValueError, match="variant 'textbook' contradicts fedopt_step "):
+        _fedopt_merge("fedyogi", "research", variant="textbook")
+    with pytest.raises(ValueError, match="unknown fedopt_step 'adam'"):
+        _fedopt_merge("fedadam", "adam")

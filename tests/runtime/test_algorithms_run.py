@@ -250,3 +250,88 @@ def test_tensorboard_events_carry_the_metrics_rows(shared, tmp_path, monkeypatch
                         lambda name, *a: None if name == "tensorboard" else real(name, *a))
     with pytest.raises(ConfigError, match=r"output.tensorboard: needs the tensorboard package"):
         plan_run(base_cfg(tmp_path, "output.tensorboard=true"))
+
+
+@pytest.mark.parametrize("local_clients", ["all", "sampled"])
+def test_local_only_trains_every_client_every_round_unless_sampled(local_clients, shared,
+                                                                   tmp_path):
+    """fl.local_clients = all (default): the 4 clients all train in both rounds (2 x 4 x 2 =
+    16 client steps); sampled: only the 2 sampled each round (8 steps), as summary.json's
+    compute says; a client sampled twice continues from its own adapter."""
+    from fedmllm.fl import sample_clients
+
+    result = run(shared, tmp_path, "fl.algorithm=local", f"fl.local_clients={local_clients}")
+    want = [list(range(4))] * 2 if local_clients == "all" else \
+        [sample_clients(4, 2, r, 0) for r in (1, 2)]
+    assert [r["clients"] for r in result.rows] == want
+    assert [sorted(map(int, r["local_steps"])) for r in result.rows] == want
+    steps = sum(len(c) for c in want) * 2
+    assert result.final["compute"] == {"client_steps": steps, "client_runs": steps // 2}
+    assert set(result.final["final"]["per_client"]) == set().union(*want)
+
+
+def test_compute_counts_every_clients_steps(shared, tmp_path):
+    """A FedAvg run's compute: 2 rounds x 2 sampled clients x 2 steps."""
+    result = run(shared, tmp_path, "fl.algorithm=fedavg")
+    assert result.final["compute"] == {"client_steps": 8, "client_runs": 4}
+
+
+def _strip_calibrated(ev: dict) -> dict:
+    """``ev`` without the calibrated threshold's keys (what a fixed-threshold run reports)."""
+    drop = ("accuracy_calibrated", "threshold", "calibration_accuracy")
+    return {k: (_strip_calibrated(v) if isinstance(v, dict) else v)
+            for k, v in ev.items() if k not in drop}
+
+
+@pytest.mark.parametrize("algorithm", ["fedavg", "local"])
+def test_calibrated_threshold_is_chosen_on_held_out_samples_and_reported_beside(
+        algorithm, shared, tmp_path):
+    """eval.threshold = calibrated: the threshold of the held-out counts (summed over the
+    clients; local-only: each client's own) is applied to the test set; every fixed figure
+    is the fixed-threshold run's, bit for bit."""
+    from fedmllm.eval import evaluate
+    from fedmllm.eval.threshold import calibrated_metrics, choose_threshold, correct_counts
+
+    bundle, pristine, data = shared
+    extra = ["eval.client_holdout=0.25", f"fl.algorithm={algorithm}"]
+    fixed = run(shared, tmp_path / "f", *extra)
+    bundle.adapter.set(pristine)
+    driver = build_driver(base_cfg(tmp_path / "c", *extra, "eval.threshold=calibrated"),
+                          bundle=bundle, data=data)
+    result = driver.run()
+    final, s = result.final["final"], driver.session
+    assert _strip_calibrated(final) == fixed.final["final"]
+    assert [_strip_calibrated(r.get("eval", {})) for r in result.rows] == \
+        [r.get("eval", {}) for r in fixed.rows]
+
+    def probs(k: int, held: bool):
+        state = driver.adapters.get(k) if algorithm == "local" else driver.global_state
+        bundle.adapter.set(state)
+        samples = s.holdout[k] if held else data.test
+        p = evaluate(bundle.model, bundle.processor, samples, views=("image_text",),
+                     return_predictions=True)["_predictions"]["image_text"][1]["probs"]
+        return [x.label for x in samples], p.numpy()
+
+    if algorithm == "local":
+        k = min(s.holdout)
+        t, _ = choose_threshold([correct_counts(*probs(k, True))])
+        assert final["client_eval"]["per_client"][str(k)]["threshold"] == t
+        assert final["per_client"][k]["threshold"] == t
+        return
+    t, correct = choose_threshold([correct_counts(*probs(k, True)) for k in sorted(s.holdout)])
+    assert final["threshold"] == final["client_eval"]["threshold"] == t
+    assert final["client_eval"]["calibration_accuracy"] == correct / sum(
+        len(v) for v in s.holdout.values())
+    assert final["accuracy_calibrated"] == calibrated_metrics(*probs(0, False), t)[
+        "accuracy_calibrated"]
+    assert all("accuracy_calibrated" in r["eval"] for r in result.rows)
+
+
+def test_calibrated_threshold_needs_held_out_samples(tmp_path):
+    from fedmllm.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^eval.threshold: 'calibrated' is chosen on the "
+                                          r"clients' held-out samples: set eval.client_holdout"):
+        plan_run(base_cfg(tmp_path, "eval.threshold=calibrated"))
+    with pytest.raises(ConfigError, match=r"^eval.threshold: [^\n]*multi-round runs only"):
+        plan_run(base_cfg(tmp_path, "eval.threshold=calibrated", "fl.algorithm=yoco"))

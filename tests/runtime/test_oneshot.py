@@ -238,6 +238,14 @@ def test_select_epochs_on_a_client_held_out_split(plain, tmp_path):
         # the upload is the chosen candidate: its held-out loss, recomputed, is the minimum
         sim.bundle.adapter.set(u.state)
         assert client.validation_loss() == pytest.approx(min(losses.values()), rel=1e-4)
+    # the compute counts both candidates' steps of every client (0.5 + 2 epochs each)
+    from fedmllm.engine.client import local_steps
+
+    tried = {str(k): sum(local_steps(len(sim.executor.client(k).train_items), 4, 1, epochs=e)
+                         for e in (0.5, 2.0)) for k in range(len(sim.updates))}
+    assert row["local_steps_tried"] == tried
+    assert result.final["compute"] == {"client_steps": sum(tried.values()),
+                                       "client_runs": len(sim.updates)}
     # validation_loss against a per-sample cross-entropy over the answer tokens
     from fedmllm.model.collate import collate
 

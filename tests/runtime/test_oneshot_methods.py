@@ -308,10 +308,18 @@ SERVER_RULES = {
 
 @pytest.mark.parametrize("case", sorted(SERVER_RULES))
 def test_oneshot_server_optimiser_is_one_step(case, plain, tmp_path):
+    """fl.yoco.fedopt_step picks the adaptive rules' first step: research (default, the
+    fedmllm variant's), textbook where the case is (its variant is the default one)."""
     method, rule, params = SERVER_RULES[case]
+    adaptive = method != "fedavgm"
+    step = "research" if params.get("variant") == "fedmllm" else "textbook"
     sim, result = run(plain, tmp_path, f"fl.yoco.method={method}",
-                      *(f"fl.strategy.{k}={v}" for k, v in params.items()))
+                      *(f"fl.strategy.{k}={v}" for k, v in params.items()),
+                      *([f"fl.yoco.fedopt_step={step}"] if adaptive else []))
     assert result.final["method"] == method and sim.cfg.fl.strategy == params
+    assert result.final["oneshot"] == {"method": method,
+                                       "fedopt_step": step if adaptive else None}
+    assert result.rows[0]["fedopt_step"] == result.final["oneshot"]["fedopt_step"]
     assert set(sim.global_state) == set(sim.initial_state)
     eps = _eps(sim)
     for key, merged in sim.global_state.items():  # the rule applies to A and B alike
@@ -504,3 +512,13 @@ def test_pca_settings_reach_the_merge(plain, tmp_path):
     _apart(want[ka], default[ka], eps)
     with pytest.raises(ConfigError, match="fl.yoco.pca_power: must be a positive"):
         plan_run(base_cfg(tmp_path, "fl.yoco.pca_power=0"))
+
+
+def test_a_strategy_variant_contradicting_the_oneshot_step_is_refused_by_the_plan(tmp_path):
+    plan_run(base_cfg(tmp_path, "fl.yoco.method=fedadam", "fl.strategy.variant=fedmllm"))
+    with pytest.raises(ConfigError, match=r"^fl.strategy: rule 'fedadam': variant 'textbook' "
+                                          r"contradicts fedopt_step 'research' [^\n]*$"):
+        plan_run(base_cfg(tmp_path, "fl.yoco.method=fedadam", "fl.strategy.variant=textbook"))
+    with pytest.raises(ConfigError, match=r"^fl.yoco.params_b: rule 'fedyogi': variant "):
+        plan_run(base_cfg(tmp_path, "fl.yoco.method=combine", "fl.yoco.merge_b=fedyogi",
+                          "fl.yoco.params_b={variant: fedmllm}", "fl.yoco.fedopt_step=textbook"))

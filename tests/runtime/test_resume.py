@@ -41,6 +41,8 @@ CASES = {
     "fedadam": (["fl.algorithm=fedadam"], ["round_checkpointed:1", "before_summary:3"]),
     "scaffold": (["fl.algorithm=scaffold"], ["round_written:1", "checkpoint_half_written:3"]),
     "local": (["fl.algorithm=local"], ["round_checkpointed:2", "before_summary:3"]),
+    "local_sampled": (["fl.algorithm=local", "fl.local_clients=sampled"],
+                      ["round_written:2", "before_adapter:3"]),
     "yoco": (ONESHOT, ["client_trained:2", "client_checkpointed:3", "before_summary:4"]),
     # DP noise from the seed and the adaptive clip norm in the strategy state (sigma < 2 m/20)
     "dp_adaptive": (["fl.algorithm=fedadam", "fl.privacy.mechanism=central_adaptive",

@@ -82,7 +82,7 @@ __all__ = ["Cell", "Claim", "Grid", "Tuning", "build_cell", "cells_digest", "che
 
 _BENCH_KEYS = {"base", "seeds", "metric", "reference", "description", "view", "metrics",
                "gate_against", "signal", "target", "share_uploads", "notes", "focus", "against"}
-_METRICS = ("accuracy", "macro_f1", "auroc", "auc_hard")
+_METRICS = ("accuracy", "macro_f1", "auroc", "auc_hard", "accuracy_calibrated")
 _VIEWS = ("image_text", "image_only", "text_only")
 _BENCH_SET = ("seed", "output.dir")  # keys a grid may not set: bench.seeds, --out
 _TUNE_KEYS = ("seeds", "settings", "metric", "holdout", "methods")

@@ -28,7 +28,8 @@ __all__ = ["COLUMNS", "METRICS", "ONESHOT", "collect", "curve_area", "oneshot_di
            "read_curves", "read_results", "rounds_to_target", "view_metrics", "write_results"]
 
 VIEWS = ("image_text", "image_only", "text_only")
-METRICS = ("accuracy", "macro_f1", "auroc", "auc_hard", "invalid_rate")
+METRICS = ("accuracy", "macro_f1", "auroc", "auc_hard", "invalid_rate",
+           "accuracy_calibrated", "threshold")
 CLIENT = ("client_accuracy_mean", "client_accuracy_std", "client_accuracy_min",
           "client_accuracy_max")
 #: One-shot diagnostics (:func:`oneshot_diagnostics`), empty for multi-round cells.
@@ -36,6 +37,7 @@ ONESHOT = ("rho_B", "rho_B_update", "dB_rel", "dW_rel", "client_lr", "base_s1_sr
            "base_energy")
 COLUMNS = ("cell", "setting", "method", "seed", "status", "view", "n", *METRICS, "constant",
            "bytes_uploaded", "bytes_downloaded", "train_seconds", "seconds", "privacy_epsilon",
+           "fedopt_step",
            *CLIENT, *ONESHOT,
            "client_steps", "rounds_to_target", "accuracy_area",
            "error")
@@ -155,6 +157,7 @@ def collect(out: str | Path) -> list[dict]:
                  "bytes_downloaded": totals.get("bytes_downloaded"),
                  "train_seconds": totals.get("train_seconds"),
                  "privacy_epsilon": (summary.get("privacy") or {}).get("epsilon"),
+                 "fedopt_step": (summary.get("oneshot") or {}).get("fedopt_step"),
                  **_client_eval(final),
                  "client_steps": (summary.get("compute") or {}).get("client_steps"),
                  **oneshot_diagnostics(folder)}
@@ -185,7 +188,8 @@ def read_results(path: str | Path) -> list[dict]:
             for k, v in r.items():
                 if v == "":
                     row[k] = None
-                elif k in ("cell", "setting", "method", "status", "view", "error"):
+                elif k in ("cell", "setting", "method", "status", "view", "error",
+                           "fedopt_step"):
                     row[k] = v
                 else:
                     try:

@@ -151,6 +151,11 @@ def plan_run(cfg: Config, *, over_flower: bool = False,
                                                                           cfg.lora.init)
     model = _plan_model(cfg, init_key, init)
     _check_data(cfg)
+    if cfg.eval.threshold == "calibrated" and (oneshot or not cfg.eval.client_holdout):
+        raise ConfigError("eval.threshold: 'calibrated' is chosen on the clients' held-out "
+                          "samples: " + ("multi-round runs only (one-shot runs hold out none)"
+                                         if oneshot else "set eval.client_holdout > 0 (e.g. "
+                                         "0.2)"))
     if oneshot:
         if cfg.fl.attack.kind != "none":
             raise ConfigError("fl.attack.kind: attacks are for multi-round runs, not one-shot "
@@ -461,6 +466,14 @@ def _check_clients_per_round(cfg: Config, strategy, notes: list[str]) -> None:
     """Enough clients per round for the strategy and ``fl.min_clients``."""
     algo = cfg.fl.algorithm
     per_round = min(cfg.fl.clients_per_round, cfg.fl.num_clients)
+    if cfg.fl.local_clients == "sampled" and algo != "local":
+        raise ConfigError(f"fl.local_clients: 'sampled' is for local-only training "
+                          f"(fl.algorithm=local); {algo} samples its clients anyway")
+    if algo == "local":
+        notes.append(f"fl.local_clients = {cfg.fl.local_clients}: " + (
+            f"every one of the {cfg.fl.num_clients} clients trains in every round"
+            if cfg.fl.local_clients == "all" else
+            f"only the {per_round} of {cfg.fl.num_clients} clients sampled each round train"))
     if cfg.fl.clients_per_round > cfg.fl.num_clients:
         notes.append(f"fl.clients_per_round = {per_round}: there are only "
                      f"{cfg.fl.num_clients} clients, so every client trains every round "
@@ -614,7 +627,7 @@ def _check_oneshot_keys(cfg: Config) -> None:
 def _check_factor_rules(cfg: Config) -> None:
     """Build each server rule a factor-wise one-shot merge will apply, with its parameters."""
     from ..fl import make_strategy
-    from ..fl.oneshot import merge_names
+    from ..fl.oneshot import merge_names, rule_params
 
     y = cfg.fl.yoco
     rule_b, rule_a = factor_rules(cfg)
@@ -625,7 +638,7 @@ def _check_factor_rules(cfg: Config) -> None:
             continue
         params = dict(own) if own is not None else dict(cfg.fl.strategy)
         try:
-            make_strategy(rule, **params)
+            make_strategy(rule, **rule_params(rule, params, y.fedopt_step))
         except (ValueError, TypeError) as e:
             where = f"fl.yoco.{key}" if own is not None else "fl.strategy"
             raise ConfigError(f"{where}: {e}") from None

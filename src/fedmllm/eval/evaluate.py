@@ -39,6 +39,7 @@ from ..model.collate import Encoded, encode_sample
 from .metrics import classification_metrics
 from .parsing import parse_option, research_parse
 from .scoring import generate, score_options
+from .threshold import calibrated_metrics
 from .vqa import vqa_metrics
 
 VIEWS = {"image_text": (True, True), "image_only": (True, False), "text_only": (False, True)}
@@ -126,12 +127,19 @@ def generation_metrics(y_true: Sequence[int], parsed: Sequence[int | None],
     return out
 
 
-def metrics_from_predictions(samples: Sequence[Sample], pred: dict) -> dict:
+def metrics_from_predictions(samples: Sequence[Sample], pred: dict,
+                             threshold: float | None = None) -> dict:
+    """The metrics of ``pred`` (:func:`predict`'s) on ``samples``; with ``threshold`` and
+    binary option probabilities also ``accuracy_calibrated`` and ``threshold``
+    (:func:`~.threshold.calibrated_metrics`: class 1 when ``p1 / (p0 + p1) > threshold``)."""
     if "probs" in pred:
         probs: torch.Tensor = pred["probs"]
         y_true = [s.label for s in samples]
         y_pred = probs.argmax(-1).tolist()
-        return classification_metrics(y_true, y_pred, probs.numpy(), num_classes=probs.shape[1])
+        out = classification_metrics(y_true, y_pred, probs.numpy(), num_classes=probs.shape[1])
+        if threshold is not None and probs.shape[1] == 2:
+            out.update(calibrated_metrics(y_true, probs.numpy(), threshold))
+        return out
     if "parsed" in pred:
         return generation_metrics([s.label for s in samples], pred["parsed"], pred["research"],
                                   num_classes=len(samples[0].options))
@@ -145,13 +153,16 @@ def evaluate(model, processor, samples: Sequence[Sample], strategy: str = "plain
              views: Sequence[str] = ("image_text", "image_only", "text_only"),
              batch_size: int = 32, device=None, dtype=None, max_samples: int | None = None,
              return_predictions: bool = False, cache: dict | None = None,
-             mode: str = "score", max_new_tokens: int = 16, progress=None) -> dict:
+             mode: str = "score", max_new_tokens: int = 16, progress=None,
+             threshold: float | None = None) -> dict:
     """Metrics on ``samples`` as given, plus ``per_modality`` for each requested view.
 
     The top-level metrics are those of the first view (``image_text`` by default: the test set
     with every modality it has). ``mode`` chooses how multiple choice is read (``score`` or
     ``generate``, see the module docstring); ``max_new_tokens`` caps generation.
     ``progress()`` is called once per sample and view (``len(samples) * len(views)`` calls).
+    ``threshold``: a calibrated binary decision threshold, reported beside the fixed decision
+    in every view (:func:`metrics_from_predictions`).
     """
     if mode not in MODES:
         raise ValueError(f"unknown eval mode {mode!r} (expected one of {MODES})")
@@ -162,7 +173,7 @@ def evaluate(model, processor, samples: Sequence[Sample], strategy: str = "plain
         vs = view(samples, name)
         p = predict(model, processor, vs, strategy, batch_size, device, dtype,
                     max_new_tokens=max_new_tokens, cache=cache, mode=mode, progress=progress)
-        result["per_modality"][name] = metrics_from_predictions(vs, p)
+        result["per_modality"][name] = metrics_from_predictions(vs, p, threshold)
         preds[name] = (vs, p)
     first = result["per_modality"][views[0]]
     result.update({k: v for k, v in first.items()})

@@ -183,7 +183,8 @@ def spread(values: list[float]) -> dict[str, float]:
 
 def mean_over_clients(per_client: dict[int, dict]) -> dict:
     """``per_client`` metrics with their mean, std, min and max accuracy (:func:`spread`, as
-    flat keys ``accuracy``, ``accuracy_std``, ...) and mean AUROC."""
+    flat keys ``accuracy``, ``accuracy_std``, ...), mean AUROC and mean
+    ``accuracy_calibrated`` (where the clients have one)."""
     summary: dict = {"per_client": per_client}
     accs = [m["accuracy"] for m in per_client.values() if m.get("accuracy") is not None]
     if accs:
@@ -193,4 +194,8 @@ def mean_over_clients(per_client: dict[int, dict]) -> dict:
     aurocs = [m["auroc"] for m in per_client.values() if m.get("auroc") is not None]
     if aurocs:
         summary["auroc"] = statistics.fmean(aurocs)
+    calibrated = [m["accuracy_calibrated"] for m in per_client.values()
+                  if m.get("accuracy_calibrated") is not None]
+    if calibrated:
+        summary["accuracy_calibrated"] = statistics.fmean(calibrated)
     return summary

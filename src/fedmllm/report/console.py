@@ -189,8 +189,12 @@ def run_header(cfg, plan, out_dir) -> list[str]:
     else:
         steps = f"{fl.local_steps} steps" if fl.local_epochs is None else \
             f"{fl.local_epochs:g} epochs"
-        shape = (f"{fl.rounds} rounds x {min(fl.clients_per_round, fl.num_clients)} of "
+        shape = (f"{fl.rounds} rounds x {fl.trained_per_round()} of "
                  f"{fl.num_clients} clients x {steps}")
+        if fl.algorithm == "local":
+            shape += f" (fl.local_clients = {fl.local_clients})"
+        if fl.local_epochs is None:
+            shape += f" = {fl.rounds * fl.trained_per_round() * fl.local_steps} client steps"
         if fl.algorithm == "centralized":
             shape = (f"{fl.rounds} rounds on the {fl.num_clients} clients' data pooled, "
                      f"{min(fl.clients_per_round, fl.num_clients)} x {steps} per round")

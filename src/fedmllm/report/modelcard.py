@@ -251,7 +251,7 @@ def _round_rows(fl, summary: dict) -> list[tuple[str, str]]:
     except (ValueError, TypeError) as e:  # the card shows what was configured instead
         log.debug("strategy parameters: %s", e)
     totals = summary.get("totals") or {}
-    per_round = min(fl.clients_per_round, fl.num_clients)
+    per_round = fl.trained_per_round()
     local = (f"{fl.local_epochs:g} epochs" if fl.local_epochs is not None
              else f"{fl.local_steps} steps")
     rows = [("Algorithm", fl.algorithm),
@@ -259,6 +259,8 @@ def _round_rows(fl, summary: dict) -> list[tuple[str, str]]:
             ("Rounds", str(totals.get("rounds", fl.rounds))),
             ("Clients", f"{fl.num_clients} total, {per_round} per round"),
             ("Local training per round", local)]
+    if "compute" in summary:
+        rows.append(("Client optimizer steps", str(summary["compute"]["client_steps"])))
     if totals.get("skipped_rounds"):
         rows.append(("Skipped rounds", ", ".join(map(str, totals["skipped_rounds"]))))
     return rows

@@ -63,7 +63,7 @@ from ..engine.checkpoint import (
     save_checkpoint,
 )
 from ..engine.client import ClientTrainer, batch_stream, local_lrs, local_steps, make_trainer
-from ..engine.factory import RunPlan, factor_rules
+from ..engine.factory import FACTOR_METHODS, RunPlan, factor_rules
 from ..engine.failpoints import failpoint
 from ..fl import (
     PRODUCT_METHODS,
@@ -72,6 +72,7 @@ from ..fl import (
     merge_lora_uploads,
     spectral_gap,
 )
+from ..fl.oneshot import ADAPTIVE_RULES
 from ..fl.oneshot.keys import lora_role
 from ..model.collate import EncodedSamples, collate, to_device
 from ..report.console import RoundProgress
@@ -175,13 +176,15 @@ class OneShotClient:
         by candidate label). Nothing here sees the test set."""
         if not self.val_items:
             return self.train_for(self.y.local_epochs)
-        best, losses = None, {}
+        best, losses, tried = None, {}, 0
         for epochs, lr in self.candidates():  # a tie keeps the earlier: fewer epochs, lower lr
             update = self.train_for(epochs, lr)
+            tried += update.metrics["steps"]
             losses[self.label(epochs, lr)] = loss = self.validation_loss()
             if best is None or loss < best[0]:
                 best = (loss, update)
         best[1].metrics["val_loss"] = losses
+        best[1].metrics["steps_tried"] = tried
         best[1].metrics["held_out"] = len(self.val_items)
         return best[1]
 
@@ -265,7 +268,8 @@ class OneShotRun(SessionDriver):
                 initial=s.initial_state, params_A=params(rule_a, y.params_a),
                 params_B=params(rule_b, y.params_b), params_other=params(rule_b, y.params_b),
                 pca_k=_pca_k(y.pca_k), pca_weighting=y.pca_weighting, pca_power=y.pca_power,
-                pca_center=y.pca_center, pca_sample_weighted=y.pca_sample_weighted)
+                pca_center=y.pca_center, pca_sample_weighted=y.pca_sample_weighted,
+                fedopt_step=y.fedopt_step)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"fl.yoco / fl.strategy: {e}") from None
 
@@ -428,6 +432,8 @@ class OneShotRun(SessionDriver):
             loaded_from=self.cache.loaded_from if self.cache else None,
             seconds={"eval": time.perf_counter() - t1, "train": train_seconds,
                      "all": time.perf_counter() - t0})
+        rules = set(factor_rules(self.cfg)) if self.y.method in FACTOR_METHODS else set()
+        row["fedopt_step"] = self.y.fedopt_step if rules & set(ADAPTIVE_RULES) else None
         writer.write(row)
         summary = oneshot_summary(self.cfg.fl.algorithm, s.resolved(), final, row,
                                   setup_seconds=setup_seconds, merged=merged,

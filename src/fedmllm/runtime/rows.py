@@ -69,14 +69,24 @@ def round_row(r: int, clients: list, lr: float, replies: Sequence[ClientReply],
     return row
 
 
+def compute(rows: Sequence[dict]) -> dict:
+    """The run's compute, from its rows: ``client_steps``, the optimizer steps every client ran
+    in every round (for a one-shot client that picked among candidates, every candidate's:
+    ``local_steps_tried``), and ``client_runs``, the local runs (a client in a round)."""
+    steps = [r.get("local_steps_tried", {}).get(k, n)
+             for r in rows for k, n in r.get("local_steps", {}).items()]
+    return {"client_steps": sum(steps), "client_runs": len(steps)}
+
+
 def multiround_summary(algorithm: str, resolved: dict, final: dict, rows: list[dict], *,
                        rounds: int, count_uploads: bool, setup_seconds: float,
                        global_state: dict, resumes: list[int],
                        privacy: dict | None = None) -> dict:
     """``summary.json`` of a multi-round run: the final metrics, the run's totals
     (``count_uploads``: whether the clients' updates count as uploads in the YOCO paper's
-    unit, client uploads x layers x LoRA modules; not for local-only or centralized) and,
-    with a DP mechanism, the ``privacy`` spent (epsilon, delta, the accountant, the settings)."""
+    unit, client uploads x layers x LoRA modules; not for local-only or centralized), its
+    :func:`compute` and, with a DP mechanism, the ``privacy`` spent (epsilon, delta, the
+    accountant, the settings)."""
     uploads = sum(len(r["clients"]) for r in rows) if count_uploads else 0
     totals = {
         "rounds": rounds,
@@ -89,7 +99,8 @@ def multiround_summary(algorithm: str, resolved: dict, final: dict, rows: list[d
         "skipped_rounds": [r["round"] for r in rows if r.get("skipped")],
         "resumed_after_rounds": resumes,
     }
-    out = {"algorithm": algorithm, "resolved": resolved, "final": final, "totals": totals}
+    out = {"algorithm": algorithm, "resolved": resolved, "final": final, "totals": totals,
+           "compute": compute(rows)}
     if privacy is not None:
         out["privacy"] = privacy
     return out
@@ -155,6 +166,7 @@ def oneshot_row(y, init: str, lr: float, updates: Sequence[ClientUpdate], *,
         "clients": [u.client_id for u in updates], "lr": lr,
         "local_steps": per_client(updates, "steps"),
         "local_epochs": per_client(updates, "epochs"),
+        "local_steps_tried": per_client(updates, "steps_tried"),
         "train_loss": per_client(updates, "train_loss", _loss),
         "train_loss_mean": mean_loss(updates),
         "bytes_uploaded": uploaded, "bytes_downloaded": downloaded,
@@ -186,8 +198,10 @@ def oneshot_row(y, init: str, lr: float, updates: Sequence[ClientUpdate], *,
 def oneshot_summary(algorithm: str, resolved: dict, final: dict, row: dict, *,
                     setup_seconds: float, merged: dict[str, torch.Tensor],
                     resumes: list[int]) -> dict:
-    """``summary.json`` of a one-shot run: the final metrics, the uploads' sign conflicts
-    and the run's totals (from its one ``row``)."""
+    """``summary.json`` of a one-shot run: the final metrics, the uploads' sign conflicts,
+    the run's totals, :func:`compute` and under ``oneshot`` the merge (``method``, and
+    ``fedopt_step``, the adaptive rules' first step, ``None`` where no rule is adaptive; from
+    its one ``row``)."""
     totals = {
         "rounds": 1, "bytes_uploaded": row["bytes_uploaded"],
         "bytes_downloaded": row["bytes_downloaded"],
@@ -197,4 +211,6 @@ def oneshot_summary(algorithm: str, resolved: dict, final: dict, row: dict, *,
         "resumed_after_clients": resumes,
     }
     return {"algorithm": algorithm, "method": row["method"], "resolved": resolved,
-            "final": final, "conflict": row["conflict"], "totals": totals}
+            "final": final, "conflict": row["conflict"], "totals": totals,
+            "compute": compute([row]),
+            "oneshot": {"method": row["method"], "fedopt_step": row.get("fedopt_step")}}

@@ -23,6 +23,7 @@ from ..data.flip import flip_labels
 from ..engine.bundle import ModelBundle, build_bundle, save_adapter
 from ..engine.factory import RunPlan, build_attack
 from ..eval.metrics import mean_over_clients, spread
+from ..eval.threshold import choose_threshold, correct_counts
 from ..files import atomic_write_json, atomic_write_text
 from ..model.collate import Encoded, EncodedSamples
 from .outputs import SUMMARY, RunFolder
@@ -102,13 +103,22 @@ def holdout_metrics(bundle: ModelBundle, cfg: Config, samples: list, cache: dict
                     ) -> dict:
     """``samples`` (one client's held-out ones) scored by ``bundle``'s model with its adapter
     as set, the image and text view: ``{"n", "accuracy", "macro_f1", "auroc"}`` where the
-    task has them; the same function on the simulation's server and on a federation's node."""
+    task has them, and with ``eval.threshold = calibrated`` on a binary task
+    ``threshold_counts`` (:func:`~fedmllm.eval.threshold.correct_counts`: counts, no sample or
+    score); the same function on the simulation's server and on a federation's node."""
     from ..eval import evaluate
 
+    calibrate = cfg.eval.threshold == "calibrated"
     m = evaluate(bundle.model, bundle.processor, samples, cfg.data.prompt_strategy,
                  views=("image_text",), batch_size=cfg.eval.batch_size, device=bundle.device,
-                 dtype=bundle.dtype, cache=cache)
-    return {key: m[key] for key in ("n", "accuracy", "macro_f1", "auroc") if key in m}
+                 dtype=bundle.dtype, cache=cache, return_predictions=calibrate)
+    out = {key: m[key] for key in ("n", "accuracy", "macro_f1", "auroc") if key in m}
+    if calibrate:
+        seen, pred = m["_predictions"]["image_text"]
+        if "probs" in pred and pred["probs"].shape[1] == 2:
+            out["threshold_counts"] = correct_counts([s.label for s in seen],
+                                                     pred["probs"].numpy())
+    return out
 
 
 class Session:
@@ -200,8 +210,10 @@ class Session:
                                                      for k, v in self.holdout.items()}
         atomic_write_json(self.out / "data_manifest.json", manifest)
 
-    def evaluate(self, state: dict[str, torch.Tensor], return_predictions: bool = False) -> dict:
-        """Metrics of the model with adapter ``state`` on the test set, per modality view."""
+    def evaluate(self, state: dict[str, torch.Tensor], return_predictions: bool = False,
+                 threshold: float | None = None) -> dict:
+        """Metrics of the model with adapter ``state`` on the test set, per modality view
+        (and ``accuracy_calibrated`` at a calibrated ``threshold``)."""
         from ..eval import evaluate
         from ..report.console import RoundProgress
 
@@ -215,7 +227,20 @@ class Session:
                             views=cfg.eval.views, batch_size=cfg.eval.batch_size,
                             device=b.device, dtype=b.dtype, max_samples=cfg.eval.max_samples,
                             return_predictions=return_predictions, cache=self._eval_cache,
-                            progress=progress.client_done)
+                            progress=progress.client_done, threshold=threshold)
+
+    def evaluate_global(self, state: dict[str, torch.Tensor]) -> tuple[dict, dict | None]:
+        """``(test metrics, client_eval)`` of ``state``: :meth:`evaluate`, and
+        :meth:`evaluate_holdout` when clients hold samples out (else ``None``). With
+        ``eval.threshold = calibrated`` the held-out samples are scored first and their
+        threshold is applied to the test set too."""
+        held = bool(self.held_out())
+        calibrated = held and self.cfg.eval.threshold == "calibrated"
+        ce = self.evaluate_holdout(state) if calibrated else None
+        test = self.evaluate(state, threshold=ce.get("threshold") if ce else None)
+        if held and not calibrated:
+            ce = self.evaluate_holdout(state)
+        return test, ce
 
     def evaluate_holdout(self, state: dict[str, torch.Tensor] | None = None,
                          states: dict[int, dict[str, torch.Tensor]] | None = None) -> dict:
@@ -223,15 +248,27 @@ class Session:
         adapter for a client without one) on every client's held-out samples as the client
         holds them (:attr:`score_holdout`); per client, and the
         :func:`~fedmllm.eval.metrics.spread` of accuracy over the clients (nested:
-        ``{"accuracy": {"mean", "std", "min", "max"}}``)."""
+        ``{"accuracy": {"mean", "std", "min", "max"}}``); with ``eval.threshold = calibrated``
+        the :func:`~fedmllm.eval.threshold.choose_threshold` of the clients' counts summed
+        (``threshold``, ``calibration_accuracy``: its held-out accuracy), or per client for
+        their own ``states``."""
         own = {k: state if states is None else states.get(k, self.initial_state)
                for k in self.held_out()}
         scored = self.score_holdout(own)
         per = {str(k): scored[k] for k in sorted(scored)}
+        counts = {k: m.pop("threshold_counts") for k, m in per.items() if "threshold_counts" in m}
         accs = [m["accuracy"] for m in per.values() if isinstance(m.get("accuracy"), float)]
         out: dict = {"per_client": per}
         if accs:
             out["accuracy"] = spread(accs)
+        if counts and states is not None:  # local-only: each client's model, its threshold
+            for k, c in counts.items():
+                t, correct = choose_threshold([c])
+                per[k].update(threshold=t, calibration_accuracy=correct / per[k]["n"])
+        elif counts:  # one model: the threshold of every client's held-out samples together
+            t, correct = choose_threshold(counts.values())
+            out.update(threshold=t, calibration_accuracy=correct / sum(per[k]["n"]
+                                                                       for k in counts))
         return out
 
     def _score_holdout(self, states: dict[int, dict[str, torch.Tensor]]) -> dict[int, dict]:
@@ -243,9 +280,13 @@ class Session:
                                      self._holdout_cache)
         return out
 
-    def evaluate_clients(self, states: dict[int, dict[str, torch.Tensor]]) -> dict:
-        """Every client's own adapter on the test set, and the spread over clients."""
-        return mean_over_clients({k: self.evaluate(s) for k, s in sorted(states.items())})
+    def evaluate_clients(self, states: dict[int, dict[str, torch.Tensor]],
+                         thresholds: dict[int, float] | None = None) -> dict:
+        """Every client's own adapter on the test set (at its own calibrated threshold, where
+        ``thresholds`` has one), and the spread over clients."""
+        thresholds = thresholds or {}
+        return mean_over_clients({k: self.evaluate(s, threshold=thresholds.get(k))
+                                  for k, s in sorted(states.items())})
 
     def save_adapter(self, state: dict[str, torch.Tensor], meta: dict,
                      pissa_initial: dict[str, torch.Tensor] | None = None,

@@ -4,6 +4,9 @@ Per round ``r`` (from the last checkpoint on, when resumed), in :meth:`MultiRoun
 
     lr      = round_lr(r)                                   the round's client learning rate
     clients = sample_clients(num_clients, per_round, r, seed)
+                                                            per_round = fl.trained_per_round():
+                                                            every client for local-only
+                                                            training (fl.local_clients = all)
     tasks   = [task(k) for k in clients]                    start state (the global adapter, or
                                                             k's own for local-only training),
                                                             server extras, k's kept state, lr
@@ -133,7 +136,7 @@ class MultiRoundRun(SessionDriver):
         lr = round_lr(r, self.rounds, self.session.plan.lr, cfg.train.lr_schedule,
                       cfg.train.warmup_rounds, cfg.train.min_lr_ratio)
         chosen = [0] if self.pooled else \
-            sample_clients(cfg.fl.num_clients, cfg.fl.clients_per_round, r, cfg.seed)
+            sample_clients(cfg.fl.num_clients, cfg.fl.trained_per_round(), r, cfg.seed)
         server_extras = {} if self.personal else self.strategy.server_extras()
         replies, secure = self.fit_round([self.task(k, r, lr, server_extras) for k in chosen],
                                          r, progress)
@@ -213,10 +216,8 @@ class MultiRoundRun(SessionDriver):
         training (its clients are evaluated at the end)."""
         if self.personal or not (r % self.cfg.eval.every == 0 or r == self.rounds):
             return {}
-        out = {"eval": self.session.evaluate(self.global_state)}
-        if self.session.held_out():
-            out["client_eval"] = self.session.evaluate_holdout(self.global_state)
-        return out
+        test, ce = self.session.evaluate_global(self.global_state)
+        return {"eval": test, **({"client_eval": ce} if ce is not None else {})}
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self, rows: int) -> None:
@@ -258,7 +259,7 @@ class MultiRoundRun(SessionDriver):
         writer = MetricsWriter(s.out / "metrics.jsonl", keep_rows=keep)
         setup_seconds = s.setup_seconds + time.perf_counter() - t_setup
         every = cfg.fl.checkpoint_every
-        per_round = 1 if self.pooled else min(cfg.fl.clients_per_round, cfg.fl.num_clients)
+        per_round = 1 if self.pooled else cfg.fl.trained_per_round()
         total, done_updates = self.rounds * per_round, self.done * per_round
         events = open_events(s.out, cfg.output.tensorboard, self.done)
         with RoundProgress(s.console, total, cfg.output.progress, done_updates) as progress:
@@ -302,19 +303,25 @@ class MultiRoundRun(SessionDriver):
 
     def final_eval(self, rows: list[dict]) -> dict:
         """The test-set metrics of the end state (and ``client_eval`` when clients hold out
-        samples)."""
+        samples; local-only with ``eval.threshold = calibrated``: each client's threshold from
+        its own held-out samples, on its own adapter's test metrics)."""
         s = self.session
         if self.personal:
             states = dict(self.adapters.items())
-            final = s.evaluate_clients(states) if states else s.evaluate(s.initial_state)
+            calibrated = s.held_out() and self.cfg.eval.threshold == "calibrated"
+            ce = s.evaluate_holdout(states=states) if calibrated else None
+            thresholds = {int(k): m["threshold"] for k, m in ce["per_client"].items()
+                          if "threshold" in m} if ce else None
+            final = s.evaluate_clients(states, thresholds) if states else \
+                s.evaluate(s.initial_state)
             if s.held_out():
-                final["client_eval"] = s.evaluate_holdout(states=states)
+                final["client_eval"] = ce or s.evaluate_holdout(states=states)
             return final
         last = rows[-1] if rows else {}
         if last.get("round") == self.rounds and "eval" in last:  # just evaluated: not again
             return {**last["eval"], **({"client_eval": last["client_eval"]}
                                        if "client_eval" in last else {})}
-        final = s.evaluate(self.global_state)  # the initial state when nothing trained
-        if s.held_out():
-            final["client_eval"] = s.evaluate_holdout(self.global_state)
+        final, ce = s.evaluate_global(self.global_state)  # the initial state when untrained
+        if ce is not None:
+            final["client_eval"] = ce
         return final

@@ -37,7 +37,8 @@ __all__ = ["MERGE_ONLY_KEYS", "CachedUploads", "load_uploads", "locked", "pack_u
 #: ``fl.yoco`` keys that act on the server's merge (or name what the plan resolves) only.
 MERGE_ONLY_KEYS = ("method", "variant", "init", "targets", "merge_b", "merge_a", "params_a",
                    "params_b", "pca_k", "pca_weighting", "pca_power", "pca_center",
-                   "pca_sample_weighted", "density", "product_rank", "upload_cache")
+                   "pca_sample_weighted", "density", "product_rank", "upload_cache",
+                   "fedopt_step")
 
 
 def training_inputs(cfg: Config, plan: RunPlan) -> dict:

@@ -137,3 +137,26 @@ def test_yoco_one_shot_through_the_flower_app_matches_the_simulation(tmp_path, t
     assert fl_row["val_loss"] == sim_row["val_loss"]
     assert fl_row["held_out"] == sim_row["held_out"] and sim_row["held_out"]
     assert fl_row["eval"]["accuracy"] == sim_row["eval"]["accuracy"]
+
+
+def test_local_only_over_flower_trains_every_node_and_calibrates_on_the_nodes(tmp_path,
+                                                                              tiny_dir):
+    """fl.local_clients = all over Flower: every node trains in every round, as in the
+    simulation; with eval.threshold = calibrated each node sends its threshold counts (no
+    sample) and the thresholds, compute and figures are the simulation's."""
+    extra = ["fl.algorithm=local", "eval.client_holdout=0.25", "eval.threshold=calibrated"]
+    sim_out = tmp_path / "sim"
+    run_experiment(load_config(None, [*BASE, *extra, f"output.dir={sim_out}"]))
+    _, summary = flower_run(tmp_path / "flower", *extra)
+    sim = json.loads((sim_out / "summary.json").read_text())
+    rows = [json.loads(x) for x in (tmp_path / "flower" / "metrics.jsonl").read_text()
+            .splitlines()]
+    assert all(r["clients"] == list(range(N)) for r in rows)
+    assert summary["compute"] == sim["compute"] == {"client_steps": 2 * N * 2,
+                                                    "client_runs": 2 * N}  # rounds x N x steps
+    got, want = summary["final"]["client_eval"], sim["final"]["client_eval"]
+    assert {k: m["threshold"] for k, m in got["per_client"].items()} == \
+        {k: m["threshold"] for k, m in want["per_client"].items()}
+    assert all("threshold_counts" not in m for m in got["per_client"].values())
+    assert summary["final"]["accuracy_calibrated"] == pytest.approx(
+        sim["final"]["accuracy_calibrated"], abs=1e-9)

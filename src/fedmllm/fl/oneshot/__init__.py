@@ -3,7 +3,8 @@
 - :mod:`.keys`: :func:`lora_role`, :func:`lora_module`, :func:`lora_pairs`,
   :func:`client_weights`.
 - :mod:`.factor`: :func:`merge_lora_uploads`, factor by factor with separate rules for ``A``,
-  ``B`` and other keys (:data:`UPLOAD_RULES`; YOCO's server step).
+  ``B`` and other keys (:data:`UPLOAD_RULES`; YOCO's server step); :func:`rule_params`, the
+  adaptive rules' one-shot first step (research or textbook).
 - :mod:`.product`: :func:`merge_lora_products` on the products ``B_i A_i`` (exact, task
   arithmetic, TIES, DARE; :data:`PRODUCT_METHODS`), :func:`factorize`, :func:`refactorize`.
 - :mod:`.registry`: the merge rules, each registered where it is defined
@@ -12,7 +13,14 @@
 
 from __future__ import annotations
 
-from .factor import UPLOAD_RULES, merge_lora_uploads, upload_rules
+from .factor import (
+    ADAPTIVE_RULES,
+    FEDOPT_STEPS,
+    UPLOAD_RULES,
+    merge_lora_uploads,
+    rule_params,
+    upload_rules,
+)
 from .keys import client_weights, lora_module, lora_pairs, lora_role
 from .product import (
     PRODUCT_METHODS,
@@ -24,6 +32,8 @@ from .product import (
 from .registry import get_merge, merge_names, register_merge
 
 __all__ = [
+    "ADAPTIVE_RULES",
+    "FEDOPT_STEPS",
     "PRODUCT_METHODS",
     "UPLOAD_RULES",
     "client_weights",
@@ -38,5 +48,6 @@ __all__ = [
     "product_methods",
     "refactorize",
     "register_merge",
+    "rule_params",
     "upload_rules",
 ]

@@ -18,6 +18,20 @@ The rules, for one key, with the clients ``S`` that uploaded it, ``y_i`` their t
   stepped from a fresh zero-B adapter instead, which drops the shared initialisation every
   client trained from). E.g. textbook ``fedavgm`` one-shot is
   ``x0 + D_w`` = fedavg; ``fedadam`` moves ``x0`` by ``eta_t m / (sqrt(v) + tau)``.
+
+The adaptive rules (:data:`ADAPTIVE_RULES`) take one of two first steps, ``fedopt_step``
+(:func:`rule_params`), with ``D_w`` the example-weighted and ``D_u`` the unweighted mean delta:
+
+- ``"research"``: the YOCO research code's one-shot step (``fed_global.py`` at round 0, where
+  every momentum buffer equals the current delta): ``m = D_u`` and, from ``v0 = tau^2``,
+  ``fedadam``: ``v = beta2 tau^2 + (1 - beta2) D_u^2``; ``fedyogi``:
+  ``v = tau^2 - (1 - beta2) D_u^2 sign(tau^2 - D_u^2)``; ``fedadagrad``: ``v = tau^2 + D_u^2``;
+  then ``x = x0 + eta m / (sqrt(v) + tau)``, no bias correction. It is the rule's ``fedmllm``
+  variant's first step (default ``eta`` 1e-3). Where ``|D_u| >> tau`` the step is about
+  ``eta sign(D_u) / sqrt(1 - beta2)`` (fedadam: ``10 eta``).
+- ``"textbook"``: Flower's first step: ``m = (1 - beta1) D_w`` (0.1 ``D_w``), ``v`` from 0 with
+  ``D_w^2`` (fedadam: ``(1 - beta2) D_w^2``), FedAdam's bias-corrected ``eta_t``; the
+  ``textbook`` variant (default ``eta`` 0.1).
 """
 
 from __future__ import annotations
@@ -75,6 +89,33 @@ def upload_rules() -> tuple[str, ...]:
 UPLOAD_RULES: tuple[str, ...] = upload_rules()
 """The built-in rules of :func:`upload_rules`."""
 
+#: The adaptive server rules whose one-shot first step ``fedopt_step`` chooses.
+ADAPTIVE_RULES = ("fedadam", "fedyogi", "fedadagrad")
+
+#: ``fedopt_step`` -> the strategy variant whose first step it is.
+FEDOPT_STEPS = {"research": "fedmllm", "textbook": "textbook"}
+
+
+def rule_params(rule: str, params: Mapping[str, Any] | None,
+                fedopt_step: str | None) -> dict:
+    """The parameters server rule ``rule`` is made with in a one-shot merge: ``params``, and
+    for an adaptive rule (:data:`ADAPTIVE_RULES`) with ``fedopt_step`` given, the ``variant``
+    whose first step it is (:data:`FEDOPT_STEPS`; module docstring). A ``variant`` in
+    ``params`` that names the other step is refused; ``fedopt_step=None`` keeps ``params``."""
+    out = dict(params or {})
+    if fedopt_step is None or rule not in ADAPTIVE_RULES:
+        return out
+    if fedopt_step not in FEDOPT_STEPS:
+        raise ValueError(f"unknown fedopt_step {fedopt_step!r}; choices: "
+                         f"{', '.join(FEDOPT_STEPS)}")
+    variant = FEDOPT_STEPS[fedopt_step]
+    if out.get("variant", variant) != variant:
+        raise ValueError(f"rule {rule!r}: variant {out['variant']!r} contradicts "
+                         f"fedopt_step {fedopt_step!r} (the {variant!r} variant's first step); "
+                         f"choose the step by fedopt_step alone")
+    out["variant"] = variant
+    return out
+
 
 def _group(key: str) -> str:
     role = lora_role(key)
@@ -97,13 +138,15 @@ def merge_lora_uploads(
     pca_power: float = 2.0,
     pca_center: bool = True,
     pca_sample_weighted: bool = True,
+    fedopt_step: str | None = None,
 ) -> StateDict:
     """YOCO's one-shot server merge of single uploads, with separate rules per key group.
 
     Groups: ``lora_B`` keys (``rule_B``), ``lora_A`` keys (``rule_A``), every other key, e.g.
     ``modules_to_save`` copies (``rule_other``); each rule is one of :data:`UPLOAD_RULES`
     (formulas in the module docstring), ``params_X`` a strategy rule's parameters, ``pca_*``
-    the ``pca`` rule's options.
+    the ``pca`` rule's options, ``fedopt_step`` the adaptive rules' first step
+    (:func:`rule_params`: ``research``, ``textbook``, or ``None``: as ``params_X`` say).
 
     ``rule_A != rule_B`` is the paper's "combine" baseline (e.g. ``rule_B="mean"``,
     ``rule_A="fedavgm"``). The YOCO variants ``init``/``init_b``/``init_ba`` merge ``A`` with a
@@ -119,6 +162,7 @@ def merge_lora_uploads(
     params = {"A": dict(params_A or {}), "B": dict(params_B or {}),
               "other": dict(params_other or {})}
     _check_rules(rules, params)
+    params = {g: rule_params(rules[g], p, fedopt_step) for g, p in params.items()}
     keys = _checked_keys(states, initial)
     options = {"pca_k": pca_k, "pca_weighting": pca_weighting, "pca_power": pca_power,
                "pca_center": pca_center, "pca_sample_weighted": pca_sample_weighted}

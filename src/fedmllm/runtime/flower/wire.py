@@ -101,7 +101,7 @@ def record_bytes(*records: ArrayRecord) -> int:
 #: loss.
 METRICS = {"train_loss": ("train_loss", float), "steps": ("steps", int),
            "epochs": ("epochs", float), "lr": ("lr", float), "held_out": ("held-out", int),
-           "client_seconds": ("seconds", float)}
+           "client_seconds": ("seconds", float), "steps_tried": ("steps-tried", int)}
 
 
 def metrics_record(update: ClientUpdate) -> MetricRecord:
