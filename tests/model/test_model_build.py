@@ -17,9 +17,9 @@ import torch
 
 #: tiny's sizes, 20 pre-training steps on 200 samples: a few seconds to build, and enough
 #: matmuls that a build on another thread count rounds differently (tested below).
-FAST = dict(vocab_size=1024, hidden=128, layers=2, heads=4, intermediate=256, vision_hidden=64,
-            vision_layers=2, vision_heads=2, pretrain_steps=20, pretrain_batch=16,
-            pretrain_lr=2e-3, pretrain_samples=200)
+FAST = {"vocab_size": 1024, "hidden": 128, "layers": 2, "heads": 4, "intermediate": 256,
+        "vision_hidden": 64, "vision_layers": 2, "vision_heads": 2, "pretrain_steps": 20,
+        "pretrain_batch": 16, "pretrain_lr": 2e-3, "pretrain_samples": 200}
 
 
 def _build_fast(cache: Path, threads: int, monkeypatch, quiet: bool = True) -> Path:
@@ -48,11 +48,10 @@ def test_build_determinism_pins_and_restores_threads_and_algorithms():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with pytest.raises(RuntimeError, match="inside"):
-            with build_determinism():
-                assert torch.get_num_threads() == BUILD_THREADS == 2
-                assert torch.are_deterministic_algorithms_enabled()
-                raise RuntimeError("inside")
+        with pytest.raises(RuntimeError, match="inside"), build_determinism():
+            assert torch.get_num_threads() == BUILD_THREADS == 2
+            assert torch.are_deterministic_algorithms_enabled()
+            raise RuntimeError("inside")
         assert torch.get_num_threads() == 1
         assert not torch.are_deterministic_algorithms_enabled()
     finally:
@@ -113,7 +112,7 @@ def test_a_build_gives_the_same_weights_whatever_the_environments_thread_counts(
         env = {**os.environ, "OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n),
                "RAYON_NUM_THREADS": str(n), "FEDMLLM_CACHE": str(tmp_path / str(n))}
         out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(FAST)], env=env,
-                             capture_output=True, text=True, timeout=600)
+                             capture_output=True, text=True, timeout=600, check=False)
         assert out.returncode == 0, out.stderr
         hashes.append(out.stdout.split()[-1])
     assert hashes[0] == hashes[1]

@@ -235,12 +235,11 @@ def weights_hash(folder: str | Path) -> str:
     then the tensor's raw bytes, over every ``*.safetensors`` file of ``folder``. Equal hashes:
     the same weights bit for bit (dtype and layout included); the JSON header and the file
     order do not count. For cache entries built before the hash was recorded."""
-    from safetensors import safe_open
+    from safetensors.torch import load_file
 
     tensors: dict = {}
     for path in sorted(Path(folder).glob("*.safetensors")):
-        with safe_open(str(path), framework="pt") as fh:
-            tensors.update({name: fh.get_tensor(name) for name in fh.keys()})
+        tensors.update(load_file(path))
     if not tensors:
         raise FileNotFoundError(f"{folder}: no *.safetensors weights to hash")
     h = hashlib.sha256()
