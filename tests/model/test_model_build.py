@@ -136,3 +136,20 @@ def test_model_build_prints_the_hash_also_of_an_entry_cached_without_it(tmp_path
     assert json.loads(out.split("\n", 1)[1]) == {"parameters": 3,
                                                  "weights_sha256": weights_hash(tmp_path)}
     assert not json.loads((tmp_path / "recipe.json").read_text())["stats"].get("weights_sha256")
+
+
+def test_the_deep_grid_penalises_the_middle_layers_of_the_deep_base():
+    """benchmarks/grids/deep.toml runs on the 8-layer base, and its adaptive prox
+    (layers s .. L-1-s) penalises layers 2-5 of 8, leaving two free at each end; plain FedProx
+    and the other methods share everything else."""
+    from fedmllm.bench import load_grid
+    from fedmllm.model.tiny import PRESETS
+
+    grid = load_grid(Path(__file__).parents[2] / "benchmarks" / "grids" / "deep.toml")
+    assert set(grid.methods) == {"fedavg", "fedprox", "adaptive-prox", "fedavg-agnostic", "local"}
+    assert len(grid.seeds) >= 10 and len(grid.claims) == 3
+    cell = next(c for c in grid.cells if c.method == "adaptive-prox")
+    layers = PRESETS[cell.config.model.preset].layers
+    client = cell.config.fl.client
+    assert client.objective == "adaptive_prox" and layers == 8
+    assert list(range(client.s_layer, layers - client.s_layer)) == [2, 3, 4, 5]
