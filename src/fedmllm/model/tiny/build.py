@@ -232,9 +232,10 @@ def build_determinism(threads: int = BUILD_THREADS) -> Iterator[None]:
 
 def weights_hash(folder: str | Path) -> str:
     """sha256 over a saved model's tensors: for each name in sorted order, the name (UTF-8) and
-    then the tensor's raw bytes, over every ``*.safetensors`` file of ``folder``. Equal hashes:
-    the same weights bit for bit (dtype and layout included); the JSON header and the file
-    order do not count. For cache entries built before the hash was recorded."""
+    then the tensor's raw bytes, over every ``*.safetensors`` file of ``folder``. Equal hashes
+    of one architecture: the same weights bit for bit (the shapes are not hashed, the names
+    fix them); the files' JSON headers do not count. Recorded at build; computed on demand
+    for cache entries built before it was recorded."""
     from safetensors.torch import load_file
 
     tensors: dict = {}
