@@ -193,6 +193,6 @@ def test_command_line_defaults_are_the_declared_ones():
     args = build_parser().parse_args(["prepare", "--dataset", "synth", "--out", "x"])
     assert (args.alpha, args.missing_rate, args.scenario, args.clients, args.seed) == (
         cfg.data.alpha, cfg.data.missing_rate, cfg.data.scenario, cfg.fl.num_clients, cfg.seed)
-    assert declared("model.preset").choices == ("tiny", "small", "tiny-structured")
+    assert declared("model.preset").choices == ("tiny", "small", "tiny-structured", "deep")
     assert declared("eval.views").default == cfg.eval.views
     assert "synth" in declared("data.dataset").choices

@@ -215,13 +215,15 @@ def cmd_config_show(args) -> int:
 def cmd_model_build(args) -> int:
     import json
 
-    from .model.tiny import ensure_tiny
+    from .model.tiny import ensure_tiny, weights_hash
 
     _quiet_libraries()
     path = ensure_tiny(args.preset, not args.no_pretrain)
-    info = json.loads((path / "recipe.json").read_text())
+    stats = json.loads((path / "recipe.json").read_text())["stats"]
+    if "weights_sha256" not in stats:  # an entry cached before the hash was recorded
+        stats["weights_sha256"] = weights_hash(path)
     print(path)
-    print(json.dumps(info["stats"], indent=2))
+    print(json.dumps(stats, indent=2))
     return 0
 
 
@@ -609,7 +611,8 @@ def _add_model(sub) -> None:
                   "Build and inspect the built-in offline model.")
     mb = msub.add_parser("build", help="build (and pre-train) a preset into the cache",
                          description="Build a built-in preset into the cache and print its "
-                                     "folder and build statistics.")
+                                     "folder, build statistics and weights' sha256 (the "
+                                     "same on any thread or core count).")
     preset = declared("model.preset")
     mb.add_argument("--preset", default=preset.default, choices=preset.choices,
                     help=f"the preset to build (default: {preset.default}, the one "

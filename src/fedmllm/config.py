@@ -124,10 +124,12 @@ def table(cls: type) -> type:
 
 @table
 class ModelConfig:
-    preset: Annotated[Literal["tiny", "small", "tiny-structured"], Lenient] = key("tiny", """
+    preset: Annotated[Literal["tiny", "small", "tiny-structured", "deep"], Lenient] = key(
+        "tiny", """
         Built-in offline model (ignored when ``name`` is set). ``tiny`` by default: within the
         demo's 120 s on 2 CPU cores it learns the synthetic task's joint image+text rule, which
-        ``small`` (about 3x slower per step) does not reach in that budget.""")
+        ``small`` (about 3x slower per step) does not reach in that budget. ``deep``: tiny's
+        width with 8 language-model layers (a middle for ``adaptive_prox``).""")
     name: str | None = key(None, "Hugging Face hub id or local folder of a vision-language model.")
     dtype: Annotated[Literal["auto", "float32", "bfloat16", "float16"], Lenient] = key("auto", """
         ``auto``: bf16 on CUDA where supported, else float32.""")

@@ -100,7 +100,8 @@ def test_grid_errors_name_the_file_and_the_cell(tmp_path, change, message, capsy
 def test_shipped_grids_load(tmp_path):
     grids = sorted((ROOT / "benchmarks" / "grids").glob("*.toml"))
     assert {g.name for g in grids} >= {"quick.toml", "fedmllm_paper.toml"}
-    assert {"hateful_memes.toml", "crisismmd.toml", "medical.toml"} <= {g.name for g in grids}
+    assert {"hateful_memes.toml", "crisismmd.toml", "medical.toml", "deep.toml"} <= {
+        g.name for g in grids}
     for g in grids:  # the real datasets' grids get a (stand-in) data folder, as a user gives
         grid = load_grid(g, [f"data.data_dir={tmp_path}"] if "data.data_dir" in g.read_text()
                          else [])

@@ -45,6 +45,7 @@ def test_pretrain_corpus_is_unchanged():
     ("tiny", True, 1, "tiny-pt-dfecd73a9401"),
     ("small", True, 0, "small-pt-a124c9304fc1"),
     ("small", False, 0, "small-init-b075bc419e9a"),
+    ("deep", True, 0, "deep-pt-bd63229f72ad"),
 ])
 def test_cache_folder_of_the_recipe_is_unchanged(preset, pretrain, seed, name):
     from fedmllm.model.tiny import recipe_dir

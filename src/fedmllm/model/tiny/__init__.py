@@ -8,12 +8,22 @@ like any hub model. One module per part:
 - :mod:`.corpus`: the pre-training corpus and the tokenizer's training text;
 - :mod:`.pretrain`: the short deterministic centralized pre-training
   (``fedmllm.model.tiny.pretrain.pretrain``);
-- :mod:`.build`: tokenizer, processor and model from config, and :func:`ensure_tiny`.
+- :mod:`.build`: tokenizer, processor and model from config, :func:`ensure_tiny`, the build's
+  determinism (:func:`build_determinism`) and the weights' hash (:func:`weights_hash`).
 """
 
-from .build import CHAT_TEMPLATE, build_model, build_processor, build_tokenizer, ensure_tiny
+from .build import (
+    CHAT_TEMPLATE,
+    build_determinism,
+    build_model,
+    build_processor,
+    build_tokenizer,
+    ensure_tiny,
+    weights_hash,
+)
 from .corpus import PRETRAIN_CORPUS_VERSION, corpus_text, make_pretrain_corpus
 from .presets import (
+    BUILD_THREADS,
     IMAGE_SIZE,
     PATCH_SIZE,
     PRESETS,
@@ -27,6 +37,7 @@ from .presets import (
 )
 
 __all__ = [
+    "BUILD_THREADS",
     "CHAT_TEMPLATE",
     "IMAGE_SIZE",
     "PATCH_SIZE",
@@ -36,6 +47,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "TOKENIZER_CORPUS",
     "Preset",
+    "build_determinism",
     "build_model",
     "build_processor",
     "build_tokenizer",
@@ -45,4 +57,5 @@ __all__ = [
     "make_pretrain_corpus",
     "recipe",
     "recipe_dir",
+    "weights_hash",
 ]

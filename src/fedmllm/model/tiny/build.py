@@ -8,6 +8,14 @@ its cache folder, written atomically (:func:`fedmllm.files.atomic_dir`); a secon
 builds the same recipe at the same time keeps the folder of whichever finishes first. The
 folder is then loaded by :func:`fedmllm.model.loading.load_vlm` like any hub model.
 
+A build runs under :func:`build_determinism` (torch's intra-op threads pinned to
+:data:`~fedmllm.model.tiny.presets.BUILD_THREADS`, deterministic algorithms), so a recipe gives
+the same weights bit for bit whatever the core count or ``OMP_NUM_THREADS``, on the same torch
+build and CPU instruction set; the tokenizer's training (``tokenizers``, parallel in Rust) gives
+the same vocabulary and merges whatever ``RAYON_NUM_THREADS`` (checked: 1, 2, 8, 16, and
+``TOKENIZERS_PARALLELISM=false``). The cache entry's ``recipe.json`` records
+:func:`weights_hash` of what was saved (``stats.weights_sha256``).
+
 Pieces (all real ``transformers`` classes):
 - vision: ``CLIPVisionModel`` config (32x32 images, 8x8 patches -> 16 image tokens);
 - language: ``LlamaConfig`` decoder;
@@ -19,8 +27,10 @@ Pieces (all real ``transformers`` classes):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +39,7 @@ import torch
 from ...files import atomic_dir
 from .corpus import corpus_text
 from .presets import (
+    BUILD_THREADS,
     IMAGE_SIZE,
     PATCH_SIZE,
     PRESETS,
@@ -40,7 +51,8 @@ from .presets import (
 )
 from .pretrain import pretrain
 
-__all__ = ["CHAT_TEMPLATE", "build_model", "build_processor", "build_tokenizer", "ensure_tiny"]
+__all__ = ["CHAT_TEMPLATE", "build_determinism", "build_model", "build_processor",
+           "build_tokenizer", "ensure_tiny", "weights_hash"]
 
 
 CHAT_TEMPLATE = (
@@ -156,35 +168,86 @@ def _build_lock(target: Path, quiet: bool):
 
 
 def _build(target: Path, preset: str, pretrain_base: bool, seed: int, quiet: bool) -> Path:
+    """Build the recipe under :func:`build_determinism` and save it into ``target``."""
     p = PRESETS[preset]
     t0 = time.perf_counter()
     if not quiet:
         what = "building and pre-training" if pretrain_base else "building"
         print(f"[fedmllm] {what} the built-in '{preset}' model (once; cached in {target})",
               flush=True)
-    torch.manual_seed(seed)
-    tokenizer = build_tokenizer(corpus_text(TOKENIZER_CORPUS, seed=seed), p.vocab_size)
-    processor = build_processor(tokenizer)
-    model = build_model(p, tokenizer, seed)
-    stats: dict = {"pretrain": None}
-    if pretrain_base:
-        stats["pretrain"] = pretrain(model, processor, p, seed,
-                                     progress=None if quiet else _StepLines())
-    stats["build_seconds"] = round(time.perf_counter() - t0, 2)
-    stats["parameters"] = sum(t.numel() for t in model.parameters())
+    with build_determinism():
+        torch.manual_seed(seed)
+        tokenizer = build_tokenizer(corpus_text(TOKENIZER_CORPUS, seed=seed), p.vocab_size)
+        processor = build_processor(tokenizer)
+        model = build_model(p, tokenizer, seed)
+        stats: dict = {"pretrain": None}
+        if pretrain_base:
+            stats["pretrain"] = pretrain(model, processor, p, seed,
+                                         progress=None if quiet else _StepLines())
+        stats["build_seconds"] = round(time.perf_counter() - t0, 2)
+        stats["parameters"] = sum(t.numel() for t in model.parameters())
+        stats["threads"], stats["torch"] = BUILD_THREADS, torch.__version__
+        _save(target, model, processor, {"recipe": recipe(preset, pretrain_base, seed),
+                                         "stats": stats})
+    if not quiet:
+        print(f"[fedmllm] built-in model ready: {stats}", flush=True)
+    return target
+
+
+def _save(target: Path, model, processor, info: dict) -> None:
+    """Write the folder atomically, its weights' hash into ``info["stats"]`` and recipe.json."""
     try:
         with atomic_dir(target, replace=False) as tmp:
             model.save_pretrained(tmp)
             processor.save_pretrained(tmp)
-            (tmp / "recipe.json").write_text(json.dumps(
-                {"recipe": recipe(preset, pretrain_base, seed), "stats": stats}, indent=2))
+            info["stats"]["weights_sha256"] = weights_hash(tmp)
+            (tmp / "recipe.json").write_text(json.dumps(info, indent=2))
     except OSError:
         # another process finished the same recipe first: its folder is as good as ours
         if not (target / "recipe.json").is_file():
             raise
-    if not quiet:
-        print(f"[fedmllm] built-in model ready: {stats}", flush=True)
-    return target
+
+
+@contextmanager
+def build_determinism(threads: int = BUILD_THREADS) -> Iterator[None]:
+    """Run the body with torch's intra-op threads set to ``threads`` and
+    ``torch.use_deterministic_algorithms(True)``; both restored afterwards (also on error).
+
+    The thread count fixes the order of every float reduction (a matmul's or a sum's split
+    over threads), the deterministic algorithms rule out kernels whose order varies from run to
+    run: together the build's weights are one function of the recipe on a given torch build and
+    CPU instruction set (another torch version, or another kernel for another ISA, may round
+    differently)."""
+    threads_before = torch.get_num_threads()
+    det_before = torch.are_deterministic_algorithms_enabled()
+    warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads_before)
+        torch.use_deterministic_algorithms(det_before, warn_only=warn_before)
+
+
+def weights_hash(folder: str | Path) -> str:
+    """sha256 over a saved model's tensors: for each name in sorted order, the name (UTF-8) and
+    then the tensor's raw bytes, over every ``*.safetensors`` file of ``folder``. Equal hashes
+    of one architecture: the same weights bit for bit (the shapes are not hashed, the names
+    fix them); the files' JSON headers do not count. Recorded at build; computed on demand
+    for cache entries built before it was recorded."""
+    from safetensors.torch import load_file
+
+    tensors: dict = {}
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        tensors.update(load_file(path))
+    if not tensors:
+        raise FileNotFoundError(f"{folder}: no *.safetensors weights to hash")
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 class _StepLines:
