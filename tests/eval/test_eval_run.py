@@ -52,6 +52,21 @@ def test_eval_run_reproduces_the_runs_final_metrics(fedavg_run, capsys):
     assert "same numbers as the run's summary.json" in capsys.readouterr().out
 
 
+def test_eval_run_repeats_a_calibrated_threshold(tmp_path, capsys, tiny_dir):
+    """A run with eval.threshold = calibrated: the threshold it recorded per view is applied
+    again, and accuracy_calibrated is repeated exactly, beside the fixed figures."""
+    run = tiny_run(tmp_path / "cal", "eval.client_holdout=0.25", "eval.threshold=calibrated")
+    assert main(["eval", "--run", str(run)]) == 0
+    ev = json.loads((run / "eval" / "eval.json").read_text())
+    for view, theirs in _summary(run)["final"]["per_modality"].items():
+        mine = ev["per_modality"][view]
+        assert isinstance(theirs["threshold"], float), view
+        assert mine["threshold"] == theirs["threshold"], view
+        assert mine["accuracy_calibrated"] == theirs["accuracy_calibrated"], view
+        assert mine["accuracy"] == theirs["accuracy"], view
+    assert "same numbers as the run's summary.json" in capsys.readouterr().out
+
+
 def test_eval_run_options_override_the_runs(fedavg_run, tmp_path):
     out = tmp_path / "ev"
     assert main(["eval", "--run", str(fedavg_run), "--views", "image_only", "--max-samples",

@@ -431,6 +431,19 @@ def prediction_rows(result: dict, client: int | None = None) -> list[dict]:
     return rows
 
 
+def _apply_run_threshold(expected: dict, result: dict) -> None:
+    """A run with ``eval.threshold = calibrated`` recorded, per view, the threshold its clients'
+    held-out samples chose: apply it to this evaluation's option probabilities, so that
+    ``accuracy_calibrated`` is repeated (and compared) as well as the fixed figures."""
+    from .threshold import calibrated_metrics
+
+    for view, (samples, pred) in (result.get("_predictions") or {}).items():
+        theirs = (expected.get("per_modality") or {}).get(view) or {}
+        if isinstance(theirs.get("threshold"), float) and "probs" in pred:
+            result["per_modality"][view].update(calibrated_metrics(
+                [s.label for s in samples], pred["probs"], theirs["threshold"]))
+
+
 def _comparison(expected: dict, got: dict) -> str:
     """One line: does this evaluation give the run's own final numbers?"""
     pairs = []
@@ -440,8 +453,8 @@ def _comparison(expected: dict, got: dict) -> str:
     else:
         for view, m in (got.get("per_modality") or {}).items():
             theirs = (expected.get("per_modality") or {}).get(view) or {}
-            for key in ("accuracy", "macro_f1", "auroc", "overall", "closed_accuracy",
-                        "open_exact"):
+            for key in ("accuracy", "accuracy_calibrated", "macro_f1", "auroc", "overall",
+                        "closed_accuracy", "open_exact"):
                 if isinstance(m.get(key), float) and isinstance(theirs.get(key), float):
                     pairs.append((f"{view} {key}", theirs[key], m[key]))
     pairs = [p for p in pairs if p[1] is not None and p[2] is not None]
@@ -477,6 +490,8 @@ def run_eval(args, console) -> int:
     model, processor = load_vlm(job.base, device=device, dtype=dtype,
                                 trust_remote_code=job.trust_remote_code)
     results = _evaluate_adapters(job, model, processor, device, dtype, args, console)
+    if job.expected and None in results:
+        _apply_run_threshold(job.expected, results[None])
     per = {c: {k: v for k, v in res.items() if not k.startswith("_")}
            for c, res in results.items()}
     metrics = _job_metrics(job, per)
