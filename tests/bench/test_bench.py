@@ -388,9 +388,15 @@ def test_bench_progress_heartbeat_counts_running_cells_and_the_eta():
 
 # ----------------------------------------------------------------------------- a real sweep
 
+# the sweep's process takes SIGINT as a terminal's foreground job does, even where the tests
+# run in a background job of a non-interactive shell, which ignores SIGINT (and passes that on)
+_FOREGROUND = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+               "from fedmllm.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
 def _bench(args, env=None, **kw):
     e = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "fedmllm", "bench", *args], env=e,
+    return subprocess.Popen([sys.executable, "-c", _FOREGROUND, "bench", *args], env=e,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
