@@ -145,7 +145,7 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
 
-# The YOCO study (docs/yoco_results.md): 360 runs, about 70 minutes on 2 CPU cores; run again, it
+# The YOCO study (docs/yoco_results.md): 720 runs, about 2.5 hours on 2 CPU cores; run again, it
 # resumes where it stopped and then rewrites the document.
 yoco-study: $(STAMP)
 	$(BIN)/fedmllm model build --preset tiny-structured
