@@ -67,6 +67,35 @@ def test_eval_run_repeats_a_calibrated_threshold(tmp_path, capsys, tiny_dir):
     assert "same numbers as the run's summary.json" in capsys.readouterr().out
 
 
+def test_eval_run_repeats_each_local_clients_own_threshold(tmp_path, capsys, tiny_dir):
+    """Local-only with eval.threshold = calibrated: each client chose its own threshold on its
+    own held-out samples; evaluated again, client K's adapter is read at client K's threshold,
+    for every client (and the mean over clients) and for --client K alone."""
+    run = tiny_run(tmp_path / "localcal", "fl.algorithm=local", "fl.clients_per_round=3",
+                   "eval.client_holdout=0.25", "eval.threshold=calibrated")
+    final = _summary(run)["final"]
+    thresholds = {k: c["per_modality"]["image_text"].get("threshold")
+                  for k, c in final["per_client"].items()}
+    # (a client without held-out samples has none; two that differ tell per-client from global)
+    assert len({t for t in thresholds.values() if isinstance(t, float)}) >= 2, thresholds
+    assert main(["eval", "--run", str(run)]) == 0
+    ev = json.loads((run / "eval" / "eval.json").read_text())
+    assert ev["per_client"].keys() == final["per_client"].keys()
+    for k, theirs in final["per_client"].items():
+        for view, m in theirs["per_modality"].items():
+            mine = ev["per_client"][k]["per_modality"][view]
+            assert mine.get("threshold") == m.get("threshold") == thresholds[k], (k, view)
+            assert mine.get("accuracy_calibrated") == m.get("accuracy_calibrated"), (k, view)
+    assert ev["accuracy_calibrated"] == final["accuracy_calibrated"]
+    assert "same numbers as the run's summary.json" in capsys.readouterr().out
+    k = next(k for k, t in thresholds.items() if isinstance(t, float) and t != 0.5)
+    out = tmp_path / "one"
+    assert main(["eval", "--run", str(run), "--client", k, "--out", str(out)]) == 0
+    one = json.loads((out / "eval.json").read_text())
+    assert one["per_modality"]["image_text"]["threshold"] == thresholds[k]
+    assert one["accuracy_calibrated"] == final["per_client"][k]["accuracy_calibrated"]
+
+
 def test_eval_run_options_override_the_runs(fedavg_run, tmp_path):
     out = tmp_path / "ev"
     assert main(["eval", "--run", str(fedavg_run), "--views", "image_only", "--max-samples",

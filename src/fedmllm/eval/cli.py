@@ -434,14 +434,31 @@ def prediction_rows(result: dict, client: int | None = None) -> list[dict]:
 def _apply_run_threshold(expected: dict, result: dict) -> None:
     """A run with ``eval.threshold = calibrated`` recorded, per view, the threshold its clients'
     held-out samples chose: apply it to this evaluation's option probabilities, so that
-    ``accuracy_calibrated`` is repeated (and compared) as well as the fixed figures."""
+    ``accuracy_calibrated`` is repeated (and compared) as well as the fixed figures. The first
+    view's figures are also the top-level ones (as :func:`~.evaluate.evaluate` gives them)."""
     from .threshold import calibrated_metrics
 
+    views = result.get("per_modality") or {}
     for view, (samples, pred) in (result.get("_predictions") or {}).items():
         theirs = (expected.get("per_modality") or {}).get(view) or {}
         if isinstance(theirs.get("threshold"), float) and "probs" in pred:
-            result["per_modality"][view].update(calibrated_metrics(
+            views[view].update(calibrated_metrics(
                 [s.label for s in samples], pred["probs"], theirs["threshold"]))
+    first = next(iter(views.values()), {})
+    result.update({k: first[k] for k in ("accuracy_calibrated", "threshold") if k in first})
+
+
+def _apply_run_thresholds(job: EvalJob, results: dict[int | None, dict]) -> None:
+    """:func:`_apply_run_threshold` for every adapter evaluated: the run's one threshold for its
+    one adapter; for a local-only run, client K's own threshold (calibrated on K's held-out
+    samples alone) for K's adapter."""
+    for client, result in results.items():
+        if client is None or job.meta.get("client") is not None:
+            theirs = job.expected  # the one adapter's, or (--client K) already client K's
+        else:
+            theirs = (job.expected.get("per_client") or {}).get(str(client))
+        if isinstance(theirs, dict):
+            _apply_run_threshold(theirs, result)
 
 
 def _comparison(expected: dict, got: dict) -> str:
@@ -450,6 +467,8 @@ def _comparison(expected: dict, got: dict) -> str:
     if "per_client" in expected or "per_client" in got:
         pairs.append(("accuracy (mean over clients)", expected.get("accuracy"),
                       got.get("accuracy")))
+        pairs.append(("accuracy_calibrated (mean over clients)",
+                      expected.get("accuracy_calibrated"), got.get("accuracy_calibrated")))
     else:
         for view, m in (got.get("per_modality") or {}).items():
             theirs = (expected.get("per_modality") or {}).get(view) or {}
@@ -490,8 +509,8 @@ def run_eval(args, console) -> int:
     model, processor = load_vlm(job.base, device=device, dtype=dtype,
                                 trust_remote_code=job.trust_remote_code)
     results = _evaluate_adapters(job, model, processor, device, dtype, args, console)
-    if job.expected and None in results:
-        _apply_run_threshold(job.expected, results[None])
+    if job.expected:
+        _apply_run_thresholds(job, results)
     per = {c: {k: v for k, v in res.items() if not k.startswith("_")}
            for c, res in results.items()}
     metrics = _job_metrics(job, per)
